@@ -1,1 +1,43 @@
-__all__: list[str] = []
+"""flowgraph: stream processing in plain Python.
+
+Compose functions into a `Graph`; the planner turns it into topics and stores; `run` executes
+it embedded (``memory://``) or on Kafka. See docs/getting-started/.
+"""
+
+from flowgraph import testing as testing
+from flowgraph._graph import Graph as Graph
+from flowgraph._graph import Stream as Stream
+from flowgraph._graph import Table as Table
+from flowgraph._run import RunResult as RunResult
+from flowgraph._run import run as run
+from flowgraph._run import run_async as run_async
+from flowgraph.errors import ConfigurationError as ConfigurationError
+from flowgraph.errors import FlowgraphError as FlowgraphError
+from flowgraph.errors import GraphDefinitionError as GraphDefinitionError
+from flowgraph.errors import GraphValidationError as GraphValidationError
+from flowgraph.errors import PlanningError as PlanningError
+from flowgraph.errors import RuntimeFailure as RuntimeFailure
+from flowgraph.errors import SerializationError as SerializationError
+from flowgraph.records import Record as Record
+from planner import Plan as Plan
+from planner import plan as plan
+
+__all__ = [
+    "ConfigurationError",
+    "FlowgraphError",
+    "Graph",
+    "GraphDefinitionError",
+    "GraphValidationError",
+    "Plan",
+    "PlanningError",
+    "Record",
+    "RunResult",
+    "RuntimeFailure",
+    "SerializationError",
+    "Stream",
+    "Table",
+    "plan",
+    "run",
+    "run_async",
+    "testing",
+]

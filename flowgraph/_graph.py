@@ -1,0 +1,355 @@
+"""The builder: `Graph`, `Stream` and `Table` handles.
+
+Builders only record frozen logical nodes; they never create topics or stores (that is the
+planner's job) and never call user functions (that is the runtime's). A `Stream` or `Table`
+is a small frozen handle naming one step of its graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+import attrs
+
+from flowgraph import _util
+from flowgraph.errors import GraphDefinitionError
+from planner import logical as lg
+from planner import naming
+from planner.logical import AggregateKind, LogicalPlan, Node
+from planner.physical import PhysicalPlan
+
+__all__ = ["Graph", "Stream", "Table"]
+
+K = TypeVar("K")
+"""Key type of a stream or table."""
+V = TypeVar("V")
+"""Value type of a stream or table."""
+
+
+class Graph:
+    """A dataflow under construction; its `id` prefixes every internal topic and store.
+
+    >>> g = Graph("clickstats")
+    >>> clicks = g.source("clicks", key_type=str, value_type=bytes, partitions=4)
+    >>> clicks.key_by(bytes.decode, name="by_text").count(name="per_text").name
+    'per_text'
+    """
+
+    def __init__(self, id: str) -> None:  # noqa: A002 - `id` is the public, documented name
+        if not isinstance(id, str) or not id or any(c in id for c in " /\\:"):
+            msg = (
+                f"graph id {id!r} is not usable; it prefixes topic and store names; "
+                "use letters, digits, '-', '_' or '.'"
+            )
+            raise GraphDefinitionError(msg)
+        self.id = id
+        self._nodes: list[Node] = []
+        self._ids: set[str] = set()
+        self._anonymous: dict[str, int] = {}
+
+    # -- building -----------------------------------------------------------------------
+
+    def source(
+        self,
+        topic: str,
+        *,
+        key_type: object = None,
+        value_type: object = None,
+        partitions: int = 1,
+        name: str | None = None,
+    ) -> Stream[Any, Any]:
+        """Read records from `topic`; keys and values are decoded by their declared types."""
+        if not isinstance(topic, str) or not topic:
+            msg = f"source topic must be a non-empty string, got {topic!r}"
+            raise GraphDefinitionError(msg)
+        node = lg.Source(
+            id=self._claim(name or topic),
+            topic=topic,
+            partitions=_positive(partitions, "partitions"),
+            key_type=key_type,
+            value_type=value_type,
+            where=_util.call_site(),
+        )
+        return self._add(node)
+
+    def source_from(
+        self, items: Iterable[Any], *, name: str, value_type: object = None, partitions: int = 1
+    ) -> Stream[None, Any]:
+        """A bounded source over an in-process iterable: examples, tests and backfills.
+
+        Items become record values with no key; the iterable is read once, when the graph runs.
+        """
+        if not hasattr(items, "__iter__"):
+            msg = f"source_from needs an iterable, got {type(items).__name__}"
+            raise GraphDefinitionError(msg)
+        step = self._claim(name)
+        node = lg.Source(
+            id=step,
+            topic=naming.feed_topic(self.id, step),
+            partitions=_positive(partitions, "partitions"),
+            feed=items,
+            value_type=value_type,
+            where=_util.call_site(),
+        )
+        return self._add(node)
+
+    def to_logical(self) -> LogicalPlan:
+        """The graph as a frozen logical plan (what `planner.plan` compiles)."""
+        return LogicalPlan(graph_id=self.id, nodes=tuple(self._nodes))
+
+    def plan(self) -> PhysicalPlan:
+        """Compile the graph; raises `GraphValidationError` listing every problem."""
+        from planner import plan
+
+        return plan(self)
+
+    def explain(self) -> str:
+        """Text description of the physical plan (as ``flowgraph explain`` prints it)."""
+        return self.plan().explain()
+
+    def _repr_svg_(self) -> str:
+        from flowgraph import viz
+
+        return viz.logical_svg(self.to_logical())
+
+    def __repr__(self) -> str:
+        return f"Graph({self.id!r}, steps={len(self._nodes)})"
+
+    # -- internals used by the handles ----------------------------------------------------
+
+    def _claim(self, name: str) -> str:
+        if not isinstance(name, str) or not name:
+            msg = f"step name must be a non-empty string, got {name!r}"
+            raise GraphDefinitionError(msg)
+        if name in self._ids:
+            msg = (
+                f"step {name!r} already exists in graph {self.id!r}; "
+                "step names must be unique; rename one of them"
+            )
+            raise GraphDefinitionError(msg)
+        self._ids.add(name)
+        return name
+
+    def _auto_name(self, kind: str) -> str:
+        """Name for an unnamed stateless step; it never names a topic or a store."""
+        while True:
+            self._anonymous[kind] = self._anonymous.get(kind, 0) + 1
+            candidate = f"{kind}-{self._anonymous[kind]}"
+            if candidate not in self._ids:
+                return self._claim(candidate)
+
+    def _add(self, node: Node) -> Stream[Any, Any]:
+        self._nodes.append(node)
+        return Stream(self, node.id)
+
+    def _node(self, step_id: str) -> Node:
+        for n in self._nodes:
+            if n.id == step_id:
+                return n
+        raise KeyError(step_id)
+
+
+def _positive(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        msg = f"{what} must be a positive integer, got {value!r}"
+        raise GraphDefinitionError(msg)
+    return value
+
+
+def _callable(fn: object, op: str) -> Callable[..., Any]:
+    if not callable(fn):
+        msg = f"{op} needs a function, got {fn!r}"
+        raise GraphDefinitionError(msg)
+    return fn
+
+
+@attrs.frozen
+class Stream(Generic[K, V]):
+    """A stream of keyed records: the output of one step of a graph."""
+
+    graph: Graph
+    step: str
+
+    @property
+    def _up(self) -> Node:
+        return self.graph._node(self.step)
+
+    def _fn_step(
+        self, cls: type[lg.FnNode], op: str, fn: object, name: str | None, **fields: Any
+    ) -> Stream[Any, Any]:
+        func = _callable(fn, op)
+        step = self.graph._claim(name) if name else None
+        if step is None:
+            short = _util.short_name(func)
+            step = self.graph._claim(short) if short else self.graph._auto_name(op)
+            if short is None and cls is lg.KeyBy:
+                fields["anonymous"] = True
+        up = self._up
+        fields.setdefault("key_type", up.key_type)
+        fields.setdefault("value_type", up.value_type)
+        node = cls(
+            id=step,
+            inputs=(self.step,),
+            fn=func,
+            fn_name=_util.fn_name(func),
+            is_async=_util.is_async(func),
+            where=_util.call_site(),
+            **fields,
+        )
+        return self.graph._add(node)
+
+    def map(self, fn: Callable[[V], Any], *, name: str | None = None, value_type: object = None
+            ) -> Stream[K, Any]:
+        """Replace each value by ``fn(value)``; keys are kept (use `key_by` to change them)."""
+        vt = value_type or _util.return_type(fn)
+        return self._fn_step(lg.Map, "map", fn, name, value_type=vt)
+
+    map_values = map
+    """Alias of `map`, for Kafka Streams users: flowgraph changes keys only in `key_by`."""
+
+    def filter(self, fn: Callable[[V], Any], *, name: str | None = None) -> Stream[K, V]:
+        """Keep the records whose value makes ``fn(value)`` true."""
+        return self._fn_step(lg.Filter, "filter", fn, name)
+
+    def flat_map(self, fn: Callable[[V], Iterable[Any]], *, name: str | None = None,
+                 value_type: object = None) -> Stream[K, Any]:
+        """Replace each value by the values of the iterable ``fn(value)``, keeping the key."""
+        vt = value_type or _util.element_type(_util.return_type(fn))
+        return self._fn_step(lg.FlatMap, "flat_map", fn, name, value_type=vt)
+
+    def peek(self, fn: Callable[[V], Any], *, name: str | None = None) -> Stream[K, V]:
+        """Call ``fn(value)`` for its side effect; records pass unchanged."""
+        return self._fn_step(lg.Peek, "peek", fn, name)
+
+    def key_by(self, fn: Callable[[V], Any], *, name: str | None = None, key_type: object = None,
+               partitions: int | None = None) -> Stream[Any, V]:
+        """Re-key each record by ``fn(value)``.
+
+        The planner adds a repartition topic named after this step when a stateful step
+        needs it, so a lambda here needs ``name=``.
+        """
+        kt = key_type or _util.return_type(fn)
+        if partitions is not None:
+            _positive(partitions, "partitions")
+        return self._fn_step(lg.KeyBy, "key_by", fn, name, key_type=kt, partitions=partitions)
+
+    def merge(self, *others: Stream[Any, Any], name: str | None = None) -> Stream[Any, Any]:
+        """The union of this stream and `others` (all from the same graph)."""
+        for o in others:
+            if not isinstance(o, Stream) or o.graph is not self.graph:
+                msg = f"merge needs streams of graph {self.graph.id!r}, got {o!r}"
+                raise GraphDefinitionError(msg)
+        ups = [self._up, *(o._up for o in others)]
+        kts = {id(u.key_type): u.key_type for u in ups}
+        vts = {id(u.value_type): u.value_type for u in ups}
+        node = lg.Merge(
+            id=self.graph._claim(name) if name else self.graph._auto_name("merge"),
+            inputs=tuple(u.id for u in ups),
+            key_type=next(iter(kts.values())) if len(kts) == 1 else None,
+            value_type=next(iter(vts.values())) if len(vts) == 1 else None,
+            where=_util.call_site(),
+        )
+        return self.graph._add(node)
+
+    def to(self, target: str | Callable[[Any, Any], Any], *, name: str | None = None,
+           key_type: object = None, value_type: object = None,
+           partitions: int | None = None) -> None:
+        """Write records to topic `target`, or call ``target(key, value)`` for each record."""
+        up = self._up
+        if isinstance(target, str):
+            step = self.graph._claim(name or f"to-{target}")
+            node = lg.Sink(id=step, inputs=(self.step,), topic=target,
+                           key_type=key_type or up.key_type,
+                           value_type=value_type or up.value_type,
+                           partitions=None if partitions is None else _positive(partitions, "partitions"),
+                           where=_util.call_site())
+        else:
+            func = _callable(target, "to")
+            short = _util.short_name(func)
+            step = self.graph._claim(name) if name else (
+                self.graph._claim(short) if short else self.graph._auto_name("to"))
+            node = lg.Sink(id=step, inputs=(self.step,), fn=func, fn_name=_util.fn_name(func),
+                           is_async=_util.is_async(func), key_type=up.key_type,
+                           value_type=up.value_type, where=_util.call_site())
+        self.graph._add(node)
+
+    # -- keyed aggregations: each makes a table --------------------------------------------
+
+    def _aggregate(self, agg: AggregateKind, fn: object, name: str | None, initial: object,
+                   value_type: object) -> Table[K, Any]:
+        func = None if fn is None else _callable(fn, agg)
+        step_name = name or (_util.short_name(func) if func is not None else None)
+        if step_name is None:
+            what = "a lambda" if func is not None else "no function to name it"
+            msg = (
+                f"{agg} at {_util.call_site()} has {what} and no name=; "
+                f"its store and changelog topic are named after the step; pass name=..."
+            )
+            raise GraphDefinitionError(msg)
+        node = lg.Aggregate(
+            id=self.graph._claim(step_name),
+            inputs=(self.step,),
+            agg=agg,
+            fn=func,
+            fn_name=_util.fn_name(func) if func is not None else "",
+            is_async=_util.is_async(func) if func is not None else False,
+            initial=initial,
+            key_type=self._up.key_type,
+            value_type=value_type,
+            where=_util.call_site(),
+        )
+        self.graph._add(node)
+        return Table(self.graph, node.id)
+
+    def count(self, *, name: str) -> Table[K, int]:
+        """Count records per key."""
+        return self._aggregate("count", None, name, 0, int)
+
+    def sum(self, fn: Callable[[V], Any] | None = None, *, name: str | None = None) -> Table[K, Any]:
+        """Sum values (or ``fn(value)``) per key, starting from 0."""
+        return self._aggregate("sum", fn, name, 0, None)
+
+    def reduce(self, fn: Callable[[V, V], V], *, name: str | None = None) -> Table[K, V]:
+        """Fold values per key with ``fn(accumulated, value)``; the first value starts it."""
+        return self._aggregate("reduce", fn, name, None, self._up.value_type)
+
+    def aggregate(self, initial: object, fn: Callable[[Any, V], Any], *, name: str | None = None,
+                  value_type: object = None) -> Table[K, Any]:
+        """Fold values per key with ``fn(accumulated, value)`` from `initial`.
+
+        `initial` may be a value or a zero-argument factory (e.g. ``list``); mutable values
+        are copied for each new key.
+        """
+        vt = value_type or (type(initial) if not callable(initial) else _util.return_type(fn))
+        return self._aggregate("aggregate", fn, name, initial, vt)
+
+
+@attrs.frozen
+class Table(Generic[K, V]):
+    """A keyed table made by an aggregation; read it with `changes()` or a driver/worker."""
+
+    graph: Graph
+    step: str
+
+    @property
+    def name(self) -> str:
+        """The step name, which `TestDriver.table(name)` and running workers look up."""
+        return self.step
+
+    @property
+    def store(self) -> str:
+        """The store name (``<graph>-<step>``), which also names the changelog topic."""
+        return naming.store_name(self.graph.id, self.step)
+
+    def changes(self, *, name: str | None = None) -> Stream[K, V]:
+        """The stream of updates to this table: ``(key, new value)`` on every change."""
+        up = self.graph._node(self.step)
+        node = lg.Changes(
+            id=self.graph._claim(name or f"{self.step}-changes"),
+            inputs=(self.step,),
+            key_type=up.key_type,
+            value_type=up.value_type,
+            where=_util.call_site(),
+        )
+        return self.graph._add(node)

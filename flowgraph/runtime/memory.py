@@ -1,0 +1,132 @@
+"""The `memory://` transport: partitioned in-process logs with offsets and one consumer group.
+
+It behaves like a one-broker Kafka for one process: offsets, committed positions per group,
+record timestamps and headers. Internal topics (repartition, changelog, feed) hold Python
+objects, since nothing outside the process can read them; external topics hold bytes, so the
+codecs are exercised exactly as on Kafka.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+from flowgraph.errors import ConfigurationError
+from flowgraph.runtime.transport import TP, Message, OutRecord
+from planner.physical import TopicSpec
+
+__all__ = ["MemoryBroker", "MemoryConsumer", "MemoryTransport"]
+
+
+class MemoryBroker:
+    """The logs themselves; share one between transports to see the same topics."""
+
+    def __init__(self) -> None:
+        self.logs: dict[str, list[list[Message]]] = {}
+        self.committed: dict[str, dict[TP, int]] = {}
+
+    def ensure(self, topic: str, partitions: int) -> list[list[Message]]:
+        """Create `topic` if missing; a different partition count is a configuration error."""
+        log = self.logs.get(topic)
+        if log is None:
+            log = self.logs[topic] = [[] for _ in range(partitions)]
+        elif len(log) != partitions:
+            msg = (
+                f"topic {topic!r} exists with {len(log)} partitions but the plan needs "
+                f"{partitions}; delete the topic or change the graph's partitions"
+            )
+            raise ConfigurationError(msg)
+        return log
+
+    def append(self, topic: str, records: Sequence[OutRecord]) -> dict[int, int]:
+        """Append records; returns the last offset per partition written."""
+        log = self.logs[topic]
+        last: dict[int, int] = {}
+        now = time.time()
+        for partition, key, value, ts, headers in records:
+            part = log[partition]
+            offset = len(part)
+            part.append((key, value, now if ts is None else ts, offset, headers))
+            last[partition] = offset
+        return last
+
+
+class MemoryConsumer:
+    """The only member of its group: owns every partition of its topics."""
+
+    def __init__(self, broker: MemoryBroker, group: str, topics: Sequence[str]) -> None:
+        self._broker = broker
+        self._group = group
+        self._committed = broker.committed.setdefault(group, {})
+        self._tps = [(t, p) for t in topics for p in range(len(broker.logs[t]))]
+        self._positions = {tp: self._committed.get(tp, 0) for tp in self._tps}
+
+    def assignment(self) -> frozenset[TP]:
+        """Every partition of the subscribed topics."""
+        return frozenset(self._tps)
+
+    async def getmany(self, max_records: int, timeout: float = 0.0) -> dict[TP, list[Message]]:
+        """The next records of each partition, in topic order; {} when all are read."""
+        logs = self._broker.logs
+        positions = self._positions
+        result: dict[TP, list[Message]] = {}
+        for tp in self._tps:
+            pos = positions[tp]
+            part = logs[tp[0]][tp[1]]
+            if pos < len(part):
+                batch = part[pos : pos + max_records]
+                positions[tp] = pos + len(batch)
+                result[tp] = batch
+        return result
+
+    def seek(self, tp: TP, offset: int) -> None:
+        """Read `tp` from `offset` on."""
+        self._positions[tp] = offset
+
+    async def commit(self, offsets: Mapping[TP, int]) -> None:
+        """Store the group's positions."""
+        self._committed.update(offsets)
+
+    async def committed(self, tp: TP) -> int | None:
+        """The committed offset of `tp`, or None."""
+        return self._committed.get(tp)
+
+    async def stop(self) -> None:
+        """Nothing to leave in one process."""
+
+
+class MemoryTransport:
+    """`memory://`: the embedded default; pass a `MemoryBroker` to share logs between runs."""
+
+    in_process = True
+
+    def __init__(self, broker: MemoryBroker | None = None) -> None:
+        self.url = "memory://"
+        self.broker = broker or MemoryBroker()
+
+    async def start(self) -> None:
+        """Nothing to connect to."""
+
+    async def stop(self) -> None:
+        """Nothing to flush."""
+
+    async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
+        """Create the topics the plan lists."""
+        for spec in specs:
+            self.broker.ensure(spec.name, spec.partitions)
+
+    async def consumer(self, group: str, topics: Sequence[str]) -> MemoryConsumer:
+        """A consumer owning every partition of `topics`."""
+        return MemoryConsumer(self.broker, group, topics)
+
+    async def produce(self, topic: str, records: Sequence[OutRecord]) -> dict[int, int]:
+        """Append records (acknowledged at once)."""
+        return self.broker.append(topic, records)
+
+    async def read(self, tp: TP, start: int, end: int) -> list[Message]:
+        """Records of `tp` in ``[start, end)``."""
+        return self.broker.logs[tp[0]][tp[1]][start:end]
+
+    async def end_offset(self, tp: TP) -> int:
+        """Length of the partition's log."""
+        return len(self.broker.logs[tp[0]][tp[1]])

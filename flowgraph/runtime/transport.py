@@ -1,0 +1,87 @@
+"""What the executor needs from a broker: topics, a group consumer, a producer.
+
+Records travel as plain tuples because the hot loop unpacks millions of them:
+``Message = (key, value, timestamp, offset, headers)``, timestamp in seconds (float),
+headers a tuple of ``(str, bytes)`` pairs or None. Two implementations: `memory://`
+(in-process, the embedded default) and `kafka://` (aiokafka).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from planner.physical import TopicSpec
+
+__all__ = ["Consumer", "Message", "OutRecord", "TP", "Transport"]
+
+TP = tuple[str, int]
+"""A topic partition."""
+Message = tuple[Any, Any, float, int, Any]
+"""``(key, value, timestamp, offset, headers)`` as read from a topic."""
+OutRecord = tuple[int, Any, Any, float, Any]
+"""``(partition, key, value, timestamp, headers)`` to be written to a topic."""
+
+
+class Consumer(Protocol):
+    """A member of a consumer group: fetches batches from the partitions assigned to it."""
+
+    def assignment(self) -> frozenset[TP]:
+        """Partitions this member owns now."""
+        ...
+
+    async def getmany(self, max_records: int, timeout: float) -> dict[TP, list[Message]]:
+        """Up to `max_records` per partition past the current positions (may be empty)."""
+        ...
+
+    def seek(self, tp: TP, offset: int) -> None:
+        """Read `tp` from `offset` on (the offset of the next record to fetch)."""
+        ...
+
+    async def commit(self, offsets: Mapping[TP, int]) -> None:
+        """Record that everything before these offsets is processed."""
+        ...
+
+    async def committed(self, tp: TP) -> int | None:
+        """The group's committed offset of `tp`, or None."""
+        ...
+
+    async def stop(self) -> None:
+        """Leave the group."""
+        ...
+
+
+class Transport(Protocol):
+    """A broker connection: `memory://` or `kafka://`."""
+
+    url: str
+    in_process: bool
+    """True when internal topics may hold Python objects (nothing outside the process reads them)."""
+
+    async def start(self) -> None:
+        """Connect; raise `ConfigurationError` with one sentence if the broker is unreachable."""
+        ...
+
+    async def stop(self) -> None:
+        """Flush and disconnect."""
+        ...
+
+    async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
+        """Create missing topics; a topic with other partitions is a `ConfigurationError`."""
+        ...
+
+    async def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
+        """Join `group` subscribed to `topics`."""
+        ...
+
+    async def produce(self, topic: str, records: Sequence[OutRecord]) -> dict[int, int]:
+        """Write records and wait for the acks; return the last offset written per partition."""
+        ...
+
+    async def read(self, tp: TP, start: int, end: int) -> list[Message]:
+        """Records of `tp` with offsets in ``[start, end)`` (for restoring state)."""
+        ...
+
+    async def end_offset(self, tp: TP) -> int:
+        """Offset the next record written to `tp` will get."""
+        ...

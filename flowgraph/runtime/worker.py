@@ -1,0 +1,322 @@
+"""The worker: runs a physical plan on a transport and a state backend, a batch at a time.
+
+Per fetched batch (DESIGN §4, Durability), in this order:
+
+1. every task runs its records (decode, steps, state in memory);
+2. records for repartition topics, sinks and the dead-letter topic are produced, and each
+   changed key's new entry (value + source offset) goes to its changelog; all acks awaited;
+3. each store partition writes its changed keys and the changelog offset in one atomic batch;
+4. the source offsets are committed.
+
+A crash anywhere in between replays input, and the per-key offsets in the stored entries
+make sure no record is applied to a table twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import attrs
+
+from flowgraph.errors import ConfigurationError
+from flowgraph.runtime.state.base import Entry, StateBackend, StorePartition
+from flowgraph.runtime.task import Failure, Task
+from flowgraph.runtime.transport import TP, Consumer, OutRecord, Transport
+from flowgraph.serde import AutoCodec, Codec, JsonCodec, RawCodec, codec_for
+from planner import logical as lg
+from planner.physical import PhysicalPlan, TopicSpec
+
+__all__ = ["RunStats", "Worker", "topic_codecs"]
+
+DEFAULT_MAX_BATCH = 5_000
+FEED_CHUNK = 5_000
+
+
+def _codec(spec: object, default: Codec) -> Codec:
+    if spec is None:
+        return default
+    try:
+        return codec_for(spec)
+    except ConfigurationError:
+        return default
+
+
+def topic_codecs(plan: PhysicalPlan, in_process: bool) -> dict[str, tuple[Codec | None, Codec | None]]:
+    """Key and value codec per topic; (None, None) where records stay Python objects."""
+    result: dict[str, tuple[Codec | None, Codec | None]] = {}
+    for t in plan.topics:
+        if t.internal and in_process:
+            result[t.name] = (None, None)
+        elif t.role == "source":
+            result[t.name] = (codec_for(t.key_type), codec_for(t.value_type))
+        elif t.role == "dlq":
+            result[t.name] = (RawCodec(), RawCodec())
+        elif t.role == "sink":
+            result[t.name] = (_codec(t.key_type, JsonCodec()), _codec(t.value_type, JsonCodec()))
+        else:
+            result[t.name] = (_codec(t.key_type, AutoCodec()), AutoCodec())
+    return result
+
+
+@attrs.define
+class RunStats:
+    """Live counters of a run, read by the live view and the end summary."""
+
+    started: float = attrs.field(factory=time.monotonic)
+    events: int = 0
+    """Records read from source topics and feeds."""
+    dead_letters: int = 0
+    skipped: int = 0
+    """Records already applied before a restart, skipped by their key's stored offset."""
+    steps: dict[str, int] = attrs.field(factory=dict)
+    lag: dict[TP, int] = attrs.field(factory=dict)
+    restored: int = 0
+    finished: float | None = None
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the run started (until it finished)."""
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def rate(self) -> float:
+        """Source events per second over the run."""
+        return self.events / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class _Feeder:
+    """Writes a bounded in-process source into its feed topic, a chunk at a time."""
+
+    def __init__(self, node: lg.Source, spec: TopicSpec, codec: Codec | None) -> None:
+        self.topic = spec.name
+        self.partitions = spec.partitions
+        self.items: Iterator[Any] = iter(node.feed)  # type: ignore[call-overload]
+        self.codec = codec
+        self.done = False
+        self._rr = itertools.cycle(range(self.partitions))
+
+    def chunk(self, n: int) -> list[OutRecord]:
+        now = time.time()
+        encode = self.codec.encode if self.codec is not None else None
+        out: list[OutRecord] = []
+        for item in itertools.islice(self.items, n):
+            out.append((next(self._rr), None, item if encode is None else encode(item), now, None))
+        if len(out) < n:
+            self.done = True
+        return out
+
+
+class Worker:
+    """One member of the graph's consumer group; owns tasks for its assigned partitions."""
+
+    def __init__(self, plan: PhysicalPlan, transport: Transport, backend: StateBackend, *,
+                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        self.plan = plan
+        self.transport = transport
+        self.backend = backend
+        self.max_batch = max_batch
+        self.stats = RunStats()
+        self.codecs = topic_codecs(plan, transport.in_process)
+        self.hash_codecs: dict[str, Codec] = {
+            t.name: _codec(t.key_type, AutoCodec()) for t in plan.topics}
+        self.tasks: dict[TP, Task] = {}
+        self.stores: dict[tuple[str, int], StorePartition] = {}
+        self._consumer: Consumer | None = None
+        self._feeders: list[_Feeder] = []
+        self._source_topics = {t.name for t in plan.topics if t.role in ("source", "feed")}
+        self._all_tasks: list[Task] = []
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create topics, join the group, open and restore stores, build tasks."""
+        await self.transport.start()
+        await self.transport.create_topics(self.plan.topics)
+        for sub in self.plan.subtopologies:
+            for step in sub.steps:
+                if isinstance(step, lg.Source) and step.feed is not None:
+                    spec = self.plan.topic(step.topic)
+                    self._feeders.append(_Feeder(step, spec, self.codecs[spec.name][1]))
+        entry_topics = [t for sub in self.plan.subtopologies for t in sub.source_topics]
+        self._consumer = await self.transport.consumer(self.plan.graph_id, entry_topics)
+        await self._assign(self._consumer.assignment())
+
+    async def _assign(self, assignment: frozenset[TP]) -> None:
+        by_topic = {t: sub for sub in self.plan.subtopologies for t in sub.source_topics}
+        for sub in self.plan.subtopologies:
+            for p in range(sub.partitions):
+                if not any((t, p) in assignment for t in sub.source_topics):
+                    continue
+                stores: dict[str, StorePartition] = {}
+                for spec in self.plan.stores:
+                    if any(s.id == spec.step for s in sub.steps):
+                        store = self.backend.open(spec.name, p)
+                        await self._restore(store, (spec.changelog, p))
+                        stores[spec.name] = self.stores[(spec.name, p)] = store
+                task = Task(self.plan, sub, p, stores, self.codecs, self.hash_codecs)
+                self._all_tasks.append(task)
+                for t in sub.source_topics:
+                    if (t, p) in assignment and by_topic[t] is sub:
+                        self.tasks[(t, p)] = task
+
+    async def _restore(self, store: StorePartition, tp: TP) -> None:
+        """Bring `store` up to the end of its changelog before any record is processed."""
+        start = store.changelog_offset()
+        start = 0 if start is None else start + 1
+        end = await self.transport.end_offset(tp)
+        kc, vc = self.codecs[tp[0]]
+        while start < end:
+            chunk = await self.transport.read(tp, start, min(end, start + 50_000))
+            if not chunk:
+                break
+            updates: dict[Any, Entry | None] = {}
+            for k, v, _ts, _o, _h in chunk:
+                key = k if kc is None else kc.decode(k)
+                updates[key] = None if v is None else (v if vc is None else tuple(vc.decode(v)))
+            last = chunk[-1][3]
+            store.write(updates, changelog_offset=last)
+            self.stats.restored += len(chunk)
+            start = last + 1
+
+    async def stop(self) -> None:
+        """Leave the group and close every store."""
+        if self._consumer is not None:
+            await self._consumer.stop()
+        self.backend.close()
+        await self.transport.stop()
+        self.stats.finished = time.monotonic()
+
+    # -- running -------------------------------------------------------------------------
+
+    async def run(self, *, until_idle: bool = False, max_events: int | None = None,
+                  stop: asyncio.Event | None = None, idle_wait: float = 0.05) -> RunStats:
+        """Process batches until stopped, idle (if asked) or `max_events` source records."""
+        while stop is None or not stop.is_set():
+            if max_events is not None and self.stats.events >= max_events:
+                break
+            did = await self.step(None if max_events is None else max_events - self.stats.events)
+            if not did:
+                if until_idle and all(f.done for f in self._feeders):
+                    break
+                await asyncio.sleep(idle_wait)
+        return self.stats
+
+    async def step(self, budget: int | None = None) -> bool:
+        """Fetch and process one batch from every partition that has records; False if none."""
+        assert self._consumer is not None, "start() first"
+        for feeder in self._feeders:
+            if not feeder.done:
+                await self.transport.produce(feeder.topic, feeder.chunk(FEED_CHUNK))
+        batches = await self._consumer.getmany(self.max_batch, 0.0)
+        if not batches:
+            return False
+        if budget is not None:
+            batches = self._trim(batches, budget)
+        for tp, messages in batches.items():
+            await self.tasks[tp].process(tp[0], messages)
+            if tp[0] in self._source_topics:
+                self.stats.events += len(messages)
+        await self._commit(batches)
+        return True
+
+    def _trim(self, batches: dict[TP, list[Any]], budget: int) -> dict[TP, list[Any]]:
+        assert self._consumer is not None
+        kept: dict[TP, list[Any]] = {}
+        for tp, messages in batches.items():
+            if tp[0] in self._source_topics:
+                if budget <= 0:
+                    self._consumer.seek(tp, messages[0][3])
+                    continue
+                if len(messages) > budget:
+                    self._consumer.seek(tp, messages[budget][3])
+                    messages = messages[:budget]
+                budget -= len(messages)
+            kept[tp] = messages
+        return kept
+
+    async def _commit(self, batches: Mapping[TP, list[Any]]) -> None:
+        touched = {id(t): t for tp, t in self.tasks.items() if tp in batches}.values()
+        produce: dict[str, list[OutRecord]] = {}
+        changes: list[tuple[StorePartition, dict[Any, Entry], str]] = []
+        failures: list[Failure] = []
+        now = time.time()
+        for task in touched:
+            for topic, records in task.take_outputs().items():
+                produce.setdefault(topic, []).extend(records)
+            failures += task.take_failures()
+            for store_name, dirty in task.flush().items():
+                if dirty:
+                    changes.append((task.stores[store_name], dirty, store_name))
+        if failures:
+            produce.setdefault(self.plan.dlq, []).extend(self._dead_letters(failures))
+            self.stats.dead_letters += len(failures)
+        changelog_writes = []
+        for store, dirty, store_name in changes:
+            spec = next(s for s in self.plan.stores if s.name == store_name)
+            kc, vc = self.codecs[spec.changelog]
+            records: list[OutRecord] = [
+                (store.partition, k if kc is None else kc.encode(k),
+                 e if vc is None else vc.encode(e), now, None)
+                for k, e in dirty.items()
+            ]
+            changelog_writes.append((store, dirty, spec.changelog, records))
+        results = await asyncio.gather(
+            *(self.transport.produce(t, recs) for t, recs in produce.items()),
+            *(self.transport.produce(topic, recs) for _, _, topic, recs in changelog_writes),
+        )
+        for (store, dirty, _, _), last in zip(changelog_writes, results[len(produce):], strict=True):
+            store.write(dirty, changelog_offset=last[store.partition])
+        assert self._consumer is not None
+        await self._consumer.commit({tp: msgs[-1][3] + 1 for tp, msgs in batches.items() if msgs})
+
+    def _dead_letters(self, failures: list[Failure]) -> list[OutRecord]:
+        out: list[OutRecord] = []
+        for f in failures:
+            headers = (
+                ("error.type", type(f.error).__name__.encode()),
+                ("error.message", str(f.error).encode(errors="replace")),
+                ("error.step", f.step.encode()),
+                ("source.topic", f.topic.encode()),
+                ("source.partition", str(f.partition).encode()),
+                ("source.offset", str(f.offset).encode()),
+            )
+            out.append((0, _as_bytes(f.key), _as_bytes(f.value), f.timestamp, headers))
+        return out
+
+    # -- reading state -------------------------------------------------------------------
+
+    def table(self, name: str) -> dict[Any, Any]:
+        """All keys and values of the table of step `name` held by this worker."""
+        spec = next((s for s in self.plan.stores if s.step == name), None)
+        if spec is None:
+            known = ", ".join(repr(s.step) for s in self.plan.stores) or "none"
+            msg = f"graph {self.plan.graph_id!r} has no table {name!r}; its tables: {known}"
+            raise KeyError(msg)
+        result: dict[Any, Any] = {}
+        for (store_name, _), store in sorted(self.stores.items(), key=lambda i: i[0][1]):
+            if store_name == spec.name:
+                result.update(store.items())
+        return result
+
+    def step_counts(self) -> dict[str, int]:
+        """Records out of each step, over all tasks."""
+        counts: dict[str, int] = {}
+        for task in self._all_tasks:
+            for step, n in task.counts.items():
+                counts[step] = counts.get(step, 0) + n
+        return counts
+
+
+def _as_bytes(obj: Any) -> bytes | None:
+    if obj is None or isinstance(obj, bytes):
+        return obj
+    if isinstance(obj, str):
+        return obj.encode()
+    try:
+        return JsonCodec().encode(obj)
+    except Exception:
+        return repr(obj).encode(errors="replace")

@@ -1,0 +1,191 @@
+"""Logical IR: *what* a graph does, as frozen nodes and edges.
+
+A `LogicalPlan` is the value the planner starts from. Nodes are frozen attrs classes that
+name their upstream steps in `inputs`; user functions sit in fields as opaque values that the
+planner never calls (it compares them by identity). Output key and value types are carried
+as opaque objects too, so later stages can name codecs without importing any.
+
+Example::
+
+    src = Source(id="clicks", topic="clicks", partitions=4)
+    kb = KeyBy(id="by_url", inputs=("clicks",), fn=by_url, fn_name="app.by_url")
+    plan = LogicalPlan(graph_id="clickstats", nodes=(src, kb))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+import attrs
+import networkx as nx
+
+__all__ = [
+    "Aggregate",
+    "AggregateKind",
+    "Changes",
+    "Filter",
+    "FlatMap",
+    "FnNode",
+    "KeyBy",
+    "LogicalPlan",
+    "Map",
+    "Merge",
+    "Node",
+    "Peek",
+    "Repartition",
+    "Sink",
+    "Source",
+]
+
+AggregateKind = Literal["count", "sum", "reduce", "aggregate"]
+
+
+def _tuple(value: object) -> tuple[str, ...]:
+    return tuple(value)  # type: ignore[call-overload]
+
+
+@attrs.frozen(kw_only=True)
+class Node:
+    """A step of the graph. `id` is the user's step name, unique in the graph."""
+
+    id: str
+    inputs: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    where: str = attrs.field(default="", eq=False)
+    """Where the user created the step (``file.py:14``), for explanations only."""
+    key_type: object = None
+    """Type of the keys this step emits, if known (`None`: unknown)."""
+    value_type: object = None
+    """Type of the values this step emits, if known (`None`: unknown)."""
+
+    @property
+    def kind(self) -> str:
+        """Short lowercase name of the node class, used in explain output."""
+        return type(self).__name__.lower()
+
+
+@attrs.frozen(kw_only=True)
+class FnNode(Node):
+    """A step that applies one user function to each record's value."""
+
+    fn: object = attrs.field(default=None)
+    fn_name: str = attrs.field(default="", eq=False)
+    """``module.qualname`` of `fn`, for explanations."""
+    is_async: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Source(Node):
+    """Records read from a topic; `feed` holds a bounded in-process iterable instead."""
+
+    topic: str
+    partitions: int = 1
+    feed: object = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class Map(FnNode):
+    """value -> new value; the key is kept."""
+
+
+@attrs.frozen(kw_only=True)
+class FlatMap(FnNode):
+    """value -> iterable of values, each with the input's key."""
+
+
+@attrs.frozen(kw_only=True)
+class Filter(FnNode):
+    """Keep records whose value makes `fn` true."""
+
+
+@attrs.frozen(kw_only=True)
+class Peek(FnNode):
+    """Call `fn` on each value for its side effect; records pass unchanged."""
+
+
+@attrs.frozen(kw_only=True)
+class KeyBy(FnNode):
+    """value -> new key: the only step that changes keys, so the only source of repartitions."""
+
+    partitions: int | None = None
+    """Partitions of the repartition topic, if one is needed; default: the widest input."""
+    anonymous: bool = attrs.field(default=False, eq=False)
+    """True when the user gave neither ``name=`` nor a named function (a lambda)."""
+
+
+@attrs.frozen(kw_only=True)
+class Merge(Node):
+    """The union of its input streams."""
+
+
+@attrs.frozen(kw_only=True)
+class Aggregate(FnNode):
+    """Keyed aggregation into a table: count, sum, reduce or aggregate(initial, fn)."""
+
+    agg: AggregateKind = "count"
+    initial: object = attrs.field(default=None, eq=False)
+    window: object = None
+
+
+@attrs.frozen(kw_only=True)
+class Changes(Node):
+    """The stream of updates of the table made by its one input (an `Aggregate`)."""
+
+
+@attrs.frozen(kw_only=True)
+class Sink(Node):
+    """Records written to a topic, or handed to a callable `fn(key, value)`."""
+
+    topic: str | None = None
+    fn: object = None
+    fn_name: str = attrs.field(default="", eq=False)
+    is_async: bool = False
+    partitions: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Repartition(Node):
+    """Records re-keyed upstream are written to `topic` and read back partitioned by key.
+
+    Inserted by the planner, never by users. `reason` says why, for explanations.
+    """
+
+    topic: str
+    partitions: int
+    reason: str = attrs.field(default="", eq=False)
+
+
+STATEFUL: tuple[type[Node], ...] = (Aggregate,)
+
+
+@attrs.frozen(kw_only=True)
+class LogicalPlan:
+    """A graph as a value: nodes in creation order (parents before children)."""
+
+    graph_id: str
+    nodes: tuple[Node, ...] = attrs.field(converter=tuple)
+
+    def node(self, node_id: str) -> Node:
+        """Return the node named `node_id` (KeyError if none)."""
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
+
+    def by_id(self) -> dict[str, Node]:
+        """Map of step id -> node (the last wins on duplicates; validate reports them)."""
+        return {n.id: n for n in self.nodes}
+
+    def consumers(self, node_id: str) -> Iterator[Node]:
+        """Nodes that read from `node_id`, in plan order."""
+        return (n for n in self.nodes if node_id in n.inputs)
+
+    def to_digraph(self) -> nx.DiGraph:
+        """A fresh networkx view for analysis (topological order, components, cycles)."""
+        g: nx.DiGraph = nx.DiGraph()
+        for n in self.nodes:
+            g.add_node(n.id)
+        for n in self.nodes:
+            for up in n.inputs:
+                g.add_edge(up, n.id)
+        return g

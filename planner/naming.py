@@ -1,0 +1,36 @@
+"""Deterministic names for everything the planner creates.
+
+Names come only from the graph id and user step names, never from counters, so that a
+topic or store keeps its name when unrelated steps are added or removed (as in Kafka
+Streams after KIP-372). Renaming a stateful step therefore renames its state: see
+docs/concepts/naming.md.
+"""
+
+from __future__ import annotations
+
+__all__ = ["changelog_topic", "dlq_topic", "feed_topic", "repartition_topic", "store_name"]
+
+
+def repartition_topic(graph_id: str, step_id: str) -> str:
+    """Topic that re-partitions the output of `step_id` by its new key."""
+    return f"{graph_id}-{step_id}-repartition"
+
+
+def store_name(graph_id: str, step_id: str) -> str:
+    """Store that holds the table of the stateful step `step_id`."""
+    return f"{graph_id}-{step_id}"
+
+
+def changelog_topic(store: str) -> str:
+    """Compacted topic that makes `store` durable (store names already carry the graph id)."""
+    return f"{store}-changelog"
+
+
+def dlq_topic(graph_id: str) -> str:
+    """Dead-letter topic for records that fail to decode or make a step raise."""
+    return f"{graph_id}-dlq"
+
+
+def feed_topic(graph_id: str, step_id: str) -> str:
+    """Topic that carries the records of a bounded in-process source."""
+    return f"{graph_id}-{step_id}-feed"

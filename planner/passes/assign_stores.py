@@ -1,0 +1,44 @@
+"""assign_stores: give every stateful step a store and a changelog topic name.
+
+Preconditions: a `PhysicalPlan` from `split_subtopologies`.
+Postconditions: one `StoreSpec` per `Aggregate`, named ``<graph>-<step>``, with changelog
+``<graph>-<step>-changelog`` and the partitions of its sub-topology. Returns the input when
+the stores are already there.
+
+Example: ``count(name="per_url")`` in graph ``clickstats`` gets store
+``clickstats-per_url`` and changelog ``clickstats-per_url-changelog``.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from planner import naming
+from planner.logical import STATEFUL
+from planner.options import PlanOptions
+from planner.physical import PhysicalPlan, StoreSpec
+
+__all__ = ["assign_stores"]
+
+
+def assign_stores(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
+    """Return `plan` with `stores` listing one store per stateful step."""
+    stores: list[StoreSpec] = []
+    for sub in plan.subtopologies:
+        by_id = {s.id: s for s in sub.steps}
+        for step in sub.steps:
+            if isinstance(step, STATEFUL):
+                name = naming.store_name(plan.graph_id, step.id)
+                upstream = by_id[step.inputs[0]]
+                stores.append(
+                    StoreSpec(
+                        name=name,
+                        step=step.id,
+                        changelog=naming.changelog_topic(name),
+                        partitions=sub.partitions,
+                        key_type=upstream.key_type,
+                        value_type=step.value_type,
+                    )
+                )
+    result = tuple(stores)
+    return plan if result == plan.stores else attrs.evolve(plan, stores=result)

@@ -1,0 +1,54 @@
+"""assign_topics: list every topic the plan reads or writes, with partitions and configs.
+
+Preconditions: a `PhysicalPlan` after `assign_stores`.
+Postconditions: one `TopicSpec` per source, feed, repartition, changelog (compacted), sink
+topic and the dead-letter topic ``<graph>-dlq``. A sink topic gets the partitions the user gave,
+else those of its sub-topology. Returns the input when the topics are already there.
+
+Example: a graph reading ``clicks`` (4 partitions) with one ``count`` after a ``key_by`` lists
+``clicks`` (source), ``g-by_url-repartition`` (4), ``g-per_url-changelog`` (4, compacted) and
+``g-dlq``.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from planner import naming
+from planner.logical import Repartition, Sink, Source
+from planner.options import PlanOptions
+from planner.physical import PhysicalPlan, TopicSpec
+
+__all__ = ["assign_topics"]
+
+COMPACTED = (("cleanup.policy", "compact"),)
+
+
+def assign_topics(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
+    """Return `plan` with `topics` and `dlq` filled in."""
+    topics: dict[str, TopicSpec] = {}
+
+    def add(spec: TopicSpec) -> None:
+        topics.setdefault(spec.name, spec)
+
+    for sub in plan.subtopologies:
+        for step in sub.steps:
+            if isinstance(step, Source):
+                role = "source" if step.feed is None else "feed"
+                add(TopicSpec(name=step.topic, partitions=step.partitions, role=role,
+                              key_type=step.key_type, value_type=step.value_type))
+            elif isinstance(step, Repartition):
+                add(TopicSpec(name=step.topic, partitions=step.partitions, role="repartition",
+                              key_type=step.key_type, value_type=step.value_type))
+            elif isinstance(step, Sink) and step.topic is not None:
+                add(TopicSpec(name=step.topic, partitions=step.partitions or sub.partitions,
+                              role="sink", key_type=step.key_type, value_type=step.value_type))
+    for store in plan.stores:
+        add(TopicSpec(name=store.changelog, partitions=store.partitions, role="changelog",
+                      key_type=store.key_type, value_type=store.value_type, configs=COMPACTED))
+    dlq = naming.dlq_topic(plan.graph_id)
+    add(TopicSpec(name=dlq, partitions=1, role="dlq", value_type=bytes))
+    result = tuple(topics.values())
+    if result == plan.topics and dlq == plan.dlq:
+        return plan
+    return attrs.evolve(plan, topics=result, dlq=dlq)

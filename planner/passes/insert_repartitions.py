@@ -1,0 +1,170 @@
+"""insert_repartitions: add a repartition topic only where a stateful step needs one.
+
+Preconditions: a validated `LogicalPlan`.
+Postconditions: every `Aggregate` reads a stream partitioned by its own key. A topic source is
+partitioned by its key; a repartition topic too; `map`, `filter`, `flat_map` and `peek` keep the
+partitioning (they never change keys); `key_by` loses it; a `merge` keeps it only when all its
+inputs are partitioned by key over the same number of partitions (co-partitioned).
+
+Where an aggregation is fed, through key-keeping steps, by a `key_by`, the repartition goes
+right after that `key_by` and is shared by all of its consumers, so two aggregations over one
+`key_by` share one topic (``<graph>-<key_by>-repartition``). Otherwise (a merge of streams that
+are not co-partitioned) it goes right before the aggregation (``<graph>-<agg>-repartition``).
+
+Example: ``source -> key_by(by_url) -> count`` becomes
+``source -> key_by(by_url) -> by_url-repartition -> count``; ``source -> count`` is unchanged.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from planner import naming
+from planner.errors import GraphValidationError, PlannerInternalError
+from planner.logical import (
+    STATEFUL,
+    Filter,
+    FlatMap,
+    KeyBy,
+    LogicalPlan,
+    Map,
+    Merge,
+    Node,
+    Peek,
+    Repartition,
+    Source,
+)
+from planner.options import PlanOptions
+
+__all__ = ["Partitioning", "insert_repartitions", "partitioning_of"]
+
+_KEEPS_KEY = (Map, Filter, FlatMap, Peek)
+_MAX_ROUNDS = 1000
+
+
+@attrs.frozen
+class Partitioning:
+    """How a stream is spread over partitions: by its key over `partitions`, or not (None)."""
+
+    partitions: int
+
+
+def partitioning_of(plan: LogicalPlan) -> dict[str, Partitioning | None]:
+    """For each step, the partitioning of its output stream (None: not by the current key)."""
+    result: dict[str, Partitioning | None] = {}
+    for n in plan.nodes:
+        if isinstance(n, Source):
+            result[n.id] = Partitioning(n.partitions)
+        elif isinstance(n, Repartition):
+            result[n.id] = Partitioning(n.partitions)
+        elif isinstance(n, KeyBy):
+            result[n.id] = None
+        elif isinstance(n, Merge):
+            ups = {result.get(u) for u in n.inputs}
+            result[n.id] = ups.pop() if len(ups) == 1 else None
+        else:
+            result[n.id] = result.get(n.inputs[0]) if n.inputs else None
+    return result
+
+
+def _width(plan: LogicalPlan) -> dict[str, int]:
+    """The widest partition count feeding each step (the default for new topics)."""
+    width: dict[str, int] = {}
+    for n in plan.nodes:
+        if isinstance(n, Source | Repartition):
+            width[n.id] = n.partitions
+        else:
+            width[n.id] = max((width.get(u, 1) for u in n.inputs), default=1)
+    return width
+
+
+def _key_changer(plan: LogicalPlan, node_id: str) -> KeyBy | None:
+    """The `key_by` reached upstream through single-input key-keeping steps, if any."""
+    by_id = plan.by_id()
+    node: Node = by_id[node_id]
+    while True:
+        if isinstance(node, KeyBy):
+            return node
+        if not isinstance(node, _KEEPS_KEY):
+            return None
+        node = by_id[node.inputs[0]]
+
+
+def insert_repartitions(plan: LogicalPlan, options: PlanOptions) -> LogicalPlan:
+    """Return `plan` with the repartition nodes it needs, or `plan` itself if none."""
+    current = plan
+    for _ in range(_MAX_ROUNDS):
+        step = _insert_one(current)
+        if step is None:
+            return current
+        current = step
+    msg = "insert_repartitions does not converge; please report this graph"
+    raise PlannerInternalError(msg)
+
+
+def _insert_one(plan: LogicalPlan) -> LogicalPlan | None:
+    parts = partitioning_of(plan)
+    for n in plan.nodes:
+        if not isinstance(n, STATEFUL) or parts[n.inputs[0]] is not None:
+            continue
+        changer = _key_changer(plan, n.inputs[0])
+        if changer is not None:
+            return _add_after(plan, changer, reason=f"key changed by {_describe(changer)}")
+        return _add_before(plan, n)
+    return None
+
+
+def _describe(node: Node) -> str:
+    fn_name = getattr(node, "fn_name", "") or node.id
+    return f"{fn_name!r}" + (f" at {node.where}" if node.where else "")
+
+
+def _repartition(plan: LogicalPlan, after: Node, width: int, reason: str) -> Repartition:
+    return Repartition(
+        id=f"{after.id}-repartition",
+        inputs=(after.id,),
+        topic=naming.repartition_topic(plan.graph_id, after.id),
+        partitions=width,
+        reason=reason,
+        key_type=after.key_type,
+        value_type=after.value_type,
+        where=after.where,
+    )
+
+
+def _add_after(plan: LogicalPlan, changer: KeyBy, reason: str) -> LogicalPlan:
+    if changer.anonymous:
+        at = f" at {changer.where}" if changer.where else ""
+        msg = (
+            f"key_by{at} needs a repartition topic, which is named after the step, but it has "
+            "a lambda and no name=; pass name=... or use a named function"
+        )
+        raise GraphValidationError([msg])
+    width = changer.partitions or _width(plan)[changer.id]
+    rep = _repartition(plan, changer, width, reason)
+    nodes: list[Node] = []
+    for n in plan.nodes:
+        if changer.id in n.inputs:
+            n = attrs.evolve(n, inputs=tuple(rep.id if u == changer.id else u for u in n.inputs))
+        nodes.append(n)
+        if n.id == changer.id:
+            nodes.append(rep)
+    return attrs.evolve(plan, nodes=nodes)
+
+
+def _add_before(plan: LogicalPlan, stateful: Node) -> LogicalPlan:
+    upstream = plan.by_id()[stateful.inputs[0]]
+    rep = attrs.evolve(
+        _repartition(plan, stateful, _width(plan)[stateful.id], ""),
+        inputs=(upstream.id,),
+        key_type=upstream.key_type,
+        value_type=upstream.value_type,
+        reason=f"inputs of {stateful.id!r} are not co-partitioned by key",
+    )
+    nodes: list[Node] = []
+    for n in plan.nodes:
+        if n.id == stateful.id:
+            nodes.append(rep)
+            n = attrs.evolve(n, inputs=(rep.id,))
+        nodes.append(n)
+    return attrs.evolve(plan, nodes=nodes)

@@ -1,0 +1,91 @@
+"""validate: report every problem of a logical plan at once.
+
+Preconditions: none (any `LogicalPlan`).
+Postconditions: unique step ids; every input names an earlier step; no cycles; every
+non-terminal step has a consumer; a `Changes` reads an `Aggregate`; no topic is both read and
+written, or read twice. Returns the input plan itself.
+
+Example: a graph with two steps named ``count`` fails with
+``step 'count' is defined twice in graph 'g'; step names must be unique; rename one of them``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import networkx as nx
+
+from planner.errors import GraphValidationError
+from planner.logical import Aggregate, Changes, LogicalPlan, Peek, Sink, Source
+from planner.options import PlanOptions
+
+__all__ = ["validate"]
+
+_TERMINAL = (Sink, Aggregate, Peek)
+
+
+def validate(plan: LogicalPlan, options: PlanOptions) -> LogicalPlan:
+    """Raise `GraphValidationError` listing every problem, or return `plan` unchanged."""
+    errors: list[str] = []
+    gid = plan.graph_id
+    if not plan.nodes:
+        errors.append(f"graph {gid!r} has no steps; add a source with g.source(...)")
+    counts = Counter(n.id for n in plan.nodes)
+    for step_id, count in counts.items():
+        if count > 1:
+            errors.append(
+                f"step {step_id!r} is defined {count} times in graph {gid!r}; "
+                "step names must be unique; rename one of them"
+            )
+    seen: set[str] = set()
+    for n in plan.nodes:
+        for up in n.inputs:
+            if up not in counts:
+                errors.append(f"step {n.id!r} reads from {up!r}, which is not a step of {gid!r}")
+            elif up not in seen and up != n.id:
+                errors.append(f"step {n.id!r} reads from {up!r}, which is defined after it")
+        seen.add(n.id)
+        if isinstance(n, Source) and n.inputs:
+            errors.append(f"source {n.id!r} cannot have inputs")
+        if not isinstance(n, Source) and not n.inputs:
+            errors.append(f"step {n.id!r} has no input; connect it to a stream")
+        if isinstance(n, Source) and n.partitions < 1:
+            errors.append(f"source {n.id!r} has {n.partitions} partitions; it needs at least 1")
+    by_id = plan.by_id()
+    for n in plan.nodes:
+        if isinstance(n, Changes) and not all(isinstance(by_id.get(u), Aggregate) for u in n.inputs):
+            errors.append(f"changes {n.id!r} must read from a table (an aggregation)")
+        if not isinstance(n, _TERMINAL) and not any(True for _ in plan.consumers(n.id)):
+            errors.append(
+                f"step {n.id!r} ({n.kind}) has no consumer, so its output would be dropped; "
+                "add a step such as .to(topic) after it, or remove it"
+            )
+    if not errors:
+        graph = plan.to_digraph()
+        if not nx.is_directed_acyclic_graph(graph):
+            cycle = " -> ".join(u for u, _ in nx.find_cycle(graph))
+            errors.append(f"graph {gid!r} has a cycle ({cycle}); streams must flow one way")
+    errors.extend(_topic_problems(plan))
+    if errors:
+        raise GraphValidationError(errors)
+    return plan
+
+
+def _topic_problems(plan: LogicalPlan) -> list[str]:
+    read: dict[str, str] = {}
+    problems: list[str] = []
+    for n in plan.nodes:
+        if isinstance(n, Source) and n.feed is None:
+            if n.topic in read:
+                problems.append(
+                    f"topic {n.topic!r} is read by sources {read[n.topic]!r} and {n.id!r}; "
+                    "read it once and reuse the stream"
+                )
+            read[n.topic] = n.id
+    for n in plan.nodes:
+        if isinstance(n, Sink) and n.topic is not None and n.topic in read:
+            problems.append(
+                f"sink {n.id!r} writes to topic {n.topic!r}, which source {read[n.topic]!r} reads; "
+                "a graph may not feed its own input"
+            )
+    return problems

@@ -1,0 +1,124 @@
+"""Physical IR: *where and how* a logical plan runs.
+
+A `PhysicalPlan` lists sub-topologies (connected parts between repartition topics, each run
+as one task per partition), every topic with its role, partitions, types and configs, and
+every store with its changelog. The runtime executes exactly this and decides nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+from planner.logical import LogicalPlan, Node
+
+__all__ = [
+    "FusedTask",
+    "PhysicalPlan",
+    "StoreSpec",
+    "Subtopology",
+    "TopicRole",
+    "TopicSpec",
+]
+
+TopicRole = Literal["source", "sink", "repartition", "changelog", "dlq", "feed"]
+
+INTERNAL_ROLES: frozenset[str] = frozenset({"repartition", "changelog", "feed"})
+
+
+def _tuple(value: object) -> tuple[object, ...]:
+    return tuple(value)  # type: ignore[call-overload]
+
+
+@attrs.frozen(kw_only=True)
+class TopicSpec:
+    """A topic the plan reads or writes."""
+
+    name: str
+    partitions: int
+    role: TopicRole
+    key_type: object = None
+    value_type: object = None
+    configs: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_tuple)
+
+    @property
+    def internal(self) -> bool:
+        """True for topics that only flowgraph reads (repartition, changelog, feed)."""
+        return self.role in INTERNAL_ROLES
+
+
+@attrs.frozen(kw_only=True)
+class StoreSpec:
+    """The table of one stateful step: one store per partition, made durable by `changelog`."""
+
+    name: str
+    step: str
+    changelog: str
+    partitions: int
+    key_type: object = None
+    value_type: object = None
+
+
+@attrs.frozen(kw_only=True)
+class FusedTask:
+    """Steps run together in one loop over a batch, in topological order."""
+
+    step_ids: tuple[str, ...] = attrs.field(converter=_tuple)
+    stateful: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Subtopology:
+    """A connected part of the plan between topics; runs as one task per partition.
+
+    `steps` are in topological order; entry points are `Source` and `Repartition` nodes
+    (read from their topic). `outputs` maps a step id to the repartition topics its records
+    are written to. `cuts` says why each incoming topic boundary exists.
+    """
+
+    id: int
+    steps: tuple[Node, ...] = attrs.field(converter=_tuple)
+    partitions: int
+    source_topics: tuple[str, ...] = attrs.field(converter=_tuple)
+    outputs: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_tuple)
+    tasks: tuple[FusedTask, ...] = attrs.field(default=(), converter=_tuple)
+    cuts: tuple[str, ...] = attrs.field(default=(), converter=_tuple, eq=False)
+
+    @property
+    def step_ids(self) -> tuple[str, ...]:
+        """Ids of all steps, in order."""
+        return tuple(s.id for s in self.steps)
+
+
+@attrs.frozen(kw_only=True)
+class PhysicalPlan:
+    """What the runtime executes: sub-topologies, topics and stores of one graph."""
+
+    graph_id: str
+    logical: LogicalPlan
+    subtopologies: tuple[Subtopology, ...] = attrs.field(converter=_tuple)
+    topics: tuple[TopicSpec, ...] = attrs.field(default=(), converter=_tuple)
+    stores: tuple[StoreSpec, ...] = attrs.field(default=(), converter=_tuple)
+    dlq: str = ""
+
+    def topic(self, name: str) -> TopicSpec:
+        """Return the topic called `name` (KeyError if the plan has none)."""
+        for t in self.topics:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def explain(self) -> str:
+        """Text description of the plan (what ``flowgraph explain`` prints)."""
+        from planner.explain import to_text  # explain imports this module
+
+        return to_text(self)
+
+    def store_for(self, step_id: str) -> StoreSpec:
+        """Return the store of stateful step `step_id`."""
+        for s in self.stores:
+            if s.step == step_id:
+                return s
+        raise KeyError(step_id)
+
