@@ -47,19 +47,28 @@ class SerializationError(FlowgraphError, ValueError):
     """
 
     def __init__(
-        self, reason: str, *, topic: str | None = None, field: str | None = None, part: str = "value"
+        self,
+        reason: str,
+        *,
+        topic: str | None = None,
+        field: str | None = None,
+        part: str = "value",
+        action: str = "decode",
     ) -> None:
         self.reason = reason
         self.topic = topic
         self.field = field
         self.part = part
+        self.action = action
         where = f" of topic {topic!r}" if topic else ""
         at = f" at field {field!r}" if field else ""
-        super().__init__(f"cannot decode {part}{where}{at}: {reason}")
+        super().__init__(f"cannot {action} {part}{where}{at}: {reason}")
 
     def with_topic(self, topic: str, part: str | None = None) -> SerializationError:
         """Return the same error, now naming the topic (codecs do not know it)."""
-        err = SerializationError(self.reason, topic=topic, field=self.field, part=part or self.part)
+        err = SerializationError(
+            self.reason, topic=topic, field=self.field, part=part or self.part, action=self.action
+        )
         err.__cause__ = self.__cause__
         return err
 

@@ -1,0 +1,408 @@
+"""Codecs: how keys and values become bytes on topics and in stores.
+
+`codec_for(spec)` turns what a user declares (`key_type=str`, `value_type=Click`, "json")
+into a `Codec`. Codecs know nothing of topics: a failing `decode` raises
+`SerializationError` without one, and the runtime adds it with `.with_topic(topic, part)`.
+Null keys and values (Kafka tombstones) are the runtime's business; codecs never see them.
+
+The codecs compare by value, so plans that hold them keep value equality.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import operator
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+import msgspec
+
+from flowgraph.errors import ConfigurationError, SerializationError
+from flowgraph.records import Record, decode_error, json_decoder, record_class, record_name
+
+__all__ = [
+    "AutoCodec",
+    "Codec",
+    "FloatCodec",
+    "IntCodec",
+    "JsonCodec",
+    "RawCodec",
+    "RecordCodec",
+    "StrCodec",
+    "codec_for",
+]
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Turns one kind of key or value into bytes and back."""
+
+    @property
+    def name(self) -> str:
+        """Short name shown by `flowgraph explain`: "str", "json<Click>", "auto"."""
+        ...
+
+    def encode(self, obj: Any) -> bytes:
+        """Bytes for `obj`; `SerializationError` if `obj` is not what the codec takes."""
+        ...
+
+    def decode(self, data: bytes) -> Any:
+        """Value from `data`; `SerializationError` (never a library error) if it is bad."""
+        ...
+
+
+def _wrong_type(codec: str, expected: str, obj: object) -> SerializationError:
+    reason = f"codec {codec!r} expects {expected}, got {type(obj).__name__}"
+    return SerializationError(reason, part="value", action="encode")
+
+
+@attrs.frozen
+class RawCodec:
+    """Bytes as they are. `str` is accepted and UTF-8 encoded, as in Faust's "raw".
+
+    Decoding always gives `bytes`, so a str written here comes back as bytes.
+    """
+
+    name = "raw"
+
+    def encode(self, obj: Any) -> bytes:
+        if isinstance(obj, bytes | bytearray | memoryview):
+            return bytes(obj)
+        if isinstance(obj, str):
+            return obj.encode()
+        raise _wrong_type(self.name, "bytes, bytearray, memoryview or str", obj)
+
+    def decode(self, data: bytes) -> bytes:
+        return bytes(data)
+
+
+@attrs.frozen
+class StrCodec:
+    """UTF-8 text."""
+
+    name = "str"
+
+    def encode(self, obj: Any) -> bytes:
+        if not isinstance(obj, str):
+            raise _wrong_type(self.name, "str", obj)
+        return obj.encode()
+
+    def decode(self, data: bytes) -> str:
+        try:
+            return str(data, "utf-8")
+        except (UnicodeDecodeError, TypeError) as exc:
+            msg = f"not UTF-8 text: {exc}"
+            raise SerializationError(msg) from exc
+
+
+@attrs.frozen
+class IntCodec:
+    """Integers as decimal ASCII text (b"42").
+
+    Text, not 8 fixed bytes: kafka-console-consumer and other tools show it as is, and
+    Python ints of any size fit. Surrounding whitespace is tolerated when decoding.
+    """
+
+    name = "int"
+
+    def encode(self, obj: Any) -> bytes:
+        if isinstance(obj, bool):
+            raise _wrong_type(self.name, "int", obj)
+        try:
+            value = operator.index(obj)  # also numpy integers
+        except TypeError:
+            raise _wrong_type(self.name, "int", obj) from None
+        return b"%d" % value
+
+    def decode(self, data: bytes) -> int:
+        try:
+            return int(data)
+        except (ValueError, TypeError) as exc:
+            msg = f"not a decimal integer: {bytes(data)[:40]!r}"
+            raise SerializationError(msg) from exc
+
+
+@attrs.frozen
+class FloatCodec:
+    """Floats as decimal text (`repr`: shortest form that reads back exactly; inf, nan)."""
+
+    name = "float"
+
+    def encode(self, obj: Any) -> bytes:
+        if isinstance(obj, bool | str | bytes):
+            raise _wrong_type(self.name, "float or int", obj)
+        try:
+            value = float(obj)
+        except (TypeError, ValueError):
+            raise _wrong_type(self.name, "float or int", obj) from None
+        return repr(value).encode()
+
+    def decode(self, data: bytes) -> float:
+        try:
+            return float(data)
+        except (ValueError, TypeError) as exc:
+            msg = f"not a decimal number: {bytes(data)[:40]!r}"
+            raise SerializationError(msg) from exc
+
+
+@attrs.frozen
+class JsonCodec:
+    """Untyped JSON: decodes to dicts, lists, str, int, float, bool and None."""
+
+    name = "json"
+    _encoder: msgspec.json.Encoder = attrs.field(
+        init=False, eq=False, repr=False, factory=msgspec.json.Encoder
+    )
+    _decoder: msgspec.json.Decoder[Any] = attrs.field(
+        init=False, eq=False, repr=False, factory=msgspec.json.Decoder
+    )
+
+    def encode(self, obj: Any) -> bytes:
+        try:
+            return self._encoder.encode(obj)
+        except (TypeError, ValueError, OverflowError) as exc:
+            msg = f"codec 'json' cannot encode it: {exc}"
+            raise SerializationError(msg, action="encode") from exc
+
+    def decode(self, data: bytes) -> Any:
+        try:
+            return self._decoder.decode(data)
+        except (msgspec.DecodeError, TypeError) as exc:
+            raise decode_error(exc) from exc
+
+
+@attrs.frozen
+class RecordCodec:
+    """JSON decoded straight into a Record class by msgspec, checking every field type."""
+
+    cls: type[Record]
+    _encode: Callable[[Any], bytes] = attrs.field(
+        init=False, eq=False, repr=False, default=msgspec.json.Encoder().encode
+    )
+    _decode: Callable[[bytes], Any] = attrs.field(
+        init=False,
+        eq=False,
+        repr=False,
+        default=attrs.Factory(lambda self: json_decoder(self.cls).decode, takes_self=True),
+    )
+
+    @property
+    def name(self) -> str:
+        return f"json<{self.cls.__name__}>"
+
+    def encode(self, obj: Any) -> bytes:
+        if not isinstance(obj, self.cls):
+            raise _wrong_type(self.name, self.cls.__name__, obj)
+        try:
+            return self._encode(obj)
+        except (TypeError, ValueError, OverflowError) as exc:
+            reason = f"codec {self.name!r} cannot encode this {self.cls.__name__}: {exc}"
+            raise SerializationError(reason, action="encode") from exc
+
+    def decode(self, data: bytes) -> Any:
+        try:
+            return self._decode(data)
+        except (msgspec.DecodeError, TypeError, ValueError) as exc:
+            raise decode_error(exc) from exc
+
+
+# Ext type codes of the "auto" codec. Stored data depends on them: never renumber.
+_EXT_TUPLE = 1
+_EXT_RECORD = 2
+_EXT_DATETIME = 3
+_EXT_BIGINT = 4
+_EXT_DICT = 5  # a dict with keys msgpack maps cannot hold (tuples, records, ...)
+_EXT_SET = 6
+_EXT_FROZENSET = 7
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+_PLAIN_KEYS = frozenset({str, int, float, bytes, bool, type(None)})
+
+
+@attrs.frozen
+class AutoCodec:
+    """Self-describing MessagePack for internal topics and stores where no type is declared.
+
+    Round-trips exactly (equal value, same type): None, bool, int of any size, float,
+    str, bytes, list, dict (any hashable keys), tuple, set, frozenset, datetime (naive or
+    with its UTC offset) and Records, nested in any way. A record is written with its
+    class name ("module.qualname") and its fields; decoding needs that class imported.
+    Subclasses of the builtins come back as the builtin (an IntEnum as int, a namedtuple
+    as tuple); other types raise `SerializationError`.
+    """
+
+    name = "auto"
+    _encoder: msgspec.msgpack.Encoder = attrs.field(
+        init=False, eq=False, repr=False, factory=msgspec.msgpack.Encoder
+    )
+    _decoder: msgspec.msgpack.Decoder[Any] = attrs.field(
+        init=False,
+        eq=False,
+        repr=False,
+        default=attrs.Factory(
+            lambda self: msgspec.msgpack.Decoder(ext_hook=self._ext_hook), takes_self=True
+        ),
+    )
+
+    def encode(self, obj: Any) -> bytes:
+        try:
+            return self._encoder.encode(self._prepare(obj))
+        except (TypeError, ValueError, OverflowError) as exc:
+            if isinstance(exc, SerializationError):
+                raise
+            msg = f"codec 'auto' cannot encode it: {exc}"
+            raise SerializationError(msg, action="encode") from exc
+
+    def decode(self, data: bytes) -> Any:
+        try:
+            return self._decoder.decode(data)
+        except SerializationError:
+            raise
+        except (msgspec.DecodeError, TypeError, ValueError) as exc:
+            raise decode_error(exc) from exc
+
+    def _prepare(self, obj: Any) -> Any:
+        """`obj` with everything msgpack would not give back as is wrapped in an Ext."""
+        t = type(obj)
+        if t is str or t is float or t is bool or obj is None or t is bytes:
+            return obj
+        if t is int:
+            if _INT_MIN <= obj <= _INT_MAX:
+                return obj
+            size = (obj.bit_length() + 8) // 8  # + 1 bit for the sign
+            return msgspec.msgpack.Ext(_EXT_BIGINT, obj.to_bytes(size, "big", signed=True))
+        if t is list:
+            return [self._prepare(v) for v in obj]
+        if t is dict:
+            return self._prepare_dict(obj)
+        if t is tuple:
+            return self._ext(_EXT_TUPLE, [self._prepare(v) for v in obj])
+        if isinstance(obj, Record):
+            fields = {
+                a.alias: self._prepare(getattr(obj, a.name))
+                for a in attrs.fields(type(obj))
+                if a.init
+            }
+            return self._ext(_EXT_RECORD, [record_name(type(obj)), fields])
+        if isinstance(obj, dt.datetime):
+            if t is not dt.datetime:  # e.g. pandas.Timestamp, whose isoformat has nanoseconds
+                obj = dt.datetime(*obj.timetuple()[:6], obj.microsecond, obj.tzinfo, fold=obj.fold)
+            return msgspec.msgpack.Ext(_EXT_DATETIME, obj.isoformat().encode())
+        if t is set or t is frozenset:
+            code = _EXT_SET if t is set else _EXT_FROZENSET
+            return self._ext(code, [self._prepare(v) for v in obj])
+        return self._prepare(_as_builtin(obj))
+
+    def _prepare_dict(self, obj: dict[Any, Any]) -> Any:
+        for k in obj:
+            t = type(k)
+            if t not in _PLAIN_KEYS or (t is int and not _INT_MIN <= k <= _INT_MAX):
+                pairs = [[self._prepare(k), self._prepare(v)] for k, v in obj.items()]
+                return self._ext(_EXT_DICT, pairs)
+        return {k: self._prepare(v) for k, v in obj.items()}
+
+    def _ext(self, code: int, payload: Any) -> msgspec.msgpack.Ext:
+        return msgspec.msgpack.Ext(code, self._encoder.encode(payload))
+
+    def _ext_hook(self, code: int, data: memoryview) -> Any:
+        if code == _EXT_TUPLE:
+            return tuple(self._decoder.decode(data))
+        if code == _EXT_RECORD:
+            name, fields = self._decoder.decode(data)
+            cls = record_class(name)
+            if cls is None:
+                reason = (
+                    f"no Record class {name!r} is defined in this process; "
+                    "import the module that defines it before decoding"
+                )
+                raise SerializationError(reason)
+            return _make_record(cls, fields)
+        if code == _EXT_DATETIME:
+            return dt.datetime.fromisoformat(str(data, "ascii"))
+        if code == _EXT_BIGINT:
+            return int.from_bytes(data, "big", signed=True)
+        if code == _EXT_DICT:
+            return dict(map(tuple, self._decoder.decode(data)))
+        if code == _EXT_SET:
+            return set(self._decoder.decode(data))
+        if code == _EXT_FROZENSET:
+            return frozenset(self._decoder.decode(data))
+        msg = f"unknown MessagePack extension type {code}"
+        raise SerializationError(msg)
+
+
+def _make_record(cls: type[Record], fields: dict[str, Any]) -> Record:
+    """Record from stored fields; fields the class no longer has are dropped, as in JSON."""
+    try:
+        return cls(**fields)
+    except TypeError:
+        known = {a.alias for a in attrs.fields(cls) if a.init}
+        try:
+            return cls(**{k: v for k, v in fields.items() if k in known})
+        except TypeError as exc:
+            reason = f"stored fields do not fit Record {cls.__qualname__}: {exc}"
+            raise SerializationError(reason) from exc
+
+
+_BUILTIN_BASES: tuple[type, ...] = (
+    bool, int, float, str, bytes, list, tuple, dict, set, frozenset
+)  # fmt: skip
+
+
+def _as_builtin(obj: Any) -> Any:
+    """A subclass of a builtin as that builtin; anything else is an error."""
+    for base in _BUILTIN_BASES:
+        if isinstance(obj, base):
+            return base(obj)
+    supported = (
+        "None, bool, int, float, str, bytes, list, dict, tuple, set, frozenset, datetime, Record"
+    )
+    reason = (
+        f"codec 'auto' cannot encode {type(obj).__module__}.{type(obj).__qualname__}; "
+        f"it takes {supported}; convert the value or declare a Record for it"
+    )
+    raise SerializationError(reason, action="encode")
+
+
+_BY_NAME: dict[str, Callable[[], Codec]] = {
+    "raw": RawCodec,
+    "str": StrCodec,
+    "int": IntCodec,
+    "float": FloatCodec,
+    "json": JsonCodec,
+    "auto": AutoCodec,
+}
+_BY_TYPE: dict[Any, Callable[[], Codec]] = {
+    None: RawCodec,
+    bytes: RawCodec,
+    str: StrCodec,
+    int: IntCodec,
+    float: FloatCodec,
+}
+
+
+def codec_for(spec: Any) -> Codec:
+    """The codec for a declared key or value type, codec name, or codec.
+
+    Not cached: this runs when a graph is built, not per record, and a `RecordCodec`
+    reuses the decoder its class keeps.
+    """
+    if isinstance(spec, type) and issubclass(spec, Record) and spec is not Record:
+        return RecordCodec(spec)
+    if isinstance(spec, str) and spec in _BY_NAME:
+        return _BY_NAME[spec]()
+    if spec is None or isinstance(spec, type):
+        make = _BY_TYPE.get(spec)
+        if make is not None:
+            return make()
+    elif not isinstance(spec, str) and isinstance(spec, Codec):
+        return spec
+    given = spec.__qualname__ if isinstance(spec, type) else repr(spec)
+    msg = (
+        f"no codec for {given}: a key or value type must be a Record subclass, "
+        "None or bytes (raw), str, int, float, one of the names "
+        f"{', '.join(repr(n) for n in _BY_NAME)}, or a Codec instance"
+    )
+    raise ConfigurationError(msg)
