@@ -1,0 +1,58 @@
+"""Developer sessions: `nox -s tests | lint | typecheck | bench | notebooks | docs`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "venv"
+
+PYTHON = "3.11"
+
+
+def _pytest(session: nox.Session, *args: str) -> None:
+    session.install("-e", ".[test]")
+    session.run("pytest", *args, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole suite: unit, golden, property, executor, integration and slow cases."""
+    _pytest(session)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and format check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", "planner")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy: strict on planner/, checked on flowgraph/."""
+    session.install("-e", ".", "mypy>=1.10")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Throughput benchmarks with their same-run baselines; figures go to stdout."""
+    session.install("-e", ".")
+    session.run("python", "bench/bench_clicks.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def notebooks(session: nox.Session) -> None:
+    """Execute every notebook under notebooks/ as a smoke test."""
+    session.install("-e", ".", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29")
+    session.run("python", "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3")
+    session.run("python", "tools/run_notebooks.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Run every Python example in docs/ (they are tested, so they stay true)."""
+    _pytest(session, "tests/unit/test_docs.py")
