@@ -1,72 +1,192 @@
-"""Plain-text description of a plan, in the spirit of Kafka Streams' `Topology.describe()`."""
+"""Plain-text description of a plan, in the spirit of Kafka Streams' `Topology.describe()`.
+
+It says more than ``describe()`` does: each sub-topology lists its fused tasks
+(``clicks -> parse -> drop_bots -> by_url``), why it starts at each repartition topic
+(``key changed by 'app.by_url' at clicks.py:14``) and which sub-topology writes that topic;
+each step shows its kind, its user function as ``module.qualname`` and where it was made;
+every topic shows its full name, role, partitions, key/value codecs and configs; every store
+its step, changelog and backend. The text is rendered from `planner.describe`, so it says
+exactly what the JSON form says.
+
+Example (abridged; tests/golden/explain/ has whole ones)::
+
+    Graph 'clickstats': physical plan, 2 sub-topologies, 4 topics, 1 store
+
+    Sub-topology 0 (4 partitions)
+      reads   clicks
+      writes  clickstats-by_url-repartition  -> sub-topology 1
+      tasks   clicks -> parse -> drop_bots -> by_url
+      steps   clicks     source  topic clicks     app.py:23
+              parse      map     app.parse        app.py:24
+              ...
+
+    Sub-topology 1 (4 partitions)
+      reads   clickstats-by_url-repartition  <- sub-topology 0
+                cut: key changed by 'app.by_url' at app.py:24
+      ...
+
+    Topics
+      name                           role         partitions  key  value        configs
+      clicks                         source       4           str  json<Click>
+      clickstats-per_url-changelog   changelog    4           str  int          cleanup.po...
+      ...
+
+The "where" of a step is the ``file.py:line`` that built it; the cut reason of a repartition
+is the one `insert_repartitions` gave. Steps list their inputs only where they are not the
+step on the line above.
+"""
 
 from __future__ import annotations
 
-from planner.logical import Aggregate, FnNode, LogicalPlan, Node, Repartition, Sink, Source
-from planner.physical import PhysicalPlan, TopicSpec
+import itertools
+from collections.abc import Sequence
 
-__all__ = ["to_text", "type_name"]
+from planner.describe import (
+    DEFAULT_BACKEND,
+    PlanDescription,
+    StepDescription,
+    SubtopologyDescription,
+    codec_name,
+    describe,
+)
+from planner.logical import LogicalPlan
+from planner.physical import PhysicalPlan
 
+__all__ = ["render", "to_text", "type_name"]
 
-def type_name(t: object) -> str:
-    """Readable name of a declared key/value type (None: unknown)."""
-    if t is None:
-        return "?"
-    name = getattr(t, "name", None)
-    if isinstance(name, str):
-        return name
-    return getattr(t, "__qualname__", None) or repr(t)
-
-
-def _step(n: Node) -> str:
-    if isinstance(n, Source):
-        return f"{n.id} <- topic {n.topic!r}"
-    if isinstance(n, Repartition):
-        return f"{n.id} <- topic {n.topic!r}"
-    if isinstance(n, Sink):
-        target = f"topic {n.topic!r}" if n.topic else (n.fn_name or "callable")
-        return f"{n.id} -> {target}"
-    fn = f" {n.fn_name}" if isinstance(n, FnNode) and n.fn_name else ""
-    if isinstance(n, Aggregate):
-        return f"{n.id} ({n.agg}{fn})"
-    return f"{n.id} ({n.kind}{fn})"
+type_name = codec_name
+"""Former name of `planner.describe.codec_name`, kept for callers."""
 
 
-def _topic(t: TopicSpec) -> str:
-    configs = ", ".join(f"{k}={v}" for k, v in t.configs)
-    return (
-        f"  {t.name}  [{t.role}]  partitions={t.partitions}  "
-        f"key={type_name(t.key_type)}  value={type_name(t.value_type)}"
-        + (f"  {configs}" if configs else "")
-    )
+def to_text(plan: PhysicalPlan | LogicalPlan, *, backend: str | None = None) -> str:
+    """Describe `plan` as text (what ``flowgraph explain`` prints).
+
+    Args:
+        plan: a physical plan, or a logical plan (logical or partitioned stage).
+        backend: the store backend, when the caller knows it (see `describe`).
+    """
+    return render(describe(plan, backend=backend))
 
 
-def to_text(plan: PhysicalPlan | LogicalPlan) -> str:
-    """Describe `plan`: sub-topologies with fused tasks and cuts, topics and stores."""
-    if isinstance(plan, LogicalPlan):
-        lines = [f"Graph {plan.graph_id!r} (logical)"]
-        lines += [
-            f"  {_step(n)}" + (f"  <- {', '.join(n.inputs)}" if n.inputs else "")
-            for n in plan.nodes
-        ]
+def render(d: PlanDescription) -> str:
+    """The text form of a description (also for one read back with `from_json`)."""
+    if d.stage != "physical":
+        lines = [f"Graph {d.graph!r}: {d.stage} plan, {_count(len(d.steps), 'step')}", ""]
+        lines += ["Steps", *_steps_table(d, d.steps, physical=False)]
         return "\n".join(lines)
-    lines = [f"Graph {plan.graph_id!r}"]
-    for sub in plan.subtopologies:
-        lines.append(f"Sub-topology {sub.id} (partitions={sub.partitions})")
-        for cut in sub.cuts:
-            lines.append(f"  cut: {cut}")
-        by_id = {s.id: s for s in sub.steps}
-        for task in sub.tasks:
-            lines.append("  task: " + " -> ".join(task.step_ids))
-        for step_id in sub.step_ids:
-            lines.append(f"    {_step(by_id[step_id])}")
-        for step_id, topic in sub.outputs:
-            lines.append(f"    {step_id} -> topic {topic!r}")
-    lines.append("Topics")
-    lines += [_topic(t) for t in plan.topics]
-    lines.append("Stores")
-    lines += [
-        f"  {s.name}  step={s.step}  partitions={s.partitions}  changelog={s.changelog}"
-        for s in plan.stores
+    lines = [
+        f"Graph {d.graph!r}: physical plan, "
+        f"{_count(len(d.subtopologies), 'sub-topology', 'sub-topologies')}, "
+        f"{_count(len(d.topics), 'topic')}, {_count(len(d.stores), 'store')}"
     ]
+    for sub in d.subtopologies:
+        lines += ["", *_subtopology(d, sub)]
+    lines += ["", "Topics", *_topics(d)]
+    lines += ["", *_stores(d)]
     return "\n".join(lines)
+
+
+def _count(n: int, one: str, many: str = "") -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _subtopology(d: PlanDescription, sub: SubtopologyDescription) -> list[str]:
+    lines = [f"Sub-topology {sub.id} ({_count(sub.partitions, 'partition')})"]
+    cut_of = {c.topic: c for c in sub.cuts}
+    for i, topic in enumerate(sub.reads):
+        head = "  reads   " if i == 0 else "          "
+        cut = cut_of.get(topic)
+        if cut is None:
+            lines.append(f"{head}{topic}")
+            continue
+        origin = f"  <- sub-topology {cut.writer}" if cut.writer >= 0 else ""
+        lines.append(f"{head}{topic}{origin}")
+        if cut.reason:
+            lines.append(f"            cut: {cut.reason}")
+    for i, topic in enumerate(sub.writes):
+        readers = [c.id for c in d.subtopologies if any(x.topic == topic for x in c.cuts)]
+        to = "".join(f"  -> sub-topology {r}" for r in readers)
+        lines.append(("  writes  " if i == 0 else "          ") + topic + to)
+    for i, task in enumerate(sub.tasks):
+        stores = [d.step(s).store for s in task.steps if d.step(s).store]
+        extra = f"  [stateful: store {', '.join(stores)}]" if task.stateful and stores else ""
+        lines.append(("  tasks   " if i == 0 else "          ") + _chain(d, task.steps) + extra)
+    steps = [d.step(s) for s in sub.steps]
+    table = _steps_table(d, steps, physical=True)
+    lines += [("  steps   " if i == 0 else "          ") + row[2:] for i, row in enumerate(table)]
+    return lines
+
+
+def _chain(d: PlanDescription, steps: Sequence[str]) -> str:
+    """Fused steps in order: ``a -> b`` where b reads a, ``a, b`` where it does not.
+
+    A chain reads ``clicks -> parse -> by_url``; a merge ``a, b -> both -> count``.
+    """
+    out = steps[0] if steps else ""
+    for prev, step in itertools.pairwise(steps):
+        out += (" -> " if prev in d.step(step).inputs else ", ") + step
+    return out
+
+
+def _detail(s: StepDescription) -> str:
+    """The function a step runs, or the topic or store it uses."""
+    parts = [s.function] if s.function else []
+    if s.topic:
+        parts.append(f"topic {s.topic}")
+    if s.store:
+        parts.append(f"store {s.store}")
+    return ", ".join(parts)
+
+
+def _steps_table(
+    d: PlanDescription, steps: Sequence[StepDescription], *, physical: bool
+) -> list[str]:
+    """One aligned row per step: id, kind, function/topic/store, inputs, where."""
+    previous: str | None = None
+    rows: list[list[str]] = []
+    reasons: dict[int, str] = {}
+    for s in steps:
+        # Inputs are implied for a straight chain; say them when they are not the row above.
+        inputs = "" if list(s.inputs) in ([], [previous]) else "<- " + ", ".join(s.inputs)
+        rows.append([s.id, s.kind, _detail(s), inputs, s.where])
+        if s.reason and not physical:
+            reasons[len(rows) - 1] = s.reason
+        previous = s.id
+    out = []
+    for i, line in enumerate(_table(rows, indent="  ")):
+        out.append(line)
+        if i in reasons:
+            out.append(f"      cut: {reasons[i]}")
+    return out
+
+
+def _topics(d: PlanDescription) -> list[str]:
+    rows = [["name", "role", "partitions", "key", "value", "configs"]]
+    for t in d.topics:
+        configs = ", ".join(f"{k}={v}" for k, v in t.configs)
+        rows.append([t.name, t.role, str(t.partitions), t.key, t.value, configs])
+    return _table(rows, indent="  ")
+
+
+def _stores(d: PlanDescription) -> list[str]:
+    if not d.stores:
+        return ["Stores", "  (none)"]
+    backends = {s.backend for s in d.stores}
+    shared = len(backends) == 1
+    head = "Stores" + (f" ({next(iter(backends))})" if shared else f" ({DEFAULT_BACKEND})")
+    rows = [["name", "step", "partitions", "key", "value", "changelog"]]
+    if not shared:
+        rows[0].append("backend")
+    for s in d.stores:
+        row = [s.name, s.step, str(s.partitions), s.key, s.value, s.changelog]
+        rows.append(row if shared else [*row, s.backend])
+    return [head, *_table(rows, indent="  ")]
+
+
+def _table(rows: list[list[str]], *, indent: str) -> list[str]:
+    """Rows as left-aligned columns two spaces apart; empty trailing cells leave no blanks."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []
+    return [
+        (indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))).rstrip()
+        for row in rows
+    ]

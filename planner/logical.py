@@ -81,6 +81,8 @@ class Source(Node):
     topic: str
     partitions: int = 1
     feed: object = attrs.field(default=None, eq=False)
+    key_read: bool = True
+    """False when no step reads the keys (set by the planner): they are not decoded."""
 
 
 @attrs.frozen(kw_only=True)
@@ -179,6 +181,12 @@ class LogicalPlan:
     def consumers(self, node_id: str) -> Iterator[Node]:
         """Nodes that read from `node_id`, in plan order."""
         return (n for n in self.nodes if node_id in n.inputs)
+
+    def _repr_svg_(self) -> str:
+        """Picture for Jupyter: the steps in layers, with an arrow to each consumer."""
+        from planner.draw import logical_svg  # draw imports this module
+
+        return logical_svg(self)
 
     def to_digraph(self) -> nx.DiGraph:
         """A fresh networkx view for analysis (topological order, components, cycles)."""

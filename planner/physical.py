@@ -115,6 +115,12 @@ class PhysicalPlan:
 
         return to_text(self)
 
+    def _repr_svg_(self) -> str:
+        """Picture for Jupyter: sub-topologies boxed with their steps, topics and stores."""
+        from planner.draw import physical_svg  # draw imports this module
+
+        return physical_svg(self)
+
     def store_for(self, step_id: str) -> StoreSpec:
         """Return the store of stateful step `step_id`."""
         for s in self.stores:
