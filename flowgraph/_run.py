@@ -56,8 +56,13 @@ async def run_async(
     max_events: int | None = None,
     stop: asyncio.Event | None = None,
     on_start: Callable[[Worker], None] | None = None,
+    on_worker: Callable[[Worker], None] | None = None,
 ) -> RunResult:
-    """Async form of `run`, for callers that already have an event loop."""
+    """Async form of `run`, for callers that already have an event loop.
+
+    `on_worker` gets the worker as soon as it exists, before it restores state (a view can
+    then poll its counters, restore progress included); `on_start` gets it once started.
+    """
     plan = graph if isinstance(graph, PhysicalPlan) else make_plan(graph)
     transport = open_transport(broker)
     backend = open_backend(store)
@@ -65,6 +70,8 @@ async def run_async(
     # On memory:// nothing outside this process can write, so an idle run is a finished one.
     idle_ends = transport.in_process if until_idle is None else until_idle
     try:
+        if on_worker is not None:
+            on_worker(worker)
         await worker.start()
         if on_start is not None:
             on_start(worker)
@@ -84,6 +91,7 @@ def run(
     until_idle: bool | None = None,
     max_events: int | None = None,
     on_start: Callable[[Worker], None] | None = None,
+    on_worker: Callable[[Worker], None] | None = None,
 ) -> RunResult:
     """Run `graph` until it is idle (memory://, or `until_idle=True`), `max_events`, or a signal.
 
@@ -102,8 +110,16 @@ def run(
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread, or no signal support: run without handlers
         try:
-            return await run_async(graph, broker=broker, store=store, until_idle=until_idle,
-                                   max_events=max_events, stop=stop, on_start=on_start)
+            return await run_async(
+                graph,
+                broker=broker,
+                store=store,
+                until_idle=until_idle,
+                max_events=max_events,
+                stop=stop,
+                on_start=on_start,
+                on_worker=on_worker,
+            )
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
