@@ -3,7 +3,8 @@
 1,000,000 JSON click records (pre-written to a 4-partition memory topic, not timed) go through
 decode to Record -> filter -> key_by -> count, with the memory store and with the RocksDB store.
 The ceiling is a plain loop doing the same msgspec decode, the same filter and a dict count.
-Each case runs in its own process so that peak RSS is its own.
+Each case runs in its own process so that peak RSS is its own; cases are interleaved over
+several rounds and the best of each is kept, since this machine is noisy.
 
     python bench/bench_clicks.py [--records N] [--case NAME]
 """
@@ -117,19 +118,24 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--case", choices=["ceiling", "memory", "rocksdb"])
+    parser.add_argument("--rounds", type=int, default=3, help="best of N, cases interleaved")
     args = parser.parse_args()
     if args.case:
         print(json.dumps(run_case(args.case, args.records)))
         return
-    results = {}
-    for case in ("ceiling", "memory", "rocksdb"):
-        out = subprocess.run(
-            [sys.executable, __file__, "--case", case, "--records", str(args.records)],
-            check=True, capture_output=True, text=True,
-        )
-        results[case] = json.loads(out.stdout)
+    results: dict[str, dict[str, float]] = {}
+    for _ in range(args.rounds):  # interleaved, so a noisy moment hits every case alike
+        for case in ("ceiling", "memory", "rocksdb"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--case", case, "--records", str(args.records)],
+                check=True, capture_output=True, text=True,
+            )
+            r = json.loads(out.stdout)
+            if case not in results or r["rate"] > results[case]["rate"]:
+                results[case] = r
     base = results["ceiling"]
-    print(f"clicks per URL, {args.records:,} JSON records, {PARTITIONS} partitions")
+    print(f"clicks per URL, {args.records:,} JSON records, {PARTITIONS} partitions, "
+          f"best of {args.rounds}")
     print(f"{'case':<10}{'events/s':>12}{'vs ceiling':>12}{'peak RSS MB':>14}")
     for case, r in results.items():
         assert r["total"] == base["total"] and r["keys"] == base["keys"], (case, r, base)

@@ -406,3 +406,16 @@ def codec_for(spec: Any) -> Codec:
         f"{', '.join(repr(n) for n in _BY_NAME)}, or a Codec instance"
     )
     raise ConfigurationError(msg)
+
+
+def fast_decoder(codec: Codec) -> Callable[[bytes], Any]:
+    """The quickest callable decoding what `codec.decode` does, for the runtime's hot loop.
+
+    It may raise any exception on bad input; the caller then calls `codec.decode` on the same
+    bytes to get the proper `SerializationError`. This keeps error wrapping off the fast path.
+    """
+    if isinstance(codec, RecordCodec):
+        return codec._decode
+    if isinstance(codec, StrCodec):
+        return bytes.decode
+    return codec.decode

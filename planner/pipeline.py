@@ -1,7 +1,8 @@
 """The planner pipeline: ordered pass tuples and named stages.
 
 Order matters: `validate` first (later passes assume a well-formed graph);
-`insert_repartitions` before `split_subtopologies` (cuts happen at repartition topics);
+`insert_repartitions` before `split_subtopologies` (cuts happen at repartition topics) and
+before `mark_unread_keys` (a repartition reads keys);
 `fuse` after the split (it groups steps inside one sub-topology); `assign_stores` before
 `assign_topics` (changelog topics come from stores).
 """
@@ -20,6 +21,7 @@ from planner.passes import (
     assign_topics,
     fuse,
     insert_repartitions,
+    mark_unread_keys,
     split_subtopologies,
     validate,
 )
@@ -30,7 +32,7 @@ __all__ = ["LOGICAL_PASSES", "PHYSICAL_PASSES", "GraphLike", "Stage", "plan", "p
 LogicalPass = Callable[[LogicalPlan, PlanOptions], LogicalPlan]
 PhysicalPass = Callable[[PhysicalPlan, PlanOptions], PhysicalPlan]
 
-LOGICAL_PASSES: tuple[LogicalPass, ...] = (validate, insert_repartitions)
+LOGICAL_PASSES: tuple[LogicalPass, ...] = (validate, insert_repartitions, mark_unread_keys)
 PHYSICAL_PASSES: tuple[PhysicalPass, ...] = (fuse, assign_stores, assign_topics)
 
 

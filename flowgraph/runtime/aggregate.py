@@ -1,10 +1,15 @@
-"""Keyed aggregation over a batch, with per-key positions for exactly-once state.
+"""Keyed aggregation with per-key source offsets, so state is exact across replays.
 
 Each stored value carries the source offset of the last input applied to it (DESIGN §4). A
 record whose offset is not above its key's *stored* offset (as it was before this batch) was
-applied before a crash and is skipped; records of this batch always apply, so the records a
-`flat_map` makes from one input (which share its offset) all count. A sub-topology fed by
-several topics keeps one offset per input topic, as a tuple.
+applied before a crash and is skipped; records of the current batch always apply, so the
+records a `flat_map` makes from one input (which share its offset) all count. A sub-topology
+fed by several topics keeps one offset per input topic, as a tuple.
+
+`cur` caches, per recently touched key, ``[stored offset, offset, value]`` across batches (a
+write-back cache in front of the store, so hot keys are read from the store once, not once per
+batch); `dirty` lists the keys changed since the last flush, and `flush` hands those to the
+worker (one changelog record and one store write per key per batch).
 """
 
 from __future__ import annotations
@@ -13,19 +18,22 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from flowgraph.runtime.ops import Fail, Rec, gather_bounded
+from flowgraph.runtime.ops import Fail, Push, Rec, gather_bounded
 from flowgraph.runtime.state.base import Entry, StorePartition
 from planner.logical import Aggregate
 
 __all__ = ["AggregateOp"]
 
-_MISSING: Any = object()
+MISSING: Any = object()
+"""The value of a `reduce` that has seen nothing yet."""
 _IMMUTABLE = (int, float, str, bytes, bool, tuple, frozenset, type(None))
+CACHE_KEYS = 100_000
+"""Keys an aggregation keeps in memory between batches (the store holds them all)."""
 
 
 def _initial_factory(node: Aggregate) -> Callable[[], Any]:
     if node.agg == "reduce":
-        return lambda: _MISSING
+        return lambda: MISSING
     initial = node.initial
     if callable(initial):
         return initial  # type: ignore[no-any-return]
@@ -43,28 +51,31 @@ def _step(node: Aggregate) -> Callable[[Any, Any], Any]:
             return lambda acc, v: acc + v
         return lambda acc, v: acc + fn(v)
     if node.agg == "reduce":
-        return lambda acc, v: v if acc is _MISSING else fn(acc, v)
+        return lambda acc, v: v if acc is MISSING else fn(acc, v)
     return fn  # type: ignore[no-any-return]
 
 
 class AggregateOp:
-    """One aggregation step over one store partition.
-
-    `cur` holds, per key touched since the last flush, ``[stored position, position, value]``.
-    """
+    """One aggregation step over one store partition."""
 
     def __init__(self, node: Aggregate, store: StorePartition, inputs: int, fail: Fail) -> None:
         self.node = node
         self.store = store
         self.inputs = inputs
+        self.index = 0
+        """Which input topic the records now pushed come from (multi-input sub-topologies)."""
         self.fail = fail
         self.initial = _initial_factory(node)
         self.step = _step(node)
         self.cur: dict[Any, list[Any]] = {}
+        self.dirty: list[Any] = []
         self.skipped = 0
         self.is_async = node.is_async
+        self.pending: list[Rec] = []
+        self.next: Push | None = None
 
-    def _load(self, key: Any, stored: Entry | None) -> list[Any]:
+    def _load(self, key: Any) -> list[Any]:
+        stored = self.store.get(key)
         if stored is None:
             start: Any = -1 if self.inputs == 1 else (-1,) * self.inputs
             e = [start, start, self.initial()]
@@ -73,90 +84,125 @@ class AggregateOp:
         self.cur[key] = e
         return e
 
-    def run(self, batch: list[Rec], index: int, emit: bool) -> list[Rec]:
-        """Apply `batch` (all from input topic `index`); return updates if `emit`."""
+    def make_push(self, nxt: Push | None) -> Push:
+        """The push function of this step; `nxt` receives ``(key, new value)`` updates."""
+        self.next = nxt
+        if self.is_async:
+            return self._collect
         if self.inputs != 1:
-            return self._run_multi(batch, index, emit)
+            return self._push_multi
         cur = self.cur
-        get = self.store.get
         load = self._load
-        out: list[Rec] = []
-        append = out.append
-        skipped = 0
+        dirty = self.dirty.append
         if self.node.agg == "count":
-            for k, _v, ts, o, h in batch:
+
+            def push_count(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
                 e = cur.get(k)
                 if e is None:
-                    e = load(k, get(k))
+                    e = load(k)
                 if o <= e[0]:
-                    skipped += 1
-                    continue
+                    self.skipped += 1
+                    return
+                if e[1] == e[0]:
+                    dirty(k)
                 e[1] = o
                 e[2] += 1
-                if emit:
-                    append((k, e[2], ts, o, h))
-            self.skipped += skipped
-            return out
+                if nxt is not None:
+                    nxt(k, e[2], ts, o, h)
+
+            return push_count
         step = self.step
         fail = self.fail
-        it = iter(batch)
-        while True:
+
+        def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            e = cur.get(k)
+            if e is None:
+                e = load(k)
+            if o <= e[0]:
+                self.skipped += 1
+                return
             try:
-                for k, v, ts, o, h in it:
-                    e = cur.get(k)
-                    if e is None:
-                        e = load(k, get(k))
-                    if o <= e[0]:
-                        skipped += 1
-                        continue
-                    e[2] = step(e[2], v)
-                    e[1] = o
-                    if emit:
-                        append((k, e[2], ts, o, h))
+                e[2] = step(e[2], v)
             except Exception as exc:
                 fail(exc, (k, v, ts, o, h))
+                return
+            if e[1] == e[0]:
+                dirty(k)
+            e[1] = o
+            if nxt is not None:
+                nxt(k, e[2], ts, o, h)
+
+        return push
+
+    def run_batch(self, messages: list[Rec]) -> bool:
+        """Apply a whole batch in one loop (the entry feeds this step alone); False if unsupported.
+
+        Same semantics as the push function, without a call per record.
+        """
+        if self.inputs != 1 or self.is_async or self.node.agg != "count" or self.next is not None:
+            return False
+        cur = self.cur
+        load = self._load
+        dirty = self.dirty.append
+        skipped = 0
+        for k, _v, _ts, o, _h in messages:
+            e = cur.get(k)
+            if e is None:
+                e = load(k)
+            if o <= e[0]:
+                skipped += 1
                 continue
-            break
+            if e[1] == e[0]:
+                dirty(k)
+            e[1] = o
+            e[2] += 1
         self.skipped += skipped
-        return out
+        return True
 
-    def _run_multi(self, batch: list[Rec], index: int, emit: bool) -> list[Rec]:
-        out: list[Rec] = []
-        for k, v, ts, o, h in batch:
-            e = self.cur.get(k) or self._load(k, self.store.get(k))
-            if o <= e[0][index]:
-                self.skipped += 1
-                continue
-            try:
-                e[2] = self.step(e[2], v)
-            except Exception as exc:
-                self.fail(exc, (k, v, ts, o, h))
-                continue
-            e[1] = e[1][:index] + (o,) + e[1][index + 1 :]
-            if emit:
-                out.append((k, e[2], ts, o, h))
-        return out
+    def _push_multi(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+        i = self.index
+        e = self.cur.get(k) or self._load(k)
+        if o <= e[0][i]:
+            self.skipped += 1
+            return
+        try:
+            e[2] = self.step(e[2], v)
+        except Exception as exc:
+            self.fail(exc, (k, v, ts, o, h))
+            return
+        if e[1] == e[0]:
+            self.dirty.append(k)
+        e[1] = e[1][:i] + (o,) + e[1][i + 1 :]
+        if self.next is not None:
+            self.next(k, e[2], ts, o, h)
 
-    async def run_async(self, batch: list[Rec], index: int, emit: bool) -> list[Rec]:
-        """Async folds: in order within a key, concurrently across keys."""
+    def _collect(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+        self.pending.append((k, v, ts, o, h))
+
+    async def drain(self) -> bool:
+        """Async folds of the collected records: in order within a key, concurrent across keys."""
+        if not self.pending:
+            return False
+        batch, self.pending = self.pending, []
         by_key: dict[Any, list[Rec]] = {}
         for r in batch:
             by_key.setdefault(r[0], []).append(r)
         fn: Any = self.node.fn
+        agg = self.node.agg
+        i = self.index
 
         async def fold(key: Any, records: list[Rec]) -> list[Rec]:
-            e = self.cur.get(key) or self._load(key, self.store.get(key))
+            e = self.cur.get(key) or self._load(key)
             emitted: list[Rec] = []
             for r in records:
                 o = r[3]
-                base = e[0] if self.inputs == 1 else e[0][index]
-                if o <= base:
+                if o <= (e[0] if self.inputs == 1 else e[0][i]):
                     self.skipped += 1
                     continue
                 try:
-                    if self.node.agg == "reduce" and e[2] is _MISSING:
+                    if agg == "reduce" and e[2] is MISSING:
                         value = r[1]
-                    elif self.node.agg == "sum":
+                    elif agg == "sum":
                         value = e[2] + await fn(r[1])
                     else:
                         value = await fn(e[2], r[1])
@@ -164,27 +210,33 @@ class AggregateOp:
                     self.fail(exc, r)
                     continue
                 e[2] = value
-                e[1] = o if self.inputs == 1 else e[1][:index] + (o,) + e[1][index + 1 :]
+                if e[1] == e[0]:
+                    self.dirty.append(key)
+                e[1] = o if self.inputs == 1 else e[1][:i] + (o,) + e[1][i + 1 :]
                 emitted.append((r[0], value, r[2], o, r[4]))
             return emitted
 
         results = await gather_bounded(fold, list(by_key.items()))
-        out: list[Rec] = []
+        updates: list[Rec] = []
         for res in results:
             if isinstance(res, BaseException):
                 raise res
-            out += res
-        if not emit:
-            return []
-        out.sort(key=lambda r: r[3])
-        return out
+            updates += res
+        if self.next is not None:
+            updates.sort(key=lambda r: r[3])
+            for u in updates:
+                self.next(*u)
+        return True
 
     def flush(self) -> dict[Any, Entry]:
-        """The changed entries since the last flush, one per key; forgets the rest."""
-        dirty = {k: (e[1], e[2]) for k, e in self.cur.items() if e[1] != e[0]}
-        self.cur.clear()
-        return dirty
-
-    def value(self, entry_value: Any) -> Any:
-        """What users see for a stored value (a reduce that saw nothing has none)."""
-        return None if entry_value is _MISSING else entry_value
+        """The entries changed since the last flush, one per key; they now count as stored."""
+        cur = self.cur
+        changed: dict[Any, Entry] = {}
+        for k in self.dirty:
+            e = cur[k]
+            changed[k] = (e[1], e[2])
+            e[0] = e[1]
+        self.dirty.clear()
+        if len(cur) > CACHE_KEYS:
+            cur.clear()
+        return changed

@@ -3,33 +3,66 @@
 It behaves like a one-broker Kafka for one process: offsets, committed positions per group,
 record timestamps and headers. Internal topics (repartition, changelog, feed) hold Python
 objects, since nothing outside the process can read them; external topics hold bytes, so the
-codecs are exercised exactly as on Kafka.
+codecs are exercised exactly as on Kafka. Like Kafka Streams, which deletes repartition
+records once they are committed, this transport drops committed records of repartition and
+feed topics, so an endless embedded run keeps bounded memory.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from flowgraph.errors import ConfigurationError
 from flowgraph.runtime.transport import TP, Message, OutRecord
 from planner.physical import TopicSpec
 
-__all__ = ["MemoryBroker", "MemoryConsumer", "MemoryTransport"]
+__all__ = ["Log", "MemoryBroker", "MemoryConsumer", "MemoryTransport"]
+
+_TRIMMED_ROLES = frozenset({"repartition", "feed"})
+
+
+class Log(list[Message]):
+    """One partition: its records, and `base`, the offset of the first one still kept."""
+
+    __slots__ = ("base", "trim")
+
+    def __init__(self, trim: bool = False) -> None:
+        super().__init__()
+        self.base = 0
+        self.trim = trim
+
+    @property
+    def end(self) -> int:
+        """The offset the next record will get."""
+        return self.base + len(self)
+
+    def slice(self, start: int, stop: int) -> list[Message]:
+        """Records with offsets in ``[start, stop)`` that are still kept."""
+        lo = max(start - self.base, 0)
+        return self[lo : max(stop - self.base, lo)]
+
+    def drop_before(self, offset: int) -> None:
+        """Forget records before `offset` (committed records of a trimmed topic)."""
+        n = min(offset - self.base, len(self))
+        if n > 0:
+            del self[:n]
+            self.base += n
 
 
 class MemoryBroker:
     """The logs themselves; share one between transports to see the same topics."""
 
     def __init__(self) -> None:
-        self.logs: dict[str, list[list[Message]]] = {}
+        self.logs: dict[str, list[Log]] = {}
         self.committed: dict[str, dict[TP, int]] = {}
 
-    def ensure(self, topic: str, partitions: int) -> list[list[Message]]:
+    def ensure(self, topic: str, partitions: int, trim: bool = False) -> list[Log]:
         """Create `topic` if missing; a different partition count is a configuration error."""
         log = self.logs.get(topic)
         if log is None:
-            log = self.logs[topic] = [[] for _ in range(partitions)]
+            log = self.logs[topic] = [Log(trim) for _ in range(partitions)]
         elif len(log) != partitions:
             msg = (
                 f"topic {topic!r} exists with {len(log)} partitions but the plan needs "
@@ -45,10 +78,14 @@ class MemoryBroker:
         now = time.time()
         for partition, key, value, ts, headers in records:
             part = log[partition]
-            offset = len(part)
+            offset = part.base + len(part)
             part.append((key, value, now if ts is None else ts, offset, headers))
             last[partition] = offset
         return last
+
+    def records(self, topic: str) -> list[Message]:
+        """Every kept record of `topic`, partition by partition (for tests and drivers)."""
+        return [m for part in self.logs[topic] for m in part]
 
 
 class MemoryConsumer:
@@ -56,7 +93,6 @@ class MemoryConsumer:
 
     def __init__(self, broker: MemoryBroker, group: str, topics: Sequence[str]) -> None:
         self._broker = broker
-        self._group = group
         self._committed = broker.committed.setdefault(group, {})
         self._tps = [(t, p) for t in topics for p in range(len(broker.logs[t]))]
         self._positions = {tp: self._committed.get(tp, 0) for tp in self._tps}
@@ -73,8 +109,8 @@ class MemoryConsumer:
         for tp in self._tps:
             pos = positions[tp]
             part = logs[tp[0]][tp[1]]
-            if pos < len(part):
-                batch = part[pos : pos + max_records]
+            if pos < part.base + len(part):
+                batch = part.slice(pos, pos + max_records)
                 positions[tp] = pos + len(batch)
                 result[tp] = batch
         return result
@@ -84,8 +120,13 @@ class MemoryConsumer:
         self._positions[tp] = offset
 
     async def commit(self, offsets: Mapping[TP, int]) -> None:
-        """Store the group's positions."""
+        """Store the group's positions and drop committed records of trimmed topics."""
         self._committed.update(offsets)
+        logs = self._broker.logs
+        for (topic, partition), offset in offsets.items():
+            part = logs[topic][partition]
+            if part.trim:
+                part.drop_before(offset)
 
     async def committed(self, tp: TP) -> int | None:
         """The committed offset of `tp`, or None."""
@@ -113,20 +154,33 @@ class MemoryTransport:
     async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
         """Create the topics the plan lists."""
         for spec in specs:
-            self.broker.ensure(spec.name, spec.partitions)
+            self.broker.ensure(spec.name, spec.partitions, trim=spec.role in _TRIMMED_ROLES)
 
     async def consumer(self, group: str, topics: Sequence[str]) -> MemoryConsumer:
         """A consumer owning every partition of `topics`."""
         return MemoryConsumer(self.broker, group, topics)
+
+    def writer(self, topic: str) -> Callable[[int, Any, Any, float, Any], None]:
+        """Append one record at a time, visible at once (nothing to flush)."""
+        log = self.broker.logs[topic]
+
+        def write(partition: int, key: Any, value: Any, ts: float, headers: Any) -> None:
+            part = log[partition]
+            part.append((key, value, ts, part.base + len(part), headers))
+
+        return write
+
+    async def flush(self) -> None:
+        """Writes are already in the log."""
 
     async def produce(self, topic: str, records: Sequence[OutRecord]) -> dict[int, int]:
         """Append records (acknowledged at once)."""
         return self.broker.append(topic, records)
 
     async def read(self, tp: TP, start: int, end: int) -> list[Message]:
-        """Records of `tp` in ``[start, end)``."""
-        return self.broker.logs[tp[0]][tp[1]][start:end]
+        """Records of `tp` in ``[start, end)`` still kept."""
+        return self.broker.logs[tp[0]][tp[1]].slice(start, end)
 
     async def end_offset(self, tp: TP) -> int:
-        """Length of the partition's log."""
-        return len(self.broker.logs[tp[0]][tp[1]])
+        """The offset the next record of `tp` will get."""
+        return self.broker.logs[tp[0]][tp[1]].end

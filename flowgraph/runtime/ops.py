@@ -1,12 +1,18 @@
-"""Steps compiled into batch functions: one tight loop per step over a list of records.
+"""Steps compiled into push functions: a fused task is one chain of closures.
 
-A record in flight is the tuple ``(key, value, timestamp, offset, headers)``; `offset` is the
-source offset of the input record it came from. Each sync loop is written so that an exception
-from a user function sends just that record to the dead-letter path (`fail`) and the loop goes
-on from the next record: no record is processed twice, none is dropped silently.
+Every step becomes ``push(key, value, timestamp, offset, headers)``, which calls the user
+function and pushes the result to the next steps' push functions. A batch is then one loop
+over its records that calls the entry's push: no queue and no intermediate list between
+stateless steps, and no await for sync functions. `offset` is the source offset of the input
+record a record came from (see `aggregate.py` for why it travels).
 
-``async def`` user functions are awaited with bounded concurrency over the batch; results keep
-the batch's order, so order per key is preserved.
+Each push catches what its user function raises and hands that record to `fail` (the
+dead-letter path) with its step id; the loop goes on with the next record, so a failing
+record never takes a good one with it.
+
+An ``async def`` step cannot run inside a sync chain: its push only collects records, and the
+task awaits them all at once after the loop (bounded concurrency, batch order kept, so order
+per key is preserved), then pushes the results on.
 """
 
 from __future__ import annotations
@@ -17,15 +23,120 @@ from typing import Any
 
 from planner import logical as lg
 
-__all__ = ["Fail", "Rec", "gather_bounded", "stateless_op"]
+__all__ = ["MAX_CONCURRENCY", "AsyncStep", "Fail", "Push", "Rec", "fanout", "gather_bounded",
+           "stateless_push"]
 
 Rec = tuple[Any, Any, float, int, Any]
+Push = Callable[[Any, Any, float, int, Any], None]
 Fail = Callable[[BaseException, Rec], None]
-BatchOp = Callable[[list[Rec]], list[Rec]]
-AsyncBatchOp = Callable[[list[Rec]], Awaitable[list[Rec]]]
 
 MAX_CONCURRENCY = 64
 """How many awaits of one async step run at once over a batch."""
+
+
+def fanout(targets: list[Push]) -> Push | None:
+    """One push that feeds every consumer of a step (None when it has none)."""
+    if not targets:
+        return None
+    if len(targets) == 1:
+        return targets[0]
+    if len(targets) == 2:
+        a, b = targets
+
+        def both(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            a(k, v, ts, o, h)
+            b(k, v, ts, o, h)
+
+        return both
+    pushes = tuple(targets)
+
+    def each(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+        for p in pushes:
+            p(k, v, ts, o, h)
+
+    return each
+
+
+def _noop(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+    return None
+
+
+def stateless_push(node: lg.Node, nxt: Push | None, fail: Fail) -> Push:
+    """The push function of a sync stateless step (map, filter, flat_map, peek, key_by, sink fn)."""
+    f: Any = getattr(node, "fn", None)
+    out = nxt or _noop
+    kind = type(node)
+    if kind is lg.Map:
+
+        def push_map(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            try:
+                r = f(v)
+            except Exception as exc:
+                fail(exc, (k, v, ts, o, h))
+                return
+            out(k, r, ts, o, h)
+
+        return push_map
+    if kind is lg.Filter:
+
+        def push_filter(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            try:
+                keep = f(v)
+            except Exception as exc:
+                fail(exc, (k, v, ts, o, h))
+                return
+            if keep:
+                out(k, v, ts, o, h)
+
+        return push_filter
+    if kind is lg.KeyBy:
+
+        def push_key_by(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            try:
+                key = f(v)
+            except Exception as exc:
+                fail(exc, (k, v, ts, o, h))
+                return
+            out(key, v, ts, o, h)
+
+        return push_key_by
+    if kind is lg.FlatMap:
+
+        def push_flat_map(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            try:
+                # materialise first: a generator that raises halfway must emit nothing
+                items = list(f(v))
+            except Exception as exc:
+                fail(exc, (k, v, ts, o, h))
+                return
+            for x in items:
+                out(k, x, ts, o, h)
+
+        return push_flat_map
+    if kind is lg.Peek:
+
+        def push_peek(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            try:
+                f(v)
+            except Exception as exc:
+                fail(exc, (k, v, ts, o, h))
+                return
+            out(k, v, ts, o, h)
+
+        return push_peek
+    if kind is lg.Sink:
+
+        def push_sink(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            try:
+                f(k, v)
+            except Exception as exc:
+                fail(exc, (k, v, ts, o, h))
+                return
+            out(k, v, ts, o, h)
+
+        return push_sink
+    msg = f"no push function for {kind.__name__}"
+    raise TypeError(msg)
 
 
 async def gather_bounded(fn: Callable[..., Awaitable[Any]], args: Iterable[tuple[Any, ...]],
@@ -39,161 +150,49 @@ async def gather_bounded(fn: Callable[..., Awaitable[Any]], args: Iterable[tuple
     return results
 
 
-def _map(f: Callable[[Any], Any], fail: Fail) -> BatchOp:
-    def run(batch: list[Rec]) -> list[Rec]:
-        out: list[Rec] = []
-        append = out.append
-        it = iter(batch)
-        while True:
-            try:
-                for k, v, ts, o, h in it:
-                    append((k, f(v), ts, o, h))
-            except Exception as exc:
-                fail(exc, (k, v, ts, o, h))
-                continue
-            return out
+class AsyncStep:
+    """An ``async def`` stateless step: collects records during the loop, awaits them after."""
 
-    return run
+    def __init__(self, node: lg.Node, fail: Fail) -> None:
+        self.node = node
+        self.fail = fail
+        self.pending: list[Rec] = []
+        self.next: Push = _noop
 
+    def push(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+        """Collect a record; it is processed by `drain`."""
+        self.pending.append((k, v, ts, o, h))
 
-def _filter(f: Callable[[Any], Any], fail: Fail) -> BatchOp:
-    def run(batch: list[Rec]) -> list[Rec]:
-        out: list[Rec] = []
-        append = out.append
-        it = iter(batch)
-        while True:
-            try:
-                for r in it:
-                    if f(r[1]):
-                        append(r)
-            except Exception as exc:
-                fail(exc, r)
-                continue
-            return out
-
-    return run
-
-
-def _flat_map(f: Callable[[Any], Iterable[Any]], fail: Fail) -> BatchOp:
-    def run(batch: list[Rec]) -> list[Rec]:
-        out: list[Rec] = []
-        extend = out.extend
-        it = iter(batch)
-        while True:
-            try:
-                for k, v, ts, o, h in it:
-                    # materialise first: a generator that raises halfway must not emit half
-                    extend([(k, x, ts, o, h) for x in f(v)])
-            except Exception as exc:
-                fail(exc, (k, v, ts, o, h))
-                continue
-            return out
-
-    return run
-
-
-def _peek(f: Callable[[Any], Any], fail: Fail) -> BatchOp:
-    def run(batch: list[Rec]) -> list[Rec]:
-        it = enumerate(batch)
-        failed: set[int] = set()
-        while True:
-            try:
-                for i, r in it:
-                    f(r[1])
-            except Exception as exc:
-                fail(exc, r)
-                failed.add(i)
-                continue
-            break
-        if not failed:
-            return batch
-        return [r for i, r in enumerate(batch) if i not in failed]
-
-    return run
-
-
-def _key_by(f: Callable[[Any], Any], fail: Fail) -> BatchOp:
-    def run(batch: list[Rec]) -> list[Rec]:
-        out: list[Rec] = []
-        append = out.append
-        it = iter(batch)
-        while True:
-            try:
-                for _, v, ts, o, h in it:
-                    append((f(v), v, ts, o, h))
-            except Exception as exc:
-                fail(exc, (_, v, ts, o, h))
-                continue
-            return out
-
-    return run
-
-
-def _sink_fn(f: Callable[[Any, Any], Any], fail: Fail) -> BatchOp:
-    def run(batch: list[Rec]) -> list[Rec]:
-        it = iter(batch)
-        while True:
-            try:
-                for k, v, _ts, _o, _h in it:
-                    f(k, v)
-            except Exception as exc:
-                fail(exc, (k, v, _ts, _o, _h))
-                continue
-            return batch
-
-    return run
-
-
-def _post(kind: type[lg.Node], batch: list[Rec], results: list[Any], fail: Fail) -> list[Rec]:
-    """Finish an async step: the same semantics as the sync loops, given each result."""
-    out: list[Rec] = []
-    for r, res in zip(batch, results, strict=True):
-        if isinstance(res, BaseException):
-            fail(res, r)
-        elif kind is lg.Map:
-            out.append((r[0], res, r[2], r[3], r[4]))
-        elif kind is lg.Filter:
-            if res:
-                out.append(r)
-        elif kind is lg.FlatMap:
-            try:
-                items = list(res)
-            except Exception as exc:
-                fail(exc, r)
-                continue
-            out.extend((r[0], x, r[2], r[3], r[4]) for x in items)
-        elif kind is lg.KeyBy:
-            out.append((res, r[1], r[2], r[3], r[4]))
-        else:  # Peek, Sink: records pass unchanged
-            out.append(r)
-    return out
-
-
-_SYNC: dict[type[lg.Node], Callable[[Any, Fail], BatchOp]] = {
-    lg.Map: _map,
-    lg.Filter: _filter,
-    lg.FlatMap: _flat_map,
-    lg.Peek: _peek,
-    lg.KeyBy: _key_by,
-    lg.Sink: _sink_fn,
-}
-
-
-def stateless_op(node: lg.Node, fail: Fail) -> tuple[bool, BatchOp | AsyncBatchOp]:
-    """Compile a stateless step; returns (is_async, op)."""
-    fn: Any = getattr(node, "fn", None)
-    kind = type(node)
-    if not getattr(node, "is_async", False):
-        return False, _SYNC[kind](fn, fail)
-    if kind is lg.Sink:
-        def call(r: Rec) -> Awaitable[Any]:
-            return fn(r[0], r[1])  # type: ignore[no-any-return]
-    else:
-        def call(r: Rec) -> Awaitable[Any]:
-            return fn(r[1])  # type: ignore[no-any-return]
-
-    async def run(batch: list[Rec]) -> list[Rec]:
-        results = await gather_bounded(call, ((r,) for r in batch))
-        return _post(kind, batch, results, fail)
-
-    return True, run
+    async def drain(self) -> bool:
+        """Await the collected records and push the results on; False if there were none."""
+        if not self.pending:
+            return False
+        batch, self.pending = self.pending, []
+        f: Any = getattr(self.node, "fn", None)
+        kind = type(self.node)
+        if kind is lg.Sink:
+            results = await gather_bounded(f, ((r[0], r[1]) for r in batch))
+        else:
+            results = await gather_bounded(f, ((r[1],) for r in batch))
+        out = self.next
+        for (k, v, ts, o, h), res in zip(batch, results, strict=True):
+            if isinstance(res, BaseException):
+                self.fail(res, (k, v, ts, o, h))
+            elif kind is lg.Map:
+                out(k, res, ts, o, h)
+            elif kind is lg.Filter:
+                if res:
+                    out(k, v, ts, o, h)
+            elif kind is lg.KeyBy:
+                out(res, v, ts, o, h)
+            elif kind is lg.FlatMap:
+                try:
+                    items = list(res)
+                except Exception as exc:
+                    self.fail(exc, (k, v, ts, o, h))
+                    continue
+                for x in items:
+                    out(k, x, ts, o, h)
+            else:  # Peek, Sink
+                out(k, v, ts, o, h)
+        return True

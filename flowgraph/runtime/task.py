@@ -1,30 +1,31 @@
 """A task: one sub-topology on one partition, run a batch at a time.
 
-`Task.process` takes the records fetched from one of its input partitions, decodes them,
-runs every step reachable from that input in topological order (each step one loop over
-the batch), and collects what must leave the task: records for topics (repartition, sinks,
-dead letters) and, at `flush`, one state update per changed key per store. The worker owns
-the order of side effects (changelog, local store, offsets); the task only computes.
+At construction the sub-topology is compiled into push functions (`ops.py`), one chain per
+input topic. `process` decodes the records of one input partition and pushes each through;
+`async def` steps are awaited after the loop. What must leave the task is collected: records
+for topics (repartition, sinks), failed records for the dead-letter topic, and, at `flush`,
+one state update per changed key per store. The worker owns the order of side effects
+(changelog, local store, offsets); the task only computes.
 """
 
 from __future__ import annotations
 
-import time
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from flowgraph.errors import SerializationError
 from flowgraph.runtime.aggregate import AggregateOp
-from flowgraph.runtime.ops import Rec, stateless_op
+from flowgraph.runtime.ops import AsyncStep, Push, Rec, fanout, stateless_push
 from flowgraph.runtime.state.base import Entry, StorePartition
-from flowgraph.runtime.transport import OutRecord
-from flowgraph.serde import Codec
+from flowgraph.serde import Codec, fast_decoder
 from planner import logical as lg
 from planner.physical import PhysicalPlan, Subtopology
 
 __all__ = ["Failure", "Task", "TopicCodecs"]
 
+Write = Callable[[int, Any, Any, float, Any], None]
+"""``write(partition, key, value, timestamp, headers)``, from `Transport.writer`."""
 TopicCodecs = Mapping[str, tuple[Codec | None, Codec | None]]
 """Per topic, the key and value codec; None means records pass as Python objects."""
 
@@ -45,37 +46,20 @@ class Failure:
         self.partition = partition
 
 
-class _Partitioner:
-    """Stable key -> partition (crc32 of the key's bytes), with a bounded per-task cache."""
+def key_bytes(key: Any, codec: Codec | None) -> bytes:
+    """Bytes a key is partitioned by: str as UTF-8, bytes as is, else its codec's encoding."""
+    if isinstance(key, bytes):
+        return key
+    if isinstance(key, str):
+        return key.encode()
+    if codec is not None:
+        return codec.encode(key)
+    return repr(key).encode()
 
-    def __init__(self, partitions: int, codec: Codec | None, default: int) -> None:
-        self.partitions = partitions
-        self.codec = codec
-        self.default = default % partitions
-        self.cache: dict[Any, int] = {}
 
-    def __call__(self, key: Any) -> int:
-        if key is None:
-            return self.default
-        try:
-            return self.cache[key]
-        except KeyError:
-            pass
-        except TypeError:  # unhashable key: no caching
-            return zlib.crc32(self._bytes(key)) % self.partitions
-        if len(self.cache) >= _PARTITION_CACHE_MAX:
-            self.cache.clear()
-        p = self.cache[key] = zlib.crc32(self._bytes(key)) % self.partitions
-        return p
-
-    def _bytes(self, key: Any) -> bytes:
-        if isinstance(key, bytes):
-            return key
-        if isinstance(key, str):
-            return key.encode()
-        if self.codec is not None:
-            return self.codec.encode(key)
-        return repr(key).encode()
+def partition_for(key: Any, partitions: int, codec: Codec | None) -> int:
+    """The partition of `key` in a topic of `partitions`: crc32 of its bytes (stable across runs)."""
+    return zlib.crc32(key_bytes(key, codec)) % partitions
 
 
 class Task:
@@ -83,182 +67,192 @@ class Task:
 
     def __init__(self, plan: PhysicalPlan, sub: Subtopology, partition: int,
                  stores: Mapping[str, StorePartition], codecs: TopicCodecs,
-                 hash_codecs: Mapping[str, Codec]) -> None:
+                 hash_codecs: Mapping[str, Codec], writers: Mapping[str, Write]) -> None:
         self.plan = plan
         self.sub = sub
         self.partition = partition
         self.stores = stores
         self.failures: list[Failure] = []
-        self.outputs: dict[str, list[OutRecord]] = {}
-        self.counts: dict[str, int] = {s.id: 0 for s in sub.steps}
+        self._writers = writers
+        self.counts: dict[str, int] = {}
         self._topic = ""
-        self._entry_topics = [e.topic for e in sub.steps if isinstance(e, lg.Source | lg.Repartition)]
+        self._codecs = codecs
+        self._hash_codecs = hash_codecs
+        self._topic_parts = {t.name: t.partitions for t in plan.topics}
+        entries = [s for s in sub.steps if isinstance(s, lg.Source | lg.Repartition)]
+        self._entry_ids = {e.topic: e.id for e in entries}
+        self._entry_index = {e.topic: i for i, e in enumerate(entries)}
         self.aggregates: dict[str, AggregateOp] = {}
+        self._async: list[AsyncStep | AggregateOp] = []
+        self._pushes: dict[str, Push | None] = {}
+        self._compile(len(entries))
+        self._entries = {e.topic: self._pushes[e.id] for e in entries}
+        # An entry feeding one aggregation and nothing else: the aggregation loops itself.
+        self._batch_entry = {
+            e.topic: self.aggregates[c[0]]
+            for e in entries
+            if len(c := [s.id for s in sub.steps if e.id in s.inputs]) == 1
+            and c[0] in self.aggregates and not self._writes_from(e.id)
+        }
+        self._decoders = {
+            e.topic: codecs[e.topic] if getattr(e, "key_read", True) else (None, codecs[e.topic][1])
+            for e in entries
+        }
+
+    # -- compilation ---------------------------------------------------------------------
+
+    def _writes_from(self, step_id: str) -> bool:
+        return any(u == step_id for u, _ in self.sub.outputs)
+
+    def _failer(self, step_id: str) -> Callable[[BaseException, Rec], None]:
+        failures = self.failures
+
+        def fail(exc: BaseException, rec: Rec) -> None:
+            failures.append(Failure(step_id, exc, rec, self._topic, self.partition))
+
+        return fail
+
+    def _compile(self, inputs: int) -> None:
+        """Build push functions from the last step back to the entries."""
+        sub = self.sub
         consumers: dict[str, list[str]] = {s.id: [] for s in sub.steps}
         for s in sub.steps:
             for u in s.inputs:
                 if u in consumers:
                     consumers[u].append(s.id)
-        self._emits = {s: bool(c) for s, c in consumers.items()}
-        self._ops: dict[str, tuple[bool, Callable[..., Any]]] = {}
-        topic_parts = {t.name: t.partitions for t in plan.topics}
-        for step in sub.steps:
+        writers: dict[str, list[Push]] = {}
+        for step_id, topic in sub.outputs:
+            writers.setdefault(step_id, []).append(self._writer(topic, self._failer(step_id)))
+        async_steps: list[AsyncStep | AggregateOp] = []
+        for step in reversed(sub.steps):
+            targets = [p for c in consumers[step.id] if (p := self._pushes[c]) is not None]
+            nxt = fanout(targets + writers.get(step.id, []))
             fail = self._failer(step.id)
+            push: Push | None
             if isinstance(step, lg.Aggregate):
-                store = stores[plan.store_for(step.id).name]
-                self.aggregates[step.id] = AggregateOp(step, store, len(self._entry_topics), fail)
+                store = self.stores[self.plan.store_for(step.id).name]
+                agg = self.aggregates[step.id] = AggregateOp(step, store, inputs, fail)
+                push = agg.make_push(nxt)
+                if agg.is_async:
+                    async_steps.append(agg)
             elif isinstance(step, lg.Sink) and step.topic is not None:
-                assert step.topic is not None
-                self._ops[step.id] = (False, self._topic_writer(
-                    step.topic, topic_parts[step.topic], codecs[step.topic], hash_codecs, fail))
+                push = self._writer(step.topic, fail)
             elif isinstance(step, lg.FnNode | lg.Sink):
-                self._ops[step.id] = stateless_op(step, fail)
-        self._writers = [
-            (u, self._topic_writer(t, topic_parts[t], codecs[t], hash_codecs, self._failer(u)))
-            for u, t in sub.outputs
-        ]
-        self._decoders = {t: codecs[t] for t in self._entry_topics}
-        self._routes = {t: self._route(t) for t in self._entry_topics}
+                if step.is_async:
+                    astep = AsyncStep(step, fail)
+                    astep.next = nxt or (lambda k, v, ts, o, h: None)
+                    async_steps.append(astep)
+                    push = astep.push
+                else:
+                    push = stateless_push(step, nxt, fail)
+            else:  # Source, Repartition, Merge, Changes: records pass through
+                push = nxt
+            self._pushes[step.id] = push
+        self._async = list(reversed(async_steps))  # topological order
 
-    # -- compilation ---------------------------------------------------------------------
+    def _writer(self, topic: str, fail: Callable[[BaseException, Rec], None]) -> Push:
+        """A push that writes records to `topic`, partitioned by key."""
+        kc, vc = self._codecs[topic]
+        partitions = self._topic_parts[topic]
+        hash_codec = self._hash_codecs.get(topic)
+        default = self.partition % partitions
+        cache: dict[Any, int] = {}
+        write = self._writers[topic]
 
-    def _failer(self, step_id: str) -> Callable[[BaseException, Rec], None]:
-        def fail(exc: BaseException, rec: Rec) -> None:
-            self.failures.append(Failure(step_id, exc, rec, self._topic, self.partition))
+        if kc is None and vc is None:
 
-        return fail
-
-    def _route(self, topic: str) -> list[lg.Node]:
-        """Steps reachable from the entry reading `topic`, in topological order."""
-        entry = next(s for s in self.sub.steps
-                     if isinstance(s, lg.Source | lg.Repartition) and s.topic == topic)
-        reached = {entry.id}
-        route: list[lg.Node] = []
-        for s in self.sub.steps:
-            if s.id != entry.id and any(u in reached for u in s.inputs):
-                reached.add(s.id)
-                route.append(s)
-        return route
-
-    def _topic_writer(self, topic: str, partitions: int, codecs: tuple[Codec | None, Codec | None],
-                      hash_codecs: Mapping[str, Codec],
-                      fail: Callable[[BaseException, Rec], None]) -> Callable[[list[Rec]], list[Rec]]:
-        kc, vc = codecs
-        partition_of = _Partitioner(partitions, hash_codecs.get(topic), self.partition)
-        out = self.outputs.setdefault(topic, [])
-
-        def write(batch: list[Rec]) -> list[Rec]:
-            append = out.append
-            if kc is None and vc is None:
-                for k, v, ts, _o, h in batch:
-                    append((partition_of(k), k, v, ts, h))
-                return batch
-            for r in batch:
-                k, v, ts, _o, h = r
+            def write_objects(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
                 try:
-                    kb = None if k is None or kc is None else kc.encode(k)
-                    vb = None if v is None or vc is None else vc.encode(v)
-                except Exception as exc:
-                    fail(exc, r)
-                    continue
-                append((partition_of(k), kb, vb, ts, h))
-            return batch
+                    p = cache[k]
+                except KeyError:
+                    if len(cache) >= _PARTITION_CACHE_MAX:
+                        cache.clear()
+                    p = cache[k] = default if k is None else partition_for(
+                        k, partitions, hash_codec)
+                except TypeError:  # an unhashable key: no caching
+                    p = partition_for(k, partitions, hash_codec)
+                write(p, k, v, ts, h)
 
-        return write
+            return write_objects
+
+        def write_bytes(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            try:
+                kb = None if k is None or kc is None else kc.encode(k)
+                vb = None if v is None or vc is None else vc.encode(v)
+            except Exception as exc:
+                fail(exc, (k, v, ts, o, h))
+                return
+            write(default if kb is None else zlib.crc32(kb) % partitions, kb, vb, ts, h)
+
+        return write_bytes
 
     # -- processing ------------------------------------------------------------------------
 
     async def process(self, topic: str, messages: list[Rec]) -> None:
         """Run the records of one input partition through the sub-topology."""
         self._topic = topic
-        batch = self._decode(topic, messages)
-        index = self._entry_topics.index(topic)
-        values: dict[str, list[Rec]] = {self._entry_id(topic): batch}
-        counts = self.counts
-        counts[self._entry_id(topic)] += len(batch)
-        for step in self._routes[topic]:
-            ins = [values[u] for u in step.inputs if u in values]
-            data = ins[0] if len(ins) == 1 else [r for part in ins for r in part]
-            if isinstance(step, lg.Aggregate):
-                agg = self.aggregates[step.id]
-                emit = self._emits[step.id]
-                if agg.is_async:
-                    result = await agg.run_async(data, index, emit)
-                else:
-                    result = agg.run(data, index, emit)
-                counts[step.id] += len(data)
-            else:
-                op = self._ops.get(step.id)
-                if op is None:  # Merge, Changes: pass through
-                    result = data
-                elif op[0]:
-                    result = await op[1](data)
-                else:
-                    result = op[1](data)
-                counts[step.id] += len(result)
-            values[step.id] = result
-        for step_id, write in self._writers:
-            if step_id in values:
-                write(values[step_id])
-
-    def _entry_id(self, topic: str) -> str:
-        for s in self.sub.steps:
-            if isinstance(s, lg.Source | lg.Repartition) and s.topic == topic:
-                return s.id
-        raise KeyError(topic)
-
-    def _decode(self, topic: str, messages: list[Rec]) -> list[Rec]:
+        push = self._entries[topic]
+        entry = self._entry_ids[topic]
+        self.counts[entry] = self.counts.get(entry, 0) + len(messages)
+        if len(self._entry_index) > 1:
+            for agg in self.aggregates.values():
+                agg.index = self._entry_index[topic]
+        if push is None:
+            return
         kc, vc = self._decoders[topic]
         if kc is None and vc is None:
-            return messages
-        kd = kc.decode if kc is not None else None
-        vd = vc.decode if vc is not None else None
-        out: list[Rec] = []
-        append = out.append
-        it = iter(messages)
-        while True:
+            agg = self._batch_entry.get(topic)
+            if agg is None or not agg.run_batch(messages):
+                for k, v, ts, o, h in messages:
+                    push(k, v, ts, o, h)
+        else:
+            self._decode_and_push(topic, messages, push, kc, vc)
+        while self._async:
+            progressed = False
+            for step in self._async:
+                progressed = await step.drain() or progressed
+            if not progressed:
+                break
+
+    def _decode_and_push(self, topic: str, messages: list[Rec], push: Push,
+                         kc: Codec | None, vc: Codec | None) -> None:
+        kd = fast_decoder(kc) if kc is not None else None
+        vd = fast_decoder(vc) if vc is not None else None
+        for k, v, ts, o, h in messages:
             try:
-                for k, v, ts, o, h in it:
-                    append((
-                        k if k is None or kd is None else kd(k),
-                        v if v is None or vd is None else vd(v),
-                        ts, o, h,
-                    ))
-            except SerializationError as exc:
-                part = "key" if kd is not None and _fails(kd, k) else "value"
-                self.failures.append(Failure(
-                    self._entry_id(topic), exc.with_topic(topic, part), (k, v, ts, o, h), topic,
-                    self.partition))
+                if k is not None and kd is not None:
+                    k = kd(k)
+                if v is not None and vd is not None:
+                    v = vd(v)
+            except Exception:
+                self._decode_failure(topic, (k, v, ts, o, h), kc, vc)
                 continue
-            return out
+            push(k, v, ts, o, h)
+
+    def _decode_failure(self, topic: str, rec: Rec, kc: Codec | None, vc: Codec | None) -> None:
+        """Redo the failed decode with the full codec, for an error that names field and part."""
+        error: BaseException | None = None
+        for part, codec, data in (("key", kc, rec[0]), ("value", vc, rec[1])):
+            if codec is None or data is None or not isinstance(data, bytes | bytearray):
+                continue
+            try:
+                codec.decode(data)
+            except SerializationError as exc:
+                error = exc.with_topic(topic, part)
+                break
+            except Exception as exc:
+                error = SerializationError(str(exc), topic=topic, part=part)
+                break
+        if error is None:
+            error = SerializationError("the record could not be decoded", topic=topic)
+        self.failures.append(Failure(self._entry_ids[topic], error, rec, topic, self.partition))
 
     def flush(self) -> dict[str, dict[Any, Entry]]:
         """Per store name, the entries changed since the last flush."""
         return {agg.store.name: agg.flush() for agg in self.aggregates.values()}
 
-    def take_outputs(self) -> dict[str, list[OutRecord]]:
-        """Records to write, per topic; the task's buffers are emptied."""
-        ready = {t: list(recs) for t, recs in self.outputs.items() if recs}
-        for recs in self.outputs.values():
-            recs.clear()
-        return ready
-
     def take_failures(self) -> list[Failure]:
         """Failed records since the last call."""
-        failures, self.failures = self.failures, []
+        failures = list(self.failures)
+        self.failures.clear()
         return failures
-
-
-def _fails(decode: Callable[[Any], Any], data: Any) -> bool:
-    if data is None:
-        return False
-    try:
-        decode(data)
-    except Exception:
-        return True
-    return False
-
-
-def now() -> float:
-    """Wall-clock seconds, the default record timestamp."""
-    return time.time()

@@ -8,7 +8,7 @@ headers a tuple of ``(str, bytes)`` pairs or None. Two implementations: `memory:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from planner.physical import TopicSpec
@@ -72,6 +72,17 @@ class Transport(Protocol):
 
     async def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
         """Join `group` subscribed to `topics`."""
+        ...
+
+    def writer(self, topic: str) -> Callable[[int, Any, Any, float, Any], None]:
+        """A sync ``write(partition, key, value, timestamp, headers)`` for the hot loop.
+
+        Records may be buffered; `flush` waits until every one written so far is acked.
+        """
+        ...
+
+    async def flush(self) -> None:
+        """Wait until every record given to a `writer` is acknowledged."""
         ...
 
     async def produce(self, topic: str, records: Sequence[OutRecord]) -> dict[int, int]:

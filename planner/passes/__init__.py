@@ -4,6 +4,7 @@ from planner.passes.assign_stores import assign_stores as assign_stores
 from planner.passes.assign_topics import assign_topics as assign_topics
 from planner.passes.fuse import fuse as fuse
 from planner.passes.insert_repartitions import insert_repartitions as insert_repartitions
+from planner.passes.mark_unread_keys import mark_unread_keys as mark_unread_keys
 from planner.passes.split_subtopologies import split_subtopologies as split_subtopologies
 from planner.passes.validate import validate as validate
 
@@ -12,6 +13,7 @@ __all__ = [
     "assign_topics",
     "fuse",
     "insert_repartitions",
+    "mark_unread_keys",
     "split_subtopologies",
     "validate",
 ]
