@@ -33,7 +33,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy: strict on planner/, checked on flowgraph/."""
-    session.install("-e", ".", "mypy>=1.10")
+    session.install("-e", ".", "mypy>=1.10", "types-networkx")
     session.run("mypy")
 
 

@@ -110,8 +110,13 @@ def run_case(case: str, n: int) -> dict[str, float]:
         with tempfile.TemporaryDirectory() as tmp:
             elapsed, counts = flowgraph_run(records, f"rocksdb://{tmp}")
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"elapsed": elapsed, "rate": n / elapsed, "rss_mb": rss_mb,
-            "total": float(sum(counts.values())), "keys": float(len(counts))}
+    return {
+        "elapsed": elapsed,
+        "rate": n / elapsed,
+        "rss_mb": rss_mb,
+        "total": float(sum(counts.values())),
+        "keys": float(len(counts)),
+    }
 
 
 def main() -> None:
@@ -128,14 +133,18 @@ def main() -> None:
         for case in ("ceiling", "memory", "rocksdb"):
             out = subprocess.run(
                 [sys.executable, __file__, "--case", case, "--records", str(args.records)],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             )
             r = json.loads(out.stdout)
             if case not in results or r["rate"] > results[case]["rate"]:
                 results[case] = r
     base = results["ceiling"]
-    print(f"clicks per URL, {args.records:,} JSON records, {PARTITIONS} partitions, "
-          f"best of {args.rounds}")
+    print(
+        f"clicks per URL, {args.records:,} JSON records, {PARTITIONS} partitions, "
+        f"best of {args.rounds}"
+    )
     print(f"{'case':<10}{'events/s':>12}{'vs ceiling':>12}{'peak RSS MB':>14}")
     for case, r in results.items():
         assert r["total"] == base["total"] and r["keys"] == base["keys"], (case, r, base)

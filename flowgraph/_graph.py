@@ -67,8 +67,9 @@ class Graph:
             id=self._claim(name or topic),
             topic=topic,
             partitions=_positive(partitions, "partitions"),
-            key_type=key_type,
-            value_type=value_type,
+            # undeclared types are raw bytes, so an untyped source passes bytes through
+            key_type=bytes if key_type is None else key_type,
+            value_type=bytes if value_type is None else value_type,
             where=_util.call_site(),
         )
         return self._add(node)
@@ -199,8 +200,9 @@ class Stream(Generic[K, V]):
         )
         return self.graph._add(node)
 
-    def map(self, fn: Callable[[V], Any], *, name: str | None = None, value_type: object = None
-            ) -> Stream[K, Any]:
+    def map(
+        self, fn: Callable[[V], Any], *, name: str | None = None, value_type: object = None
+    ) -> Stream[K, Any]:
         """Replace each value by ``fn(value)``; keys are kept (use `key_by` to change them)."""
         vt = value_type or _util.return_type(fn)
         return self._fn_step(lg.Map, "map", fn, name, value_type=vt)
@@ -212,8 +214,13 @@ class Stream(Generic[K, V]):
         """Keep the records whose value makes ``fn(value)`` true."""
         return self._fn_step(lg.Filter, "filter", fn, name)
 
-    def flat_map(self, fn: Callable[[V], Iterable[Any]], *, name: str | None = None,
-                 value_type: object = None) -> Stream[K, Any]:
+    def flat_map(
+        self,
+        fn: Callable[[V], Iterable[Any]],
+        *,
+        name: str | None = None,
+        value_type: object = None,
+    ) -> Stream[K, Any]:
         """Replace each value by the values of the iterable ``fn(value)``, keeping the key."""
         vt = value_type or _util.element_type(_util.return_type(fn))
         return self._fn_step(lg.FlatMap, "flat_map", fn, name, value_type=vt)
@@ -222,8 +229,14 @@ class Stream(Generic[K, V]):
         """Call ``fn(value)`` for its side effect; records pass unchanged."""
         return self._fn_step(lg.Peek, "peek", fn, name)
 
-    def key_by(self, fn: Callable[[V], Any], *, name: str | None = None, key_type: object = None,
-               partitions: int | None = None) -> Stream[Any, V]:
+    def key_by(
+        self,
+        fn: Callable[[V], Any],
+        *,
+        name: str | None = None,
+        key_type: object = None,
+        partitions: int | None = None,
+    ) -> Stream[Any, V]:
         """Re-key each record by ``fn(value)``.
 
         The planner adds a repartition topic named after this step when a stateful step
@@ -252,32 +265,53 @@ class Stream(Generic[K, V]):
         )
         return self.graph._add(node)
 
-    def to(self, target: str | Callable[[Any, Any], Any], *, name: str | None = None,
-           key_type: object = None, value_type: object = None,
-           partitions: int | None = None) -> None:
+    def to(
+        self,
+        target: str | Callable[[Any, Any], Any],
+        *,
+        name: str | None = None,
+        key_type: object = None,
+        value_type: object = None,
+        partitions: int | None = None,
+    ) -> None:
         """Write records to topic `target`, or call ``target(key, value)`` for each record."""
         up = self._up
         if isinstance(target, str):
             step = self.graph._claim(name or f"to-{target}")
-            node = lg.Sink(id=step, inputs=(self.step,), topic=target,
-                           key_type=key_type or up.key_type,
-                           value_type=value_type or up.value_type,
-                           partitions=None if partitions is None else _positive(partitions, "partitions"),
-                           where=_util.call_site())
+            node = lg.Sink(
+                id=step,
+                inputs=(self.step,),
+                topic=target,
+                key_type=key_type or up.key_type,
+                value_type=value_type or up.value_type,
+                partitions=None if partitions is None else _positive(partitions, "partitions"),
+                where=_util.call_site(),
+            )
         else:
             func = _callable(target, "to")
             short = _util.short_name(func)
-            step = self.graph._claim(name) if name else (
-                self.graph._claim(short) if short else self.graph._auto_name("to"))
-            node = lg.Sink(id=step, inputs=(self.step,), fn=func, fn_name=_util.fn_name(func),
-                           is_async=_util.is_async(func), key_type=up.key_type,
-                           value_type=up.value_type, where=_util.call_site())
+            step = (
+                self.graph._claim(name)
+                if name
+                else (self.graph._claim(short) if short else self.graph._auto_name("to"))
+            )
+            node = lg.Sink(
+                id=step,
+                inputs=(self.step,),
+                fn=func,
+                fn_name=_util.fn_name(func),
+                is_async=_util.is_async(func),
+                key_type=up.key_type,
+                value_type=up.value_type,
+                where=_util.call_site(),
+            )
         self.graph._add(node)
 
     # -- keyed aggregations: each makes a table --------------------------------------------
 
-    def _aggregate(self, agg: AggregateKind, fn: object, name: str | None, initial: object,
-                   value_type: object) -> Table[K, Any]:
+    def _aggregate(
+        self, agg: AggregateKind, fn: object, name: str | None, initial: object, value_type: object
+    ) -> Table[K, Any]:
         func = None if fn is None else _callable(fn, agg)
         step_name = name or (_util.short_name(func) if func is not None else None)
         if step_name is None:
@@ -306,7 +340,9 @@ class Stream(Generic[K, V]):
         """Count records per key."""
         return self._aggregate("count", None, name, 0, int)
 
-    def sum(self, fn: Callable[[V], Any] | None = None, *, name: str | None = None) -> Table[K, Any]:
+    def sum(
+        self, fn: Callable[[V], Any] | None = None, *, name: str | None = None
+    ) -> Table[K, Any]:
         """Sum values (or ``fn(value)``) per key, starting from 0."""
         return self._aggregate("sum", fn, name, 0, None)
 
@@ -314,8 +350,14 @@ class Stream(Generic[K, V]):
         """Fold values per key with ``fn(accumulated, value)``; the first value starts it."""
         return self._aggregate("reduce", fn, name, None, self._up.value_type)
 
-    def aggregate(self, initial: object, fn: Callable[[Any, V], Any], *, name: str | None = None,
-                  value_type: object = None) -> Table[K, Any]:
+    def aggregate(
+        self,
+        initial: object,
+        fn: Callable[[Any, V], Any],
+        *,
+        name: str | None = None,
+        value_type: object = None,
+    ) -> Table[K, Any]:
         """Fold values per key with ``fn(accumulated, value)`` from `initial`.
 
         `initial` may be a value or a zero-argument factory (e.g. ``list``); mutable values

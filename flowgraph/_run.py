@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import signal
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import attrs
 
@@ -16,7 +17,9 @@ from flowgraph.runtime.worker import RunStats, Worker
 from planner import plan as make_plan
 from planner.physical import PhysicalPlan
 
-__all__ = ["RunResult", "run", "run_async"]
+__all__ = ["RunResult", "run", "run_async", "run_blocking"]
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -124,4 +127,18 @@ def run(
             for sig in installed:
                 loop.remove_signal_handler(sig)
 
-    return asyncio.run(main())
+    return run_blocking(main)
+
+
+def run_blocking(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to the end from sync code, even where a loop already runs (Jupyter).
+
+    There, the coroutine runs on its own loop in a helper thread (signals are then left to
+    the host), since a thread can run only one event loop at a time.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="flowgraph") as pool:
+        return pool.submit(asyncio.run, main()).result()

@@ -23,6 +23,10 @@ def f_repr(fn: object) -> str:
 
 def fn_name(fn: object) -> str:
     """``module.qualname`` of a callable, for explanations."""
+    from flowgraph.records import Field
+
+    if isinstance(fn, Field):  # Click.url used as a key function
+        return f"{fn.record.__module__}.{fn.record.__qualname__}.{fn.name}"
     module = getattr(fn, "__module__", None) or "?"
     qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     return f"{module}.{qualname}"
@@ -39,9 +43,9 @@ def short_name(fn: object) -> str | None:
 def call_site() -> str:
     """``file.py:LINE`` of the first frame outside flowgraph: where the user built the step."""
     frame = sys._getframe(1)
-    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)).startswith(
-        _PACKAGE_DIR
-    ):
+    while frame is not None and os.path.dirname(
+        os.path.abspath(frame.f_code.co_filename)
+    ).startswith(_PACKAGE_DIR):
         frame = frame.f_back  # type: ignore[assignment]
     if frame is None:
         return ""

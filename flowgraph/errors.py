@@ -9,7 +9,7 @@
     ├── PlannerInternalError (RuntimeError)    a bug in flowgraph; please report
     ├── ConfigurationError (ValueError)        bad broker/store URL, bad CLI target
     ├── SerializationError (ValueError)        bytes that do not decode into the declared type
-    └── RuntimeFailure                         a user step raised; wraps the original with the step id
+    └── RuntimeFailure                         a user step raised; wraps it with the step id
 
 The planner-side classes are defined in `planner.errors` (the pure layer) and re-exported here.
 """

@@ -9,7 +9,8 @@ another is given, so the same code paths run as in `fg.run`.
 from __future__ import annotations
 
 import asyncio
-import time
+import concurrent.futures
+import contextlib
 import zlib
 from typing import Any
 
@@ -23,6 +24,15 @@ from flowgraph.runtime.worker import Worker
 from planner import plan as make_plan
 
 __all__ = ["DeadLetter", "TestDriver"]
+
+
+def _pool_if_loop_running() -> concurrent.futures.ThreadPoolExecutor | None:
+    """A one-thread pool to run the driver's loop in, if this thread already runs a loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="flowgraph-driver")
 
 
 @attrs.frozen
@@ -44,6 +54,7 @@ class TestDriver:
         self.plan = make_plan(graph)
         self._transport = MemoryTransport()
         self._loop = asyncio.new_event_loop()
+        self._pool = _pool_if_loop_running()
         self._worker = Worker(self.plan, self._transport, open_backend(store), max_batch=max_batch)
         self._time = 0.0
         self._closed = False
@@ -52,13 +63,22 @@ class TestDriver:
         self._drain()
 
     def _run(self, coro: Any) -> Any:
+        if self._pool is not None:  # a loop already runs in this thread (Jupyter)
+            return self._pool.submit(self._loop.run_until_complete, coro).result()
         return self._loop.run_until_complete(coro)
 
     def _drain(self) -> None:
         self._run(self._worker.run(until_idle=True, idle_wait=0.0))
 
-    def send(self, topic: str, key: Any, value: Any, *, timestamp: float | None = None,
-             headers: dict[str, bytes] | None = None) -> None:
+    def send(
+        self,
+        topic: str,
+        key: Any,
+        value: Any,
+        *,
+        timestamp: float | None = None,
+        headers: dict[str, bytes] | None = None,
+    ) -> None:
         """Write one record to source `topic` and process everything it leads to.
 
         Keys and values are encoded with the topic's declared types (bytes pass as they are),
@@ -103,9 +123,12 @@ class TestDriver:
             raise ConfigurationError(msg)
         kc, vc = self._worker.codecs[topic]
         return [
-            (k if k is None or kc is None else kc.decode(k),
-             v if v is None or vc is None else vc.decode(v))
-            for part in log for k, v, _ts, _o, _h in part
+            (
+                k if k is None or kc is None else kc.decode(k),
+                v if v is None or vc is None else vc.decode(v),
+            )
+            for part in log
+            for k, v, _ts, _o, _h in part
         ]
 
     def dead_letters(self) -> list[DeadLetter]:
@@ -113,7 +136,8 @@ class TestDriver:
         log = self._transport.broker.logs[self.plan.dlq]
         return [
             DeadLetter(k, v, {name: value.decode() for name, value in (h or ())})
-            for part in log for k, v, _ts, _o, h in part
+            for part in log
+            for k, v, _ts, _o, h in part
         ]
 
     def close(self) -> None:
@@ -122,6 +146,8 @@ class TestDriver:
             self._closed = True
             self._run(self._worker.stop())
             self._loop.close()
+            if self._pool is not None:
+                self._pool.shutdown()
 
     def __enter__(self) -> TestDriver:
         return self
@@ -131,7 +157,5 @@ class TestDriver:
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
-            try:
+            with contextlib.suppress(Exception):  # at interpreter exit, close what we can
                 self.close()
-            except Exception:
-                pass

@@ -14,7 +14,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Literal
 
 import attrs
@@ -41,8 +41,12 @@ __all__ = [
 AggregateKind = Literal["count", "sum", "reduce", "aggregate"]
 
 
-def _tuple(value: object) -> tuple[str, ...]:
-    return tuple(value)  # type: ignore[call-overload]
+def _ids(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _nodes(value: Iterable[Node]) -> tuple[Node, ...]:
+    return tuple(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -50,7 +54,7 @@ class Node:
     """A step of the graph. `id` is the user's step name, unique in the graph."""
 
     id: str
-    inputs: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    inputs: tuple[str, ...] = attrs.field(default=(), converter=_ids)
     where: str = attrs.field(default="", eq=False)
     """Where the user created the step (``file.py:14``), for explanations only."""
     key_type: object = None
@@ -165,7 +169,7 @@ class LogicalPlan:
     """A graph as a value: nodes in creation order (parents before children)."""
 
     graph_id: str
-    nodes: tuple[Node, ...] = attrs.field(converter=tuple)
+    nodes: tuple[Node, ...] = attrs.field(converter=_nodes)
 
     def node(self, node_id: str) -> Node:
         """Return the node named `node_id` (KeyError if none)."""
@@ -188,9 +192,9 @@ class LogicalPlan:
 
         return logical_svg(self)
 
-    def to_digraph(self) -> nx.DiGraph:
+    def to_digraph(self) -> nx.DiGraph[str]:
         """A fresh networkx view for analysis (topological order, components, cycles)."""
-        g: nx.DiGraph = nx.DiGraph()
+        g: nx.DiGraph[str] = nx.DiGraph()
         for n in self.nodes:
             g.add_node(n.id)
         for n in self.nodes:

@@ -7,6 +7,7 @@ every store with its changelog. The runtime executes exactly this and decides no
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 import attrs
@@ -27,8 +28,16 @@ TopicRole = Literal["source", "sink", "repartition", "changelog", "dlq", "feed"]
 INTERNAL_ROLES: frozenset[str] = frozenset({"repartition", "changelog", "feed"})
 
 
-def _tuple(value: object) -> tuple[object, ...]:
-    return tuple(value)  # type: ignore[call-overload]
+def _strs(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _pairs(value: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple(value)
+
+
+def _steps(value: Iterable[Node]) -> tuple[Node, ...]:
+    return tuple(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -40,7 +49,7 @@ class TopicSpec:
     role: TopicRole
     key_type: object = None
     value_type: object = None
-    configs: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_tuple)
+    configs: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
 
     @property
     def internal(self) -> bool:
@@ -64,8 +73,12 @@ class StoreSpec:
 class FusedTask:
     """Steps run together in one loop over a batch, in topological order."""
 
-    step_ids: tuple[str, ...] = attrs.field(converter=_tuple)
+    step_ids: tuple[str, ...] = attrs.field(converter=_strs)
     stateful: bool = False
+
+
+def _fused(value: Iterable[FusedTask]) -> tuple[FusedTask, ...]:
+    return tuple(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -78,17 +91,29 @@ class Subtopology:
     """
 
     id: int
-    steps: tuple[Node, ...] = attrs.field(converter=_tuple)
+    steps: tuple[Node, ...] = attrs.field(converter=_steps)
     partitions: int
-    source_topics: tuple[str, ...] = attrs.field(converter=_tuple)
-    outputs: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_tuple)
-    tasks: tuple[FusedTask, ...] = attrs.field(default=(), converter=_tuple)
-    cuts: tuple[str, ...] = attrs.field(default=(), converter=_tuple, eq=False)
+    source_topics: tuple[str, ...] = attrs.field(converter=_strs)
+    outputs: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
+    tasks: tuple[FusedTask, ...] = attrs.field(default=(), converter=_fused)
+    cuts: tuple[str, ...] = attrs.field(default=(), converter=_strs, eq=False)
 
     @property
     def step_ids(self) -> tuple[str, ...]:
         """Ids of all steps, in order."""
         return tuple(s.id for s in self.steps)
+
+
+def _subs(value: Iterable[Subtopology]) -> tuple[Subtopology, ...]:
+    return tuple(value)
+
+
+def _topics(value: Iterable[TopicSpec]) -> tuple[TopicSpec, ...]:
+    return tuple(value)
+
+
+def _stores(value: Iterable[StoreSpec]) -> tuple[StoreSpec, ...]:
+    return tuple(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -97,9 +122,9 @@ class PhysicalPlan:
 
     graph_id: str
     logical: LogicalPlan
-    subtopologies: tuple[Subtopology, ...] = attrs.field(converter=_tuple)
-    topics: tuple[TopicSpec, ...] = attrs.field(default=(), converter=_tuple)
-    stores: tuple[StoreSpec, ...] = attrs.field(default=(), converter=_tuple)
+    subtopologies: tuple[Subtopology, ...] = attrs.field(converter=_subs)
+    topics: tuple[TopicSpec, ...] = attrs.field(default=(), converter=_topics)
+    stores: tuple[StoreSpec, ...] = attrs.field(default=(), converter=_stores)
     dlq: str = ""
 
     def topic(self, name: str) -> TopicSpec:
@@ -127,4 +152,3 @@ class PhysicalPlan:
             if s.step == step_id:
                 return s
         raise KeyError(step_id)
-

@@ -18,8 +18,9 @@ def main() -> int:
         return 1
     for path in paths:
         nb = nbformat.read(path, as_version=4)
-        NotebookClient(nb, kernel_name="python3", timeout=300,
-                       resources={"metadata": {"path": str(ROOT)}}).execute()
+        NotebookClient(
+            nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(ROOT)}}
+        ).execute()
         print(f"ok  {path.relative_to(ROOT)}")
     return 0
 

@@ -15,8 +15,16 @@ def open_transport(url: str) -> Transport:
     if sep and scheme == "memory" and not rest:
         return MemoryTransport()
     if sep and scheme == "kafka" and rest:
-        from flowgraph.runtime.kafka import KafkaTransport  # aiokafka is only needed here
-
-        return KafkaTransport(rest)
+        try:
+            from flowgraph.runtime.kafka import (  # type: ignore[import-not-found]
+                KafkaTransport,  # aiokafka is only needed here
+            )
+        except ImportError:
+            msg = (
+                f"broker {url!r} needs the Kafka transport, which this version does not have "
+                "yet; use 'memory://' for now"
+            )
+            raise ConfigurationError(msg) from None
+        return KafkaTransport(rest)  # type: ignore[no-any-return]
     msg = f"unsupported broker URL {url!r}; expected 'memory://' or 'kafka://host:port[,host:port]'"
     raise ConfigurationError(msg)

@@ -36,7 +36,7 @@ def _initial_factory(node: Aggregate) -> Callable[[], Any]:
         return lambda: MISSING
     initial = node.initial
     if callable(initial):
-        return initial  # type: ignore[no-any-return]
+        return initial
     if isinstance(initial, _IMMUTABLE):
         return lambda: initial
     return lambda: copy.deepcopy(initial)
@@ -172,7 +172,7 @@ class AggregateOp:
             return
         if e[1] == e[0]:
             self.dirty.append(k)
-        e[1] = e[1][:i] + (o,) + e[1][i + 1 :]
+        e[1] = (*e[1][:i], o, *e[1][i + 1 :])
         if self.next is not None:
             self.next(k, e[2], ts, o, h)
 
@@ -212,7 +212,7 @@ class AggregateOp:
                 e[2] = value
                 if e[1] == e[0]:
                     self.dirty.append(key)
-                e[1] = o if self.inputs == 1 else e[1][:i] + (o,) + e[1][i + 1 :]
+                e[1] = o if self.inputs == 1 else (*e[1][:i], o, *e[1][i + 1 :])
                 emitted.append((r[0], value, r[2], o, r[4]))
             return emitted
 

@@ -4,21 +4,23 @@ It behaves like a one-broker Kafka for one process: offsets, committed positions
 record timestamps and headers. Internal topics (repartition, changelog, feed) hold Python
 objects, since nothing outside the process can read them; external topics hold bytes, so the
 codecs are exercised exactly as on Kafka. Like Kafka Streams, which deletes repartition
-records once they are committed, this transport drops committed records of repartition and
-feed topics, so an endless embedded run keeps bounded memory.
+records once they are committed, this transport drops records of repartition and feed topics
+once they are fetched (nothing else can read them, and a crash loses the process anyway), and
+keeps only the latest record per key of compacted topics (changelogs), so an
+endless embedded run keeps bounded memory.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from flowgraph.errors import ConfigurationError
 from flowgraph.runtime.transport import TP, Message, OutRecord
 from planner.physical import TopicSpec
 
-__all__ = ["Log", "MemoryBroker", "MemoryConsumer", "MemoryTransport"]
+__all__ = ["CompactedLog", "Log", "MemoryBroker", "MemoryConsumer", "MemoryTransport"]
 
 _TRIMMED_ROLES = frozenset({"repartition", "feed"})
 
@@ -43,6 +45,12 @@ class Log(list[Message]):
         lo = max(start - self.base, 0)
         return self[lo : max(stop - self.base, lo)]
 
+    def add(self, key: Any, value: Any, ts: float, headers: Any) -> int:
+        """Append one record; returns its offset."""
+        offset = self.base + len(self)
+        self.append((key, value, ts, offset, headers))
+        return offset
+
     def drop_before(self, offset: int) -> None:
         """Forget records before `offset` (committed records of a trimmed topic)."""
         n = min(offset - self.base, len(self))
@@ -51,18 +59,60 @@ class Log(list[Message]):
             self.base += n
 
 
+class CompactedLog:
+    """A compacted partition (changelogs): the latest record of each key, in offset order.
+
+    Offsets keep counting, so they have gaps where older records of a key were dropped, as in
+    a compacted Kafka topic. Tombstones (value None) are kept.
+    """
+
+    trim = False
+
+    def __init__(self) -> None:
+        self.latest: dict[Any, Message] = {}
+        self.end = 0
+
+    def add(self, key: Any, value: Any, ts: float, headers: Any) -> int:
+        """Append one record, replacing the key's previous one; returns its offset."""
+        offset = self.end
+        self.end += 1
+        self.latest.pop(key, None)
+        self.latest[key] = (key, value, ts, offset, headers)
+        return offset
+
+    def slice(self, start: int, stop: int) -> list[Message]:
+        """Records still kept with offsets in ``[start, stop)``."""
+        return [m for m in self.latest.values() if start <= m[3] < stop]
+
+    def drop_before(self, offset: int) -> None:
+        """Compacted topics are never trimmed."""
+
+    def __iter__(self) -> Iterator[Message]:
+        return iter(list(self.latest.values()))
+
+    def __len__(self) -> int:
+        return len(self.latest)
+
+
+Partition = Log | CompactedLog
+
+
 class MemoryBroker:
     """The logs themselves; share one between transports to see the same topics."""
 
     def __init__(self) -> None:
-        self.logs: dict[str, list[Log]] = {}
+        self.logs: dict[str, list[Partition]] = {}
         self.committed: dict[str, dict[TP, int]] = {}
 
-    def ensure(self, topic: str, partitions: int, trim: bool = False) -> list[Log]:
+    def ensure(
+        self, topic: str, partitions: int, *, trim: bool = False, compact: bool = False
+    ) -> list[Partition]:
         """Create `topic` if missing; a different partition count is a configuration error."""
         log = self.logs.get(topic)
         if log is None:
-            log = self.logs[topic] = [Log(trim) for _ in range(partitions)]
+            log = self.logs[topic] = [
+                CompactedLog() if compact else Log(trim) for _ in range(partitions)
+            ]
         elif len(log) != partitions:
             msg = (
                 f"topic {topic!r} exists with {len(log)} partitions but the plan needs "
@@ -77,10 +127,7 @@ class MemoryBroker:
         last: dict[int, int] = {}
         now = time.time()
         for partition, key, value, ts, headers in records:
-            part = log[partition]
-            offset = part.base + len(part)
-            part.append((key, value, now if ts is None else ts, offset, headers))
-            last[partition] = offset
+            last[partition] = log[partition].add(key, value, now if ts is None else ts, headers)
         return last
 
     def records(self, topic: str) -> list[Message]:
@@ -109,10 +156,14 @@ class MemoryConsumer:
         for tp in self._tps:
             pos = positions[tp]
             part = logs[tp[0]][tp[1]]
-            if pos < part.base + len(part):
+            if pos < part.end:
                 batch = part.slice(pos, pos + max_records)
                 positions[tp] = pos + len(batch)
                 result[tp] = batch
+                if part.trim:
+                    # Nobody else reads an internal topic of this process: drop what was
+                    # handed out now, so its records die with the batch instead of piling up.
+                    part.drop_before(pos + len(batch))
         return result
 
     def seek(self, tp: TP, offset: int) -> None:
@@ -120,13 +171,8 @@ class MemoryConsumer:
         self._positions[tp] = offset
 
     async def commit(self, offsets: Mapping[TP, int]) -> None:
-        """Store the group's positions and drop committed records of trimmed topics."""
+        """Store the group's positions."""
         self._committed.update(offsets)
-        logs = self._broker.logs
-        for (topic, partition), offset in offsets.items():
-            part = logs[topic][partition]
-            if part.trim:
-                part.drop_before(offset)
 
     async def committed(self, tp: TP) -> int | None:
         """The committed offset of `tp`, or None."""
@@ -154,7 +200,12 @@ class MemoryTransport:
     async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
         """Create the topics the plan lists."""
         for spec in specs:
-            self.broker.ensure(spec.name, spec.partitions, trim=spec.role in _TRIMMED_ROLES)
+            self.broker.ensure(
+                spec.name,
+                spec.partitions,
+                trim=spec.role in _TRIMMED_ROLES,
+                compact=("cleanup.policy", "compact") in spec.configs,
+            )
 
     async def consumer(self, group: str, topics: Sequence[str]) -> MemoryConsumer:
         """A consumer owning every partition of `topics`."""
@@ -163,9 +214,16 @@ class MemoryTransport:
     def writer(self, topic: str) -> Callable[[int, Any, Any, float, Any], None]:
         """Append one record at a time, visible at once (nothing to flush)."""
         log = self.broker.logs[topic]
+        if not all(isinstance(p, Log) for p in log):
+
+            def add(partition: int, key: Any, value: Any, ts: float, headers: Any) -> None:
+                log[partition].add(key, value, ts, headers)
+
+            return add
+        logs: list[Log] = log  # type: ignore[assignment]
 
         def write(partition: int, key: Any, value: Any, ts: float, headers: Any) -> None:
-            part = log[partition]
+            part = logs[partition]
             part.append((key, value, ts, part.base + len(part), headers))
 
         return write

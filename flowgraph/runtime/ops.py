@@ -23,8 +23,16 @@ from typing import Any
 
 from planner import logical as lg
 
-__all__ = ["MAX_CONCURRENCY", "AsyncStep", "Fail", "Push", "Rec", "fanout", "gather_bounded",
-           "stateless_push"]
+__all__ = [
+    "MAX_CONCURRENCY",
+    "AsyncStep",
+    "Fail",
+    "Push",
+    "Rec",
+    "fanout",
+    "gather_bounded",
+    "stateless_push",
+]
 
 Rec = tuple[Any, Any, float, int, Any]
 Push = Callable[[Any, Any, float, int, Any], None]
@@ -139,8 +147,9 @@ def stateless_push(node: lg.Node, nxt: Push | None, fail: Fail) -> Push:
     raise TypeError(msg)
 
 
-async def gather_bounded(fn: Callable[..., Awaitable[Any]], args: Iterable[tuple[Any, ...]],
-                         limit: int = MAX_CONCURRENCY) -> list[Any]:
+async def gather_bounded(
+    fn: Callable[..., Awaitable[Any]], args: Iterable[tuple[Any, ...]], limit: int = MAX_CONCURRENCY
+) -> list[Any]:
     """Await ``fn(*a)`` for every `a`, at most `limit` at a time; exceptions become results."""
     items = list(args)
     results: list[Any] = []

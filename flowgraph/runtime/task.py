@@ -37,8 +37,9 @@ class Failure:
 
     __slots__ = ("error", "key", "offset", "partition", "step", "timestamp", "topic", "value")
 
-    def __init__(self, step: str, error: BaseException, rec: Rec, topic: str,
-                 partition: int) -> None:
+    def __init__(
+        self, step: str, error: BaseException, rec: Rec, topic: str, partition: int
+    ) -> None:
         self.step = step
         self.error = error
         self.key, self.value, self.timestamp, self.offset = rec[0], rec[1], rec[2], rec[3]
@@ -58,16 +59,23 @@ def key_bytes(key: Any, codec: Codec | None) -> bytes:
 
 
 def partition_for(key: Any, partitions: int, codec: Codec | None) -> int:
-    """The partition of `key` in a topic of `partitions`: crc32 of its bytes (stable across runs)."""
+    """The partition of `key` in a topic of `partitions`: crc32 of its bytes, stable across runs."""
     return zlib.crc32(key_bytes(key, codec)) % partitions
 
 
 class Task:
     """Sub-topology `sub` on partition `partition`."""
 
-    def __init__(self, plan: PhysicalPlan, sub: Subtopology, partition: int,
-                 stores: Mapping[str, StorePartition], codecs: TopicCodecs,
-                 hash_codecs: Mapping[str, Codec], writers: Mapping[str, Write]) -> None:
+    def __init__(
+        self,
+        plan: PhysicalPlan,
+        sub: Subtopology,
+        partition: int,
+        stores: Mapping[str, StorePartition],
+        codecs: TopicCodecs,
+        hash_codecs: Mapping[str, Codec],
+        writers: Mapping[str, Write],
+    ) -> None:
         self.plan = plan
         self.sub = sub
         self.partition = partition
@@ -92,7 +100,8 @@ class Task:
             e.topic: self.aggregates[c[0]]
             for e in entries
             if len(c := [s.id for s in sub.steps if e.id in s.inputs]) == 1
-            and c[0] in self.aggregates and not self._writes_from(e.id)
+            and c[0] in self.aggregates
+            and not self._writes_from(e.id)
         }
         self._decoders = {
             e.topic: codecs[e.topic] if getattr(e, "key_read", True) else (None, codecs[e.topic][1])
@@ -100,6 +109,28 @@ class Task:
         }
 
     # -- compilation ---------------------------------------------------------------------
+
+    @property
+    def has_async(self) -> bool:
+        """True when some step awaits, so records must come through `process`."""
+        return bool(self._async)
+
+    def entry_push(self, topic: str) -> Push:
+        """A push that feeds records of `topic` into this task directly (no `process` call)."""
+        push = self._entries[topic] or (lambda k, v, ts, o, h: None)
+        if len(self._entry_index) == 1:
+            self._topic = topic
+            return push
+        index = self._entry_index[topic]
+        aggregates = list(self.aggregates.values())
+
+        def deliver(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            self._topic = topic
+            for agg in aggregates:
+                agg.index = index
+            push(k, v, ts, o, h)
+
+        return deliver
 
     def _writes_from(self, step_id: str) -> bool:
         return any(u == step_id for u, _ in self.sub.outputs)
@@ -167,8 +198,9 @@ class Task:
                 except KeyError:
                     if len(cache) >= _PARTITION_CACHE_MAX:
                         cache.clear()
-                    p = cache[k] = default if k is None else partition_for(
-                        k, partitions, hash_codec)
+                    p = cache[k] = (
+                        default if k is None else partition_for(k, partitions, hash_codec)
+                    )
                 except TypeError:  # an unhashable key: no caching
                     p = partition_for(k, partitions, hash_codec)
                 write(p, k, v, ts, h)
@@ -201,8 +233,8 @@ class Task:
             return
         kc, vc = self._decoders[topic]
         if kc is None and vc is None:
-            agg = self._batch_entry.get(topic)
-            if agg is None or not agg.run_batch(messages):
+            batch_agg = self._batch_entry.get(topic)
+            if batch_agg is None or not batch_agg.run_batch(messages):
                 for k, v, ts, o, h in messages:
                     push(k, v, ts, o, h)
         else:
@@ -214,8 +246,9 @@ class Task:
             if not progressed:
                 break
 
-    def _decode_and_push(self, topic: str, messages: list[Rec], push: Push,
-                         kc: Codec | None, vc: Codec | None) -> None:
+    def _decode_and_push(
+        self, topic: str, messages: list[Rec], push: Push, kc: Codec | None, vc: Codec | None
+    ) -> None:
         kd = fast_decoder(kc) if kc is not None else None
         vd = fast_decoder(vc) if vc is not None else None
         for k, v, ts, o, h in messages:
@@ -233,7 +266,7 @@ class Task:
         """Redo the failed decode with the full codec, for an error that names field and part."""
         error: BaseException | None = None
         for part, codec, data in (("key", kc, rec[0]), ("value", vc, rec[1])):
-            if codec is None or data is None or not isinstance(data, bytes | bytearray):
+            if codec is None or not isinstance(data, bytes):
                 continue
             try:
                 codec.decode(data)

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from planner.physical import TopicSpec
 
-__all__ = ["Consumer", "Message", "OutRecord", "TP", "Transport"]
+__all__ = ["TP", "Consumer", "Message", "OutRecord", "Transport"]
 
 TP = tuple[str, int]
 """A topic partition."""
@@ -56,7 +56,7 @@ class Transport(Protocol):
 
     url: str
     in_process: bool
-    """True when internal topics may hold Python objects (nothing outside the process reads them)."""
+    """True when internal topics may hold Python objects (nobody else reads them)."""
 
     async def start(self) -> None:
         """Connect; raise `ConfigurationError` with one sentence if the broker is unreachable."""

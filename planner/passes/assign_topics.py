@@ -5,6 +5,9 @@ Postconditions: one `TopicSpec` per source, feed, repartition, changelog (compac
 topic and the dead-letter topic ``<graph>-dlq``. A sink topic gets the partitions the user gave,
 else those of its sub-topology. Returns the input when the topics are already there.
 
+A sink writing a topic the plan makes for itself (a changelog, a repartition topic, the
+dead-letter topic) is a `GraphValidationError`.
+
 Example: a graph reading ``clicks`` (4 partitions) with one ``count`` after a ``key_by`` lists
 ``clicks`` (source), ``g-by_url-repartition`` (4), ``g-per_url-changelog`` (4, compacted) and
 ``g-dlq``.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import attrs
 
 from planner import naming
+from planner.errors import GraphValidationError
 from planner.logical import Repartition, Sink, Source
 from planner.options import PlanOptions
 from planner.physical import PhysicalPlan, TopicSpec
@@ -27,27 +31,64 @@ COMPACTED = (("cleanup.policy", "compact"),)
 def assign_topics(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
     """Return `plan` with `topics` and `dlq` filled in."""
     topics: dict[str, TopicSpec] = {}
+    clashes: list[str] = []
 
     def add(spec: TopicSpec) -> None:
-        topics.setdefault(spec.name, spec)
+        known = topics.setdefault(spec.name, spec)
+        if known.role != spec.role and "sink" in (known.role, spec.role):
+            other = spec.role if known.role == "sink" else known.role
+            clashes.append(
+                f"a sink writes topic {spec.name!r}, which the plan uses as its {other} topic; "
+                "write to another topic"
+            )
 
     for sub in plan.subtopologies:
         for step in sub.steps:
             if isinstance(step, Source):
-                role = "source" if step.feed is None else "feed"
-                add(TopicSpec(name=step.topic, partitions=step.partitions, role=role,
-                              key_type=step.key_type, value_type=step.value_type))
+                add(
+                    TopicSpec(
+                        name=step.topic,
+                        partitions=step.partitions,
+                        role="source" if step.feed is None else "feed",
+                        key_type=step.key_type,
+                        value_type=step.value_type,
+                    )
+                )
             elif isinstance(step, Repartition):
-                add(TopicSpec(name=step.topic, partitions=step.partitions, role="repartition",
-                              key_type=step.key_type, value_type=step.value_type))
+                add(
+                    TopicSpec(
+                        name=step.topic,
+                        partitions=step.partitions,
+                        role="repartition",
+                        key_type=step.key_type,
+                        value_type=step.value_type,
+                    )
+                )
             elif isinstance(step, Sink) and step.topic is not None:
-                add(TopicSpec(name=step.topic, partitions=step.partitions or sub.partitions,
-                              role="sink", key_type=step.key_type, value_type=step.value_type))
+                add(
+                    TopicSpec(
+                        name=step.topic,
+                        partitions=step.partitions or sub.partitions,
+                        role="sink",
+                        key_type=step.key_type,
+                        value_type=step.value_type,
+                    )
+                )
     for store in plan.stores:
-        add(TopicSpec(name=store.changelog, partitions=store.partitions, role="changelog",
-                      key_type=store.key_type, value_type=store.value_type, configs=COMPACTED))
+        add(
+            TopicSpec(
+                name=store.changelog,
+                partitions=store.partitions,
+                role="changelog",
+                key_type=store.key_type,
+                value_type=store.value_type,
+                configs=COMPACTED,
+            )
+        )
     dlq = naming.dlq_topic(plan.graph_id)
     add(TopicSpec(name=dlq, partitions=1, role="dlq", value_type=bytes))
+    if clashes:
+        raise GraphValidationError(clashes)
     result = tuple(topics.values())
     if result == plan.topics and dlq == plan.dlq:
         return plan

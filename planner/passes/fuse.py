@@ -36,7 +36,7 @@ def _fuse_one(sub: Subtopology, options: PlanOptions) -> Subtopology:
     if not options.fuse:
         groups = [[s.id] for s in sub.steps]
     else:
-        links = nx.Graph()
+        links: nx.Graph[str] = nx.Graph()
         links.add_nodes_from(s.id for s in sub.steps if s.id not in stateful)
         links.add_edges_from(
             (u, s.id)

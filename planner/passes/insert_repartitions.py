@@ -2,7 +2,8 @@
 
 Preconditions: a validated `LogicalPlan`.
 Postconditions: every `Aggregate` reads a stream partitioned by its own key. A topic source is
-partitioned by its key; a repartition topic too; `map`, `filter`, `flat_map` and `peek` keep the
+partitioned by its key (a bounded in-process source of several partitions is not: it spreads
+records round-robin); a repartition topic too; `map`, `filter`, `flat_map` and `peek` keep the
 partitioning (they never change keys); `key_by` loses it; a `merge` keeps it only when all its
 inputs are partitioned by key over the same number of partitions (co-partitioned).
 
@@ -54,7 +55,9 @@ def partitioning_of(plan: LogicalPlan) -> dict[str, Partitioning | None]:
     result: dict[str, Partitioning | None] = {}
     for n in plan.nodes:
         if isinstance(n, Source):
-            result[n.id] = Partitioning(n.partitions)
+            # a bounded in-process source spreads records round-robin, not by key
+            by_key = n.feed is None or n.partitions == 1
+            result[n.id] = Partitioning(n.partitions) if by_key else None
         elif isinstance(n, Repartition):
             result[n.id] = Partitioning(n.partitions)
         elif isinstance(n, KeyBy):
@@ -120,8 +123,15 @@ def _describe(node: Node) -> str:
 
 
 def _repartition(plan: LogicalPlan, after: Node, width: int, reason: str) -> Repartition:
+    node_id = f"{after.id}-repartition"
+    if any(n.id == node_id for n in plan.nodes):
+        msg = (
+            f"step {node_id!r} has the name of the repartition the planner adds after "
+            f"{after.id!r}; rename one of them"
+        )
+        raise GraphValidationError([msg])
     return Repartition(
-        id=f"{after.id}-repartition",
+        id=node_id,
         inputs=(after.id,),
         topic=naming.repartition_topic(plan.graph_id, after.id),
         partitions=width,
@@ -159,7 +169,7 @@ def _add_before(plan: LogicalPlan, stateful: Node) -> LogicalPlan:
         inputs=(upstream.id,),
         key_type=upstream.key_type,
         value_type=upstream.value_type,
-        reason=f"inputs of {stateful.id!r} are not co-partitioned by key",
+        reason=f"input of {stateful.id!r} is not partitioned by its key",
     )
     nodes: list[Node] = []
     for n in plan.nodes:

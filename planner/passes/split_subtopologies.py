@@ -25,9 +25,13 @@ def split_subtopologies(plan: LogicalPlan, options: PlanOptions) -> PhysicalPlan
     """Group steps into sub-topologies joined only through topics."""
     by_id = plan.by_id()
     graph = plan.to_digraph()
-    order = {node_id: i for i, node_id in enumerate(nx.lexicographical_topological_sort(
-        graph, key=lambda s: _position(plan, s)))}
-    cut = nx.Graph()
+    order = {
+        node_id: i
+        for i, node_id in enumerate(
+            nx.lexicographical_topological_sort(graph, key=lambda s: _position(plan, s))
+        )
+    }
+    cut: nx.Graph[str] = nx.Graph()
     cut.add_nodes_from(graph.nodes)
     cut.add_edges_from((u, v) for u, v in graph.edges if not isinstance(by_id[v], Repartition))
     components = sorted(
@@ -39,17 +43,17 @@ def split_subtopologies(plan: LogicalPlan, options: PlanOptions) -> PhysicalPlan
         steps = tuple(by_id[m] for m in members)
         entries = [s for s in steps if isinstance(s, Source | Repartition)]
         outputs = tuple(
-            (u, by_id[v].topic)  # type: ignore[attr-defined]
+            (u, node.topic)
             for u in members
             for v in graph.successors(u)
-            if isinstance(by_id[v], Repartition)
+            if isinstance(node := by_id[v], Repartition)
         )
         subtopologies.append(
             Subtopology(
                 id=index,
                 steps=steps,
-                partitions=max((e.partitions for e in entries), default=1),  # type: ignore[attr-defined]
-                source_topics=tuple(e.topic for e in entries),  # type: ignore[attr-defined]
+                partitions=max((e.partitions for e in entries), default=1),
+                source_topics=tuple(e.topic for e in entries),
                 outputs=outputs,
                 cuts=tuple(e.reason for e in entries if isinstance(e, Repartition)),
             )

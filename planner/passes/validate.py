@@ -53,18 +53,19 @@ def validate(plan: LogicalPlan, options: PlanOptions) -> LogicalPlan:
             errors.append(f"source {n.id!r} has {n.partitions} partitions; it needs at least 1")
     by_id = plan.by_id()
     for n in plan.nodes:
-        if isinstance(n, Changes) and not all(isinstance(by_id.get(u), Aggregate) for u in n.inputs):
+        if isinstance(n, Changes) and not all(
+            isinstance(by_id.get(u), Aggregate) for u in n.inputs
+        ):
             errors.append(f"changes {n.id!r} must read from a table (an aggregation)")
         if not isinstance(n, _TERMINAL) and not any(True for _ in plan.consumers(n.id)):
             errors.append(
                 f"step {n.id!r} ({n.kind}) has no consumer, so its output would be dropped; "
                 "add a step such as .to(topic) after it, or remove it"
             )
-    if not errors:
-        graph = plan.to_digraph()
-        if not nx.is_directed_acyclic_graph(graph):
-            cycle = " -> ".join(u for u, _ in nx.find_cycle(graph))
-            errors.append(f"graph {gid!r} has a cycle ({cycle}); streams must flow one way")
+    graph = plan.to_digraph()
+    if not nx.is_directed_acyclic_graph(graph):
+        cycle = " -> ".join(u for u, _ in nx.find_cycle(graph))
+        errors.append(f"graph {gid!r} has a cycle ({cycle}); streams must flow one way")
     errors.extend(_topic_problems(plan))
     if errors:
         raise GraphValidationError(errors)

@@ -141,7 +141,9 @@ def open_backend(url: str) -> StateBackend:
     if sep and scheme == "memory" and not rest:
         return MemoryBackend()
     if sep and scheme == "rocksdb" and rest:
-        return RocksDBBackend(rest)
+        from flowgraph.serde import AutoCodec  # keys and values of any type, round-tripped exactly
+
+        return RocksDBBackend(rest, key_codec=AutoCodec(), value_codec=AutoCodec())
     if sep and scheme == "memory":
         msg = f"state store URL {url!r} has a path but memory stores take none; {accepted}"
     elif sep and scheme == "rocksdb":
