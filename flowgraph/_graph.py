@@ -277,7 +277,12 @@ class Stream(Generic[K, V]):
         """Write records to topic `target`, or call ``target(key, value)`` for each record."""
         up = self._up
         if isinstance(target, str):
-            step = self.graph._claim(name or f"to-{target}")
+            if name:
+                step = self.graph._claim(name)
+            elif f"to-{target}" not in self.graph._ids:
+                step = self.graph._claim(f"to-{target}")
+            else:  # another stream writes the same topic; sink names name nothing durable
+                step = self.graph._auto_name(f"to-{target}")
             node = lg.Sink(
                 id=step,
                 inputs=(self.step,),
@@ -336,7 +341,7 @@ class Stream(Generic[K, V]):
         self.graph._add(node)
         return Table(self.graph, node.id)
 
-    def count(self, *, name: str) -> Table[K, int]:
+    def count(self, *, name: str | None = None) -> Table[K, int]:
         """Count records per key."""
         return self._aggregate("count", None, name, 0, int)
 

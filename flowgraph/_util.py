@@ -53,8 +53,8 @@ def call_site() -> str:
 
 
 def is_async(fn: object) -> bool:
-    """True for ``async def`` functions (and callables whose ``__call__`` is one)."""
-    if inspect.iscoroutinefunction(fn):
+    """True for ``async def`` functions and async generators (or a ``__call__`` that is one)."""
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
         return True
     call = getattr(fn, "__call__", None)  # noqa: B004 - we want the bound method, not callable()
     return call is not None and inspect.iscoroutinefunction(call)

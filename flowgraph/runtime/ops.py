@@ -18,6 +18,7 @@ per key is preserved), then pushes the results on.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -159,6 +160,15 @@ async def gather_bounded(
     return results
 
 
+def _collecting(agen_fn: Callable[..., Any]) -> Callable[..., Awaitable[list[Any]]]:
+    """An ``async def`` returning the list an async generator function yields."""
+
+    async def collect(*args: Any) -> list[Any]:
+        return [x async for x in agen_fn(*args)]
+
+    return collect
+
+
 class AsyncStep:
     """An ``async def`` stateless step: collects records during the loop, awaits them after."""
 
@@ -179,6 +189,8 @@ class AsyncStep:
         batch, self.pending = self.pending, []
         f: Any = getattr(self.node, "fn", None)
         kind = type(self.node)
+        if inspect.isasyncgenfunction(f):
+            f = _collecting(f)
         if kind is lg.Sink:
             results = await gather_bounded(f, ((r[0], r[1]) for r in batch))
         else:

@@ -148,6 +148,8 @@ class Task:
         sub = self.sub
         consumers: dict[str, list[str]] = {s.id: [] for s in sub.steps}
         for s in sub.steps:
+            if isinstance(s, lg.Repartition):
+                continue  # entered from its topic; the edge into it is a writer (below)
             for u in s.inputs:
                 if u in consumers:
                     consumers[u].append(s.id)

@@ -9,11 +9,11 @@ headers a tuple of ``(str, bytes)`` pairs or None. Two implementations: `memory:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from planner.physical import TopicSpec
 
-__all__ = ["TP", "Consumer", "Message", "OutRecord", "Transport"]
+__all__ = ["TP", "Consumer", "InProcessTransport", "Message", "OutRecord", "Transport"]
 
 TP = tuple[str, int]
 """A topic partition."""
@@ -95,4 +95,17 @@ class Transport(Protocol):
 
     async def end_offset(self, tp: TP) -> int:
         """Offset the next record written to `tp` will get."""
+        ...
+
+
+@runtime_checkable
+class InProcessTransport(Transport, Protocol):
+    """A transport whose topics live in this process, so records can skip the log."""
+
+    def skipper(self, topic: str) -> Callable[[int], int]:
+        """``skip(partition) -> offset``: the next offset of a partition, storing nothing."""
+        ...
+
+    def end(self, topic: str, partition: int) -> int:
+        """The end offset of a partition, without awaiting."""
         ...

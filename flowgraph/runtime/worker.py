@@ -29,7 +29,7 @@ import attrs
 from flowgraph.errors import ConfigurationError
 from flowgraph.runtime.state.base import Entry, StateBackend, StorePartition
 from flowgraph.runtime.task import Failure, Task
-from flowgraph.runtime.transport import TP, Consumer, OutRecord, Transport
+from flowgraph.runtime.transport import TP, Consumer, InProcessTransport, OutRecord, Transport
 from flowgraph.serde import AutoCodec, Codec, JsonCodec, RawCodec, codec_for
 from planner import logical as lg
 from planner.physical import PhysicalPlan, TopicSpec
@@ -157,8 +157,8 @@ class Worker:
         self._source_topics = {t.name for t in plan.topics if t.role in ("source", "feed")}
         self._all_tasks: list[Task] = []
         self._writers: dict[str, Any] = {}
-        self._direct: dict[str, tuple[list[int], list[int]]] = {}
-        """Per directly wired topic: (first offsets, next offsets) of its partitions."""
+        self._direct: dict[str, list[int]] = {}
+        """Per directly wired topic: the end offsets of its partitions when it was wired."""
         self._direct_marks: list[Callable[[], None]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -212,22 +212,25 @@ class Worker:
         is calling its partition's task, with the offset the log would have given it. This
         skips storing, fetching and re-reading every record, and the records die young.
         """
-        if not self.transport.in_process:
+        transport = self.transport
+        if not isinstance(transport, InProcessTransport) or self._consumer is None:
             return
         parts = self.plan.topic(topic).partitions
         tasks = [self.tasks.get((topic, p)) for p in range(parts)]
         if any(t is None or t.has_async for t in tasks):
             return
+        first = [transport.end(topic, p) for p in range(parts)]
+        for p, end in enumerate(first):
+            if (await self._consumer.committed((topic, p)) or 0) < end:
+                return  # records left by an earlier worker: read them through the log
         delivers = [t.entry_push(topic) for t in tasks if t is not None]
-        offsets = [await self.transport.end_offset((topic, p)) for p in range(parts)]
-        self._direct[topic] = (list(offsets), offsets)
+        skip = transport.skipper(topic)
+        self._direct[topic] = first
         touched = self._touched
         readers = {id(t): t for t in tasks if t is not None}
 
         def write(partition: int, key: Any, value: Any, ts: float, headers: Any) -> None:
-            o = offsets[partition]
-            offsets[partition] = o + 1
-            delivers[partition](key, value, ts, o, headers)
+            delivers[partition](key, value, ts, skip(partition), headers)
 
         def mark() -> None:
             touched.update(readers)
@@ -446,9 +449,11 @@ class Worker:
             for s in sub.steps
             if isinstance(s, lg.Repartition)
         }
-        for topic, (first, now) in self._direct.items():
+        for topic, first in self._direct.items():
             step = entries[topic]
-            counts[step] = counts.get(step, 0) + sum(now) - sum(first)
+            transport: Any = self.transport
+            ends = [transport.end(topic, p) for p in range(len(first))]
+            counts[step] = counts.get(step, 0) + sum(ends) - sum(first)
         return counts
 
 

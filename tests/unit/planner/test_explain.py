@@ -136,7 +136,7 @@ def test_explain_of_logical_and_partitioned_stages(clicks):
 def test_merge_tasks_say_which_steps_feed_which():
     text = build("merge_partitions").explain()
     assert "tasks   cards, wires -> all_payments" in text
-    assert "cut: inputs of 'per_account' are not co-partitioned by key" in text
+    assert "cut: input of 'per_account' is not partitioned by its key" in text
 
 
 def test_render_of_read_back_json_is_the_same_text(clicks):

@@ -1,0 +1,232 @@
+"""A naive reference interpreter of a *logical* plan: the oracle for executor tests.
+
+It walks ``graph.to_logical()`` one input record at a time: no planner, no batching, no
+partitions, no codecs. Each record is pushed through the steps in plan order (parents before
+children); a merge concatenates its inputs in their declared order. Tables are dicts; what sinks
+receive is recorded per sink, as ``(key, value)`` in order (a topic by its name, a callable as
+``"call:<step>"``).
+
+`Guarantees` says, from the plan alone, how much of that a partitioned, batched executor must
+reproduce exactly: records of one key that come from one partition of one topic keep their
+order; records that reach a key through a `key_by` over several partitions, or through a
+merge, may interleave differently (see `guarantees`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from planner.logical import (
+    Aggregate,
+    Changes,
+    Filter,
+    FlatMap,
+    KeyBy,
+    LogicalPlan,
+    Map,
+    Merge,
+    Node,
+    Peek,
+    Repartition,
+    Sink,
+    Source,
+)
+
+__all__ = ["Guarantees", "Result", "freeze", "guarantees", "interpret", "multiset", "per_key"]
+
+Pair = tuple[Any, Any]
+
+
+@attrs.frozen
+class Result:
+    """Final tables (step -> key -> value) and sink records (sink -> [(key, value)])."""
+
+    tables: dict[str, dict[Any, Any]]
+    outputs: dict[str, list[Pair]]
+
+
+def sink_name(node: Sink) -> str:
+    """How `Result.outputs` names a sink: its topic, or ``call:<step>`` for a callable."""
+    return node.topic if node.topic is not None else f"call:{node.id}"
+
+
+class _Interpreter:
+    def __init__(self, plan: LogicalPlan) -> None:
+        self.plan = plan
+        self.loop = asyncio.new_event_loop()
+        self.tables: dict[str, dict[Any, Any]] = {
+            n.id: {} for n in plan.nodes if isinstance(n, Aggregate)
+        }
+        self.outputs: dict[str, list[Pair]] = {
+            sink_name(n): [] for n in plan.nodes if isinstance(n, Sink)
+        }
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            result = self.loop.run_until_complete(result)
+        return result
+
+    def push(self, topic: str, key: Any, value: Any) -> None:
+        (source,) = [n for n in self.plan.nodes if isinstance(n, Source) and n.topic == topic]
+        flowing: dict[str, list[Pair]] = {source.id: [(key, value)]}
+        for node in self.plan.nodes:
+            parts = [flowing[u] for u in node.inputs if u in flowing]
+            if parts:
+                flowing[node.id] = self.apply(node, [r for part in parts for r in part])
+
+    def apply(self, node: Node, records: list[Pair]) -> list[Pair]:
+        fn: Any = getattr(node, "fn", None)
+        match node:
+            case Map():
+                return [(k, self.call(fn, v)) for k, v in records]
+            case Filter():
+                return [(k, v) for k, v in records if self.call(fn, v)]
+            case FlatMap():
+                return [(k, x) for k, v in records for x in list(self.call(fn, v))]
+            case Peek():
+                for _, v in records:
+                    self.call(fn, v)
+                return records
+            case KeyBy():
+                return [(self.call(fn, v), v) for _, v in records]
+            case Merge() | Changes() | Repartition():
+                return records
+            case Aggregate():
+                return [(k, self.fold(node, k, v)) for k, v in records]
+            case Sink():
+                self.outputs[sink_name(node)].extend(records)
+                return []
+        msg = f"the reference does not know {type(node).__name__}"
+        raise NotImplementedError(msg)
+
+    def fold(self, node: Aggregate, key: Any, value: Any) -> Any:
+        table = self.tables[node.id]
+        fn: Any = node.fn
+        if node.agg == "count":
+            new = table.get(key, 0) + 1
+        elif node.agg == "sum":
+            new = table.get(key, 0) + (value if fn is None else self.call(fn, value))
+        elif node.agg == "reduce":
+            new = value if key not in table else self.call(fn, table[key], value)
+        else:
+            if key in table:
+                acc = table[key]
+            elif callable(node.initial):
+                acc = node.initial()
+            else:
+                acc = copy.deepcopy(node.initial)
+            new = self.call(fn, acc, value)
+        table[key] = new
+        return new
+
+
+def interpret(plan: LogicalPlan, inputs: Iterable[tuple[str, Any, Any]]) -> Result:
+    """Run `plan` over ``(topic, key, value)`` records, one at a time, in order.
+
+    Sink callables are not called (the executor under test calls them); what they would
+    receive is in ``outputs["call:<step>"]``.
+    """
+    it = _Interpreter(plan)
+    try:
+        for topic, key, value in inputs:
+            it.push(topic, key, value)
+    finally:
+        it.loop.close()
+    return Result(tables=it.tables, outputs=it.outputs)
+
+
+# -- what a partitioned, batched executor must reproduce --------------------------------------
+
+
+@attrs.frozen
+class Guarantees:
+    """Per table and per sink: how exactly a batched run must match the reference.
+
+    ``"exact"``: the same value per key (tables) or the same sequence per key (sinks);
+    ``"keys"``: the same keys (tables); ``"multiset"``: the same records in some order (sinks);
+    ``"unknown"``: records that depend on the interleaving (sinks downstream of the updates of
+    a table fed by an unordered stream).
+    """
+
+    tables: dict[str, str]
+    outputs: dict[str, str]
+
+
+def guarantees(plan: LogicalPlan) -> Guarantees:
+    """Classify each table and sink of `plan` (see the module docstring).
+
+    A stream is *ordered* when each key's records reach it from one partition of one topic
+    in input order: a source is; key-keeping steps keep it; a merge is not; a `key_by` is when
+    its input is ordered and comes from a single partition. A stream is *stable* when its
+    multiset of records does not depend on interleaving: everything is, except the updates of
+    a table fed by an unordered stream.
+    """
+    by_id = plan.by_id()
+    ordered: dict[str, bool] = {}
+    single: dict[str, bool] = {}
+    stable: dict[str, bool] = {}
+    tables: dict[str, str] = {}
+    outputs: dict[str, str] = {}
+    for n in plan.nodes:
+        ups = [by_id[u].id for u in n.inputs]
+        if isinstance(n, Source):
+            ordered[n.id], single[n.id], stable[n.id] = True, n.partitions == 1, True
+            continue
+        up = ups[0]
+        if isinstance(n, Merge):
+            ordered[n.id] = False
+            single[n.id] = False
+            stable[n.id] = all(stable[u] for u in ups)
+        elif isinstance(n, KeyBy):
+            ordered[n.id] = ordered[up] and single[up]
+            single[n.id] = single[up] and n.partitions in (None, 1)
+            stable[n.id] = stable[up]
+        elif isinstance(n, Aggregate):
+            commutative = n.agg in ("count", "sum") or getattr(n.fn, "commutative", False)
+            if stable[up] and (ordered[up] or commutative):
+                tables[n.id] = "exact"
+            else:
+                tables[n.id] = "keys"
+            ordered[n.id], single[n.id] = ordered[up], single[up]
+            stable[n.id] = stable[up] and ordered[up]
+        else:
+            ordered[n.id], single[n.id], stable[n.id] = ordered[up], single[up], stable[up]
+        if isinstance(n, Sink):
+            if ordered[up] and stable[up]:
+                outputs[sink_name(n)] = "exact"
+            elif stable[up]:
+                outputs[sink_name(n)] = "multiset"
+            else:
+                outputs[sink_name(n)] = "unknown"
+    return Guarantees(tables=tables, outputs=outputs)
+
+
+# -- comparing ---------------------------------------------------------------------------------
+
+
+def freeze(value: Any) -> Any:
+    """A hashable stand-in: lists and tuples become tuples, recursively."""
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def per_key(pairs: Iterable[Pair]) -> dict[Any, list[Any]]:
+    """Per key, the values in order."""
+    result: dict[Any, list[Any]] = {}
+    for k, v in pairs:
+        result.setdefault(freeze(k), []).append(freeze(v))
+    return result
+
+
+def multiset(pairs: Iterable[Pair]) -> Counter[Pair]:
+    """The records, order ignored."""
+    return Counter((freeze(k), freeze(v)) for k, v in pairs)
