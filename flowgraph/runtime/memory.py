@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from flowgraph.errors import ConfigurationError
-from flowgraph.runtime.transport import TP, Message, OutRecord
+from flowgraph.runtime.transport import TP, Message, OutRecord, Push, Write
 from planner.physical import TopicSpec
 
 __all__ = ["CompactedLog", "Log", "MemoryBroker", "MemoryConsumer", "MemoryTransport"]
@@ -230,23 +230,23 @@ class MemoryTransport:
 
         return write
 
-    def skipper(self, topic: str) -> Callable[[int], int]:
-        """``skip(partition) -> offset``: take the next offset of a partition, storing nothing.
+    def direct_writer(self, topic: str, readers: Sequence[Push]) -> Write:
+        """A writer that hands each record straight to ``readers[partition]``, storing nothing.
 
-        For records handed straight to their reader in this process: the log's offsets move
-        on as if they had been written, so a later worker on this broker numbers on from there.
+        The log's offsets move on as if the records had been written (the reader gets that
+        offset), so a later worker on this broker numbers on from there.
         """
-        logs = self.broker.logs[topic]
+        logs: list[Any] = self.broker.logs[topic]
         for part in logs:
             part.drop_before(part.end)
 
-        def skip(partition: int) -> int:
-            part: Any = logs[partition]
-            offset: int = part.base
+        def write(partition: int, key: Any, value: Any, ts: float, headers: Any) -> None:
+            part = logs[partition]
+            offset = part.base
             part.base = offset + 1
-            return offset
+            readers[partition](key, value, ts, offset, headers)
 
-        return skip
+        return write
 
     def end(self, topic: str, partition: int) -> int:
         """The end offset of a partition, without awaiting (in-process only)."""

@@ -22,6 +22,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from flowgraph.runtime.transport import Push
 from planner import logical as lg
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
 ]
 
 Rec = tuple[Any, Any, float, int, Any]
-Push = Callable[[Any, Any, float, int, Any], None]
 Fail = Callable[[BaseException, Rec], None]
 
 MAX_CONCURRENCY = 64

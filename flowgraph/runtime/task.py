@@ -16,16 +16,15 @@ from typing import Any
 
 from flowgraph.errors import SerializationError
 from flowgraph.runtime.aggregate import AggregateOp
-from flowgraph.runtime.ops import AsyncStep, Push, Rec, fanout, stateless_push
+from flowgraph.runtime.ops import AsyncStep, Rec, fanout, stateless_push
 from flowgraph.runtime.state.base import Entry, StorePartition
+from flowgraph.runtime.transport import Push, Write
 from flowgraph.serde import Codec, fast_decoder
 from planner import logical as lg
 from planner.physical import PhysicalPlan, Subtopology
 
 __all__ = ["Failure", "Task", "TopicCodecs"]
 
-Write = Callable[[int, Any, Any, float, Any], None]
-"""``write(partition, key, value, timestamp, headers)``, from `Transport.writer`."""
 TopicCodecs = Mapping[str, tuple[Codec | None, Codec | None]]
 """Per topic, the key and value codec; None means records pass as Python objects."""
 
@@ -253,6 +252,16 @@ class Task:
     ) -> None:
         kd = fast_decoder(kc) if kc is not None else None
         vd = fast_decoder(vc) if vc is not None else None
+        if kd is None and vd is not None:  # the common case: keys not read, values typed
+            for k, v, ts, o, h in messages:
+                if v is not None:
+                    try:
+                        v = vd(v)
+                    except Exception:
+                        self._decode_failure(topic, (k, v, ts, o, h), kc, vc)
+                        continue
+                push(k, v, ts, o, h)
+            return
         for k, v, ts, o, h in messages:
             try:
                 if k is not None and kd is not None:

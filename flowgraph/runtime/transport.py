@@ -21,6 +21,10 @@ Message = tuple[Any, Any, float, int, Any]
 """``(key, value, timestamp, offset, headers)`` as read from a topic."""
 OutRecord = tuple[int, Any, Any, float, Any]
 """``(partition, key, value, timestamp, headers)`` to be written to a topic."""
+Push = Callable[[Any, Any, float, int, Any], None]
+"""``push(key, value, timestamp, offset, headers)``: hand one record to a step."""
+Write = Callable[[int, Any, Any, float, Any], None]
+"""``write(partition, key, value, timestamp, headers)``: send one record to a topic."""
 
 
 class Consumer(Protocol):
@@ -102,8 +106,8 @@ class Transport(Protocol):
 class InProcessTransport(Transport, Protocol):
     """A transport whose topics live in this process, so records can skip the log."""
 
-    def skipper(self, topic: str) -> Callable[[int], int]:
-        """``skip(partition) -> offset``: the next offset of a partition, storing nothing."""
+    def direct_writer(self, topic: str, readers: Sequence[Push]) -> Write:
+        """A writer handing each record straight to ``readers[partition]``, storing nothing."""
         ...
 
     def end(self, topic: str, partition: int) -> int:

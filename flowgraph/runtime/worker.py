@@ -224,19 +224,15 @@ class Worker:
             if (await self._consumer.committed((topic, p)) or 0) < end:
                 return  # records left by an earlier worker: read them through the log
         delivers = [t.entry_push(topic) for t in tasks if t is not None]
-        skip = transport.skipper(topic)
         self._direct[topic] = first
         touched = self._touched
         readers = {id(t): t for t in tasks if t is not None}
-
-        def write(partition: int, key: Any, value: Any, ts: float, headers: Any) -> None:
-            delivers[partition](key, value, ts, skip(partition), headers)
 
         def mark() -> None:
             touched.update(readers)
 
         self._direct_marks.append(mark)
-        self._writers[topic] = write
+        self._writers[topic] = transport.direct_writer(topic, delivers)
 
     async def _restore(self, store: StorePartition, tp: TP) -> None:
         """Bring `store` up to the end of its changelog before any record is processed."""
