@@ -14,17 +14,14 @@ def open_transport(url: str) -> Transport:
     scheme, sep, rest = url.partition("://") if isinstance(url, str) else ("", "", "")
     if sep and scheme == "memory" and not rest:
         return MemoryTransport()
-    if sep and scheme == "kafka" and rest:
-        try:
-            from flowgraph.runtime.kafka import (  # type: ignore[import-not-found]
-                KafkaTransport,  # aiokafka is only needed here
-            )
-        except ImportError:
-            msg = (
-                f"broker {url!r} needs the Kafka transport, which this version does not have "
-                "yet; use 'memory://' for now"
-            )
-            raise ConfigurationError(msg) from None
-        return KafkaTransport(rest)  # type: ignore[no-any-return]
+    if sep and scheme == "kafka" and rest and all(_host_port(a) for a in rest.split(",")):
+        from flowgraph.runtime.kafka import KafkaTransport  # aiokafka is only needed here
+
+        return KafkaTransport(rest)
     msg = f"unsupported broker URL {url!r}; expected 'memory://' or 'kafka://host:port[,host:port]'"
     raise ConfigurationError(msg)
+
+
+def _host_port(address: str) -> bool:
+    host, sep, port = address.rpartition(":")
+    return bool(sep and host and port.isdigit())

@@ -172,6 +172,15 @@ class MemoryConsumer:
         """Read `tp` from `offset` on."""
         self._positions[tp] = offset
 
+    async def caught_up(self) -> bool:
+        """True when every partition is read to its end."""
+        logs = self._broker.logs
+        return all(
+            max(self._positions[tp], getattr(part, "base", 0)) >= part.end
+            for tp in self._tps
+            if (part := logs[tp[0]][tp[1]]) is not None
+        )
+
     async def commit(self, offsets: Mapping[TP, int]) -> None:
         """Store the group's positions."""
         self._committed.update(offsets)
@@ -209,8 +218,10 @@ class MemoryTransport:
                 compact=("cleanup.policy", "compact") in spec.configs,
             )
 
-    async def consumer(self, group: str, topics: Sequence[str]) -> MemoryConsumer:
-        """A consumer owning every partition of `topics`."""
+    async def consumer(
+        self, group: str, topics: Sequence[str], on_assigned: Any = None, on_revoked: Any = None
+    ) -> MemoryConsumer:
+        """A consumer owning every partition of `topics` (no rebalances, so no callbacks)."""
         return MemoryConsumer(self.broker, group, topics)
 
     def writer(self, topic: str) -> Callable[[int, Any, Any, float, Any], None]:

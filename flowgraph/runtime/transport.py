@@ -8,7 +8,7 @@ headers a tuple of ``(str, bytes)`` pairs or None. Two implementations: `memory:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from planner.physical import TopicSpec
@@ -40,6 +40,10 @@ class Consumer(Protocol):
 
     def seek(self, tp: TP, offset: int) -> None:
         """Read `tp` from `offset` on (the offset of the next record to fetch)."""
+        ...
+
+    async def caught_up(self) -> bool:
+        """True when this member has read every partition it owns to its end."""
         ...
 
     async def commit(self, offsets: Mapping[TP, int]) -> None:
@@ -74,8 +78,14 @@ class Transport(Protocol):
         """Create missing topics; a topic with other partitions is a `ConfigurationError`."""
         ...
 
-    async def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
-        """Join `group` subscribed to `topics`."""
+    async def consumer(
+        self,
+        group: str,
+        topics: Sequence[str],
+        on_assigned: Callable[[frozenset[TP]], Awaitable[None]] | None = None,
+        on_revoked: Callable[[frozenset[TP]], Awaitable[None]] | None = None,
+    ) -> Consumer:
+        """Join `group` subscribed to `topics`; rebalances call the two callbacks."""
         ...
 
     def writer(self, topic: str) -> Callable[[int, Any, Any, float, Any], None]:

@@ -141,6 +141,8 @@ class Worker:
         self.commit_every = commit_every
         self.commit_interval = commit_interval
         self._touched: dict[int, Task] = {}
+        self._lock = asyncio.Lock()
+        """Held while processing and committing, so a rebalance never cuts a batch in two."""
         self._positions: dict[TP, int] = {}
         self._since_commit = 0
         self._last_commit = time.monotonic()
@@ -178,8 +180,24 @@ class Worker:
                     spec = self.plan.topic(step.topic)
                     self._feeders.append(_Feeder(step, spec, self.codecs[spec.name][1]))
         entry_topics = [t for sub in self.plan.subtopologies for t in sub.source_topics]
-        self._consumer = await self.transport.consumer(self.plan.graph_id, entry_topics)
-        await self._assign(self._consumer.assignment())
+        self._consumer = await self.transport.consumer(
+            self.plan.graph_id, entry_topics, self._on_assigned, self._on_revoked
+        )
+        if self.transport.in_process:  # one member owns everything, at once
+            await self._assign(self._consumer.assignment())
+
+    async def _on_assigned(self, assignment: frozenset[TP]) -> None:
+        """A rebalance gave this worker `assignment`: restore its stores, build its tasks."""
+        async with self._lock:
+            await self._assign(assignment)
+
+    async def _on_revoked(self, revoked: frozenset[TP]) -> None:
+        """A rebalance takes `revoked` away: commit everything, then drop their tasks."""
+        async with self._lock:
+            await self.commit()
+            gone = {id(t) for tp, t in self.tasks.items() if tp in revoked}
+            self.tasks = {tp: t for tp, t in self.tasks.items() if id(t) not in gone}
+            self._all_tasks = [t for t in self._all_tasks if id(t) not in gone]
 
     async def _assign(self, assignment: frozenset[TP]) -> None:
         by_topic = {t: sub for sub in self.plan.subtopologies for t in sub.source_topics}
@@ -189,6 +207,8 @@ class Worker:
             for p in range(sub.partitions):
                 if not any((t, p) in assignment for t in sub.source_topics):
                     continue
+                if any((t, p) in self.tasks for t in sub.source_topics):
+                    continue  # already running here
                 stores: dict[str, StorePartition] = {}
                 for spec in self.plan.stores:
                     if any(s.id == spec.step for s in sub.steps):
@@ -289,15 +309,22 @@ class Worker:
                 if max_events is not None and self.stats.events >= max_events:
                     break
                 budget = None if max_events is None else max_events - self.stats.events
-                if not await self.step(budget):
-                    await self.commit()
-                    if until_idle and all(f.done for f in self._feeders):
+                wait = 0.0 if self.transport.in_process else idle_wait
+                if not await self.step(budget, wait):
+                    async with self._lock:
+                        await self.commit()
+                    if (
+                        until_idle
+                        and all(f.done for f in self._feeders)
+                        and await self._consumer_caught_up()
+                    ):
                         break
-                    await asyncio.sleep(idle_wait)
+                    if self.transport.in_process:
+                        await asyncio.sleep(idle_wait)
             await self.commit()
         return self.stats
 
-    async def step(self, budget: int | None = None) -> bool:
+    async def step(self, budget: int | None = None, timeout: float = 0.0) -> bool:
         """Fetch and process one batch from every partition that has records; False if none.
 
         Commits when `commit_every` records or `commit_interval` seconds have passed since
@@ -307,27 +334,35 @@ class Worker:
         for feeder in self._feeders:
             if not feeder.done:
                 await self.transport.produce(feeder.topic, feeder.chunk(FEED_CHUNK))
-        batches = await self._consumer.getmany(self.max_batch, 0.0)
+        batches = await self._consumer.getmany(self.max_batch, timeout)
         if not batches:
             return False
         if budget is not None:
             batches = self._trim(batches, budget)
-        for tp, messages in batches.items():
-            task = self.tasks[tp]
-            await task.process(tp[0], messages)
-            self._touched[id(task)] = task
-            self._positions[tp] = messages[-1][3] + 1
-            self._since_commit += len(messages)
-            if tp[0] in self._source_topics:
-                self.stats.events += len(messages)
-        for mark in self._direct_marks:
-            mark()
-        if (
-            self._since_commit >= self.commit_every
-            or time.monotonic() - self._last_commit >= self.commit_interval
-        ):
-            await self.commit()
+        async with self._lock:
+            for tp, messages in batches.items():
+                task = self.tasks.get(tp)
+                if task is None:  # revoked by a rebalance since the fetch
+                    continue
+                await task.process(tp[0], messages)
+                self._touched[id(task)] = task
+                self._positions[tp] = messages[-1][3] + 1
+                self._since_commit += len(messages)
+                if tp[0] in self._source_topics:
+                    self.stats.events += len(messages)
+            for mark in self._direct_marks:
+                mark()
+            if (
+                self._since_commit >= self.commit_every
+                or time.monotonic() - self._last_commit >= self.commit_interval
+            ):
+                await self.commit()
         return True
+
+    async def _consumer_caught_up(self) -> bool:
+        """True when every assigned partition has been read to its end."""
+        assert self._consumer is not None
+        return await self._consumer.caught_up()
 
     def _trim(self, batches: dict[TP, list[Any]], budget: int) -> dict[TP, list[Any]]:
         assert self._consumer is not None

@@ -1,0 +1,377 @@
+"""The `kafka://` transport: aiokafka producer, group consumer and admin client.
+
+Records leave a task through `writer`, which appends to one aiokafka `BatchBuilder` per
+partition without awaiting (the hot loop stays sync); `flush` sends the batches and waits for
+every ack. Restoring state reads a changelog partition with a group-less consumer.
+
+End offsets come from the fetch response's high watermark, never from ListOffsets alone:
+some Kafka-protocol brokers (tansu, the test broker) answer ListOffsets(latest) with the
+base offset of the partition's last record batch + 1, not its end. The high watermark is right
+on every broker, so `end_offset` seeks near the end and fetches to learn it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+from flowgraph.errors import ConfigurationError
+from flowgraph.runtime.transport import TP, Message, OutRecord, Write
+from planner.physical import TopicSpec
+
+__all__ = ["KafkaConsumer", "KafkaTransport"]
+
+CONNECT_TIMEOUT = 15.0
+"""Seconds to keep trying to reach the brokers at start before giving up in one sentence."""
+SESSION_TIMEOUT_MS = 10_000
+HEARTBEAT_INTERVAL_MS = 1_000
+MAX_BATCH_BYTES = 1 << 20
+FETCH_WAIT = 0.2
+"""Seconds a restore read waits for a fetch before deciding a partition is read to its end."""
+
+Assigned = Callable[[frozenset[TP]], Awaitable[None]]
+
+
+def _ms(ts: float | None) -> int | None:
+    return None if ts is None else int(ts * 1000)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Hands rebalances to the worker: commit and drop on revoke, restore on assign."""
+
+    def __init__(self, on_assigned: Assigned, on_revoked: Assigned) -> None:
+        self.on_assigned = on_assigned
+        self.on_revoked = on_revoked
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.on_revoked(frozenset((tp.topic, tp.partition) for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.on_assigned(frozenset((tp.topic, tp.partition) for tp in assigned))
+
+
+class KafkaConsumer:
+    """A member of the graph's consumer group (the `Consumer` protocol over aiokafka)."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+
+    def assignment(self) -> frozenset[TP]:
+        """Partitions this member owns now."""
+        return frozenset((tp.topic, tp.partition) for tp in self._consumer.assignment())
+
+    async def getmany(self, max_records: int, timeout: float) -> dict[TP, list[Message]]:
+        """Records fetched since the last call, as ``(key, value, seconds, offset, headers)``."""
+        data = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+        return {
+            (tp.topic, tp.partition): [
+                (r.key, r.value, r.timestamp / 1000, r.offset, tuple(r.headers) or None)
+                for r in records
+            ]
+            for tp, records in data.items()
+            if records
+        }
+
+    def seek(self, tp: TP, offset: int) -> None:
+        """Read `tp` from `offset` on."""
+        self._consumer.seek(TopicPartition(*tp), offset)
+
+    async def caught_up(self) -> bool:
+        """True when this member owns partitions and has read each to its high watermark."""
+        parts = self._consumer.assignment()
+        if not parts:
+            return False
+        for part in parts:
+            high = self._consumer.highwater(part)
+            if high is None or await self._consumer.position(part) < high:
+                return False
+        return True
+
+    async def commit(self, offsets: Mapping[TP, int]) -> None:
+        """Commit the group's offsets (the next offset to read per partition)."""
+        if offsets:
+            await self._consumer.commit(
+                {TopicPartition(*tp): OffsetAndMetadata(o, "") for tp, o in offsets.items()}
+            )
+
+    async def committed(self, tp: TP) -> int | None:
+        """The group's committed offset of `tp`, or None."""
+        result = await self._consumer.committed(TopicPartition(*tp))
+        return None if result is None else int(result)
+
+    async def stop(self) -> None:
+        """Leave the group (partitions move to the other members at once)."""
+        await self._consumer.stop()
+
+
+class _PartitionBuffer:
+    """Records for one topic partition, in aiokafka batches, sent at `flush`."""
+
+    __slots__ = ("batch", "full")
+
+    def __init__(self) -> None:
+        self.batch: Any = None
+        self.full: list[tuple[Any, int]] = []
+
+
+class KafkaTransport:
+    """`kafka://host:port[,host:port]`: topics, group membership and writes on Apache Kafka."""
+
+    in_process = False
+
+    def __init__(
+        self,
+        servers: str,
+        *,
+        session_timeout_ms: int = SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        self.servers = servers
+        self.url = f"kafka://{servers}"
+        self.session_timeout_ms = session_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.connect_timeout = connect_timeout
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._reader: AIOKafkaConsumer | None = None
+        self._buffers: dict[str, list[_PartitionBuffer]] = {}
+        self._partitions: dict[str, int] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, retrying for `connect_timeout` seconds, then fail in one sentence."""
+        deadline = time.monotonic() + self.connect_timeout
+        last: BaseException | None = None
+        while time.monotonic() < deadline:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.servers,
+                acks="all",
+                linger_ms=5,
+                max_batch_size=MAX_BATCH_BYTES,
+                max_request_size=4 * MAX_BATCH_BYTES,
+                request_timeout_ms=30_000,
+            )
+            try:
+                await asyncio.wait_for(producer.start(), max(deadline - time.monotonic(), 1.0))
+            except (TimeoutError, KafkaError, OSError) as exc:
+                last = exc
+                await producer.stop()
+                await asyncio.sleep(0.5)
+                continue
+            self._producer = producer
+            break
+        if self._producer is None:
+            why = f" ({type(last).__name__}: {last})" if last else ""
+            msg = (
+                f"cannot reach Kafka at {self.servers!r} after {self.connect_timeout:.0f} s{why}; "
+                "check that the broker runs and the address is right"
+            )
+            raise ConfigurationError(msg)
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.servers)
+        await self._admin.start()
+        self._reader = AIOKafkaConsumer(
+            bootstrap_servers=self.servers, enable_auto_commit=False, group_id=None
+        )
+        await self._reader.start()
+
+    async def stop(self) -> None:
+        """Flush what is buffered and disconnect."""
+        try:
+            if self._producer is not None:
+                await self.flush()
+        finally:
+            if self._producer is not None:
+                await self._producer.stop()
+            if self._reader is not None:
+                await self._reader.stop()
+            if self._admin is not None:
+                await self._admin.close()
+            self._producer = self._admin = self._reader = None
+
+    # -- topics --------------------------------------------------------------------------
+
+    async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
+        """Create missing topics; an existing one with other partitions is a clear error."""
+        assert self._admin is not None and self._producer is not None
+        new = [
+            NewTopic(
+                name=s.name,
+                num_partitions=s.partitions,
+                replication_factor=1,
+                topic_configs=dict(s.configs),
+            )
+            for s in specs
+        ]
+        for topic in new:
+            with contextlib.suppress(TopicAlreadyExistsError):  # checked just below
+                await self._admin.create_topics([topic])
+        for spec in specs:
+            have = await self._partition_count(spec.name)
+            if have != spec.partitions:
+                msg = (
+                    f"topic {spec.name!r} exists with {have} partitions but the plan needs "
+                    f"{spec.partitions}; delete the topic or change the graph's partitions"
+                )
+                raise ConfigurationError(msg)
+            self._partitions[spec.name] = have
+
+    async def _partition_count(self, topic: str) -> int:
+        assert self._producer is not None
+        for _ in range(50):
+            parts = await self._producer.partitions_for(topic)
+            if parts:
+                return len(parts)
+            await asyncio.sleep(0.1)
+        msg = f"topic {topic!r} was not found on {self.servers!r} after it was created"
+        raise ConfigurationError(msg)
+
+    # -- consuming -----------------------------------------------------------------------
+
+    async def consumer(
+        self,
+        group: str,
+        topics: Sequence[str],
+        on_assigned: Assigned | None = None,
+        on_revoked: Assigned | None = None,
+    ) -> KafkaConsumer:
+        """Join `group` over `topics`; rebalances call `on_assigned`/`on_revoked`."""
+
+        async def nothing(tps: frozenset[TP]) -> None:
+            return None
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.servers,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
+            max_partition_fetch_bytes=4 * MAX_BATCH_BYTES,
+            fetch_max_bytes=16 * MAX_BATCH_BYTES,
+        )
+        await consumer.start()
+        consumer.subscribe(
+            topics=list(topics),
+            listener=_Listener(on_assigned or nothing, on_revoked or nothing),
+        )
+        return KafkaConsumer(consumer)
+
+    # -- producing -----------------------------------------------------------------------
+
+    def writer(self, topic: str) -> Write:
+        """Append records to per-partition batches; `flush` sends them."""
+        assert self._producer is not None
+        producer = self._producer
+        buffers = self._buffers.setdefault(
+            topic, [_PartitionBuffer() for _ in range(self._partitions[topic])]
+        )
+
+        def write(partition: int, key: Any, value: Any, ts: float, headers: Any) -> None:
+            buf = buffers[partition]
+            if buf.batch is None:
+                buf.batch = producer.create_batch()
+            meta = buf.batch.append(
+                key=key, value=value, timestamp=_ms(ts), headers=list(headers or ())
+            )
+            if meta is None:  # batch full: keep it for flush, start another
+                buf.full.append((buf.batch, buf.batch.record_count()))
+                buf.batch = producer.create_batch()
+                buf.batch.append(
+                    key=key, value=value, timestamp=_ms(ts), headers=list(headers or ())
+                )
+
+        return write
+
+    async def flush(self) -> None:
+        """Send every buffered batch and wait for all acks."""
+        await self._send_buffers(self._buffers)
+
+    async def _send_buffers(
+        self, buffers: Mapping[str, list[_PartitionBuffer]]
+    ) -> dict[str, dict[int, int]]:
+        assert self._producer is not None
+        pending: list[tuple[str, int, int, Any]] = []
+        for topic, parts in buffers.items():
+            for partition, buf in enumerate(parts):
+                batches = buf.full
+                if buf.batch is not None:
+                    batches.append((buf.batch, buf.batch.record_count()))
+                buf.full, buf.batch = [], None
+                for batch, count in batches:
+                    if count:
+                        fut = await self._producer.send_batch(batch, topic, partition=partition)
+                        pending.append((topic, partition, count, fut))
+        last: dict[str, dict[int, int]] = {}
+        for topic, partition, count, fut in pending:
+            meta = await fut
+            end = meta.offset + count - 1
+            parts_last = last.setdefault(topic, {})
+            parts_last[partition] = max(parts_last.get(partition, -1), end)
+        return last
+
+    async def produce(self, topic: str, records: Sequence[OutRecord]) -> dict[int, int]:
+        """Write records, wait for their acks; the last offset written per partition."""
+        assert self._producer is not None
+        parts = [
+            _PartitionBuffer()
+            for _ in range(self._partitions.get(topic) or await self._partition_count(topic))
+        ]
+        producer = self._producer
+        for partition, key, value, ts, headers in records:
+            buf = parts[partition]
+            if buf.batch is None:
+                buf.batch = producer.create_batch()
+            hdrs = list(headers or ())
+            if buf.batch.append(key=key, value=value, timestamp=_ms(ts), headers=hdrs) is None:
+                buf.full.append((buf.batch, buf.batch.record_count()))
+                buf.batch = producer.create_batch()
+                buf.batch.append(key=key, value=value, timestamp=_ms(ts), headers=hdrs)
+        return (await self._send_buffers({topic: parts})).get(topic, {})
+
+    # -- reading for restore -------------------------------------------------------------
+
+    async def end_offset(self, tp: TP) -> int:
+        """The offset the next record of `tp` will get, from a fetch's high watermark."""
+        assert self._reader is not None
+        reader = self._reader
+        part = TopicPartition(*tp)
+        reader.assign([part])
+        await reader.seek_to_end(part)  # ListOffsets: at or a little before the end
+        near = await reader.position(part)
+        await reader.getmany(part, timeout_ms=int(FETCH_WAIT * 1000), max_records=1)
+        high = reader.highwater(part)
+        return max(int(near), int(high) if high is not None else 0)
+
+    async def read(self, tp: TP, start: int, end: int) -> list[Message]:
+        """Records of `tp` with offsets in ``[start, end)`` (compacted topics may have gaps)."""
+        assert self._reader is not None
+        reader = self._reader
+        part = TopicPartition(*tp)
+        reader.assign([part])
+        reader.seek(part, start)
+        out: list[Message] = []
+        while True:
+            data = await reader.getmany(
+                part, timeout_ms=int(FETCH_WAIT * 1000) * 5, max_records=50_000
+            )
+            records = data.get(part, [])
+            for r in records:
+                if r.offset >= end:
+                    return out
+                out.append((r.key, r.value, r.timestamp / 1000, r.offset, tuple(r.headers) or None))
+            if not records:
+                position = await reader.position(part)
+                if position >= end or (reader.highwater(part) or 0) <= position:
+                    return out
+            elif out and out[-1][3] >= end - 1:
+                return out
