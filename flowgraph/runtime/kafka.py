@@ -84,6 +84,11 @@ class KafkaConsumer:
         """Read `tp` from `offset` on."""
         self._consumer.seek(TopicPartition(*tp), offset)
 
+    def highwater(self, tp: TP) -> int | None:
+        """The high watermark from the last fetch of `tp` (None before the first)."""
+        high = self._consumer.highwater(TopicPartition(*tp))
+        return None if high is None else int(high)
+
     async def caught_up(self) -> bool:
         """True when this member owns partitions and has read each to its high watermark."""
         parts = self._consumer.assignment()

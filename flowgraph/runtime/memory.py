@@ -172,6 +172,10 @@ class MemoryConsumer:
         """Read `tp` from `offset` on."""
         self._positions[tp] = offset
 
+    def highwater(self, tp: TP) -> int | None:
+        """The end of the partition's log."""
+        return self._broker.logs[tp[0]][tp[1]].end
+
     async def caught_up(self) -> bool:
         """True when every partition is read to its end."""
         logs = self._broker.logs

@@ -42,6 +42,10 @@ class Consumer(Protocol):
         """Read `tp` from `offset` on (the offset of the next record to fetch)."""
         ...
 
+    def highwater(self, tp: TP) -> int | None:
+        """The end of `tp` as last seen by a fetch (None before the first)."""
+        ...
+
     async def caught_up(self) -> bool:
         """True when this member has read every partition it owns to its end."""
         ...

@@ -20,6 +20,8 @@ import asyncio
 import contextlib
 import gc
 import itertools
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -141,6 +143,10 @@ class Worker:
         self.commit_every = commit_every
         self.commit_interval = commit_interval
         self._touched: dict[int, Task] = {}
+        crash = os.environ.get("FLOWGRAPH_CRASH_AT", "")
+        point, _, nth = crash.partition(":")
+        self._crash_at = (point, int(nth or 1)) if point else None
+        self._crash_seen = 0
         self._lock = asyncio.Lock()
         """Held while processing and committing, so a rebalance never cuts a batch in two."""
         self._positions: dict[TP, int] = {}
@@ -276,6 +282,7 @@ class Worker:
                 updates[key] = None if v is None else (v if vc is None else tuple(vc.decode(v)))
             last = chunk[-1][3]
             store.write(updates, changelog_offset=last)
+            self._crash_point("in-restore")
             self.stats.restored += len(chunk)
             start = last + 1
 
@@ -345,6 +352,7 @@ class Worker:
                 if task is None:  # revoked by a rebalance since the fetch
                     continue
                 await task.process(tp[0], messages)
+                self._crash_point("in-batch")
                 self._touched[id(task)] = task
                 self._positions[tp] = messages[-1][3] + 1
                 self._since_commit += len(messages)
@@ -358,6 +366,16 @@ class Worker:
             ):
                 await self.commit()
         return True
+
+    def _crash_point(self, name: str) -> None:
+        """Fault injection for the crash tests: ``FLOWGRAPH_CRASH_AT=<point>:<n>`` makes the
+        process SIGKILL itself the n-th time it passes `point` (a real ``kill -9``, placed
+        exactly: in-batch, after-produce, after-store, after-commit, in-restore)."""
+        if self._crash_at is None or self._crash_at[0] != name:
+            return
+        self._crash_seen += 1
+        if self._crash_seen >= self._crash_at[1]:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     async def _consumer_caught_up(self) -> bool:
         """True when every assigned partition has been read to its end."""
@@ -430,14 +448,18 @@ class Worker:
             *(self.transport.produce(topic, recs) for _, _, topic, recs in changelog_writes),
         )
         acked = results[1 + len(produce) :]
+        self._crash_point("after-produce")
         for (store, dirty, _, _), last in zip(changelog_writes, acked, strict=True):
             assert last is not None
             store.write(dirty, changelog_offset=last[store.partition])
+        self._crash_point("after-store")
         assert self._consumer is not None
         await self._consumer.commit(positions)
+        self._crash_point("after-commit")
         for tp, position in positions.items():
-            if tp[0] in self._source_topics:
-                self.stats.lag[tp] = await self.transport.end_offset(tp) - position
+            high = self._consumer.highwater(tp)
+            if high is not None and tp[0] in self._source_topics:
+                self.stats.lag[tp] = max(high - position, 0)
 
     def _dead_letters(self, failures: list[Failure]) -> list[OutRecord]:
         out: list[OutRecord] = []
