@@ -61,8 +61,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 class KafkaConsumer:
     """A member of the graph's consumer group (the `Consumer` protocol over aiokafka)."""
 
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, written: Mapping[TP, int]) -> None:
         self._consumer = consumer
+        self._written = written
+        """End offsets this process's own writes reached, which a fetch may not show yet."""
 
     def assignment(self) -> frozenset[TP]:
         """Partitions this member owns now."""
@@ -96,7 +98,10 @@ class KafkaConsumer:
             return False
         for part in parts:
             high = self._consumer.highwater(part)
-            if high is None or await self._consumer.position(part) < high:
+            if high is None:
+                return False
+            end = max(high, self._written.get((part.topic, part.partition), 0))
+            if await self._consumer.position(part) < end:
                 return False
         return True
 
@@ -150,6 +155,7 @@ class KafkaTransport:
         self._reader: AIOKafkaConsumer | None = None
         self._buffers: dict[str, list[_PartitionBuffer]] = {}
         self._partitions: dict[str, int] = {}
+        self._written: dict[TP, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -269,7 +275,7 @@ class KafkaTransport:
             topics=list(topics),
             listener=_Listener(on_assigned or nothing, on_revoked or nothing),
         )
-        return KafkaConsumer(consumer)
+        return KafkaConsumer(consumer, self._written)
 
     # -- producing -----------------------------------------------------------------------
 
@@ -322,6 +328,8 @@ class KafkaTransport:
             end = meta.offset + count - 1
             parts_last = last.setdefault(topic, {})
             parts_last[partition] = max(parts_last.get(partition, -1), end)
+            tp = (topic, partition)
+            self._written[tp] = max(self._written.get(tp, 0), end + 1)
         return last
 
     async def produce(self, topic: str, records: Sequence[OutRecord]) -> dict[int, int]:
