@@ -40,8 +40,9 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Throughput benchmarks with their same-run baselines; figures go to stdout."""
-    session.install("-e", ".")
+    session.install("-e", ".[test]")
     session.run("python", "bench/bench_clicks.py", *session.posargs)
+    session.run("python", "bench/bench_kafka.py")
 
 
 @nox.session(python=PYTHON)

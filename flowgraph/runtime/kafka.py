@@ -75,8 +75,7 @@ class KafkaConsumer:
         data = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
         return {
             (tp.topic, tp.partition): [
-                (r.key, r.value, r.timestamp / 1000, r.offset, tuple(r.headers) or None)
-                for r in records
+                (r.key, r.value, r.timestamp / 1000, r.offset, r.headers or None) for r in records
             ]
             for tp, records in data.items()
             if records
