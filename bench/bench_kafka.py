@@ -31,12 +31,12 @@ from aiokafka.structs import TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import flowgraph as fg  # noqa: E402
-from flowgraph.runtime import open_transport  # noqa: E402
-from flowgraph.runtime.state import open_backend  # noqa: E402
-from flowgraph.runtime.worker import Worker  # noqa: E402
-from flowgraph.serde import AutoCodec, StrCodec  # noqa: E402
-from tests.kafka_broker import open_broker  # noqa: E402
+import flowgraph as fg
+from flowgraph.runtime import open_transport
+from flowgraph.runtime.state import open_backend
+from flowgraph.runtime.worker import Worker
+from flowgraph.serde import AutoCodec, StrCodec
+from tests.kafka_broker import open_broker
 
 PARTITIONS = 4
 
