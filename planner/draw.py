@@ -501,10 +501,19 @@ def physical_svg(plan: PhysicalPlan | PlanDescription, *, backend: str | None = 
         for u in s.inputs
         if u in rects
     ]
-    if d.dlq:
-        canvas.pill_row(
-            [(d.dlq, MARGIN + _pill_size(d.dlq) / 2, "dead letters of every step")], y, tips
-        )
+    bottom = [(d.dlq, "dead letters of every step")] if d.dlq else []
+    bottom += [
+        (t.name, "where each task's writes resume after a crash")
+        for t in d.topics
+        if t.role == "checkpoint"
+    ]
+    if bottom:
+        x = MARGIN
+        row = []
+        for name, tip in bottom:
+            row.append((name, x + _pill_size(name) / 2, tip))
+            x += _pill_size(name) + 16
+        canvas.pill_row(row, y, tips)
         y += PILL_H + 8
     canvas.front.append(_text(MARGIN, y + 18, LEGEND, size=10, anchor="start", color="#666"))
     canvas.right = max(canvas.right, MARGIN + _width(LEGEND, 10))

@@ -8,7 +8,14 @@ docs/concepts/naming.md.
 
 from __future__ import annotations
 
-__all__ = ["changelog_topic", "dlq_topic", "feed_topic", "repartition_topic", "store_name"]
+__all__ = [
+    "changelog_topic",
+    "checkpoint_topic",
+    "dlq_topic",
+    "feed_topic",
+    "repartition_topic",
+    "store_name",
+]
 
 
 def repartition_topic(graph_id: str, step_id: str) -> str:
@@ -29,6 +36,15 @@ def changelog_topic(store: str) -> str:
 def dlq_topic(graph_id: str) -> str:
     """Dead-letter topic for records that fail to decode or make a step raise."""
     return f"{graph_id}-dlq"
+
+
+def checkpoint_topic(graph_id: str) -> str:
+    """Compacted topic where each task notes, per commit, where its next writes will land.
+
+    After a crash, a task scans its output topics from there to learn which of the records it
+    is about to replay were already written, and does not write them twice.
+    """
+    return f"{graph_id}-checkpoints"
 
 
 def feed_topic(graph_id: str, step_id: str) -> str:

@@ -23,9 +23,9 @@ __all__ = [
     "TopicSpec",
 ]
 
-TopicRole = Literal["source", "sink", "repartition", "changelog", "dlq", "feed"]
+TopicRole = Literal["source", "sink", "repartition", "changelog", "dlq", "feed", "checkpoint"]
 
-INTERNAL_ROLES: frozenset[str] = frozenset({"repartition", "changelog", "feed"})
+INTERNAL_ROLES: frozenset[str] = frozenset({"repartition", "changelog", "feed", "checkpoint"})
 
 
 def _strs(value: Iterable[str]) -> tuple[str, ...]:

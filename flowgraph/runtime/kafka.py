@@ -369,6 +369,10 @@ class KafkaTransport:
                 buf.batch.append(key=key, value=value, timestamp=_ms(ts), headers=hdrs)
         return (await self._send_buffers({topic: parts})).get(topic, {})
 
+    def written_end(self, tp: TP) -> int:
+        """One past the last offset this process's acked writes reached in `tp` (0: none)."""
+        return self._written.get(tp, 0)
+
     # -- reading for restore -------------------------------------------------------------
 
     async def end_offset(self, tp: TP) -> int:

@@ -10,6 +10,7 @@ one state update per changed key per store. The worker owns the order of side ef
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -29,6 +30,10 @@ TopicCodecs = Mapping[str, tuple[Codec | None, Codec | None]]
 """Per topic, the key and value codec; None means records pass as Python objects."""
 
 _PARTITION_CACHE_MAX = 1 << 16
+ORIGIN_HEADER = "fg.o"
+"""Header naming the input a record written to a topic came from (task partition, entry
+index, entry offset, sequence among that input's outputs), so nothing is written twice."""
+ORIGIN = struct.Struct(">IHqI")
 
 
 class Failure:
@@ -74,6 +79,7 @@ class Task:
         codecs: TopicCodecs,
         hash_codecs: Mapping[str, Codec],
         writers: Mapping[str, Write],
+        tag_origins: bool = False,
     ) -> None:
         self.plan = plan
         self.sub = sub
@@ -81,6 +87,12 @@ class Task:
         self.stores = stores
         self.failures: list[Failure] = []
         self._writers = writers
+        self.tag_origins = tag_origins
+        """Tag written records with their origin and skip re-writes after a crash (Kafka)."""
+        self._seq = [0, -1, 0]
+        """Entry index being processed, offset of the last record written, its sequence."""
+        self.dedupe: dict[tuple[str, int, int], tuple[int, int]] = {}
+        """(topic, partition, entry index) -> last (offset, sequence) written before a crash."""
         self.counts: dict[str, int] = {}
         self._topic = ""
         self._codecs = codecs
@@ -217,7 +229,36 @@ class Task:
                 return
             write(default if kb is None else zlib.crc32(kb) % partitions, kb, vb, ts, h)
 
-        return write_bytes
+        if not self.tag_origins:
+            return write_bytes
+        seq = self._seq
+        dedupe = self.dedupe
+        me = self.partition
+        pack = ORIGIN.pack
+
+        def write_tagged(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            try:
+                kb = None if k is None or kc is None else kc.encode(k)
+                vb = None if v is None or vc is None else vc.encode(v)
+            except Exception as exc:
+                fail(exc, (k, v, ts, o, h))
+                return
+            p = default if kb is None else zlib.crc32(kb) % partitions
+            i = seq[0]
+            if seq[1] == o:
+                n = seq[2] = seq[2] + 1
+            else:
+                seq[1], n = o, 0
+                seq[2] = 0
+            if dedupe:
+                mark = dedupe.get((topic, p, i))
+                if mark is not None and (o, n) <= mark:
+                    return  # written before a crash; the replay must not write it again
+            if h:
+                h = tuple(x for x in h if x[0] != ORIGIN_HEADER)
+            write(p, kb, vb, ts, ((ORIGIN_HEADER, pack(me, i, o, n)), *(h or ())))
+
+        return write_tagged
 
     # -- processing ------------------------------------------------------------------------
 
@@ -227,9 +268,11 @@ class Task:
         push = self._entries[topic]
         entry = self._entry_ids[topic]
         self.counts[entry] = self.counts.get(entry, 0) + len(messages)
+        index = self._entry_index[topic]
+        self._seq[0], self._seq[1] = index, -1  # an input's outputs all come from one call
         if len(self._entry_index) > 1:
             for agg in self.aggregates.values():
-                agg.index = self._entry_index[topic]
+                agg.index = index
         if push is None:
             return
         kc, vc = self._decoders[topic]
@@ -246,6 +289,29 @@ class Task:
                 progressed = await step.drain() or progressed
             if not progressed:
                 break
+        if self.dedupe and messages:
+            self._retire_marks(index, messages[-1][3])
+
+    def _retire_marks(self, index: int, offset: int) -> None:
+        """Forget the marks of entry `index` once its replay has passed them all."""
+        done = [key for key, (o, _) in self.dedupe.items() if key[2] == index and o < offset]
+        for key in done:
+            del self.dedupe[key]
+
+    def note_written(self, topic: str, partition: int, origin: bytes) -> None:
+        """Recovery: a record with header `origin` is in `topic`; if it is ours, mark it."""
+        me, index, offset, seq = ORIGIN.unpack(origin)
+        if me != self.partition:
+            return
+        key = (topic, partition, index)
+        if key not in self.dedupe or self.dedupe[key] < (offset, seq):
+            self.dedupe[key] = (offset, seq)
+
+    def written_topics(self) -> list[str]:
+        """Topics this task writes (repartition and sink topics)."""
+        topics = [t for _, t in self.sub.outputs]
+        topics += [s.topic for s in self.sub.steps if isinstance(s, lg.Sink) and s.topic]
+        return list(dict.fromkeys(topics))
 
     def _decode_and_push(
         self, topic: str, messages: list[Rec], push: Push, kc: Codec | None, vc: Codec | None

@@ -30,10 +30,11 @@ import attrs
 
 from flowgraph.errors import ConfigurationError
 from flowgraph.runtime.state.base import Entry, StateBackend, StorePartition
-from flowgraph.runtime.task import Failure, Task
+from flowgraph.runtime.task import ORIGIN_HEADER, Failure, Task
 from flowgraph.runtime.transport import TP, Consumer, InProcessTransport, OutRecord, Transport
 from flowgraph.serde import AutoCodec, Codec, JsonCodec, RawCodec, codec_for
 from planner import logical as lg
+from planner import naming
 from planner.physical import PhysicalPlan, TopicSpec
 
 __all__ = ["RunStats", "Worker", "topic_codecs"]
@@ -147,6 +148,8 @@ class Worker:
         point, _, nth = crash.partition(":")
         self._crash_at = (point, int(nth or 1)) if point else None
         self._crash_seen = 0
+        self._scan_from: dict[TP, int] = {}
+        """Per output partition, an offset at or before anything this worker writes next."""
         self._lock = asyncio.Lock()
         """Held while processing and committing, so a rebalance never cuts a batch in two."""
         self._positions: dict[TP, int] = {}
@@ -221,7 +224,18 @@ class Worker:
                         store = self.backend.open(spec.name, p)
                         await self._restore(store, (spec.changelog, p))
                         stores[spec.name] = self.stores[(spec.name, p)] = store
-                task = Task(self.plan, sub, p, stores, self.codecs, self.hash_codecs, self._writers)
+                task = Task(
+                    self.plan,
+                    sub,
+                    p,
+                    stores,
+                    self.codecs,
+                    self.hash_codecs,
+                    self._writers,
+                    tag_origins=not self.transport.in_process,
+                )
+                if task.tag_origins:
+                    await self._recover_writes(task)
                 self._all_tasks.append(task)
                 for t in sub.source_topics:
                     if (t, p) in assignment and by_topic[t] is sub:
@@ -229,6 +243,74 @@ class Worker:
             for t in sub.source_topics:
                 if self.plan.topic(t).role == "repartition":
                     await self._wire_direct(t)
+
+    async def _recover_writes(self, task: Task) -> None:
+        """Learn what `task` wrote after its last commit, so its replay writes nothing twice.
+
+        Its checkpoint says where its output topics ended at its last commit; everything of
+        its own from there on (origin header with its partition) was written by the run that
+        crashed, for inputs it will now process again. Those (entry, offset, sequence) marks
+        let the task's writers skip exactly those records.
+        """
+        checkpoints = await self._checkpoints()
+        noted = checkpoints.get(_task_key(task), {})
+        for topic in task.written_topics():
+            for r in range(self.plan.topic(topic).partitions):
+                tp = (topic, r)
+                start = int(noted.get(topic, {}).get(r, 0))
+                end = await self.transport.end_offset(tp)
+                self._scan_from[tp] = max(self._scan_from.get(tp, 0), end)
+                while start < end:
+                    chunk = await self.transport.read(tp, start, min(end, start + 50_000))
+                    if not chunk:
+                        break
+                    for _k, _v, _ts, _o, headers in chunk:
+                        for name, value in headers or ():
+                            if name == ORIGIN_HEADER:
+                                task.note_written(topic, r, value)
+                    start = chunk[-1][3] + 1
+
+    async def _checkpoints(self) -> dict[str, dict[str, dict[int, int]]]:
+        """The latest checkpoint of every task of this graph, by task key."""
+        name = naming.checkpoint_topic(self.plan.graph_id)
+        if not any(t.name == name for t in self.plan.topics):
+            return {}
+        tp = (name, 0)
+        kc, vc = self.codecs[name]
+        end = await self.transport.end_offset(tp)
+        latest: dict[str, dict[str, dict[int, int]]] = {}
+        start = 0
+        while start < end:
+            chunk = await self.transport.read(tp, start, end)
+            if not chunk:
+                break
+            for k, v, _ts, _o, _h in chunk:
+                key = k if kc is None else kc.decode(k)
+                latest[key] = v if vc is None else vc.decode(v)
+            start = chunk[-1][3] + 1
+        return latest
+
+    async def _write_checkpoints(self, tasks: list[Task]) -> None:
+        """After a commit: note where each task's output topics end now (see _recover_writes)."""
+        name = naming.checkpoint_topic(self.plan.graph_id)
+        kc, vc = self.codecs.get(name, (None, None))
+        if kc is None or vc is None:
+            return
+        written = getattr(self.transport, "written_end", None)
+        records: list[OutRecord] = []
+        for task in tasks:
+            if not task.tag_origins:
+                continue
+            noted: dict[str, dict[int, int]] = {}
+            for topic in task.written_topics():
+                for r in range(self.plan.topic(topic).partitions):
+                    tp = (topic, r)
+                    end = max(self._scan_from.get(tp, 0), written(tp) if written else 0)
+                    self._scan_from[tp] = end
+                    noted.setdefault(topic, {})[r] = end
+            records.append((0, kc.encode(_task_key(task)), vc.encode(noted), time.time(), None))
+        if records:
+            await self.transport.produce(name, records)
 
     async def _wire_direct(self, topic: str) -> None:
         """Hand records for `topic` straight to the tasks that read it, when that is exact.
@@ -456,6 +538,7 @@ class Worker:
         assert self._consumer is not None
         await self._consumer.commit(positions)
         self._crash_point("after-commit")
+        await self._write_checkpoints(touched)
         for tp, position in positions.items():
             high = self._consumer.highwater(tp)
             if high is not None and tp[0] in self._source_topics:
@@ -508,6 +591,11 @@ class Worker:
             ends = [transport.end(topic, p) for p in range(len(first))]
             counts[step] = counts.get(step, 0) + sum(ends) - sum(first)
         return counts
+
+
+def _task_key(task: Task) -> str:
+    """Stable name of a task: its sub-topology and partition."""
+    return f"{task.sub.id}-{task.partition}"
 
 
 @contextlib.contextmanager

@@ -28,9 +28,9 @@ DLQ = f"{GRAPH}-dlq"
 Build = Callable[[fg.Stream], object]
 
 REPLAY_THROUGH_REPARTITION_BUG = (
-    "bug: records written to a repartition topic get new offsets, so a source replayed after "
-    "a crash between producing them and committing the source (DESIGN §4) writes them again "
-    "and the aggregate downstream applies them twice"
+    "not on memory://: a replay through a repartition topic is exact on kafka:// (origin "
+    "headers + <graph>-checkpoints, see tests/integration/test_kafka.py); memory:// has no "
+    "crashes to recover from, and rewinding its offsets by hand replays like a first run"
 )
 
 

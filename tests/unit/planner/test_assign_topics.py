@@ -38,6 +38,10 @@ def topics_of(plan: PhysicalPlan) -> tuple[TopicSpec, ...]:
 
 
 DLQ = TopicSpec(name="g-dlq", partitions=1, role="dlq", value_type=bytes)
+CHECKPOINTS = TopicSpec(
+    name="g-checkpoints", partitions=1, role="checkpoint", key_type=str, value_type=bytes,
+    configs=COMPACT,
+)
 
 
 def test_source_sink_and_dlq():
@@ -51,6 +55,7 @@ def test_source_sink_and_dlq():
         TopicSpec(name="copy", partitions=4, role="sink", key_type=str, value_type=dict),
         TopicSpec(name="wide", partitions=8, role="sink"),
         DLQ,
+        CHECKPOINTS,
     )
 
 
@@ -73,8 +78,9 @@ def test_repartition_and_compacted_changelog():
         TopicSpec(name="g-per_url-changelog", partitions=4, role="changelog",
                   key_type=str, value_type=int, configs=COMPACT),
         DLQ,
+        CHECKPOINTS,
     )
-    assert [t.internal for t in topics] == [False, True, False, True, False]
+    assert [t.internal for t in topics] == [False, True, False, True, False, True]
 
 
 def test_feed_source_gets_the_feed_role():
@@ -91,4 +97,4 @@ def test_two_sinks_to_one_topic_list_it_once():
         Sink(id="a", inputs=("in",), topic="out"),
         Sink(id="b", inputs=("in",), topic="out"),
     )
-    assert [t.name for t in topics_of(plan)] == ["in", "out", "g-dlq"]
+    assert [t.name for t in topics_of(plan)] == ["in", "out", "g-dlq", "g-checkpoints"]
