@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import flowgraph as fg
 from flowgraph.runtime import open_transport
 from flowgraph.runtime.state import open_backend
-from flowgraph.runtime.worker import Worker
+from flowgraph.runtime.worker import POSITION_HEADER, Worker
 from flowgraph.serde import AutoCodec, StrCodec
 from tests.kafka_broker import open_broker
 
@@ -151,7 +151,13 @@ async def restore(url: str, n: int) -> float:
         await transport.create_topics(plan.topics)
         keys, values = StrCodec(), AutoCodec()
         records = [
-            (0, keys.encode(f"key-{i % 100_000}"), values.encode((i, i % 977)), 0.0, None)
+            (
+                0,
+                keys.encode(f"key-{i % 100_000}"),
+                values.encode(i % 977),
+                0.0,
+                ((POSITION_HEADER, msgspec.msgpack.encode(i)),),
+            )
             for i in range(n)
         ]
         for i in range(0, n, 100_000):

@@ -400,13 +400,15 @@ class KafkaTransport:
                 part, timeout_ms=int(FETCH_WAIT * 1000) * 5, max_records=50_000
             )
             records = data.get(part, [])
-            for r in records:
-                if r.offset >= end:
-                    return out
-                out.append((r.key, r.value, r.timestamp / 1000, r.offset, tuple(r.headers) or None))
+            done = bool(records) and records[-1].offset >= end - 1
+            if done and records[-1].offset >= end:
+                records = [r for r in records if r.offset < end]
+            out += [
+                (r.key, r.value, r.timestamp / 1000, r.offset, r.headers or None) for r in records
+            ]
+            if done:
+                return out
             if not records:
                 position = await reader.position(part)
                 if position >= end or (reader.highwater(part) or 0) <= position:
                     return out
-            elif out and out[-1][3] >= end - 1:
-                return out

@@ -27,18 +27,21 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
+import msgspec
 
 from flowgraph.errors import ConfigurationError
 from flowgraph.runtime.state.base import Entry, StateBackend, StorePartition
 from flowgraph.runtime.task import ORIGIN_HEADER, Failure, Task
 from flowgraph.runtime.transport import TP, Consumer, InProcessTransport, OutRecord, Transport
-from flowgraph.serde import AutoCodec, Codec, JsonCodec, RawCodec, codec_for
+from flowgraph.serde import AutoCodec, Codec, JsonCodec, RawCodec, codec_for, fast_decoder
 from planner import logical as lg
 from planner import naming
 from planner.physical import PhysicalPlan, TopicSpec
 
 __all__ = ["RunStats", "Worker", "topic_codecs"]
 
+POSITION_HEADER = "fg.pos"
+"""Changelog header holding the source offset(s) a stored value reflects (DESIGN §4)."""
 DEFAULT_MAX_BATCH = 2_000
 """Records fetched per partition at a time: small enough to stay in the CPU caches."""
 COMMIT_EVERY = 20_000
@@ -148,6 +151,7 @@ class Worker:
         point, _, nth = crash.partition(":")
         self._crash_at = (point, int(nth or 1)) if point else None
         self._crash_seen = 0
+        self._auto = AutoCodec()
         self._scan_from: dict[TP, int] = {}
         """Per output partition, an offset at or before anything this worker writes next."""
         self._lock = asyncio.Lock()
@@ -205,6 +209,10 @@ class Worker:
         async with self._lock:
             await self.commit()
             gone = {id(t) for tp, t in self.tasks.items() if tp in revoked}
+            for task in self._all_tasks:
+                if id(task) in gone:
+                    for name in task.stores:
+                        self.stores.pop((name, task.partition), None)
             self.tasks = {tp: t for tp, t in self.tasks.items() if id(t) not in gone}
             self._all_tasks = [t for t in self._all_tasks if id(t) not in gone]
 
@@ -354,14 +362,27 @@ class Worker:
             start = None
         start = 0 if start is None else start + 1
         kc, vc = self.codecs[tp[0]]
+        vd = fast_decoder(vc) if vc is not None else None
         while start < end:
             chunk = await self.transport.read(tp, start, min(end, start + 50_000))
             if not chunk:
                 break
             updates: dict[Any, Entry | None] = {}
-            for k, v, _ts, _o, _h in chunk:
+            for k, v, _ts, _o, h in chunk:
                 key = k if kc is None else kc.decode(k)
-                updates[key] = None if v is None else (v if vc is None else tuple(vc.decode(v)))
+                if v is None:
+                    updates[key] = None
+                elif vc is None:
+                    updates[key] = v
+                else:
+                    position = h[0][1] if h and h[0][0] == POSITION_HEADER else None
+                    if position is None:
+                        msg = (
+                            f"changelog {tp[0]!r} has a record without its {POSITION_HEADER!r} "
+                            f"header at offset {_o}; it was not written by flowgraph"
+                        )
+                        raise ConfigurationError(msg)
+                    updates[key] = (_decode_position(position), vc.decode(v) if vd is None else vd(v))
             last = chunk[-1][3]
             store.write(updates, changelog_offset=last)
             self._crash_point("in-restore")
@@ -513,16 +534,22 @@ class Worker:
         for store, dirty, store_name in changes:
             changelog = self._changelogs[store_name]
             kc, vc = self.codecs[changelog]
-            records: list[OutRecord] = [
-                (
-                    store.partition,
-                    k if kc is None else kc.encode(k),
-                    e if vc is None else vc.encode(e),
-                    now,
-                    None,
-                )
-                for k, e in dirty.items()
-            ]
+            if vc is None:  # in process: the entry itself
+                records: list[OutRecord] = [
+                    (store.partition, k, e, now, None) for k, e in dirty.items()
+                ]
+            else:  # the value as bytes, the source offset(s) it reflects in a header
+                assert kc is not None
+                records = [
+                    (
+                        store.partition,
+                        kc.encode(k),
+                        None if e is None else vc.encode(e[1]),
+                        now,
+                        None if e is None else ((POSITION_HEADER, _encode_position(e[0])),),
+                    )
+                    for k, e in dirty.items()
+                ]
             changelog_writes.append((store, dirty, changelog, records))
         results = await asyncio.gather(
             self.transport.flush(),
@@ -591,6 +618,16 @@ class Worker:
             ends = [transport.end(topic, p) for p in range(len(first))]
             counts[step] = counts.get(step, 0) + sum(ends) - sum(first)
         return counts
+
+
+_encode_position = msgspec.msgpack.Encoder().encode
+_decode_list = msgspec.msgpack.Decoder(int | list[int]).decode
+
+
+def _decode_position(data: bytes) -> int | tuple[int, ...]:
+    """A stored position: an int, or one int per input topic (msgpack gives a list back)."""
+    position = _decode_list(data)
+    return position if isinstance(position, int) else tuple(position)
 
 
 def _task_key(task: Task) -> str:
