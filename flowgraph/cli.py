@@ -21,6 +21,7 @@ import argparse
 import ast
 import importlib
 import inspect
+import logging
 import os
 import re
 import sys
@@ -375,6 +376,10 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flowgraph`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
+    if not getattr(args, "debug", False):
+        # aiokafka logs every failed connection attempt; our own message says it once
+        logging.getLogger("aiokafka").addHandler(logging.NullHandler())
+        logging.getLogger("aiokafka").propagate = False
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

@@ -197,7 +197,9 @@ class KafkaTransport:
             self._producer = producer
             break
         if self._producer is None:
-            why = f" ({type(last).__name__}: {last})" if last else ""
+            text = str(last)
+            name = type(last).__name__
+            why = f" ({text if text.startswith(name) else f'{name}: {text}'})" if last else ""
             msg = (
                 f"cannot reach Kafka at {self.servers!r} after {self.connect_timeout:.0f} s{why}; "
                 "check that the broker runs and the address is right"

@@ -382,7 +382,8 @@ class Worker:
                             f"header at offset {_o}; it was not written by flowgraph"
                         )
                         raise ConfigurationError(msg)
-                    updates[key] = (_decode_position(position), vc.decode(v) if vd is None else vd(v))
+                    value = vc.decode(v) if vd is None else vd(v)
+                    updates[key] = (_decode_position(position), value)
             last = chunk[-1][3]
             store.write(updates, changelog_offset=last)
             self._crash_point("in-restore")
