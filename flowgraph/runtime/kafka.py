@@ -34,6 +34,8 @@ CONNECT_TIMEOUT = 15.0
 SESSION_TIMEOUT_MS = 10_000
 HEARTBEAT_INTERVAL_MS = 1_000
 MAX_BATCH_BYTES = 1 << 20
+END_OFFSET_TIMEOUT = 60.0
+"""Seconds to wait for a fetch response that tells a partition's end before giving up."""
 FETCH_WAIT = 0.2
 """Seconds a restore read waits for a fetch before deciding a partition is read to its end."""
 
@@ -385,9 +387,18 @@ class KafkaTransport:
         reader.assign([part])
         await reader.seek_to_end(part)  # ListOffsets: at or a little before the end
         near = await reader.position(part)
-        await reader.getmany(part, timeout_ms=int(FETCH_WAIT * 1000), max_records=1)
-        high = reader.highwater(part)
-        return max(int(near), int(high) if high is not None else 0)
+        deadline = time.monotonic() + END_OFFSET_TIMEOUT
+        while True:  # only a fetch response tells the true end; never guess (state depends on it)
+            await reader.getmany(part, timeout_ms=int(FETCH_WAIT * 1000), max_records=1)
+            high = reader.highwater(part)
+            if high is not None:
+                return max(int(near), int(high))
+            if time.monotonic() > deadline:
+                msg = (
+                    f"Kafka at {self.servers!r} did not answer a fetch of {tp[0]!r} "
+                    f"partition {tp[1]} within {END_OFFSET_TIMEOUT:.0f} s; is it overloaded?"
+                )
+                raise ConfigurationError(msg)
 
     async def read(self, tp: TP, start: int, end: int) -> list[Message]:
         """Records of `tp` with offsets in ``[start, end)`` (compacted topics may have gaps)."""
@@ -410,7 +421,8 @@ class KafkaTransport:
             ]
             if done:
                 return out
-            if not records:
+            if not records:  # a slow fetch returns nothing too: stop only at a known end
                 position = await reader.position(part)
-                if position >= end or (reader.highwater(part) or 0) <= position:
+                high = reader.highwater(part)
+                if position >= end or (high is not None and high <= position):
                     return out
