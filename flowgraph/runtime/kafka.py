@@ -143,6 +143,18 @@ class _PartitionBuffer:
         self.batch: Any = None
         self.full: list[tuple[Any, int]] = []
 
+    def add(
+        self, producer: AIOKafkaProducer, key: Any, value: Any, ts: float, headers: Any
+    ) -> None:
+        """Append one record; a full batch is kept for `flush` and another started."""
+        hdrs = list(headers or ())
+        if self.batch is None:
+            self.batch = producer.create_batch()
+        if self.batch.append(key=key, value=value, timestamp=_ms(ts), headers=hdrs) is None:
+            self.full.append((self.batch, self.batch.record_count()))
+            self.batch = producer.create_batch()
+            self.batch.append(key=key, value=value, timestamp=_ms(ts), headers=hdrs)
+
 
 class KafkaTransport:
     """`kafka://host:port[,host:port]`: topics, group membership and writes on Apache Kafka."""
@@ -310,18 +322,7 @@ class KafkaTransport:
         )
 
         def write(partition: int, key: Any, value: Any, ts: float, headers: Any) -> None:
-            buf = buffers[partition]
-            if buf.batch is None:
-                buf.batch = producer.create_batch()
-            meta = buf.batch.append(
-                key=key, value=value, timestamp=_ms(ts), headers=list(headers or ())
-            )
-            if meta is None:  # batch full: keep it for flush, start another
-                buf.full.append((buf.batch, buf.batch.record_count()))
-                buf.batch = producer.create_batch()
-                buf.batch.append(
-                    key=key, value=value, timestamp=_ms(ts), headers=list(headers or ())
-                )
+            buffers[partition].add(producer, key, value, ts, headers)
 
         return write
 
@@ -363,14 +364,7 @@ class KafkaTransport:
         ]
         producer = self._producer
         for partition, key, value, ts, headers in records:
-            buf = parts[partition]
-            if buf.batch is None:
-                buf.batch = producer.create_batch()
-            hdrs = list(headers or ())
-            if buf.batch.append(key=key, value=value, timestamp=_ms(ts), headers=hdrs) is None:
-                buf.full.append((buf.batch, buf.batch.record_count()))
-                buf.batch = producer.create_batch()
-                buf.batch.append(key=key, value=value, timestamp=_ms(ts), headers=hdrs)
+            parts[partition].add(producer, key, value, ts, headers)
         return (await self._send_buffers({topic: parts})).get(topic, {})
 
     def written_end(self, tp: TP) -> int:
