@@ -418,4 +418,6 @@ def fast_decoder(codec: Codec) -> Callable[[bytes], Any]:
         return codec._decode
     if isinstance(codec, StrCodec):
         return bytes.decode
+    if isinstance(codec, AutoCodec):
+        return codec._decoder.decode
     return codec.decode

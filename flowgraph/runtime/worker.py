@@ -361,7 +361,12 @@ class Worker:
             store.clear()
             start = None
         start = 0 if start is None else start + 1
+        with _quiet_gc():
+            await self._restore_range(store, tp, start, end)
+
+    async def _restore_range(self, store: StorePartition, tp: TP, start: int, end: int) -> None:
         kc, vc = self.codecs[tp[0]]
+        kd = fast_decoder(kc) if kc is not None else None
         vd = fast_decoder(vc) if vc is not None else None
         while start < end:
             chunk = await self.transport.read(tp, start, min(end, start + 50_000))
@@ -369,7 +374,7 @@ class Worker:
                 break
             updates: dict[Any, Entry | None] = {}
             for k, v, _ts, _o, h in chunk:
-                key = k if kc is None else kc.decode(k)
+                key = k if kd is None else kd(k)
                 if v is None:
                     updates[key] = None
                 elif vc is None:
@@ -636,6 +641,10 @@ def _task_key(task: Task) -> str:
     return f"{task.sub.id}-{task.partition}"
 
 
+_GC_DEPTH = [0]
+"""How many `_quiet_gc` blocks are open: the collector settings are process-wide."""
+
+
 @contextlib.contextmanager
 def _quiet_gc() -> Iterator[None]:
     """Keep CPython's cyclic GC from rescanning every long-lived record over and over.
@@ -643,14 +652,24 @@ def _quiet_gc() -> Iterator[None]:
     A run allocates a few tuples per record; with the default threshold the collector runs
     every 700 allocations and its older generations walk every record still buffered, which
     measured here as more than half of the run time. Objects alive at the start are frozen
-    (never scanned) and young collections run 70x less often; both are undone at the end.
+    (never scanned) and young collections run 70x less often; both are undone when the
+    outermost use ends (a restore inside a run nests).
     """
+    if _GC_DEPTH[0]:
+        _GC_DEPTH[0] += 1
+        try:
+            yield
+        finally:
+            _GC_DEPTH[0] -= 1
+        return
     threshold = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(max(threshold[0], 50_000), *threshold[1:])
+    _GC_DEPTH[0] = 1
     try:
         yield
     finally:
+        _GC_DEPTH[0] = 0
         gc.set_threshold(*threshold)
         gc.unfreeze()
 
