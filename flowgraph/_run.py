@@ -60,6 +60,8 @@ async def run_async(
     stop: asyncio.Event | None = None,
     on_start: Callable[[Worker], None] | None = None,
     on_worker: Callable[[Worker], None] | None = None,
+    commit_every: int | None = None,
+    commit_interval: float | None = None,
 ) -> RunResult:
     """Async form of `run`, for callers that already have an event loop.
 
@@ -69,7 +71,12 @@ async def run_async(
     plan = graph if isinstance(graph, PhysicalPlan) else make_plan(graph)
     transport = open_transport(broker)
     backend = open_backend(store)
-    worker = Worker(plan, transport, backend)
+    commits: dict[str, Any] = {}
+    if commit_every is not None:
+        commits["commit_every"] = commit_every
+    if commit_interval is not None:
+        commits["commit_interval"] = commit_interval
+    worker = Worker(plan, transport, backend, **commits)
     # On memory:// nothing outside this process can write, so an idle run is a finished one.
     idle_ends = transport.in_process if until_idle is None else until_idle
     try:
@@ -95,6 +102,8 @@ def run(
     max_events: int | None = None,
     on_start: Callable[[Worker], None] | None = None,
     on_worker: Callable[[Worker], None] | None = None,
+    commit_every: int | None = None,
+    commit_interval: float | None = None,
 ) -> RunResult:
     """Run `graph` until it is idle (memory://, or `until_idle=True`), `max_events`, or a signal.
 
@@ -122,6 +131,8 @@ def run(
                 stop=stop,
                 on_start=on_start,
                 on_worker=on_worker,
+                commit_every=commit_every,
+                commit_interval=commit_interval,
             )
         finally:
             for sig in installed:

@@ -256,6 +256,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             store=args.store,
             until_idle=True if args.until_idle else None,
             max_events=args.max_events,
+            commit_every=args.commit_every,
+            commit_interval=args.commit_interval,
             on_worker=view.attach,
             on_start=view.started,
         )
@@ -340,6 +342,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--max-events", type=_positive, metavar="N", help="stop after N source records"
+    )
+    run.add_argument(
+        "--commit-every",
+        type=_positive,
+        metavar="N",
+        default=None,
+        help="commit after N records at the latest (default 100000)",
+    )
+    run.add_argument(
+        "--commit-interval",
+        type=float,
+        metavar="SECONDS",
+        default=None,
+        help="commit after this many seconds at the latest (default 1.0)",
     )
     run.add_argument(
         "--until-idle",

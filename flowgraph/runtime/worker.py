@@ -44,7 +44,7 @@ POSITION_HEADER = "fg.pos"
 """Changelog header holding the source offset(s) a stored value reflects (DESIGN §4)."""
 DEFAULT_MAX_BATCH = 2_000
 """Records fetched per partition at a time: small enough to stay in the CPU caches."""
-COMMIT_EVERY = 20_000
+COMMIT_EVERY = 100_000
 """Records processed between commits (each commit writes one changelog record per key)."""
 COMMIT_INTERVAL = 1.0
 """Seconds at most between commits while records flow."""

@@ -325,7 +325,8 @@ def worker_env(crash_at: str | None = None) -> dict[str, str]:
 
 
 def worker_cmd(target: str, broker: str, state: Path | None, *extra: str) -> list[str]:
-    cmd = [*FLOWGRAPH, "run", target, "--broker", broker]
+    # commits every 20,000 records, so the crash points (counted in commits) fall mid-run
+    cmd = [*FLOWGRAPH, "run", target, "--broker", broker, "--commit-every", "20000"]
     if state is not None:
         cmd += ["--store", f"rocksdb://{state}"]
     return [*cmd, *extra]
@@ -508,8 +509,10 @@ def test_kill_9_at_a_crash_point_keeps_counts_exact(
     assert crashed.returncode == -signal.SIGKILL, crashed.why()
     assert "summary of graph" not in crashed.stdout
     timings.append(f"crashed run {crashed.seconds:.1f} s")
-    if point == "in-restore":  # stores are opened and restored one partition after another
-        assert 0 < len(owned(state, job.store)) < job.partitions, "not killed mid-restore"
+    if point == "in-restore":
+        # The point fires only inside a restore, after a chunk is written; which partition
+        # that is depends on how the partial run's batches fell (an empty changelog has none).
+        assert owned(state, job.store), "not killed mid-restore"
     done_before = sum(committed(kafka, job.graph_id, job.topic, 4).values())
     assert done_before < BIG, "the crash came after the last commit: not mid-run"
     if point in ("after-commit", "in-restore"):
