@@ -134,6 +134,8 @@ class LiveView:
         )
         if self._lag:
             line += f", lag {sum(self._lag.values())}"
+        if stats.restored:
+            line += f", restored {stats.restored} changelog records"
         return line
 
     def _render(self) -> Group:
