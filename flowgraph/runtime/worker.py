@@ -151,7 +151,6 @@ class Worker:
         point, _, nth = crash.partition(":")
         self._crash_at = (point, int(nth or 1)) if point else None
         self._crash_seen = 0
-        self._auto = AutoCodec()
         self._scan_from: dict[TP, int] = {}
         """Per output partition, an offset at or before anything this worker writes next."""
         self._lock = asyncio.Lock()
