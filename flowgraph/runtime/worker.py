@@ -17,8 +17,6 @@ make sure no record is applied to a table twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import itertools
 import os
 import signal
@@ -27,21 +25,19 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
-import msgspec
 
 from flowgraph.errors import ConfigurationError
+from flowgraph.runtime.collector import quiet_gc
+from flowgraph.runtime.recovery import POSITION_HEADER, Recovery, encode_position
 from flowgraph.runtime.state.base import Entry, StateBackend, StorePartition
-from flowgraph.runtime.task import ORIGIN_HEADER, Failure, Task
+from flowgraph.runtime.task import Failure, Task
 from flowgraph.runtime.transport import TP, Consumer, InProcessTransport, OutRecord, Transport
-from flowgraph.serde import AutoCodec, Codec, JsonCodec, RawCodec, codec_for, fast_decoder
+from flowgraph.serde import AutoCodec, Codec, JsonCodec, RawCodec, codec_for
 from planner import logical as lg
-from planner import naming
 from planner.physical import PhysicalPlan, TopicSpec
 
 __all__ = ["RunStats", "Worker", "topic_codecs"]
 
-POSITION_HEADER = "fg.pos"
-"""Changelog header holding the source offset(s) a stored value reflects (DESIGN §4)."""
 DEFAULT_MAX_BATCH = 2_000
 """Records fetched per partition at a time: small enough to stay in the CPU caches."""
 COMMIT_EVERY = 100_000
@@ -151,8 +147,6 @@ class Worker:
         point, _, nth = crash.partition(":")
         self._crash_at = (point, int(nth or 1)) if point else None
         self._crash_seen = 0
-        self._scan_from: dict[TP, int] = {}
-        """Per output partition, an offset at or before anything this worker writes next."""
         self._lock = asyncio.Lock()
         """Held while processing and committing, so a rebalance never cuts a batch in two."""
         self._positions: dict[TP, int] = {}
@@ -174,6 +168,7 @@ class Worker:
         self._direct: dict[str, list[int]] = {}
         """Per directly wired topic: the end offsets of its partitions when it was wired."""
         self._direct_marks: list[Callable[[], None]] = []
+        self.recovery = Recovery(plan, transport, self.codecs, self.stats, self._crash_point)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -229,7 +224,7 @@ class Worker:
                 for spec in self.plan.stores:
                     if any(s.id == spec.step for s in sub.steps):
                         store = self.backend.open(spec.name, p)
-                        await self._restore(store, (spec.changelog, p))
+                        await self.recovery.restore(store, (spec.changelog, p))
                         stores[spec.name] = self.stores[(spec.name, p)] = store
                 task = Task(
                     self.plan,
@@ -242,7 +237,7 @@ class Worker:
                     tag_origins=not self.transport.in_process,
                 )
                 if task.tag_origins:
-                    await self._recover_writes(task)
+                    await self.recovery.recover_writes(task)
                 self._all_tasks.append(task)
                 for t in sub.source_topics:
                     if (t, p) in assignment and by_topic[t] is sub:
@@ -250,74 +245,6 @@ class Worker:
             for t in sub.source_topics:
                 if self.plan.topic(t).role == "repartition":
                     await self._wire_direct(t)
-
-    async def _recover_writes(self, task: Task) -> None:
-        """Learn what `task` wrote after its last commit, so its replay writes nothing twice.
-
-        Its checkpoint says where its output topics ended at its last commit; everything of
-        its own from there on (origin header with its partition) was written by the run that
-        crashed, for inputs it will now process again. Those (entry, offset, sequence) marks
-        let the task's writers skip exactly those records.
-        """
-        checkpoints = await self._checkpoints()
-        noted = checkpoints.get(_task_key(task), {})
-        for topic in task.written_topics():
-            for r in range(self.plan.topic(topic).partitions):
-                tp = (topic, r)
-                start = int(noted.get(topic, {}).get(r, 0))
-                end = await self.transport.end_offset(tp)
-                self._scan_from[tp] = max(self._scan_from.get(tp, 0), end)
-                while start < end:
-                    chunk = await self.transport.read(tp, start, min(end, start + 50_000))
-                    if not chunk:
-                        break
-                    for _k, _v, _ts, _o, headers in chunk:
-                        for name, value in headers or ():
-                            if name == ORIGIN_HEADER:
-                                task.note_written(topic, r, value)
-                    start = chunk[-1][3] + 1
-
-    async def _checkpoints(self) -> dict[str, dict[str, dict[int, int]]]:
-        """The latest checkpoint of every task of this graph, by task key."""
-        name = naming.checkpoint_topic(self.plan.graph_id)
-        if not any(t.name == name for t in self.plan.topics):
-            return {}
-        tp = (name, 0)
-        kc, vc = self.codecs[name]
-        end = await self.transport.end_offset(tp)
-        latest: dict[str, dict[str, dict[int, int]]] = {}
-        start = 0
-        while start < end:
-            chunk = await self.transport.read(tp, start, end)
-            if not chunk:
-                break
-            for k, v, _ts, _o, _h in chunk:
-                key = k if kc is None else kc.decode(k)
-                latest[key] = v if vc is None else vc.decode(v)
-            start = chunk[-1][3] + 1
-        return latest
-
-    async def _write_checkpoints(self, tasks: list[Task]) -> None:
-        """After a commit: note where each task's output topics end now (see _recover_writes)."""
-        name = naming.checkpoint_topic(self.plan.graph_id)
-        kc, vc = self.codecs.get(name, (None, None))
-        if kc is None or vc is None:
-            return
-        written = getattr(self.transport, "written_end", None)
-        records: list[OutRecord] = []
-        for task in tasks:
-            if not task.tag_origins:
-                continue
-            noted: dict[str, dict[int, int]] = {}
-            for topic in task.written_topics():
-                for r in range(self.plan.topic(topic).partitions):
-                    tp = (topic, r)
-                    end = max(self._scan_from.get(tp, 0), written(tp) if written else 0)
-                    self._scan_from[tp] = end
-                    noted.setdefault(topic, {})[r] = end
-            records.append((0, kc.encode(_task_key(task)), vc.encode(noted), time.time(), None))
-        if records:
-            await self.transport.produce(name, records)
 
     async def _wire_direct(self, topic: str) -> None:
         """Hand records for `topic` straight to the tasks that read it, when that is exact.
@@ -349,51 +276,6 @@ class Worker:
         self._direct_marks.append(mark)
         self._writers[topic] = transport.direct_writer(topic, delivers)
 
-    async def _restore(self, store: StorePartition, tp: TP) -> None:
-        """Bring `store` up to the end of its changelog before any record is processed."""
-        start = store.changelog_offset()
-        end = await self.transport.end_offset(tp)
-        if start is not None and start >= end:
-            # The local state is ahead of its changelog: it was written against another
-            # broker (a fresh memory:// one, or a recreated topic), so its offsets mean
-            # nothing here. As Kafka Streams does, drop it and rebuild from the changelog.
-            store.clear()
-            start = None
-        start = 0 if start is None else start + 1
-        with _quiet_gc():
-            await self._restore_range(store, tp, start, end)
-
-    async def _restore_range(self, store: StorePartition, tp: TP, start: int, end: int) -> None:
-        kc, vc = self.codecs[tp[0]]
-        kd = fast_decoder(kc) if kc is not None else None
-        vd = fast_decoder(vc) if vc is not None else None
-        while start < end:
-            chunk = await self.transport.read(tp, start, min(end, start + 50_000))
-            if not chunk:
-                break
-            updates: dict[Any, Entry | None] = {}
-            for k, v, _ts, _o, h in chunk:
-                key = k if kd is None else kd(k)
-                if v is None:
-                    updates[key] = None
-                elif vc is None:
-                    updates[key] = v
-                else:
-                    position = h[0][1] if h and h[0][0] == POSITION_HEADER else None
-                    if position is None:
-                        msg = (
-                            f"changelog {tp[0]!r} has a record without its {POSITION_HEADER!r} "
-                            f"header at offset {_o}; it was not written by flowgraph"
-                        )
-                        raise ConfigurationError(msg)
-                    value = vc.decode(v) if vd is None else vd(v)
-                    updates[key] = (_decode_position(position), value)
-            last = chunk[-1][3]
-            store.write(updates, changelog_offset=last)
-            self._crash_point("in-restore")
-            self.stats.restored += len(chunk)
-            start = last + 1
-
     async def stop(self) -> None:
         """Commit what is processed, leave the group and close every store."""
         try:
@@ -419,7 +301,7 @@ class Worker:
 
         Whatever ends the run, everything processed is committed before this returns.
         """
-        with _quiet_gc():
+        with quiet_gc():
             while stop is None or not stop.is_set():
                 if max_events is not None and self.stats.events >= max_events:
                     break
@@ -551,7 +433,7 @@ class Worker:
                         kc.encode(k),
                         None if e is None else vc.encode(e[1]),
                         now,
-                        None if e is None else ((POSITION_HEADER, _encode_position(e[0])),),
+                        None if e is None else ((POSITION_HEADER, encode_position(e[0])),),
                     )
                     for k, e in dirty.items()
                 ]
@@ -570,7 +452,7 @@ class Worker:
         assert self._consumer is not None
         await self._consumer.commit(positions)
         self._crash_point("after-commit")
-        await self._write_checkpoints(touched)
+        await self.recovery.write_checkpoints(touched)
         for tp, position in positions.items():
             high = self._consumer.highwater(tp)
             if high is not None and tp[0] in self._source_topics:
@@ -623,54 +505,6 @@ class Worker:
             ends = [transport.end(topic, p) for p in range(len(first))]
             counts[step] = counts.get(step, 0) + sum(ends) - sum(first)
         return counts
-
-
-_encode_position = msgspec.msgpack.Encoder().encode
-_decode_list = msgspec.msgpack.Decoder(int | list[int]).decode
-
-
-def _decode_position(data: bytes) -> int | tuple[int, ...]:
-    """A stored position: an int, or one int per input topic (msgpack gives a list back)."""
-    position = _decode_list(data)
-    return position if isinstance(position, int) else tuple(position)
-
-
-def _task_key(task: Task) -> str:
-    """Stable name of a task: its sub-topology and partition."""
-    return f"{task.sub.id}-{task.partition}"
-
-
-_GC_DEPTH = [0]
-"""How many `_quiet_gc` blocks are open: the collector settings are process-wide."""
-
-
-@contextlib.contextmanager
-def _quiet_gc() -> Iterator[None]:
-    """Keep CPython's cyclic GC from rescanning every long-lived record over and over.
-
-    A run allocates a few tuples per record; with the default threshold the collector runs
-    every 700 allocations and its older generations walk every record still buffered, which
-    measured here as more than half of the run time. Objects alive at the start are frozen
-    (never scanned) and young collections run 70x less often; both are undone when the
-    outermost use ends (a restore inside a run nests).
-    """
-    if _GC_DEPTH[0]:
-        _GC_DEPTH[0] += 1
-        try:
-            yield
-        finally:
-            _GC_DEPTH[0] -= 1
-        return
-    threshold = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(max(threshold[0], 50_000), *threshold[1:])
-    _GC_DEPTH[0] = 1
-    try:
-        yield
-    finally:
-        _GC_DEPTH[0] = 0
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
 
 
 def _as_bytes(obj: Any) -> bytes | None:

@@ -1,0 +1,182 @@
+"""Bringing a task back after a start, a crash or a rebalance.
+
+Two things must be true before a task processes a record:
+
+- each of its stores holds what its changelog holds (`restore`): local RocksDB state plus
+  the changelog tail, or the whole changelog when the local state is gone or belongs to
+  another broker;
+- it knows which records it wrote after its last commit (`recover_writes`), so that
+  replaying those inputs writes nothing twice to repartition and sink topics. Each written
+  record carries an origin header; after each commit a task notes in ``<graph>-checkpoints``
+  where its output partitions end (`write_checkpoints`), which bounds the scan.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from flowgraph.errors import ConfigurationError
+from flowgraph.runtime.collector import quiet_gc
+from flowgraph.runtime.state.base import Entry, StorePartition
+from flowgraph.runtime.task import ORIGIN_HEADER, Task, TopicCodecs
+from flowgraph.runtime.transport import TP, OutRecord, Transport
+from flowgraph.serde import fast_decoder
+from planner import naming
+from planner.physical import PhysicalPlan
+
+__all__ = ["POSITION_HEADER", "Recovery", "encode_position"]
+
+POSITION_HEADER = "fg.pos"
+"""Changelog header holding the source offset(s) a stored value reflects (DESIGN §4)."""
+
+
+class Recovery:
+    """Restores stores and recovers what tasks wrote, for one worker."""
+
+    def __init__(
+        self,
+        plan: PhysicalPlan,
+        transport: Transport,
+        codecs: TopicCodecs,
+        stats: Any,
+        crash_point: Callable[[str], None],
+    ) -> None:
+        self.plan = plan
+        self.transport = transport
+        self.codecs = codecs
+        self.stats = stats
+        self.crash_point = crash_point
+        self.scan_from: dict[TP, int] = {}
+        """Per output partition, an offset at or before anything this worker writes next."""
+
+    async def recover_writes(self, task: Task) -> None:
+        """Learn what `task` wrote after its last commit, so its replay writes nothing twice.
+
+        Its checkpoint says where its output topics ended at its last commit; everything of
+        its own from there on (origin header with its partition) was written by the run that
+        crashed, for inputs it will now process again. Those (entry, offset, sequence) marks
+        let the task's writers skip exactly those records.
+        """
+        checkpoints = await self._checkpoints()
+        noted = checkpoints.get(_task_key(task), {})
+        for topic in task.written_topics():
+            for r in range(self.plan.topic(topic).partitions):
+                tp = (topic, r)
+                start = int(noted.get(topic, {}).get(r, 0))
+                end = await self.transport.end_offset(tp)
+                self.scan_from[tp] = max(self.scan_from.get(tp, 0), end)
+                while start < end:
+                    chunk = await self.transport.read(tp, start, min(end, start + 50_000))
+                    if not chunk:
+                        break
+                    for _k, _v, _ts, _o, headers in chunk:
+                        for name, value in headers or ():
+                            if name == ORIGIN_HEADER:
+                                task.note_written(topic, r, value)
+                    start = chunk[-1][3] + 1
+
+    async def _checkpoints(self) -> dict[str, dict[str, dict[int, int]]]:
+        """The latest checkpoint of every task of this graph, by task key."""
+        name = naming.checkpoint_topic(self.plan.graph_id)
+        if not any(t.name == name for t in self.plan.topics):
+            return {}
+        tp = (name, 0)
+        kc, vc = self.codecs[name]
+        end = await self.transport.end_offset(tp)
+        latest: dict[str, dict[str, dict[int, int]]] = {}
+        start = 0
+        while start < end:
+            chunk = await self.transport.read(tp, start, end)
+            if not chunk:
+                break
+            for k, v, _ts, _o, _h in chunk:
+                key = k if kc is None else kc.decode(k)
+                latest[key] = v if vc is None else vc.decode(v)
+            start = chunk[-1][3] + 1
+        return latest
+
+    async def write_checkpoints(self, tasks: list[Task]) -> None:
+        """After a commit: note where each task's output topics end now (see recover_writes)."""
+        name = naming.checkpoint_topic(self.plan.graph_id)
+        kc, vc = self.codecs.get(name, (None, None))
+        if kc is None or vc is None:
+            return
+        written = getattr(self.transport, "written_end", None)
+        records: list[OutRecord] = []
+        for task in tasks:
+            if not task.tag_origins:
+                continue
+            noted: dict[str, dict[int, int]] = {}
+            for topic in task.written_topics():
+                for r in range(self.plan.topic(topic).partitions):
+                    tp = (topic, r)
+                    end = max(self.scan_from.get(tp, 0), written(tp) if written else 0)
+                    self.scan_from[tp] = end
+                    noted.setdefault(topic, {})[r] = end
+            records.append((0, kc.encode(_task_key(task)), vc.encode(noted), time.time(), None))
+        if records:
+            await self.transport.produce(name, records)
+
+    async def restore(self, store: StorePartition, tp: TP) -> None:
+        """Bring `store` up to the end of its changelog before any record is processed."""
+        start = store.changelog_offset()
+        end = await self.transport.end_offset(tp)
+        if start is not None and start >= end:
+            # The local state is ahead of its changelog: it was written against another
+            # broker (a fresh memory:// one, or a recreated topic), so its offsets mean
+            # nothing here. As Kafka Streams does, drop it and rebuild from the changelog.
+            store.clear()
+            start = None
+        start = 0 if start is None else start + 1
+        with quiet_gc():
+            await self._restore_range(store, tp, start, end)
+
+    async def _restore_range(self, store: StorePartition, tp: TP, start: int, end: int) -> None:
+        kc, vc = self.codecs[tp[0]]
+        kd = fast_decoder(kc) if kc is not None else None
+        vd = fast_decoder(vc) if vc is not None else None
+        while start < end:
+            chunk = await self.transport.read(tp, start, min(end, start + 50_000))
+            if not chunk:
+                break
+            updates: dict[Any, Entry | None] = {}
+            for k, v, _ts, _o, h in chunk:
+                key = k if kd is None else kd(k)
+                if v is None:
+                    updates[key] = None
+                elif vc is None:
+                    updates[key] = v
+                else:
+                    position = h[0][1] if h and h[0][0] == POSITION_HEADER else None
+                    if position is None:
+                        msg = (
+                            f"changelog {tp[0]!r} has a record without its {POSITION_HEADER!r} "
+                            f"header at offset {_o}; it was not written by flowgraph"
+                        )
+                        raise ConfigurationError(msg)
+                    value = vc.decode(v) if vd is None else vd(v)
+                    updates[key] = (_decode_position(position), value)
+            last = chunk[-1][3]
+            store.write(updates, changelog_offset=last)
+            self.crash_point("in-restore")
+            self.stats.restored += len(chunk)
+            start = last + 1
+
+
+encode_position = msgspec.msgpack.Encoder().encode
+_decode_list = msgspec.msgpack.Decoder(int | list[int]).decode
+
+
+def _decode_position(data: bytes) -> int | tuple[int, ...]:
+    """A stored position: an int, or one int per input topic (msgpack gives a list back)."""
+    position = _decode_list(data)
+    return position if isinstance(position, int) else tuple(position)
+
+
+def _task_key(task: Task) -> str:
+    """Stable name of a task: its sub-topology and partition."""
+    return f"{task.sub.id}-{task.partition}"

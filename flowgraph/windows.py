@@ -1,0 +1,246 @@
+"""Window specs: which time windows a timestamp falls into (pure code, no runtime).
+
+Times are float seconds since the epoch; sizes may be given as seconds or `datetime.timedelta`.
+
+- `Tumbling(size)` and `Hopping(size, step)` windows are half-open, ``[start, start + size)``,
+  aligned to the epoch, with ``start = k * step`` for an integer ``k >= 0``. Tumbling is hopping
+  with ``step == size``, so every timestamp ``t >= 0`` is in exactly one tumbling window.
+- `Sliding(size)` is the range ``[t - size, t]`` around each record (both ends included).
+
+Window bounds are computed exactly: ``start`` is the float nearest to ``k * step`` and ``end`` the
+float nearest to ``k * step + size``, both taken over the exact values of the floats involved.
+That keeps adjacent tumbling windows touching (``end`` of one is ``start`` of the next) and, when
+``size`` is an exact multiple ``m`` of ``step``, puts every ``t >= size`` in exactly ``m`` hopping
+windows, whatever float rounding would do. A timestamp ``t`` is in the window iff
+``start <= t < end`` on the returned floats; `windows_for` returns exactly those windows.
+(Only when ``step`` is below the float spacing at ``t``, e.g. a microsecond step at ``t = 1e12``,
+can several windows round to the same bounds; they are still returned once per ``k``.)
+
+Grace and retention: a window ending at ``end`` closes at ``end + grace`` (records later than that
+are too late) and its state may be dropped at ``end + grace + retention``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Literal, TypeAlias
+
+import attrs
+
+from flowgraph.errors import GraphDefinitionError
+
+__all__ = ["Hopping", "Sliding", "Tumbling", "WindowSpec"]
+
+Emit = Literal["update", "close"]
+Window = tuple[float, float]
+"""A window as ``(start, end)``: half-open for tumbling/hopping, closed for sliding ranges."""
+
+_EMITS = ("update", "close")
+
+
+def _seconds(value: float | dt.timedelta) -> float:
+    """Seconds as a float; `timedelta` becomes its total seconds."""
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = (
+            f"window duration {value!r} is not seconds or a timedelta; "
+            "window durations are float seconds; pass a number or a datetime.timedelta"
+        )
+        raise GraphDefinitionError(msg)
+    return float(value)
+
+
+def _optional_seconds(value: float | dt.timedelta | None) -> float | None:
+    return None if value is None else _seconds(value)
+
+
+def _check_positive(kind: str, name: str, value: float, why: str) -> None:
+    if not (math.isfinite(value) and value > 0):
+        msg = f"{kind} {name} {value!r} is not positive; {why}; give a finite {name} > 0"
+        raise GraphDefinitionError(msg)
+
+
+def _check_non_negative(kind: str, name: str, value: float, why: str) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        msg = f"{kind} {name} {value!r} is negative or not finite; {why}; give a finite {name} >= 0"
+        raise GraphDefinitionError(msg)
+
+
+def _check_common(
+    kind: str, size: float, grace: float, retention: float, emit: str, idle: float | None
+) -> None:
+    _check_positive(kind, "size", size, "a window must cover some time")
+    _check_non_negative(kind, "grace", grace, "grace is how long late records are still accepted")
+    _check_non_negative(
+        kind, "retention", retention, "retention is how long closed windows stay queryable"
+    )
+    if emit not in _EMITS:
+        msg = (
+            f"{kind} emit {emit!r} is not a known emit mode; "
+            "results are emitted on every update or once when the window closes; "
+            "give emit='update' or emit='close'"
+        )
+        raise GraphDefinitionError(msg)
+    if idle is not None:
+        _check_positive(
+            kind, "idle_timeout", idle, "idle_timeout is how long a quiet key waits before closing"
+        )
+
+
+def _check_time(t: float) -> None:
+    if not math.isfinite(t):
+        msg = (
+            f"timestamp {t!r} is not finite; windows are placed on the time axis; pass a real time"
+        )
+        raise ValueError(msg)
+
+
+def _first_true(pred: Callable[[int], bool], guess: int) -> int:
+    """The smallest ``k >= 0`` with `pred(k)`, for `pred` monotone (false, then true).
+
+    Gallops from `guess` and then bisects, so a guess that is far off (rounded bounds can differ
+    from exact ones by many windows once ``step`` nears the float spacing at ``t``) costs only a
+    logarithmic number of steps.
+    """
+    guess = max(guess, 0)
+    gap = 1
+    if pred(guess):
+        lo, hi = guess - gap, guess  # lo == -1 stands for "false before 0"
+        while lo >= 0 and pred(lo):
+            hi, gap = lo, gap * 2
+            lo = hi - gap
+        lo = max(lo, -1)
+    else:
+        lo, hi = guess, guess + gap
+        while not pred(hi):
+            lo, gap = hi, gap * 2
+            hi = lo + gap
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if pred(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _hopping_windows(t: float, size: float, step: float) -> tuple[Window, ...]:
+    """Every ``(start, end)`` with ``start = k * step``, ``k >= 0``, and ``start <= t < end``."""
+    _check_time(t)
+    exact_step, exact_size = Fraction(step), Fraction(size)
+
+    def start(k: int) -> float:
+        return float(k * exact_step)
+
+    def end(k: int) -> float:
+        return float(k * exact_step + exact_size)
+
+    # Both bounds are monotone in k, so the windows holding t are one run of k: from the first
+    # whose end is past t to the last whose start is at or before t. The exact quotients below
+    # are right for unrounded bounds and only a guess for rounded ones; the searches make the
+    # result match the definition on the returned floats.
+    exact_t = Fraction(t)
+    first = _first_true(lambda k: end(k) > t, math.floor((exact_t - exact_size) / exact_step))
+    last = _first_true(lambda k: start(k) > t, math.floor(exact_t / exact_step)) - 1
+    return tuple((start(k), end(k)) for k in range(first, last + 1))
+
+
+@attrs.frozen
+class _Windowed:
+    """Grace, retention, emit mode and idle timeout, shared by every window kind."""
+
+    grace: float = attrs.field(default=0.0, converter=_seconds, kw_only=True)
+    retention: float = attrs.field(default=0.0, converter=_seconds, kw_only=True)
+    emit: Emit = attrs.field(default="update", kw_only=True)
+    idle_timeout: float | None = attrs.field(
+        default=None, converter=_optional_seconds, kw_only=True
+    )
+
+    def closes_at(self, end: float) -> float:
+        """When the window ending at `end` stops accepting records: ``end + grace``."""
+        return end + self.grace
+
+    def expires_at(self, end: float) -> float:
+        """When the window ending at `end` may be dropped: ``end + grace + retention``."""
+        return end + self.grace + self.retention
+
+
+@attrs.frozen
+class Tumbling(_Windowed):
+    """Back-to-back windows ``[k * size, (k + 1) * size)``; each time is in exactly one."""
+
+    size: float = attrs.field(converter=_seconds)
+
+    def __attrs_post_init__(self) -> None:
+        _check_common(
+            "tumbling", self.size, self.grace, self.retention, self.emit, self.idle_timeout
+        )
+
+    def windows_for(self, t: float) -> tuple[Window, ...]:
+        """The window containing `t` (one for ``t >= 0``, none before the epoch)."""
+        return _hopping_windows(t, self.size, self.size)
+
+    def latest(self, t: float) -> Window:
+        """The window containing `t`; raises `ValueError` for ``t < 0``."""
+        return _latest(self.windows_for(t), t)
+
+
+@attrs.frozen
+class Hopping(_Windowed):
+    """Overlapping windows ``[k * step, k * step + size)`` for ``k >= 0``; ``0 < step <= size``."""
+
+    size: float = attrs.field(converter=_seconds)
+    step: float = attrs.field(converter=_seconds)
+
+    def __attrs_post_init__(self) -> None:
+        _check_common(
+            "hopping", self.size, self.grace, self.retention, self.emit, self.idle_timeout
+        )
+        _check_positive("hopping", "step", self.step, "windows advance by step seconds")
+        if self.step > self.size:
+            msg = (
+                f"hopping step {self.step!r} is larger than size {self.size!r}; "
+                "such windows would leave gaps no window covers; "
+                "give a step <= size (step == size is a tumbling window)"
+            )
+            raise GraphDefinitionError(msg)
+
+    def windows_for(self, t: float) -> tuple[Window, ...]:
+        """Every window containing `t`, in increasing start order (fewer near the epoch)."""
+        return _hopping_windows(t, self.size, self.step)
+
+    def latest(self, t: float) -> Window:
+        """The window with the latest start that contains `t` (Faust's ``.current()``)."""
+        return _latest(self.windows_for(t), t)
+
+
+@attrs.frozen
+class Sliding(_Windowed):
+    """A window per record time `t`, covering ``[t - size, t]`` (both ends included)."""
+
+    size: float = attrs.field(converter=_seconds)
+
+    def __attrs_post_init__(self) -> None:
+        _check_common(
+            "sliding", self.size, self.grace, self.retention, self.emit, self.idle_timeout
+        )
+
+    def range_for(self, t: float) -> Window:
+        """``(t - size, t)``: records with ``t - size <= time <= t``; both ends are included."""
+        _check_time(t)
+        return (t - self.size, t)
+
+
+def _latest(windows: tuple[Window, ...], t: float) -> Window:
+    if not windows:
+        msg = f"timestamp {t!r} is before the epoch; windows start at 0; pass a time >= 0"
+        raise ValueError(msg)
+    return windows[-1]
+
+
+WindowSpec: TypeAlias = Tumbling | Hopping | Sliding
+"""Any window spec an aggregation accepts."""
