@@ -524,7 +524,8 @@ def test_kill_9_at_a_crash_point_keeps_counts_exact(
     assert done.returncode == 0, done.why()
     timings.append(f"restart {done.seconds:.1f} s")
     assert done.summary_number("events") == BIG - done_before
-    if point in ("after-produce", "after-store", "in-restore"):
+    if point in ("after-produce", "after-store"):
+        # (after in-restore, what is left to restore depends on where the chunks fell)
         assert done.summary_number("restored") + done.summary_number("skipped") > 0
 
     expected = counts(clicks)
