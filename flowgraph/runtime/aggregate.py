@@ -134,31 +134,6 @@ class AggregateOp:
 
         return push
 
-    def run_batch(self, messages: list[Rec]) -> bool:
-        """Apply a whole batch in one loop (the entry feeds this step alone); False if unsupported.
-
-        Same semantics as the push function, without a call per record.
-        """
-        if self.inputs != 1 or self.is_async or self.node.agg != "count" or self.next is not None:
-            return False
-        cur = self.cur
-        load = self._load
-        dirty = self.dirty.append
-        skipped = 0
-        for k, _v, _ts, o, _h in messages:
-            e = cur.get(k)
-            if e is None:
-                e = load(k)
-            if o <= e[0]:
-                skipped += 1
-                continue
-            if e[1] == e[0]:
-                dirty(k)
-            e[1] = o
-            e[2] += 1
-        self.skipped += skipped
-        return True
-
     def _push_multi(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
         i = self.index
         e = self.cur.get(k) or self._load(k)

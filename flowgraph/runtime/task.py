@@ -106,14 +106,6 @@ class Task:
         self._pushes: dict[str, Push | None] = {}
         self._compile(len(entries))
         self._entries = {e.topic: self._pushes[e.id] for e in entries}
-        # An entry feeding one aggregation and nothing else: the aggregation loops itself.
-        self._batch_entry = {
-            e.topic: self.aggregates[c[0]]
-            for e in entries
-            if len(c := [s.id for s in sub.steps if e.id in s.inputs]) == 1
-            and c[0] in self.aggregates
-            and not self._writes_from(e.id)
-        }
         self._decoders = {
             e.topic: codecs[e.topic] if getattr(e, "key_read", True) else (None, codecs[e.topic][1])
             for e in entries
@@ -142,9 +134,6 @@ class Task:
             push(k, v, ts, o, h)
 
         return deliver
-
-    def _writes_from(self, step_id: str) -> bool:
-        return any(u == step_id for u, _ in self.sub.outputs)
 
     def _failer(self, step_id: str) -> Callable[[BaseException, Rec], None]:
         failures = self.failures
@@ -277,10 +266,8 @@ class Task:
             return
         kc, vc = self._decoders[topic]
         if kc is None and vc is None:
-            batch_agg = self._batch_entry.get(topic)
-            if batch_agg is None or not batch_agg.run_batch(messages):
-                for k, v, ts, o, h in messages:
-                    push(k, v, ts, o, h)
+            for k, v, ts, o, h in messages:
+                push(k, v, ts, o, h)
         else:
             self._decode_and_push(topic, messages, push, kc, vc)
         while self._async:
