@@ -11,6 +11,8 @@ from flowgraph._graph import Table as Table
 from flowgraph._run import RunResult as RunResult
 from flowgraph._run import run as run
 from flowgraph._run import run_async as run_async
+from flowgraph._windowed import WindowedStream as WindowedStream
+from flowgraph._windowed import WindowedTable as WindowedTable
 from flowgraph.errors import ConfigurationError as ConfigurationError
 from flowgraph.errors import FlowgraphError as FlowgraphError
 from flowgraph.errors import GraphDefinitionError as GraphDefinitionError
@@ -19,6 +21,12 @@ from flowgraph.errors import PlanningError as PlanningError
 from flowgraph.errors import RuntimeFailure as RuntimeFailure
 from flowgraph.errors import SerializationError as SerializationError
 from flowgraph.records import Record as Record
+from flowgraph.runtime.windowed import WindowedTableView as WindowedTableView
+from flowgraph.runtime.windowed import WindowSet as WindowSet
+from flowgraph.windows import Hopping as Hopping
+from flowgraph.windows import Sliding as Sliding
+from flowgraph.windows import Tumbling as Tumbling
+from flowgraph.windows import WindowKey as WindowKey
 from planner import Plan as Plan
 from planner import plan as plan
 
@@ -28,14 +36,22 @@ __all__ = [
     "Graph",
     "GraphDefinitionError",
     "GraphValidationError",
+    "Hopping",
     "Plan",
     "PlanningError",
     "Record",
     "RunResult",
     "RuntimeFailure",
     "SerializationError",
+    "Sliding",
     "Stream",
     "Table",
+    "Tumbling",
+    "WindowKey",
+    "WindowSet",
+    "WindowedStream",
+    "WindowedTable",
+    "WindowedTableView",
     "plan",
     "run",
     "run_async",

@@ -8,16 +8,20 @@ is a small frozen handle naming one step of its graph.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 
 from flowgraph import _util
 from flowgraph.errors import GraphDefinitionError
+from flowgraph.windows import Hopping, Sliding, Tumbling, WindowSpec
 from planner import logical as lg
 from planner import naming
 from planner.logical import AggregateKind, LogicalPlan, Node
 from planner.physical import PhysicalPlan
+
+if TYPE_CHECKING:
+    from flowgraph._windowed import WindowedStream
 
 __all__ = ["Graph", "Stream", "Table"]
 
@@ -315,8 +319,16 @@ class Stream(Generic[K, V]):
     # -- keyed aggregations: each makes a table --------------------------------------------
 
     def _aggregate(
-        self, agg: AggregateKind, fn: object, name: str | None, initial: object, value_type: object
-    ) -> Table[K, Any]:
+        self,
+        agg: AggregateKind,
+        fn: object,
+        name: str | None,
+        initial: object,
+        value_type: object,
+        window: object = None,
+        timestamp: Callable[[Any], Any] | None = None,
+    ) -> str:
+        """Add an aggregation step; returns its step id (the table's name)."""
         func = None if fn is None else _callable(fn, agg)
         step_name = name or (_util.short_name(func) if func is not None else None)
         if step_name is None:
@@ -334,26 +346,51 @@ class Stream(Generic[K, V]):
             fn_name=_util.fn_name(func) if func is not None else "",
             is_async=_util.is_async(func) if func is not None else False,
             initial=initial,
+            window=window,
+            timestamp=timestamp,
             key_type=self._up.key_type,
             value_type=value_type,
             where=_util.call_site(),
         )
         self.graph._add(node)
-        return Table(self.graph, node.id)
+        return node.id
+
+    def window(
+        self, spec: WindowSpec, *, timestamp: Callable[[V], Any] | None = None
+    ) -> WindowedStream[K, V]:
+        """Aggregate this stream per key and time window (see docs/concepts/windows.md).
+
+        `timestamp` gives a record's event time from its value (seconds or a datetime);
+        without it the record's own timestamp is used.
+        """
+        from flowgraph._windowed import WindowedStream
+
+        if not isinstance(spec, Tumbling | Hopping | Sliding):
+            msg = (
+                f"window needs fg.Tumbling, fg.Hopping or fg.Sliding, got {spec!r}; "
+                "for example .window(fg.Tumbling(60))"
+            )
+            raise GraphDefinitionError(msg)
+        if timestamp is not None:
+            _callable(timestamp, "window timestamp=")
+            if _util.is_async(timestamp):
+                msg = "window timestamp= must be a plain function, not async def"
+                raise GraphDefinitionError(msg)
+        return WindowedStream(self, spec, timestamp)
 
     def count(self, *, name: str | None = None) -> Table[K, int]:
         """Count records per key."""
-        return self._aggregate("count", None, name, 0, int)
+        return Table(self.graph, self._aggregate("count", None, name, 0, int))
 
     def sum(
         self, fn: Callable[[V], Any] | None = None, *, name: str | None = None
     ) -> Table[K, Any]:
         """Sum values (or ``fn(value)``) per key, starting from 0."""
-        return self._aggregate("sum", fn, name, 0, None)
+        return Table(self.graph, self._aggregate("sum", fn, name, 0, None))
 
     def reduce(self, fn: Callable[[V, V], V], *, name: str | None = None) -> Table[K, V]:
         """Fold values per key with ``fn(accumulated, value)``; the first value starts it."""
-        return self._aggregate("reduce", fn, name, None, self._up.value_type)
+        return Table(self.graph, self._aggregate("reduce", fn, name, None, self._up.value_type))
 
     def aggregate(
         self,
@@ -369,7 +406,7 @@ class Stream(Generic[K, V]):
         are copied for each new key.
         """
         vt = value_type or (type(initial) if not callable(initial) else _util.return_type(fn))
-        return self._aggregate("aggregate", fn, name, initial, vt)
+        return Table(self.graph, self._aggregate("aggregate", fn, name, initial, vt))
 
 
 @attrs.frozen

@@ -57,6 +57,7 @@ class TestDriver:
         self._pool = _pool_if_loop_running()
         self._worker = Worker(self.plan, self._transport, open_backend(store), max_batch=max_batch)
         self._time = 0.0
+        self._worker.clock = lambda: self._time
         self._closed = False
         self._sources = {t.name: t for t in self.plan.topics if t.role == "source"}
         self._run(self._worker.start())
@@ -108,11 +109,17 @@ class TestDriver:
         self._drain()
 
     def advance_time(self, t: float) -> None:
-        """Set the driver's clock (seconds); later `send`s without timestamp= use it."""
-        self._time = t
+        """Set the driver's clock (seconds) and let idle windows follow it.
 
-    def table(self, name: str) -> dict[Any, Any]:
-        """Current contents of the table made by step `name`."""
+        Later `send`s without timestamp= use it; windowed tables read it as their wall
+        clock (`now()`, and `idle_timeout`, whose windows close and emit here).
+        """
+        self._time = t
+        self._drain()
+
+    def table(self, name: str) -> Any:
+        """Current contents of the table made by step `name`: a dict, or for a windowed
+        table a `WindowedTableView` (``view[key].current()``, ``view.range(...)``)."""
         return self._worker.table(name)
 
     def output(self, topic: str) -> list[tuple[Any, Any]]:

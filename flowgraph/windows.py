@@ -26,13 +26,14 @@ import datetime as dt
 import math
 from collections.abc import Callable
 from fractions import Fraction
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import attrs
 
 from flowgraph.errors import GraphDefinitionError
+from flowgraph.records import Record
 
-__all__ = ["Hopping", "Sliding", "Tumbling", "WindowSpec"]
+__all__ = ["Hopping", "Sliding", "Tumbling", "WindowKey", "WindowSpec"]
 
 Emit = Literal["update", "close"]
 Window = tuple[float, float]
@@ -130,6 +131,11 @@ def _first_true(pred: Callable[[int], bool], guess: int) -> int:
 
 def _hopping_windows(t: float, size: float, step: float) -> tuple[Window, ...]:
     """Every ``(start, end)`` with ``start = k * step``, ``k >= 0``, and ``start <= t < end``."""
+    return _hopping_span(t, size, step)[2]
+
+
+def _hopping_span(t: float, size: float, step: float) -> tuple[float, float, tuple[Window, ...]]:
+    """``(lo, hi, windows)``: the windows of `t`, and the span ``[lo, hi)`` sharing them."""
     _check_time(t)
     exact_step, exact_size = Fraction(step), Fraction(size)
 
@@ -146,7 +152,12 @@ def _hopping_windows(t: float, size: float, step: float) -> tuple[Window, ...]:
     exact_t = Fraction(t)
     first = _first_true(lambda k: end(k) > t, math.floor((exact_t - exact_size) / exact_step))
     last = _first_true(lambda k: start(k) > t, math.floor(exact_t / exact_step)) - 1
-    return tuple((start(k), end(k)) for k in range(first, last + 1))
+    windows = tuple((start(k), end(k)) for k in range(first, last + 1))
+    # The set of windows changes only where t crosses a start or an end, so every time in
+    # [lo, hi) has these same windows: callers cache the answer for that whole span.
+    lo = max(start(last) if last >= 0 else -math.inf, end(first - 1) if first > 0 else -math.inf)
+    hi = min(start(last + 1), end(first))
+    return lo, hi, windows
 
 
 @attrs.frozen
@@ -184,6 +195,10 @@ class Tumbling(_Windowed):
         """The window containing `t` (one for ``t >= 0``, none before the epoch)."""
         return _hopping_windows(t, self.size, self.size)
 
+    def span(self, t: float) -> tuple[float, float, tuple[Window, ...]]:
+        """``(lo, hi, windows_for(t))`` where every time in ``[lo, hi)`` has those windows."""
+        return _hopping_span(t, self.size, self.size)
+
     def latest(self, t: float) -> Window:
         """The window containing `t`; raises `ValueError` for ``t < 0``."""
         return _latest(self.windows_for(t), t)
@@ -213,6 +228,10 @@ class Hopping(_Windowed):
         """Every window containing `t`, in increasing start order (fewer near the epoch)."""
         return _hopping_windows(t, self.size, self.step)
 
+    def span(self, t: float) -> tuple[float, float, tuple[Window, ...]]:
+        """``(lo, hi, windows_for(t))`` where every time in ``[lo, hi)`` has those windows."""
+        return _hopping_span(t, self.size, self.step)
+
     def latest(self, t: float) -> Window:
         """The window with the latest start that contains `t` (Faust's ``.current()``)."""
         return _latest(self.windows_for(t), t)
@@ -234,12 +253,27 @@ class Sliding(_Windowed):
         _check_time(t)
         return (t - self.size, t)
 
+    def latest(self, t: float) -> Window:
+        """The window a record at `t` would have: ``range_for(t)``."""
+        return self.range_for(t)
+
 
 def _latest(windows: tuple[Window, ...], t: float) -> Window:
     if not windows:
         msg = f"timestamp {t!r} is before the epoch; windows start at 0; pass a time >= 0"
         raise ValueError(msg)
     return windows[-1]
+
+
+class WindowKey(Record):
+    """The key of a windowed table's records: the record key and its window's bounds.
+
+    Tumbling and hopping windows are ``[start, end)``; a sliding window is ``[start, end]``.
+    """
+
+    key: Any
+    start: float
+    end: float
 
 
 WindowSpec: TypeAlias = Tumbling | Hopping | Sliding

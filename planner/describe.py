@@ -29,6 +29,7 @@ from planner.logical import (
     FlatMap,
     FnNode,
     KeyBy,
+    Late,
     LogicalPlan,
     Map,
     Merge,
@@ -284,6 +285,7 @@ _KINDS: tuple[tuple[type[Node], str], ...] = (
     (Peek, "peek"),
     (Merge, "merge"),
     (Changes, "changes"),
+    (Late, "late"),
     (Sink, "to"),
 )
 

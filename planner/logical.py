@@ -28,6 +28,7 @@ __all__ = [
     "FlatMap",
     "FnNode",
     "KeyBy",
+    "Late",
     "LogicalPlan",
     "Map",
     "Merge",
@@ -131,11 +132,23 @@ class Aggregate(FnNode):
     agg: AggregateKind = "count"
     initial: object = attrs.field(default=None, eq=False)
     window: object = None
+    """A window spec (opaque here): the table then holds one value per key and window."""
+    timestamp: object = None
+    """For a windowed aggregation: value -> event time; None uses the record timestamp."""
 
 
 @attrs.frozen(kw_only=True)
 class Changes(Node):
-    """The stream of updates of the table made by its one input (an `Aggregate`)."""
+    """The stream of updates of the table made by its one input (an `Aggregate`).
+
+    The updates of a windowed table are keyed by window, not by the table's key, so they are
+    not partitioned by their own key.
+    """
+
+
+@attrs.frozen(kw_only=True)
+class Late(Node):
+    """The records a windowed `Aggregate` (its one input) found too late for a window."""
 
 
 @attrs.frozen(kw_only=True)

@@ -203,10 +203,10 @@ class AggregateOp:
                 self.next(*u)
         return True
 
-    def flush(self) -> dict[Any, Entry]:
+    def flush(self) -> dict[Any, Entry | None]:
         """The entries changed since the last flush, one per key; they now count as stored."""
         cur = self.cur
-        changed: dict[Any, Entry] = {}
+        changed: dict[Any, Entry | None] = {}
         for k in self.dirty:
             e = cur[k]
             changed[k] = (e[1], e[2])

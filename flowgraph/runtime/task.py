@@ -11,6 +11,7 @@ one state update per changed key per store. The worker owns the order of side ef
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,6 +21,7 @@ from flowgraph.runtime.aggregate import AggregateOp
 from flowgraph.runtime.ops import AsyncStep, Rec, fanout, stateless_push
 from flowgraph.runtime.state.base import Entry, StorePartition
 from flowgraph.runtime.transport import Push, Write
+from flowgraph.runtime.windowed import WindowedAggregateOp
 from flowgraph.serde import Codec, fast_decoder
 from planner import logical as lg
 from planner.physical import PhysicalPlan, Subtopology
@@ -80,6 +82,7 @@ class Task:
         hash_codecs: Mapping[str, Codec],
         writers: Mapping[str, Write],
         tag_origins: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.plan = plan
         self.sub = sub
@@ -87,6 +90,8 @@ class Task:
         self.stores = stores
         self.failures: list[Failure] = []
         self._writers = writers
+        self.clock = clock
+        """Wall-clock time, for idle timeouts and `now()` queries (the TestDriver's own clock)."""
         self.tag_origins = tag_origins
         """Tag written records with their origin and skip re-writes after a crash (Kafka)."""
         self._seq = [0, -1, 0]
@@ -101,8 +106,9 @@ class Task:
         entries = [s for s in sub.steps if isinstance(s, lg.Source | lg.Repartition)]
         self._entry_ids = {e.topic: e.id for e in entries}
         self._entry_index = {e.topic: i for i, e in enumerate(entries)}
-        self.aggregates: dict[str, AggregateOp] = {}
-        self._async: list[AsyncStep | AggregateOp] = []
+        self.aggregates: dict[str, AggregateOp | WindowedAggregateOp] = {}
+        self.windowed: list[WindowedAggregateOp] = []
+        self._async: list[AsyncStep | AggregateOp | WindowedAggregateOp] = []
         self._pushes: dict[str, Push | None] = {}
         self._compile(len(entries))
         self._entries = {e.topic: self._pushes[e.id] for e in entries}
@@ -156,13 +162,27 @@ class Task:
         writers: dict[str, list[Push]] = {}
         for step_id, topic in sub.outputs:
             writers.setdefault(step_id, []).append(self._writer(topic, self._failer(step_id)))
-        async_steps: list[AsyncStep | AggregateOp] = []
+        async_steps: list[AsyncStep | AggregateOp | WindowedAggregateOp] = []
+        late_steps = {s.id for s in sub.steps if isinstance(s, lg.Late)}
         for step in reversed(sub.steps):
-            targets = [p for c in consumers[step.id] if (p := self._pushes[c]) is not None]
+            targets = [
+                p
+                for c in consumers[step.id]
+                if c not in late_steps and (p := self._pushes[c]) is not None
+            ]
             nxt = fanout(targets + writers.get(step.id, []))
             fail = self._failer(step.id)
             push: Push | None
-            if isinstance(step, lg.Aggregate):
+            if isinstance(step, lg.Aggregate) and step.window is not None:
+                store = self.stores[self.plan.store_for(step.id).name]
+                wop = WindowedAggregateOp(step, store, inputs, fail, self.clock)
+                self.aggregates[step.id] = wop
+                self.windowed.append(wop)
+                late = [p for c in consumers[step.id] if c in late_steps and (p := self._pushes[c])]
+                push = wop.make_push(nxt, fanout(late))
+                if wop.is_async:
+                    async_steps.append(wop)
+            elif isinstance(step, lg.Aggregate):
                 store = self.stores[self.plan.store_for(step.id).name]
                 agg = self.aggregates[step.id] = AggregateOp(step, store, inputs, fail)
                 push = agg.make_push(nxt)
@@ -178,7 +198,7 @@ class Task:
                     push = astep.push
                 else:
                     push = stateless_push(step, nxt, fail)
-            else:  # Source, Repartition, Merge, Changes: records pass through
+            else:  # Source, Repartition, Merge, Changes, Late: records pass through
                 push = nxt
             self._pushes[step.id] = push
         self._async = list(reversed(async_steps))  # topological order
@@ -344,7 +364,17 @@ class Task:
             error = SerializationError("the record could not be decoded", topic=topic)
         self.failures.append(Failure(self._entry_ids[topic], error, rec, topic, self.partition))
 
-    def flush(self) -> dict[str, dict[Any, Entry]]:
+    def tick(self) -> bool:
+        """Let idle windowed steps advance stream time by the clock; True if state changed."""
+        if not self.windowed:
+            return False
+        now = self.clock()
+        changed = False
+        for op in self.windowed:
+            changed = op.tick(now) or changed
+        return changed
+
+    def flush(self) -> dict[str, dict[Any, Entry | None]]:
         """Per store name, the entries changed since the last flush."""
         return {agg.store.name: agg.flush() for agg in self.aggregates.values()}
 

@@ -32,6 +32,7 @@ from flowgraph.runtime.recovery import POSITION_HEADER, Recovery, encode_positio
 from flowgraph.runtime.state.base import Entry, StateBackend, StorePartition
 from flowgraph.runtime.task import Failure, Task
 from flowgraph.runtime.transport import TP, Consumer, InProcessTransport, OutRecord, Transport
+from flowgraph.runtime.windowed import WindowedTableView
 from flowgraph.serde import AutoCodec, Codec, JsonCodec, RawCodec, codec_for
 from planner import logical as lg
 from planner.physical import PhysicalPlan, TopicSpec
@@ -85,6 +86,8 @@ class RunStats:
     dead_letters: int = 0
     skipped: int = 0
     """Records already applied before a restart, skipped by their key's stored offset."""
+    late: int = 0
+    """Records too late for one of their windows (a closed window), over windowed tables."""
     steps: dict[str, int] = attrs.field(factory=dict)
     lag: dict[TP, int] = attrs.field(factory=dict)
     restored: int = 0
@@ -143,6 +146,8 @@ class Worker:
         self.commit_every = commit_every
         self.commit_interval = commit_interval
         self._touched: dict[int, Task] = {}
+        self.clock: Callable[[], float] = time.time
+        """Wall-clock seconds, for window idle timeouts and `now()`; the TestDriver sets its own."""
         crash = os.environ.get("FLOWGRAPH_CRASH_AT", "")
         point, _, nth = crash.partition(":")
         self._crash_at = (point, int(nth or 1)) if point else None
@@ -235,6 +240,7 @@ class Worker:
                     self.hash_codecs,
                     self._writers,
                     tag_origins=not self.transport.in_process,
+                    clock=lambda: self.clock(),  # noqa: PLW0108 - read late: drivers replace it
                 )
                 if task.tag_origins:
                     await self.recovery.recover_writes(task)
@@ -333,6 +339,7 @@ class Worker:
                 await self.transport.produce(feeder.topic, feeder.chunk(FEED_CHUNK))
         batches = await self._consumer.getmany(self.max_batch, timeout)
         if not batches:
+            await self._tick()
             return False
         if budget is not None:
             batches = self._trim(batches, budget)
@@ -350,12 +357,22 @@ class Worker:
                     self.stats.events += len(messages)
             for mark in self._direct_marks:
                 mark()
+            for task in self._all_tasks:
+                if task.tick():
+                    self._touched[id(task)] = task
             if (
                 self._since_commit >= self.commit_every
                 or time.monotonic() - self._last_commit >= self.commit_interval
             ):
                 await self.commit()
         return True
+
+    async def _tick(self) -> None:
+        """Idle windows: let stream time of quiet partitions follow the clock."""
+        async with self._lock:
+            for task in self._all_tasks:
+                if task.tick():
+                    self._touched[id(task)] = task
 
     def _crash_point(self, name: str) -> None:
         """Fault injection for the crash tests: ``FLOWGRAPH_CRASH_AT=<point>:<n>`` makes the
@@ -403,7 +420,7 @@ class Worker:
         positions, self._positions = self._positions, {}
         self._since_commit = 0
         produce: dict[str, list[OutRecord]] = {}
-        changes: list[tuple[StorePartition, dict[Any, Entry], str]] = []
+        changes: list[tuple[StorePartition, dict[Any, Entry | None], str]] = []
         failures: list[Failure] = []
         for task in touched:
             failures += task.take_failures()
@@ -413,6 +430,7 @@ class Worker:
             self.stats.skipped = sum(
                 a.skipped for t in self._all_tasks for a in t.aggregates.values()
             )
+            self.stats.late = sum(w.late for t in self._all_tasks for w in t.windowed)
         if failures:
             produce.setdefault(self.plan.dlq, []).extend(self._dead_letters(failures))
             self.stats.dead_letters += len(failures)
@@ -474,13 +492,23 @@ class Worker:
 
     # -- reading state -------------------------------------------------------------------
 
-    def table(self, name: str) -> dict[Any, Any]:
-        """All keys and values of the table of step `name` held by this worker."""
+    def table(self, name: str) -> Any:
+        """The table of step `name` held by this worker: a dict of its keys and values, or,
+        for a windowed table, a live `WindowedTableView`."""
         spec = next((s for s in self.plan.stores if s.step == name), None)
         if spec is None:
             known = ", ".join(repr(s.step) for s in self.plan.stores) or "none"
             msg = f"graph {self.plan.graph_id!r} has no table {name!r}; its tables: {known}"
             raise KeyError(msg)
+        windowed = [
+            op
+            for task in sorted(self._all_tasks, key=lambda t: t.partition)
+            for op in task.windowed
+            if op.node.id == name
+        ]
+        node = next(n for sub in self.plan.subtopologies for n in sub.steps if n.id == name)
+        if isinstance(node, lg.Aggregate) and node.window is not None:
+            return WindowedTableView(name, windowed, lambda: self.clock())  # noqa: PLW0108
         result: dict[Any, Any] = {}
         for (store_name, _), store in sorted(self.stores.items(), key=lambda i: i[0][1]):
             if store_name == spec.name:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import attrs
 
 from planner import naming
-from planner.logical import STATEFUL
+from planner.logical import STATEFUL, Aggregate
 from planner.options import PlanOptions
 from planner.physical import PhysicalPlan, StoreSpec
 
@@ -28,6 +28,7 @@ def assign_stores(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
         by_id = {s.id: s for s in sub.steps}
         for step in sub.steps:
             if isinstance(step, STATEFUL):
+                windowed = isinstance(step, Aggregate) and step.window is not None
                 name = naming.store_name(plan.graph_id, step.id)
                 upstream = by_id[step.inputs[0]]
                 stores.append(
@@ -36,8 +37,10 @@ def assign_stores(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
                         step=step.id,
                         changelog=naming.changelog_topic(name),
                         partitions=sub.partitions,
-                        key_type=upstream.key_type,
-                        value_type=step.value_type,
+                        # a windowed store keys by (key, window) and keeps stream time:
+                        # its changelog needs the self-describing codec
+                        key_type=None if windowed else upstream.key_type,
+                        value_type=None if windowed else step.value_type,
                     )
                 )
     result = tuple(stores)

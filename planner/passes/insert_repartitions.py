@@ -4,8 +4,9 @@ Preconditions: a validated `LogicalPlan`.
 Postconditions: every `Aggregate` reads a stream partitioned by its own key. A topic source is
 partitioned by its key (a bounded in-process source of several partitions is not: it spreads
 records round-robin); a repartition topic too; `map`, `filter`, `flat_map` and `peek` keep the
-partitioning (they never change keys); `key_by` loses it; a `merge` keeps it only when all its
-inputs are partitioned by key over the same number of partitions (co-partitioned).
+partitioning (they never change keys); `key_by` loses it, and so do a windowed table's changes
+(keyed by window); a `merge` keeps it only when all its inputs are partitioned by key over the
+same number of partitions (co-partitioned).
 
 Where an aggregation is fed, through key-keeping steps, by a `key_by`, the repartition goes
 right after that `key_by` and is shared by all of its consumers, so two aggregations over one
@@ -24,6 +25,8 @@ from planner import naming
 from planner.errors import GraphValidationError, PlannerInternalError
 from planner.logical import (
     STATEFUL,
+    Aggregate,
+    Changes,
     Filter,
     FlatMap,
     KeyBy,
@@ -53,6 +56,7 @@ class Partitioning:
 def partitioning_of(plan: LogicalPlan) -> dict[str, Partitioning | None]:
     """For each step, the partitioning of its output stream (None: not by the current key)."""
     result: dict[str, Partitioning | None] = {}
+    by_id = plan.by_id()
     for n in plan.nodes:
         if isinstance(n, Source):
             # a bounded in-process source spreads records round-robin, not by key
@@ -62,6 +66,11 @@ def partitioning_of(plan: LogicalPlan) -> dict[str, Partitioning | None]:
             result[n.id] = Partitioning(n.partitions)
         elif isinstance(n, KeyBy):
             result[n.id] = None
+        elif isinstance(n, Changes) and any(
+            isinstance(u, Aggregate) and u.window is not None
+            for u in (by_id.get(i) for i in n.inputs)
+        ):
+            result[n.id] = None  # keyed by window: partitioned by the key inside, not by it
         elif isinstance(n, Merge):
             ups = {result.get(u) for u in n.inputs}
             result[n.id] = ups.pop() if len(ups) == 1 else None

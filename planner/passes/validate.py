@@ -16,7 +16,7 @@ from collections import Counter
 import networkx as nx
 
 from planner.errors import GraphValidationError
-from planner.logical import Aggregate, Changes, LogicalPlan, Peek, Sink, Source
+from planner.logical import Aggregate, Changes, Late, LogicalPlan, Peek, Sink, Source
 from planner.options import PlanOptions
 
 __all__ = ["validate"]
@@ -57,6 +57,10 @@ def validate(plan: LogicalPlan, options: PlanOptions) -> LogicalPlan:
             isinstance(by_id.get(u), Aggregate) for u in n.inputs
         ):
             errors.append(f"changes {n.id!r} must read from a table (an aggregation)")
+        if isinstance(n, Late) and not all(
+            isinstance(u := by_id.get(i), Aggregate) and u.window is not None for i in n.inputs
+        ):
+            errors.append(f"late {n.id!r} must read from a windowed table")
         if not isinstance(n, _TERMINAL) and not any(True for _ in plan.consumers(n.id)):
             errors.append(
                 f"step {n.id!r} ({n.kind}) has no consumer, so its output would be dropped; "
