@@ -92,10 +92,17 @@ def test_relative_links_resolve(path: Path) -> None:
 
 
 def test_api_reference_covers_public_names() -> None:
-    """Every name in `flowgraph.__all__` and every public Stream/Table method is documented."""
+    """Every name in `flowgraph.__all__` and every public member of handles and views is documented."""
     text = (DOCS / "reference" / "api.md").read_text(encoding="utf-8")
     names = [*flowgraph.__all__]
-    for cls in (flowgraph.Stream, flowgraph.Table):
+    for cls in (
+        flowgraph.Stream,
+        flowgraph.Table,
+        flowgraph.WindowedStream,
+        flowgraph.WindowedTable,
+        flowgraph.WindowedTableView,
+        flowgraph.WindowSet,
+    ):
         names += [f"{cls.__name__}.{m}" for m in vars(cls) if not m.startswith("_")]
     missing = [n for n in names if f"`{n}" not in text and f"{n}(" not in text]
     assert not missing, f"docs/reference/api.md does not document {missing}; add them"
