@@ -42,6 +42,7 @@ def bench(session: nox.Session) -> None:
     """Throughput benchmarks with their same-run baselines; figures go to stdout."""
     session.install("-e", ".[test]")
     session.run("python", "bench/bench_clicks.py", *session.posargs)
+    session.run("python", "bench/bench_windows.py", *session.posargs)
     session.run("python", "bench/bench_kafka.py")
 
 

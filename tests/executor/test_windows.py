@@ -157,7 +157,7 @@ def test_record_timestamps_and_datetimes_place_records():
     s.window(fg.Tumbling(60, retention=1e9)).count(name="by_record")
     s.window(
         fg.Tumbling(dt.timedelta(days=1), retention=1e9),
-        timestamp=lambda v: dt.datetime.fromisoformat(v),
+        timestamp=dt.datetime.fromisoformat,
     ).count(name="by_day")
     with TestDriver(g) as d:
         d.send("in", "k", "2026-11-28T10:00:00+00:00", timestamp=61.0)
@@ -196,7 +196,7 @@ def test_bad_timestamps_go_to_the_dead_letter_topic(ts, error):
 def test_a_raising_timestamp_function_dead_letters_the_record():
     g = fg.Graph("t")
     s = g.source("in", key_type=str, value_type=str)
-    s.window(fg.Sliding(10), timestamp=lambda v: float(v)).count(name="n")
+    s.window(fg.Sliding(10), timestamp=float).count(name="n")
     with TestDriver(g) as d:
         d.send("in", "k", "x")
         d.send("in", "k", "3")
@@ -211,7 +211,7 @@ def test_a_raising_timestamp_function_dead_letters_the_record():
 def test_window_needs_a_spec_and_aggregations_need_names():
     g = fg.Graph("t")
     s = g.source("in", key_type=str, value_type=int)
-    with pytest.raises(fg.GraphDefinitionError, match="fg.Tumbling, fg.Hopping or fg.Sliding"):
+    with pytest.raises(fg.GraphDefinitionError, match=r"fg\.Tumbling, fg\.Hopping or fg\.Sliding"):
         s.window(60)  # type: ignore[arg-type]
     with pytest.raises(fg.GraphDefinitionError, match="name="):
         s.window(fg.Tumbling(60)).sum(lambda v: v)

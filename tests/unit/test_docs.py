@@ -92,7 +92,7 @@ def test_relative_links_resolve(path: Path) -> None:
 
 
 def test_api_reference_covers_public_names() -> None:
-    """Every name in `flowgraph.__all__` and every public member of handles and views is documented."""
+    """Every name in `flowgraph.__all__` and every public member of the handles is documented."""
     text = (DOCS / "reference" / "api.md").read_text(encoding="utf-8")
     names = [*flowgraph.__all__]
     for cls in (
