@@ -257,7 +257,7 @@ class WindowedAggregateOp:
             return False
         self.st = st
         if st >= self.next_due:
-            self._advance(st, self.last_o, None)
+            self._advance(st, self.pos if type(self.pos) is int else self.last_o, None)
         return True
 
     # -- pushing records --------------------------------------------------------------------
@@ -287,16 +287,19 @@ class WindowedAggregateOp:
         done = self.done
         lo, hi = _INF, -_INF
         wins: list[tuple[float, float, float, dict[Any, list[Any]] | None]] = []
+        due = self.next_due  # only windows made here lower it, and `span` re-reads it
 
         def span(t: float) -> None:
-            nonlocal lo, hi, wins
+            nonlocal lo, hi, wins, due
             lo, hi, found = spec.span(t)
             top = max(self.st, t)
             wins = [
                 (s, e, e + grace, self._window(s, e) if e + grace > top else None) for s, e in found
             ]
+            due = self.next_due
 
         def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            nonlocal due
             if o <= done:
                 self.skipped += 1
                 return
@@ -319,7 +322,7 @@ class WindowedAggregateOp:
                 if not wins:
                     fail(_before_epoch(t), (k, v, ts, o, h))
                     return
-            self.pos = self.last_o = o
+            self.pos = o  # one input: the position is the offset
             st = self.st
             if t > st:
                 self.st = st = t
@@ -350,8 +353,9 @@ class WindowedAggregateOp:
                 self.late += 1
                 if late_nxt is not None:
                     late_nxt(k, v, ts, o, h)
-            if st >= self.next_due:
+            if st >= due:
                 self._advance(ts, o, h)
+                due = self.next_due
 
         return push
 
