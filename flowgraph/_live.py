@@ -228,6 +228,8 @@ def summary(result: RunResult, plan: PhysicalPlan) -> str:
     ]
     if stats.skipped:
         lines.append(f"  skipped:      {stats.skipped} (already applied before a restart)")
+    if stats.late:
+        lines.append(f"  late:         {stats.late} (too late for a closed window)")
     if stats.restored:
         lines.append(f"  restored:     {stats.restored} changelog records")
     lines.append("  steps:")
@@ -236,5 +238,7 @@ def summary(result: RunResult, plan: PhysicalPlan) -> str:
         lines.append("  tables:")
         for name, table in result.tables.items():
             keys = len(table)
-            lines.append(f"    {name:<{width}}  {keys:>10} {'key' if keys == 1 else 'keys'}")
+            unit = ("window" if keys == 1 else "windows") if hasattr(table, "windows") else None
+            unit = unit or ("key" if keys == 1 else "keys")
+            lines.append(f"    {name:<{width}}  {keys:>10} {unit}")
     return "\n".join(lines)

@@ -632,5 +632,9 @@ class WindowedTableView:
         """Every window held now, of every key: ``{WindowKey: value}``."""
         return {wk: value for op in self._ops for wk, value in op.items()}
 
+    def __len__(self) -> int:
+        """The number of (key, window) values held."""
+        return sum(len(d) for op in self._ops for d in op.windows.values())
+
     def __repr__(self) -> str:
-        return f"WindowedTableView({self.name!r}, windows={len(self.windows())})"
+        return f"WindowedTableView({self.name!r}, windows={len(self)})"

@@ -320,3 +320,38 @@ def test_expired_windows_leave_the_store_and_the_changelog(tmp_path):
     changelog = cluster.broker.logs["t-n-changelog"]
     live = {k for part in changelog for k, v, *_ in part if v is not None}
     assert len(live) <= 2 * 4 + 2  # two keys, a few windows each, and the stream times
+
+
+def test_a_running_worker_answers_queries_from_live_state():
+    from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
+    from flowgraph.runtime.state import open_backend
+    from flowgraph.runtime.worker import Worker
+
+    g = fg.Graph("live")
+    g.source("in", key_type=str, value_type=float).window(
+        fg.Hopping(10, 5, retention=100), timestamp=lambda v: v
+    ).count(name="n")
+    broker = MemoryBroker()
+
+    async def main() -> list[object]:
+        worker = Worker(g.plan(), MemoryTransport(broker), open_backend("memory://"))
+        await worker.start()
+        seen: list[object] = []
+        try:
+            view = worker.table("n")
+            for stamp in (1.0, 6.0, 7.0):
+                broker.append("in", [(0, b"k", b"%r" % stamp, 0.0, None)])
+                while await worker.step():
+                    pass
+                seen.append((view["k"].current(), len(view)))
+            seen.append(view.range("k", 0, 5))
+        finally:
+            await worker.stop()
+        return seen
+
+    assert asyncio.run(main()) == [
+        (1, 1),  # [0, 10)
+        (1, 2),  # 6: [5, 15) has the latest start
+        (2, 2),
+        [(W("k", 0.0, 10.0), 3), (W("k", 5.0, 15.0), 2)],
+    ]

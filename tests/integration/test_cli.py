@@ -407,3 +407,16 @@ def test_signal_stops_cleanly(jobs: Path, sig: signal.Signals) -> None:
     logged = int(re.search(r"processed (\d+) events", out).group(1))  # type: ignore[union-attr]
     assert events >= logged > 0
     assert persisted(state, "ticks-total") == {None: events}
+
+
+def test_the_summary_counts_windows_and_late_records(tmp_path: Path) -> None:
+    (tmp_path / "wjob.py").write_text(
+        "import flowgraph as fg\n"
+        "g = fg.Graph('wjob')\n"
+        "s = g.source_from([float(i) for i in range(30)] + [1.0], name='in', value_type=float)\n"
+        "s.window(fg.Tumbling(10, retention=100), timestamp=lambda v: v).count(name='per10')\n"
+    )
+    done = flowgraph("run", "wjob:g", "--store", "memory://", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "late:         1 (too late for a closed window)" in done.stdout
+    assert re.search(r"per10\s+3 windows", done.stdout), done.stdout
