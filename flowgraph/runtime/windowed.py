@@ -31,7 +31,7 @@ from typing import Any
 from flowgraph.runtime.aggregate import MISSING, _initial_factory, _step
 from flowgraph.runtime.ops import Fail, Push, Rec
 from flowgraph.runtime.state.base import Entry, StorePartition
-from flowgraph.windows import Sliding, WindowKey, WindowSpec, _seconds
+from flowgraph.windows import Sliding, Tumbling, WindowKey, WindowSpec, _seconds
 from planner.logical import Aggregate
 
 __all__ = ["WindowSet", "WindowedAggregateOp", "WindowedTableView"]
@@ -39,6 +39,10 @@ __all__ = ["WindowSet", "WindowedAggregateOp", "WindowedTableView"]
 META: tuple[()] = ()
 """Store key of the partition's stream time and processed position."""
 _INF = math.inf
+
+
+def _nothing() -> None:
+    pass
 
 
 def event_time(t: Any) -> float:
@@ -116,6 +120,9 @@ class WindowedAggregateOp:
         self.late = 0
         self.skipped = 0
         self.pending: list[Rec] = []
+        self._sync: Callable[[], None] = _nothing
+        """Writes stream time and position from the hot path's closure to the op."""
+        self._resync: Callable[[], None] = _nothing
         self.next: Push | None = None
         self.late_next: Push | None = None
         self._load()
@@ -181,6 +188,7 @@ class WindowedAggregateOp:
 
     def flush(self) -> dict[Any, Entry | None]:
         """Changed windows and buffers, then tombstones, then stream time and position last."""
+        self._sync()
         # Tombstones first: a sliding buffer emptied and then started again is written after.
         changed: dict[Any, Entry | None] = dict.fromkeys(self.deleted)
         self.deleted.clear()
@@ -247,6 +255,7 @@ class WindowedAggregateOp:
 
     def tick(self, now: float) -> bool:
         """Idle timeout: advance a quiet partition's stream time by clock time; True if it did."""
+        self._sync()
         if self.pos != self._tick_pos:  # records came since the last tick
             self._tick_pos, self._tick_clock, self._tick_st = self.pos, now, self.st
             return False
@@ -258,6 +267,7 @@ class WindowedAggregateOp:
         self.st = st
         if st >= self.next_due:
             self._advance(st, self.pos if type(self.pos) is int else self.last_o, None)
+        self._resync()
         return True
 
     # -- pushing records --------------------------------------------------------------------
@@ -273,7 +283,12 @@ class WindowedAggregateOp:
         return self._fast_push()
 
     def _fast_push(self) -> Push:
-        """Tumbling and hopping, one input, sync: the hot path, written out."""
+        """Tumbling and hopping, one input, sync: the hot path, written out.
+
+        Stream time and position live in the closure (`sync` writes them to the op before
+        anything else reads them, `resync` reads them back after a tick moved stream time);
+        a tumbling window needs no loop.
+        """
         spec: Any = self.spec
         grace = self.grace
         tsfn = self.tsfn
@@ -285,51 +300,121 @@ class WindowedAggregateOp:
         count = self.node.agg == "count"
         dirty = self.dirty.append
         done = self.done
+        st, pos = self.st, self.pos
         lo, hi = _INF, -_INF
         wins: list[tuple[float, float, float, dict[Any, list[Any]] | None]] = []
+        s1 = e1 = close1 = 0.0  # the one window, for tumbling
+        d1: dict[Any, list[Any]] = {}
         due = self.next_due  # only windows made here lower it, and `span` re-reads it
+        one = isinstance(spec, Tumbling)
 
-        def span(t: float) -> None:
-            nonlocal lo, hi, wins, due
+        def sync() -> None:
+            self.st, self.pos = st, pos
+
+        def resync() -> None:
+            nonlocal st, pos, due
+            st, pos, due = self.st, self.pos, self.next_due
+
+        self._sync, self._resync = sync, resync
+
+        def span(t: float) -> bool:
+            """Find the windows of `t`; False (and a dead letter) if it has none."""
+            nonlocal lo, hi, wins, due, s1, e1, close1, d1
             lo, hi, found = spec.span(t)
-            top = max(self.st, t)
+            top = max(st, t)
             wins = [
                 (s, e, e + grace, self._window(s, e) if e + grace > top else None) for s, e in found
             ]
             due = self.next_due
+            if wins and one:
+                s1, e1, close1, d = wins[0]
+                d1 = d if d is not None else {}
+            return bool(wins)
 
-        def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+        def get_time(k: Any, v: Any, ts: float, o: int, h: Any) -> float | None:
+            try:
+                t = tsfn(v)
+                return t if type(t) is float else event_time(t)
+            except Exception as exc:
+                fail(exc, (k, v, ts, o, h))
+                return None
+
+        def miss(k: Any, v: Any, ts: float, o: int, h: Any, t: float) -> bool:
+            """`t` is outside the cached span: look it up; False if the record failed."""
+            try:
+                if span(t):
+                    return True
+                fail(_before_epoch(t), (k, v, ts, o, h))
+            except ValueError as exc:
+                fail(exc, (k, v, ts, o, h))
+            return False
+
+        def late(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            self.late += 1
+            if late_nxt is not None:
+                late_nxt(k, v, ts, o, h)
+
+        def advance(ts: float, o: int, h: Any) -> None:
             nonlocal due
+            sync()
+            self._advance(ts, o, h)
+            due = self.next_due
+
+        def push_one(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            nonlocal st, pos
             if o <= done:
                 self.skipped += 1
                 return
             if tsfn is None:
                 t = ts
-            else:
-                try:
-                    t = tsfn(v)
-                    if type(t) is not float:
-                        t = event_time(t)
-                except Exception as exc:
-                    fail(exc, (k, v, ts, o, h))
-                    return
-            if not lo <= t < hi:
-                try:
-                    span(t)
-                except ValueError as exc:
-                    fail(exc, (k, v, ts, o, h))
-                    return
-                if not wins:
-                    fail(_before_epoch(t), (k, v, ts, o, h))
-                    return
-            self.pos = o  # one input: the position is the offset
-            st = self.st
+            elif (t := get_time(k, v, ts, o, h)) is None:  # type: ignore[assignment]
+                return
+            if not lo <= t < hi and not miss(k, v, ts, o, h, t):
+                return
+            pos = o
             if t > st:
-                self.st = st = t
-            late = False
+                st = t
+            if st < close1:
+                ent = d1.get(k)
+                if ent is None:
+                    ent = d1[k] = [-1, -1, initial()]
+                if o > ent[0]:
+                    if count:
+                        ent[2] += 1
+                    else:
+                        try:
+                            ent[2] = step(ent[2], v)
+                        except Exception as exc:
+                            fail(exc, (k, v, ts, o, h))
+                            return
+                    if ent[1] == ent[0]:
+                        dirty((k, s1, e1))
+                    ent[1] = o
+                    if nxt is not None:
+                        nxt(WindowKey(k, s1, e1), ent[2], ts, o, h)
+            else:
+                late(k, v, ts, o, h)
+            if st >= due:
+                advance(ts, o, h)
+
+        def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            nonlocal st, pos
+            if o <= done:
+                self.skipped += 1
+                return
+            if tsfn is None:
+                t = ts
+            elif (t := get_time(k, v, ts, o, h)) is None:  # type: ignore[assignment]
+                return
+            if not lo <= t < hi and not miss(k, v, ts, o, h, t):
+                return
+            pos = o
+            if t > st:
+                st = t
+            missed = False
             for s, e, close, d in wins:
                 if st >= close or d is None:
-                    late = True
+                    missed = True
                     continue
                 ent = d.get(k)
                 if ent is None:
@@ -349,15 +434,12 @@ class WindowedAggregateOp:
                 ent[1] = o
                 if nxt is not None:
                     nxt(WindowKey(k, s, e), ent[2], ts, o, h)
-            if late:
-                self.late += 1
-                if late_nxt is not None:
-                    late_nxt(k, v, ts, o, h)
+            if missed:
+                late(k, v, ts, o, h)
             if st >= due:
-                self._advance(ts, o, h)
-                due = self.next_due
+                advance(ts, o, h)
 
-        return push
+        return push_one if one else push
 
     def _push_generic(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
         coro = self._apply(k, v, ts, o, h)
@@ -535,6 +617,11 @@ class WindowedAggregateOp:
         ent = d.get(key) if d is not None else None
         return (False, None) if ent is None else (True, ent[2])
 
+    def stream_time(self) -> float:
+        """This partition's stream time (-inf before any record)."""
+        self._sync()
+        return self.st
+
     def holds(self, key: Any) -> bool:
         """True if `key` has a window or a buffer in this partition."""
         return key in self.buffers or any(key in d for d in self.windows.values())
@@ -603,7 +690,7 @@ class WindowedTableView:
 
     def _stream_time(self, key: Any) -> float:
         holding = [op for op in self._ops if op.holds(key)]
-        times = [op.st for op in holding or self._ops]
+        times = [op.stream_time() for op in holding or self._ops]
         return max(times, default=-_INF)
 
     def range(self, key: Any, start: float, end: float) -> list[tuple[WindowKey, Any]]:
@@ -626,7 +713,7 @@ class WindowedTableView:
     @property
     def stream_time(self) -> float:
         """The largest stream time over the partitions held (-inf before any record)."""
-        return max((op.st for op in self._ops), default=-_INF)
+        return max((op.stream_time() for op in self._ops), default=-_INF)
 
     def windows(self) -> dict[WindowKey, Any]:
         """Every window held now, of every key: ``{WindowKey: value}``."""
