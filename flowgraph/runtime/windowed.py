@@ -331,14 +331,6 @@ class WindowedAggregateOp:
                 d1 = d if d is not None else {}
             return bool(wins)
 
-        def get_time(k: Any, v: Any, ts: float, o: int, h: Any) -> float | None:
-            try:
-                t = tsfn(v)
-                return t if type(t) is float else event_time(t)
-            except Exception as exc:
-                fail(exc, (k, v, ts, o, h))
-                return None
-
         def miss(k: Any, v: Any, ts: float, o: int, h: Any, t: float) -> bool:
             """`t` is outside the cached span: look it up; False if the record failed."""
             try:
@@ -367,8 +359,14 @@ class WindowedAggregateOp:
                 return
             if tsfn is None:
                 t = ts
-            elif (t := get_time(k, v, ts, o, h)) is None:  # type: ignore[assignment]
-                return
+            else:  # written out, not a helper: a call per record costs as much as a window
+                try:
+                    t = tsfn(v)
+                    if type(t) is not float:
+                        t = event_time(t)
+                except Exception as exc:
+                    fail(exc, (k, v, ts, o, h))
+                    return
             if not lo <= t < hi and not miss(k, v, ts, o, h, t):
                 return
             pos = o
@@ -404,8 +402,14 @@ class WindowedAggregateOp:
                 return
             if tsfn is None:
                 t = ts
-            elif (t := get_time(k, v, ts, o, h)) is None:  # type: ignore[assignment]
-                return
+            else:  # written out, not a helper: a call per record costs as much as a window
+                try:
+                    t = tsfn(v)
+                    if type(t) is not float:
+                        t = event_time(t)
+                except Exception as exc:
+                    fail(exc, (k, v, ts, o, h))
+                    return
             if not lo <= t < hi and not miss(k, v, ts, o, h, t):
                 return
             pos = o
