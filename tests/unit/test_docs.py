@@ -1,4 +1,4 @@
-"""The docs stay true: every ```python block in docs/**/*.md runs against the current code.
+"""The docs stay true: every ```python block in README.md and docs/**/*.md runs as written.
 
 Each Markdown file's blocks run in order, in one namespace (a throwaway module, so Records and
 functions defined there behave as in a real module), with a temporary directory as the working
@@ -25,7 +25,7 @@ _LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
 def markdown_files() -> list[Path]:
-    return sorted(DOCS.rglob("*.md"))
+    return [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
 
 
 def python_blocks(path: Path) -> list[tuple[int, str]]:
@@ -54,7 +54,7 @@ def python_blocks(path: Path) -> list[tuple[int, str]]:
 
 
 def _id(path: Path) -> str:
-    return str(path.relative_to(DOCS))
+    return str(path.relative_to(DOCS if path.is_relative_to(DOCS) else ROOT))
 
 
 @pytest.mark.parametrize("path", markdown_files(), ids=_id)
