@@ -179,6 +179,27 @@ class _Windowed:
         """When the window ending at `end` may be dropped: ``end + grace + retention``."""
         return end + self.grace + self.retention
 
+    def describe(self) -> str:
+        """A few words for plans: ``hopping 60s step 10s grace 5s emit close``."""
+        kind = type(self).__name__.lower()
+        parts = [f"{kind} {_short(getattr(self, 'size', 0.0))}"]
+        if isinstance(self, Hopping):
+            parts.append(f"step {_short(self.step)}")
+        if self.grace:
+            parts.append(f"grace {_short(self.grace)}")
+        if self.retention:
+            parts.append(f"retention {_short(self.retention)}")
+        if self.emit != "update":
+            parts.append(f"emit {self.emit}")
+        if self.idle_timeout is not None:
+            parts.append(f"idle {_short(self.idle_timeout)}")
+        return " ".join(parts)
+
+
+def _short(seconds: float) -> str:
+    """``10s``, ``1.5s``: seconds without a trailing ``.0``."""
+    return f"{seconds:g}s"
+
 
 @attrs.frozen
 class Tumbling(_Windowed):

@@ -105,7 +105,8 @@ class StepDescription:
 
     `function` is ``module.qualname`` ("" for steps without one); `where` is ``file.py:14``.
     `topic` is the topic a source or repartition reads or a sink writes; `store` the store of
-    a stateful step; `reason` why a repartition exists.
+    a stateful step; `reason` why a repartition exists; `window` the windows of a windowed
+    aggregation (``tumbling 10s grace 2s``).
     """
 
     id: str
@@ -116,6 +117,7 @@ class StepDescription:
     topic: str = ""
     store: str = ""
     reason: str = ""
+    window: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -318,7 +320,16 @@ def _step(node: Node, stores: dict[str, str]) -> StepDescription:
         topic=topic,
         store=stores.get(node.id, ""),
         reason=node.reason if isinstance(node, Repartition) else "",
+        window=_window(node),
     )
+
+
+def _window(node: Node) -> str:
+    """A windowed aggregation's windows in a few words; the spec says them (`describe()`)."""
+    if not isinstance(node, Aggregate) or node.window is None:
+        return ""
+    describe = getattr(node.window, "describe", None)
+    return str(describe()) if callable(describe) else repr(node.window)
 
 
 def describe(plan: PhysicalPlan | LogicalPlan, *, backend: str | None = None) -> PlanDescription:

@@ -231,6 +231,7 @@ def test_changes_of_a_windowed_table_are_repartitioned_before_another_table():
     plan = g.plan()
     assert any(t.role == "repartition" for t in plan.topics)
     assert "n-changes" in plan.explain()
+    assert "tumbling 10s emit close, store t-n" in plan.explain()
 
 
 # -- other aggregations, async, merged inputs ---------------------------------------------------
