@@ -38,6 +38,8 @@ END_OFFSET_TIMEOUT = 60.0
 """Seconds to wait for a fetch response that tells a partition's end before giving up."""
 FETCH_WAIT = 0.2
 """Seconds a restore read waits for a fetch before deciding a partition is read to its end."""
+HIGHWATER_POLL_MS = 10
+"""How long one poll for a partition's high watermark waits (it is polled until known)."""
 
 Assigned = Callable[[frozenset[TP]], Awaitable[None]]
 
@@ -383,7 +385,9 @@ class KafkaTransport:
         near = await reader.position(part)
         deadline = time.monotonic() + END_OFFSET_TIMEOUT
         while True:  # only a fetch response tells the true end; never guess (state depends on it)
-            await reader.getmany(part, timeout_ms=int(FETCH_WAIT * 1000), max_records=1)
+            # Short polls: getmany waits for records, not for the response, and an empty
+            # partition has none, so a long timeout would be paid in full for each one.
+            await reader.getmany(part, timeout_ms=HIGHWATER_POLL_MS, max_records=1)
             high = reader.highwater(part)
             if high is not None:
                 return max(int(near), int(high))
