@@ -21,8 +21,8 @@ from flowgraph.errors import PlanningError as PlanningError
 from flowgraph.errors import RuntimeFailure as RuntimeFailure
 from flowgraph.errors import SerializationError as SerializationError
 from flowgraph.records import Record as Record
-from flowgraph.runtime.windowed import WindowedTableView as WindowedTableView
-from flowgraph.runtime.windowed import WindowSet as WindowSet
+from flowgraph.runtime.window_views import WindowedTableView as WindowedTableView
+from flowgraph.runtime.window_views import WindowSet as WindowSet
 from flowgraph.windows import Hopping as Hopping
 from flowgraph.windows import Sliding as Sliding
 from flowgraph.windows import Tumbling as Tumbling

@@ -21,7 +21,6 @@ docs/concepts/windows.md; how they are kept here:
 
 from __future__ import annotations
 
-import datetime as dt
 import heapq
 import itertools
 import math
@@ -31,10 +30,11 @@ from typing import Any
 from flowgraph.runtime.aggregate import MISSING, _initial_factory, _step
 from flowgraph.runtime.ops import Fail, Push, Rec
 from flowgraph.runtime.state.base import Entry, StorePartition
-from flowgraph.windows import Sliding, Tumbling, WindowKey, WindowSpec, _seconds
+from flowgraph.runtime.window_push import _before_epoch, event_time, fast_push
+from flowgraph.windows import Sliding, WindowKey, WindowSpec
 from planner.logical import Aggregate
 
-__all__ = ["WindowSet", "WindowedAggregateOp", "WindowedTableView"]
+__all__ = ["WindowedAggregateOp"]
 
 META: tuple[()] = ()
 """Store key of the partition's stream time and processed position."""
@@ -43,30 +43,6 @@ _INF = math.inf
 
 def _nothing() -> None:
     pass
-
-
-def event_time(t: Any) -> float:
-    """A timestamp function's result as float seconds; one clear error for anything else."""
-    if type(t) is float or (isinstance(t, int | float) and not isinstance(t, bool)):
-        t = float(t)
-    elif isinstance(t, dt.datetime):
-        t = t.timestamp()
-    else:
-        msg = (
-            f"the window timestamp is {t!r} ({type(t).__name__}); "
-            "a timestamp must be seconds (int or float) or a datetime"
-        )
-        raise TypeError(msg)
-    if not math.isfinite(t):
-        msg = f"the window timestamp {t!r} is not a finite time"
-        raise ValueError(msg)
-    return float(t)
-
-
-def _before_epoch(t: float) -> ValueError:
-    return ValueError(
-        f"the window timestamp {t!r} is before the epoch; windows start at 0 (1970-01-01)"
-    )
 
 
 class WindowedAggregateOp:
@@ -280,170 +256,7 @@ class WindowedAggregateOp:
             return self._collect
         if self.inputs != 1 or self.sliding:
             return self._push_generic
-        return self._fast_push()
-
-    def _fast_push(self) -> Push:
-        """Tumbling and hopping, one input, sync: the hot path, written out.
-
-        Stream time and position live in the closure (`sync` writes them to the op before
-        anything else reads them, `resync` reads them back after a tick moved stream time);
-        a tumbling window needs no loop.
-        """
-        spec: Any = self.spec
-        grace = self.grace
-        tsfn = self.tsfn
-        fail = self.fail
-        nxt = None if self.emit_close else self.next
-        late_nxt = self.late_next
-        initial = self.initial
-        step = self.step
-        count = self.node.agg == "count"
-        dirty = self.dirty.append
-        done = self.done
-        st, pos = self.st, self.pos
-        lo, hi = _INF, -_INF
-        wins: list[tuple[float, float, float, dict[Any, list[Any]] | None]] = []
-        s1 = e1 = close1 = 0.0  # the one window, for tumbling
-        d1: dict[Any, list[Any]] = {}
-        due = self.next_due  # only windows made here lower it, and `span` re-reads it
-        one = isinstance(spec, Tumbling)
-
-        def sync() -> None:
-            self.st, self.pos = st, pos
-
-        def resync() -> None:
-            nonlocal st, pos, due
-            st, pos, due = self.st, self.pos, self.next_due
-
-        self._sync, self._resync = sync, resync
-
-        def span(t: float) -> bool:
-            """Find the windows of `t`; False (and a dead letter) if it has none."""
-            nonlocal lo, hi, wins, due, s1, e1, close1, d1
-            lo, hi, found = spec.span(t)
-            top = max(st, t)
-            wins = [
-                (s, e, e + grace, self._window(s, e) if e + grace > top else None) for s, e in found
-            ]
-            due = self.next_due
-            if wins and one:
-                s1, e1, close1, d = wins[0]
-                d1 = d if d is not None else {}
-            return bool(wins)
-
-        def miss(k: Any, v: Any, ts: float, o: int, h: Any, t: float) -> bool:
-            """`t` is outside the cached span: look it up; False if the record failed."""
-            try:
-                if span(t):
-                    return True
-                fail(_before_epoch(t), (k, v, ts, o, h))
-            except ValueError as exc:
-                fail(exc, (k, v, ts, o, h))
-            return False
-
-        def late(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
-            self.late += 1
-            if late_nxt is not None:
-                late_nxt(k, v, ts, o, h)
-
-        def advance(ts: float, o: int, h: Any) -> None:
-            nonlocal due
-            sync()
-            self._advance(ts, o, h)
-            due = self.next_due
-
-        def push_one(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
-            nonlocal st, pos
-            if o <= done:
-                self.skipped += 1
-                return
-            if tsfn is None:
-                t = ts
-            else:  # written out, not a helper: a call per record costs as much as a window
-                try:
-                    t = tsfn(v)
-                    if type(t) is not float:
-                        t = event_time(t)
-                except Exception as exc:
-                    fail(exc, (k, v, ts, o, h))
-                    return
-            if not lo <= t < hi and not miss(k, v, ts, o, h, t):
-                return
-            pos = o
-            if t > st:
-                st = t
-            if st < close1:
-                ent = d1.get(k)
-                if ent is None:
-                    ent = d1[k] = [-1, -1, initial()]
-                if o > ent[0]:
-                    if count:
-                        ent[2] += 1
-                    else:
-                        try:
-                            ent[2] = step(ent[2], v)
-                        except Exception as exc:
-                            fail(exc, (k, v, ts, o, h))
-                            return
-                    if ent[1] == ent[0]:
-                        dirty((k, s1, e1))
-                    ent[1] = o
-                    if nxt is not None:
-                        nxt(WindowKey(k, s1, e1), ent[2], ts, o, h)
-            else:
-                late(k, v, ts, o, h)
-            if st >= due:
-                advance(ts, o, h)
-
-        def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
-            nonlocal st, pos
-            if o <= done:
-                self.skipped += 1
-                return
-            if tsfn is None:
-                t = ts
-            else:  # written out, not a helper: a call per record costs as much as a window
-                try:
-                    t = tsfn(v)
-                    if type(t) is not float:
-                        t = event_time(t)
-                except Exception as exc:
-                    fail(exc, (k, v, ts, o, h))
-                    return
-            if not lo <= t < hi and not miss(k, v, ts, o, h, t):
-                return
-            pos = o
-            if t > st:
-                st = t
-            missed = False
-            for s, e, close, d in wins:
-                if st >= close or d is None:
-                    missed = True
-                    continue
-                ent = d.get(k)
-                if ent is None:
-                    ent = d[k] = [-1, -1, initial()]
-                elif o <= ent[0]:
-                    continue
-                if count:
-                    ent[2] += 1
-                else:
-                    try:
-                        ent[2] = step(ent[2], v)
-                    except Exception as exc:
-                        fail(exc, (k, v, ts, o, h))
-                        return
-                if ent[1] == ent[0]:
-                    dirty((k, s, e))
-                ent[1] = o
-                if nxt is not None:
-                    nxt(WindowKey(k, s, e), ent[2], ts, o, h)
-            if missed:
-                late(k, v, ts, o, h)
-            if st >= due:
-                advance(ts, o, h)
-
-        return push_one if one else push
+        return fast_push(self)
 
     def _push_generic(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
         coro = self._apply(k, v, ts, o, h)
@@ -635,97 +448,3 @@ class WindowedAggregateOp:
         for (s, e), d in list(self.windows.items()):
             for k, ent in d.items():
                 yield WindowKey(k, s, e), ent[2]
-
-
-class WindowSet:
-    """The windows of one key, as `table[key]` gives them: pick one by time."""
-
-    def __init__(self, view: WindowedTableView, key: Any) -> None:
-        self._view = view
-        self.key = key
-
-    def now(self) -> Any:
-        """The value of the window containing the clock's now."""
-        return self._view._value(self.key, self._view._clock())
-
-    def current(self) -> Any:
-        """The value of the window containing stream time (of the key's partition)."""
-        return self._view._value(self.key, self._view._stream_time(self.key))
-
-    def value(self) -> Any:
-        """The same as `current()`: the window of the stream time."""
-        return self.current()
-
-    def delta(self, d: float | dt.timedelta) -> Any:
-        """The value of the window containing stream time minus `d` seconds."""
-        return self._view._value(self.key, self._view._stream_time(self.key) - _seconds(d))
-
-    def __repr__(self) -> str:
-        return f"WindowSet(key={self.key!r})"
-
-
-class WindowedTableView:
-    """Queries over a windowed table: ``view[key].current()``, `range`, `windows`.
-
-    Reads the live state of the tasks that hold the table, in a running worker or a
-    `TestDriver`; where several hopping windows contain a time, the latest start wins.
-    """
-
-    def __init__(self, name: str, ops: list[WindowedAggregateOp], clock: Callable[[], float]):
-        self.name = name
-        self._ops = ops
-        self._clock = clock
-
-    def __getitem__(self, key: Any) -> WindowSet:
-        return WindowSet(self, key)
-
-    def _initial(self) -> Any:
-        if not self._ops:
-            return None
-        value = self._ops[0].initial()
-        return None if value is MISSING else value
-
-    def _value(self, key: Any, t: float) -> Any:
-        for op in self._ops:
-            found, value = op.value_at(key, t)
-            if found:
-                return None if value is MISSING else value
-        return self._initial()
-
-    def _stream_time(self, key: Any) -> float:
-        holding = [op for op in self._ops if op.holds(key)]
-        times = [op.stream_time() for op in holding or self._ops]
-        return max(times, default=-_INF)
-
-    def range(self, key: Any, start: float, end: float) -> list[tuple[WindowKey, Any]]:
-        """The windows of `key` held now whose start lies in ``[start, end]``, by start."""
-        lo, hi = _seconds(start), _seconds(end)
-        found = [
-            (wk, value)
-            for op in self._ops
-            for (s, e), d in list(op.windows.items())
-            if lo <= s <= hi and key in d
-            for wk, value in ((WindowKey(key, s, e), d[key][2]),)
-        ]
-        return sorted(found, key=lambda item: (item[0].start, item[0].end))
-
-    @property
-    def late(self) -> int:
-        """Records this table found too late for one of their windows, so far."""
-        return sum(op.late for op in self._ops)
-
-    @property
-    def stream_time(self) -> float:
-        """The largest stream time over the partitions held (-inf before any record)."""
-        return max((op.stream_time() for op in self._ops), default=-_INF)
-
-    def windows(self) -> dict[WindowKey, Any]:
-        """Every window held now, of every key: ``{WindowKey: value}``."""
-        return {wk: value for op in self._ops for wk, value in op.items()}
-
-    def __len__(self) -> int:
-        """The number of (key, window) values held."""
-        return sum(len(d) for op in self._ops for d in op.windows.values())
-
-    def __repr__(self) -> str:
-        return f"WindowedTableView({self.name!r}, windows={len(self)})"

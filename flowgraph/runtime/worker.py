@@ -32,7 +32,7 @@ from flowgraph.runtime.recovery import POSITION_HEADER, Recovery, encode_positio
 from flowgraph.runtime.state.base import Entry, StateBackend, StorePartition
 from flowgraph.runtime.task import Failure, Task
 from flowgraph.runtime.transport import TP, Consumer, InProcessTransport, OutRecord, Transport
-from flowgraph.runtime.windowed import WindowedTableView
+from flowgraph.runtime.window_views import WindowedTableView
 from flowgraph.serde import AutoCodec, Codec, JsonCodec, RawCodec, codec_for
 from planner import logical as lg
 from planner.physical import PhysicalPlan, TopicSpec
