@@ -134,6 +134,8 @@ class LiveView:
         )
         if self._lag:
             line += f", lag {sum(self._lag.values())}"
+        if stats.late:
+            line += f", late {stats.late}"
         if stats.restored:
             line += f", restored {stats.restored} changelog records"
         return line
@@ -153,6 +155,8 @@ class LiveView:
             (f"{stats.dead_letters}", "bold red" if stats.dead_letters else "bold"),
         )
         parts: list[Any] = [head]
+        if stats.late:
+            parts.append(Text(f"late records {stats.late} (too late for a closed window)"))
         if stats.restored:
             parts.append(Text(f"restored {stats.restored} changelog records"))
         steps = Table(box=None, pad_edge=False, show_header=True, header_style="bold")

@@ -356,3 +356,37 @@ def test_a_running_worker_answers_queries_from_live_state():
         (2, 2),
         [(W("k", 0.0, 10.0), 3), (W("k", 5.0, 15.0), 2)],
     ]
+
+
+def test_a_running_worker_closes_idle_windows_by_the_wall_clock():
+    import time
+
+    from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
+    from flowgraph.runtime.state import open_backend
+    from flowgraph.runtime.worker import Worker
+
+    g = fg.Graph("idle")
+    g.source("in", key_type=str, value_type=float).window(
+        fg.Tumbling(1, emit="close", idle_timeout=0.2), timestamp=lambda v: v
+    ).count(name="n").changes().to("closed")
+    broker = MemoryBroker()
+
+    async def main() -> tuple[int, int]:
+        worker = Worker(g.plan(), MemoryTransport(broker), open_backend("memory://"))
+        await worker.start()
+        try:
+            broker.append("in", [(0, b"k", b"0.25", 0.0, None)])
+            while await worker.step():
+                pass
+            before = sum(len(p) for p in broker.logs["closed"])
+            time.sleep(0.1)
+            await worker.step()  # quiet for 0.1 s of wall clock: not yet
+            assert sum(len(p) for p in broker.logs["closed"]) == before
+            time.sleep(0.9)  # quiet for ~1 s: stream time 0.25 + ~1 passes the end, 1
+            await worker.step()
+            after = sum(len(p) for p in broker.logs["closed"])
+        finally:
+            await worker.stop()
+        return before, after
+
+    assert asyncio.run(main()) == (0, 1)
