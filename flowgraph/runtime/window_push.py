@@ -72,13 +72,29 @@ def fast_push(self: WindowedAggregateOp) -> Push:
     d1: dict[Any, list[Any]] = {}
     due = self.next_due  # only windows made here lower it, and `span` re-reads it
     one = isinstance(spec, Tumbling)
+    # Hopping: the span's windows still open, when the first of them closes, and per key
+    # its entries in those windows (`rows`); rows made since the last flush are in `made`,
+    # which `sync` hands to the op's dirty list (cheaper than marking each write).
+    opened: list[tuple[float, float, dict[Any, list[Any]]]] = []
+    first_close = -_INF
+    missed = False
+    rows: dict[Any, list[list[Any]]] = {}
+    made: list[tuple[Any, list[tuple[float, float, dict[Any, list[Any]]]]]] = []
 
     def sync() -> None:
         self.st, self.pos = st, pos
+        if made:
+            for k, windows in made:
+                for s, e, _ in windows:
+                    dirty((k, s, e))
+            made.clear()
+            rows.clear()
 
     def resync() -> None:
         nonlocal st, pos, due
         st, pos, due = self.st, self.pos, self.next_due
+        if wins and not one and st >= first_close:
+            reopen(st)  # a tick moved stream time past a close
 
     self._sync, self._resync = sync, resync
 
@@ -94,7 +110,17 @@ def fast_push(self: WindowedAggregateOp) -> Push:
         if wins and one:
             s1, e1, close1, d = wins[0]
             d1 = d if d is not None else {}
+        elif wins:
+            reopen(top)
         return bool(wins)
+
+    def reopen(now: float) -> None:
+        """Which windows of the span are open at stream time `now`; forget the rows."""
+        nonlocal opened, first_close, missed, rows
+        opened = [(s, e, d) for s, e, close, d in wins if close > now and d is not None]
+        first_close = min((c for _, _, c, d in wins if c > now and d is not None), default=_INF)
+        missed = len(opened) < len(wins)
+        rows = {}
 
     def miss(k: Any, v: Any, ts: float, o: int, h: Any, t: float) -> bool:
         """`t` is outside the cached span: look it up; False if the record failed."""
@@ -180,29 +206,31 @@ def fast_push(self: WindowedAggregateOp) -> Push:
         pos = o
         if t > st:
             st = t
-        missed = False
-        for s, e, close, d in wins:
-            if st >= close or d is None:
-                missed = True
-                continue
-            ent = d.get(k)
-            if ent is None:
-                ent = d[k] = [-1, -1, initial()]
-            elif o <= ent[0]:
-                continue
-            if count:
-                ent[2] += 1
-            else:
-                try:
-                    ent[2] = step(ent[2], v)
-                except Exception as exc:
-                    fail(exc, (k, v, ts, o, h))
-                    return
-            if ent[1] == ent[0]:
-                dirty((k, s, e))
-            ent[1] = o
-            if nxt is not None:
-                nxt(WindowKey(k, s, e), ent[2], ts, o, h)
+            if st >= first_close:
+                reopen(st)
+        row = rows.get(k)
+        if row is None:
+            row = rows[k] = [d.get(k) or d.setdefault(k, [-1, -1, initial()]) for _, _, d in opened]
+            made.append((k, opened))
+        if count:
+            for ent in row:
+                if o > ent[0]:
+                    ent[2] += 1
+                    ent[1] = o
+        else:
+            try:
+                new = [step(ent[2], v) if o > ent[0] else None for ent in row]
+            except Exception as exc:
+                fail(exc, (k, v, ts, o, h))
+                return
+            for ent, value in zip(row, new, strict=True):
+                if o > ent[0]:
+                    ent[2] = value
+                    ent[1] = o
+        if nxt is not None:
+            for ent, (s, e, _) in zip(row, opened, strict=True):
+                if ent[1] == o:
+                    nxt(WindowKey(k, s, e), ent[2], ts, o, h)
         if missed:
             late(k, v, ts, o, h)
         if st >= due:

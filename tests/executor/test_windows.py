@@ -390,3 +390,14 @@ def test_a_running_worker_closes_idle_windows_by_the_wall_clock():
         return before, after
 
     assert asyncio.run(main()) == (0, 1)
+
+
+def test_an_idle_tick_closes_hopping_windows_the_next_record_would_have_used():
+    spec = fg.Hopping(10, 5, retention=100, idle_timeout=1)
+    with TestDriver(sales_graph(spec)) as d:
+        send(d, "a", 1, 6.0)  # [0, 10) and [5, 15)
+        d.advance_time(5.0)  # quiet for 5 s: stream time 11 closes [0, 10)
+        send(d, "a", 2, 7.0)  # late for [0, 10), still on time for [5, 15)
+        view = d.table("amounts")
+        assert view.windows() == {W("a", 0.0, 10.0): 1, W("a", 5.0, 15.0): 3}
+        assert view.late == 1
