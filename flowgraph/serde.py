@@ -218,6 +218,8 @@ _EXT_FROZENSET = 7
 
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
+_FLAT = frozenset({str, float, bool, bytes, type(None)})
+"""Types msgpack round-trips exactly by itself (ints too, within 64 bits)."""
 _PLAIN_KEYS = frozenset({str, int, float, bytes, bool, type(None)})
 
 
@@ -278,7 +280,12 @@ class AutoCodec:
         if t is dict:
             return self._prepare_dict(obj)
         if t is tuple:
-            return self._ext(_EXT_TUPLE, [self._prepare(v) for v in obj])
+            for v in obj:
+                tv = type(v)
+                if tv not in _FLAT and (tv is not int or not _INT_MIN <= v <= _INT_MAX):
+                    return self._ext(_EXT_TUPLE, [self._prepare(v) for v in obj])
+            # only scalars msgpack gives back as they are (window store keys): no recursion
+            return msgspec.msgpack.Ext(_EXT_TUPLE, self._encoder.encode(obj))
         if isinstance(obj, Record):
             fields = {
                 a.alias: self._prepare(getattr(obj, a.name))
