@@ -81,14 +81,39 @@ def fast_push(self: WindowedAggregateOp) -> Push:
     rows: dict[Any, list[list[Any]]] = {}
     made: list[tuple[Any, list[tuple[float, float, dict[Any, list[Any]]]]]] = []
 
+    # Counting with nothing downstream: a key's records in a span are tallied once and added
+    # to its windows' entries when the span, the open windows or a flush moves on.
+    lazy = count and nxt is None
+    tallies: dict[Any, list[Any]] = {}
+    """key -> [records not yet added, last offset, highest stored position, entries]."""
+
+    def settle() -> None:
+        """Add the tallied records to their entries; the tallies stay for the span."""
+        for tally in tallies.values():
+            n, last = tally[0], tally[1]
+            if n:
+                tally[0] = 0
+                for ent in tally[3]:
+                    ent[2] += n
+                    if last > ent[1]:
+                        ent[1] = last
+
     def sync() -> None:
         self.st, self.pos = st, pos
+        if tallies:
+            settle()
+
+    def before_flush() -> None:
+        """Mark the entries of every row made since the last flush; start new rows after it
+        (the positions a row compares with are those stored, which the flush moves)."""
+        sync()
         if made:
             for k, windows in made:
                 for s, e, _ in windows:
                     dirty((k, s, e))
             made.clear()
             rows.clear()
+            tallies.clear()
 
     def resync() -> None:
         nonlocal st, pos, due
@@ -96,7 +121,7 @@ def fast_push(self: WindowedAggregateOp) -> Push:
         if wins and not one and st >= first_close:
             reopen(st)  # a tick moved stream time past a close
 
-    self._sync, self._resync = sync, resync
+    self._sync, self._resync, self._before_flush = sync, resync, before_flush
 
     def span(t: float) -> bool:
         """Find the windows of `t`; False (and a dead letter) if it has none."""
@@ -121,6 +146,9 @@ def fast_push(self: WindowedAggregateOp) -> Push:
         first_close = min((c for _, _, c, d in wins if c > now and d is not None), default=_INF)
         missed = len(opened) < len(wins)
         rows = {}
+        if tallies:
+            settle()
+            tallies.clear()
 
     def miss(k: Any, v: Any, ts: float, o: int, h: Any, t: float) -> bool:
         """`t` is outside the cached span: look it up; False if the record failed."""
@@ -208,6 +236,26 @@ def fast_push(self: WindowedAggregateOp) -> Push:
             st = t
             if st >= first_close:
                 reopen(st)
+        if lazy:
+            tally = tallies.get(k)
+            if tally is None:
+                ents = [d.get(k) or d.setdefault(k, [-1, -1, initial()]) for _, _, d in opened]
+                floor = max([ent[0] for ent in ents], default=-1)
+                tally = tallies[k] = [0, -1, floor, ents]
+                made.append((k, opened))
+            if o > tally[2]:
+                tally[0] += 1
+                tally[1] = o
+            else:  # a replay: some of these windows may hold this record already
+                for ent in tally[3]:
+                    if o > ent[0]:
+                        ent[2] += 1
+                        ent[1] = o
+            if missed:
+                late(k, v, ts, o, h)
+            if st >= due:
+                advance(ts, o, h)
+            return
         row = rows.get(k)
         if row is None:
             row = rows[k] = [d.get(k) or d.setdefault(k, [-1, -1, initial()]) for _, _, d in opened]

@@ -81,6 +81,8 @@ class WindowedTableView:
     def range(self, key: Any, start: float, end: float) -> list[tuple[WindowKey, Any]]:
         """The windows of `key` held now whose start lies in ``[start, end]``, by start."""
         lo, hi = _seconds(start), _seconds(end)
+        for op in self._ops:
+            op._sync()  # values the hot path has not written to the windows yet
         found = [
             (wk, value)
             for op in self._ops

@@ -99,6 +99,7 @@ class WindowedAggregateOp:
         self._sync: Callable[[], None] = _nothing
         """Writes stream time and position from the hot path's closure to the op."""
         self._resync: Callable[[], None] = _nothing
+        self._before_flush: Callable[[], None] = _nothing
         self.next: Push | None = None
         self.late_next: Push | None = None
         self._load()
@@ -164,7 +165,7 @@ class WindowedAggregateOp:
 
     def flush(self) -> dict[Any, Entry | None]:
         """Changed windows and buffers, then tombstones, then stream time and position last."""
-        self._sync()
+        self._before_flush()
         # Tombstones first: a sliding buffer emptied and then started again is written after.
         changed: dict[Any, Entry | None] = dict.fromkeys(self.deleted)
         self.deleted.clear()
@@ -415,6 +416,7 @@ class WindowedAggregateOp:
 
     def value_at(self, key: Any, t: float) -> tuple[bool, Any]:
         """``(found, value)`` of `key`'s window for time `t` (latest start for hopping)."""
+        self._sync()
         if self.sliding:
             b = self.buffers.get(key)
             if b is None:
@@ -445,6 +447,7 @@ class WindowedAggregateOp:
 
     def items(self) -> Iterator[tuple[WindowKey, Any]]:
         """Every window held: ``(WindowKey, value)``."""
+        self._sync()
         for (s, e), d in list(self.windows.items()):
             for k, ent in d.items():
                 yield WindowKey(k, s, e), ent[2]

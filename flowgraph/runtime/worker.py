@@ -152,6 +152,8 @@ class Worker:
         point, _, nth = crash.partition(":")
         self._crash_at = (point, int(nth or 1)) if point else None
         self._crash_seen = 0
+        self._failure: Exception | None = None
+        """What assigning partitions raised, raised again by `step` (see `_on_assigned`)."""
         self._lock = asyncio.Lock()
         """Held while processing and committing, so a rebalance never cuts a batch in two."""
         self._positions: dict[TP, int] = {}
@@ -199,9 +201,17 @@ class Worker:
             await self._assign(self._consumer.assignment())
 
     async def _on_assigned(self, assignment: frozenset[TP]) -> None:
-        """A rebalance gave this worker `assignment`: restore its stores, build its tasks."""
+        """A rebalance gave this worker `assignment`: restore its stores, build its tasks.
+
+        The consumer calls this and only logs what it raises, so a failure (a changelog
+        that cannot be restored) is kept and raised by the next `step`: the run stops on it
+        instead of going on without the state.
+        """
         async with self._lock:
-            await self._assign(assignment)
+            try:
+                await self._assign(assignment)
+            except Exception as exc:
+                self._failure = exc
 
     async def _on_revoked(self, revoked: frozenset[TP]) -> None:
         """A rebalance takes `revoked` away: commit everything, then drop their tasks."""
@@ -334,10 +344,14 @@ class Worker:
         the last commit, so state is written (and changelogged) once per key per commit.
         """
         assert self._consumer is not None, "start() first"
+        if self._failure is not None:
+            raise self._failure
         for feeder in self._feeders:
             if not feeder.done:
                 await self.transport.produce(feeder.topic, feeder.chunk(FEED_CHUNK))
         batches = await self._consumer.getmany(self.max_batch, timeout)
+        if self._failure is not None:  # a rebalance during the fetch could not assign
+            raise self._failure
         if not batches:
             await self._tick()
             return False

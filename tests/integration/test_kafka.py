@@ -674,6 +674,34 @@ def test_topic_with_other_partitions_fails_in_one_sentence(kafka: Broker, tmp_pa
     print(f"[kafka] partition mismatch: exit {done.returncode} in {done.seconds:.1f} s: {line}")
 
 
+def test_a_changelog_that_cannot_be_restored_stops_the_run_in_one_line(
+    kafka: Broker, tmp_path: Path
+) -> None:
+    """Restore runs in the consumer's assignment callback, whose errors aiokafka only logs:
+    the worker must still stop on them, not run on without the state."""
+    job = Job.new("bad-changelog")
+    write_input(kafka, job.topic, make_clicks(2_000, seed=3))
+    broker = f"{kafka.url}?{FAST_GROUP}"
+    done = flowgraph_run(job.target, broker, tmp_path / "a", "--until-idle")
+    assert done.returncode == 0, done.why()
+
+    async def foreign_record() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
+        await producer.start()
+        try:  # no fg.pos header: not written by flowgraph
+            await producer.send_and_wait(
+                f"{job.store}-changelog", key=b"x", value=b"1", partition=0
+            )
+        finally:
+            await producer.stop()
+
+    run_async(foreign_record())
+    done = flowgraph_run(job.target, broker, tmp_path / "b", "--until-idle")  # a fresh store
+    line = one_line_error(done)
+    assert "fg.pos" in line and f"{job.store}-changelog" in line, line
+    print(f"[kafka] foreign changelog record: exit {done.returncode}: {line}")
+
+
 # -- 7. a crash between a repartition write and the source commit -----------------------------
 
 
