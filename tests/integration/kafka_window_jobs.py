@@ -3,7 +3,9 @@
 Like ``kafka_jobs.py``: a target names a factory with literal arguments, so every test has a
 graph id (consumer group, prefix of internal topics), an input topic and output topics of its
 own on the shared broker, e.g.
-``tests/integration/kafka_window_jobs.py:make_graph('w-1a2b', 'w-1a2b-readings', 4)``.
+``tests.integration.kafka_window_jobs:make_graph('w-1a2b', 'w-1a2b-readings', 4)``. By module
+name, not path: the sliding aggregate stores `Reading` records (their class is named by the
+module), and the test process restores them too.
 
 The window parameters are module constants: the test's oracle computes the expected windows
 from them (and from nothing else of flowgraph).
@@ -21,6 +23,26 @@ COUNT_SIZE, COUNT_GRACE, COUNT_RETENTION = 10.0, 2.0, 60.0
 SUM = "amount_30_10"
 """Hopping sum of the amounts per sensor: 30 s windows every 10 s."""
 SUM_SIZE, SUM_STEP, SUM_GRACE, SUM_RETENTION = 30.0, 10.0, 1.0, 20.0
+
+SLIDE = "mix_30s"
+"""Sliding aggregate per sensor of the small readings (`small`): an order-sensitive `mix` of
+their amounts over [t - 30, t], so a window folded in another order differs."""
+SLIDE_SIZE, SLIDE_GRACE, SLIDE_RETENTION = 30.0, 2.0, 20.0
+SLIDE_MAX_AMOUNT = 10
+"""Only readings with an amount up to this (about 10 %) are slid: a sliding window per record
+that each out-of-order record joins costs far more than a tumbling one."""
+
+KEYED_COUNT = "per_zone_10s"
+"""`make_keyed_graph`: tumbling count per zone, after a `key_by` (so a repartition topic)."""
+KEYED_CLOSE = "per_zone_30_10"
+"""`make_keyed_graph`: hopping count per zone, emit on close, closed windows to a sink."""
+KEYED_SIZE = 10.0
+KEYED_HOP_SIZE, KEYED_HOP_STEP = 30.0, 10.0
+KEYED_GRACE, KEYED_RETENTION = 3_600.0, 86_400.0
+"""A grace longer than the input's whole span of event times: no interleaving of the source
+partitions in the repartition topic can make a record late, so the result is deterministic.
+Closed windows are held a day, so the final windows can be queried."""
+ZONES = 12
 
 
 class Reading(fg.Record):
@@ -40,6 +62,24 @@ def amount(reading: Reading) -> int:
     return reading.amount
 
 
+def small(reading: Reading) -> bool:
+    return reading.amount <= SLIDE_MAX_AMOUNT
+
+
+def mix(acc: int, amount: int) -> int:
+    """Order-sensitive: the amounts (1 to 99) as base-100 digits, mod a large prime."""
+    return (acc * 100 + amount) % 1_000_000_007
+
+
+def mix_reading(acc: int, reading: Reading) -> int:
+    return mix(acc, reading.amount)
+
+
+def zone(reading: Reading) -> str:
+    """The key of `make_keyed_graph`: not the sensor the input is partitioned by."""
+    return f"zone-{reading.amount % ZONES:02d}"
+
+
 def closed_topic(graph_id: str) -> str:
     """Sink of the count's closed windows: (WindowKey, final count), once per window."""
     return f"{graph_id}-closed"
@@ -51,8 +91,9 @@ def late_topic(graph_id: str) -> str:
 
 
 def make_graph(graph_id: str, topic: str, partitions: int = 4) -> fg.Graph:
-    """Readings keyed by sensor: a tumbling count (emit on close) and a hopping sum, no
-    repartition, so the stream time of both is that of each input partition."""
+    """Readings keyed by sensor: a tumbling count (emit on close), a hopping sum and a
+    sliding aggregate of the small readings, no repartition, so the stream time of each is
+    that of each input partition (for the sliding one: of its small readings)."""
     g = fg.Graph(graph_id)
     readings = g.source(topic, key_type=str, value_type=Reading, partitions=partitions)
     counts = readings.window(
@@ -67,4 +108,32 @@ def make_graph(graph_id: str, topic: str, partitions: int = 4) -> fg.Graph:
         fg.Hopping(SUM_SIZE, SUM_STEP, grace=SUM_GRACE, retention=SUM_RETENTION),
         timestamp=event_time,
     ).sum(amount, name=SUM)
+    readings.filter(small).window(
+        fg.Sliding(SLIDE_SIZE, grace=SLIDE_GRACE, retention=SLIDE_RETENTION),
+        timestamp=event_time,
+    ).aggregate(0, mix_reading, name=SLIDE, value_type=int)
+    return g
+
+
+def make_keyed_graph(graph_id: str, topic: str, partitions: int = 4) -> fg.Graph:
+    """Readings re-keyed by zone: windowed counts behind a repartition topic of `partitions`
+    partitions (stream time per repartition partition), the hopping one emitting on close."""
+    g = fg.Graph(graph_id)
+    readings = g.source(topic, key_type=str, value_type=Reading, partitions=partitions)
+    zones = readings.key_by(zone)
+    zones.window(
+        fg.Tumbling(KEYED_SIZE, grace=KEYED_GRACE, retention=KEYED_RETENTION),
+        timestamp=event_time,
+    ).count(name=KEYED_COUNT)
+    closing = zones.window(
+        fg.Hopping(
+            KEYED_HOP_SIZE,
+            KEYED_HOP_STEP,
+            grace=KEYED_GRACE,
+            retention=KEYED_RETENTION,
+            emit="close",
+        ),
+        timestamp=event_time,
+    ).count(name=KEYED_CLOSE)
+    closing.changes().to(closed_topic(graph_id), partitions=1)
     return g

@@ -3,17 +3,22 @@
 Readings with their own event times (a quarter-second grid, some out of order within the
 grace, some too late) go to a 4-partition topic keyed by sensor. The graph of
 ``kafka_window_jobs.py`` keeps a tumbling count (emit on close, closed windows and late
-records to sink topics, retention long enough that the last windows are still held) and a
-hopping sum, both on RocksDB. A `flowgraph run` worker SIGKILLs itself at a crash point; a
-second one runs to the end. Then everything is compared with an oracle computed here from the
-produced input alone, per input partition (stream time is per partition of the aggregation's
-input, /work/contract-windows.md):
+records to sink topics, retention long enough that the last windows are still held), a
+hopping sum and a sliding order-sensitive aggregate of the small readings, all on RocksDB. A
+`flowgraph run` worker SIGKILLs itself at a crash point; a second one runs to the end. Then
+everything is compared with an oracle computed here from the produced input alone, per input
+partition (stream time is per partition of the aggregation's input, /work/contract-windows.md;
+the sliding windows come from the brute-force oracle of ``tests/window_oracle.py``):
 
 - the windows held at the end, read through the public query API (``RunResult.table(name)
   .windows()`` of a bounded ``fg.run`` on a fresh store, so restored from the changelogs);
 - the same windows in the changelog topics (tombstones delete) and in the worker's RocksDB;
 - the closed-window sink: every closed count window exactly once, with its final count;
 - the late sink: every reading too late for its count window exactly once.
+
+And without a crash: windowed counts behind a ``key_by``, so a repartition topic, with a grace
+so long that no record can be late (the result does not depend on how the source partitions
+interleave in the repartition topic); one far-future reading per key closes every window.
 """
 
 from __future__ import annotations
@@ -52,10 +57,14 @@ from tests.integration.test_kafka import (
     write_input,
 )
 from tests.kafka_broker import Broker
+from tests.window_oracle import Aggregation, Oracle
 
 pytestmark = pytest.mark.integration
 
-JOBS = Path(jobs.__file__).resolve()
+JOBS = jobs.__name__
+"""The jobs module by its dotted name (`flowgraph run` runs from the repository root), not by
+its path: a worker then registers ``Reading`` under the same name as this process, and the
+sliding aggregate's buffers, which hold readings, decode here (``fg.run`` restoring them)."""
 PARTITIONS = 4
 N = 80_000
 """Readings per test: 800 s of event time at 100 a second, 40 sensors, 4 partitions."""
@@ -109,11 +118,15 @@ def count_window(t: float) -> tuple[float, float]:
     return start, start + jobs.COUNT_SIZE
 
 
-def sum_windows(t: float) -> list[tuple[float, float]]:
+def hop_windows(t: float, size: float, step: float) -> list[tuple[float, float]]:
     """[k*step, k*step + size) holding t, k >= 0, by increasing start."""
-    first = max(math.floor((t - jobs.SUM_SIZE) / jobs.SUM_STEP) + 1, 0)
-    last = math.floor(t / jobs.SUM_STEP)
-    return [(k * jobs.SUM_STEP, k * jobs.SUM_STEP + jobs.SUM_SIZE) for k in range(first, last + 1)]
+    first = max(math.floor((t - size) / step) + 1, 0)
+    last = math.floor(t / step)
+    return [(k * step, k * step + size) for k in range(first, last + 1)]
+
+
+def sum_windows(t: float) -> list[tuple[float, float]]:
+    return hop_windows(t, jobs.SUM_SIZE, jobs.SUM_STEP)
 
 
 @dataclass
@@ -128,14 +141,48 @@ class Expected:
     held_counts: dict[W, int] = field(default_factory=dict)
     """Count windows still held at the end (closed ones inside their retention included)."""
     held_sums: dict[W, int] = field(default_factory=dict)
+    held_slides: dict[W, int] = field(default_factory=dict)
+    """Sliding windows held at the end (the oracle of tests/window_oracle.py)."""
     late: collections.Counter[tuple[str, float, int]] = field(default_factory=collections.Counter)
     stream_time: dict[int, float] = field(default_factory=dict)
+    slide_stream_time: dict[int, float] = field(default_factory=dict)
+    """The sliding aggregate's stream time: of the small readings only (they alone reach it)."""
+    slide_cases: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
-def oracle(by_partition: Mapping[int, Sequence[Reading]]) -> Expected:
+SLIDING = fg.Sliding(jobs.SLIDE_SIZE, grace=jobs.SLIDE_GRACE, retention=jobs.SLIDE_RETENTION)
+
+
+def slide_oracle(ex: Expected, p: int, part: Sequence[Reading]) -> None:
+    """The sliding aggregate of one input partition, by `tests.window_oracle.Oracle`."""
+    o = Oracle(SLIDING, Aggregation("mix", 0, jobs.mix))
+    horizon = SLIDING.size + SLIDING.grace
+    cases = ex.slide_cases
+    for r in part:
+        if not jobs.small(r):
+            continue
+        late_before = len(o.late)
+        changed = o.send(r.sensor, r.ts, r.amount)
+        late = len(o.late) > late_before
+        cases["records"] += 1
+        cases["late for its own window"] += late
+        cases["late, joined open windows"] += late and bool(changed)
+        cases["too late for any window"] += r.ts + horizon < o.stream_time
+        cases["out of order, joined later windows"] += not late and len(changed) > 1
+        if len(o.history) > 256:
+            # The oracle keeps every record; none that is `horizon` older than stream time
+            # can be in a window made from now on (its end would be closed), so drop those.
+            o.history = [h for h in o.history if h[1] + horizon >= o.stream_time]
+    ex.held_slides.update(o.held)
+    ex.slide_stream_time[p] = o.stream_time
+
+
+def oracle(by_partition: Mapping[int, Sequence[Reading]], *, sliding: bool = True) -> Expected:
     """The contract applied record by record, in offset order, per input partition."""
     ex = Expected()
     for p, part in by_partition.items():
+        if sliding:
+            slide_oracle(ex, p, part)
         st = -math.inf
         counts: dict[W, int] = {}
         sums: dict[W, int] = {}
@@ -186,6 +233,12 @@ def test_oracle_sees_every_case_it_should() -> None:
     assert any(w in ex.held_counts for w in ex.closed)  # and holds closed ones
     assert 0 < len(ex.held_sums) < len(ex.sums)
     assert sum(ex.sums.values()) > sum(r.amount for r in readings)  # hopping: 3 windows each
+    cases = ex.slide_cases
+    assert 0.05 * N < cases["records"] < 0.2 * N, cases
+    assert all(cases[c] > 10 for c in list(cases)), cases  # each sliding case, several times
+    assert len(cases) == 5, cases
+    assert 0 < len(ex.held_slides) < 0.1 * cases["records"], cases  # retention deleted most
+    assert set(ex.slide_stream_time) == set(ex.stream_time)  # small readings in every partition
 
 
 # -- jobs -------------------------------------------------------------------------------------
@@ -199,18 +252,20 @@ def partition_of(key: str) -> int:
 class Job:
     graph_id: str
     topic: str
+    factory: str = "make_graph"
 
     @classmethod
-    def new(cls, name: str) -> Job:
+    def new(cls, name: str, factory: str = "make_graph") -> Job:
         suffix = uuid.uuid4().hex[:8]
-        return cls(f"kw-{name}-{suffix}", f"kw-{name}-{suffix}-readings")
+        return cls(f"kw-{name}-{suffix}", f"kw-{name}-{suffix}-readings", factory)
 
     @property
     def target(self) -> str:
-        return f"{JOBS}:make_graph({self.graph_id!r}, {self.topic!r}, {PARTITIONS})"
+        return f"{JOBS}:{self.factory}({self.graph_id!r}, {self.topic!r}, {PARTITIONS})"
 
     def graph(self) -> fg.Graph:
-        return jobs.make_graph(self.graph_id, self.topic, PARTITIONS)
+        graph: fg.Graph = getattr(jobs, self.factory)(self.graph_id, self.topic, PARTITIONS)
+        return graph
 
     def store(self, step: str) -> str:
         return next(s.name for s in self.graph().plan().stores if s.step == step)
@@ -240,32 +295,43 @@ def windows_of(table: Any, what: str) -> dict[W, Any]:
     return out
 
 
-def restored_windows(
-    job: Job, kafka: Broker, state: Path, ex: Expected
-) -> tuple[dict[W, int], dict[W, int]]:
-    """Both tables as a bounded run on a fresh store sees them: restored from the changelogs."""
+def restored_run(job: Job, kafka: Broker, state: Path) -> fg.RunResult:
+    """A bounded run on a fresh store: its tables are restored from the changelogs."""
     assert not state.exists()
     broker = f"{kafka.url}?{FAST_GROUP}"
     result = fg.run(job.graph(), broker=broker, store=f"rocksdb://{state}", until_idle=True)
     assert result.events == 0, "the workers left input unprocessed"
-    final = max(ex.stream_time.values())
-    for name in (jobs.COUNT, jobs.SUM):  # restored with the windows, from the changelog
+    return result
+
+
+def restored_tables(
+    job: Job, kafka: Broker, state: Path, ex: Expected
+) -> tuple[dict[W, int], dict[W, int], dict[W, int]]:
+    """The three tables as a bounded run on a fresh store sees them."""
+    result = restored_run(job, kafka, state)
+    finals = {
+        jobs.COUNT: max(ex.stream_time.values()),
+        jobs.SUM: max(ex.stream_time.values()),
+        jobs.SLIDE: max(ex.slide_stream_time.values()),
+    }
+    for name, final in finals.items():  # restored with the windows, from the changelog
         assert result.table(name).stream_time == final, (name, result.table(name).stream_time)
     return (
         windows_of(result.table(jobs.COUNT), "restored count"),
         windows_of(result.table(jobs.SUM), "restored sum"),
+        windows_of(result.table(jobs.SLIDE), "restored sliding"),
     )
 
 
 def internal_window(key: Any, value: Any) -> tuple[W, Any] | None:
     """A windowed store's (internal key, value) as ((key, start, end), aggregate value).
 
-    The store (and so its changelog) holds ``(key, start, end)`` per window and ``()`` for
-    the partition's stream time and position (None here); sliding buffers, ``(key,)``, are
-    not in these graphs.
+    The store (and so its changelog) holds ``(key, start, end)`` per window, ``(key,)`` per
+    sliding buffer (the records later sliding windows may cover) and ``()`` for the
+    partition's stream time and position (None for both of these).
     """
-    assert isinstance(key, list | tuple) and len(key) in (0, 3), f"unexpected store key {key!r}"
-    if not key:
+    assert isinstance(key, list | tuple) and len(key) in (0, 1, 3), f"unexpected key {key!r}"
+    if len(key) < 3:
         return None
     k, start, end = key
     return (k, float(start), float(end)), value
@@ -444,7 +510,7 @@ def test_kill_9_keeps_windowed_state_exact(kafka: Broker, tmp_path: Path, point:
     assert crashed.returncode == -signal.SIGKILL, crashed.why()
     assert "summary of graph" not in crashed.stdout
     timings.append(f"crashed run {crashed.seconds:.1f} s")
-    stores = [job.store(jobs.COUNT), job.store(jobs.SUM)]
+    stores = [job.store(jobs.COUNT), job.store(jobs.SUM), job.store(jobs.SLIDE)]
     if point == "in-restore":
         assert any(owned(state, s) for s in stores), "not killed mid-restore"
     source_committed = committed(kafka, job.graph_id, job.topic, PARTITIONS)
@@ -457,7 +523,7 @@ def test_kill_9_keeps_windowed_state_exact(kafka: Broker, tmp_path: Path, point:
     # emit again).
     emitted_before = sum(high_watermarks(kafka, jobs.closed_topic(job.graph_id)).values())
     prefix = {p: part[: source_committed[p]] for p, part in by_partition.items()}
-    from_committed = len(oracle(prefix).closed)
+    from_committed = len(oracle(prefix, sliding=False).closed)
     assert emitted_before >= from_committed, (emitted_before, from_committed)
     if point in ("after-produce", "after-store"):
         assert emitted_before > from_committed, "crash window missed: no emits to replay"
@@ -470,9 +536,10 @@ def test_kill_9_keeps_windowed_state_exact(kafka: Broker, tmp_path: Path, point:
     context = f"crash at {point}:{CRASHES[point]}, {done_before} of {N} committed before"
     try:
         # the public path: a fresh store restored from the changelogs, queried
-        counts, sums = restored_windows(job, kafka, tmp_path / "reader", ex)
+        counts, sums, slides = restored_tables(job, kafka, tmp_path / "reader", ex)
         assert_windows(counts, ex.held_counts, f"{context}: count, restored", ex)
         assert_windows(sums, ex.held_sums, f"{context}: sum, restored", ex)
+        assert_windows(slides, ex.held_slides, f"{context}: sliding, restored", ex)
         # what the sinks got: each closed window once, each late reading once
         assert_once(
             emitted_windows(kafka, job), ex.closed.items(), f"{context}: closed sink", show_window
@@ -485,16 +552,100 @@ def test_kill_9_keeps_windowed_state_exact(kafka: Broker, tmp_path: Path, point:
         assert_windows(
             changelog_windows(kafka, job, jobs.SUM), ex.held_sums, f"{context}: sum log", ex
         )
+        assert_windows(
+            changelog_windows(kafka, job, jobs.SLIDE), ex.held_slides, f"{context}: slide log", ex
+        )
         assert_windows(stored_windows(state, stores[0]), ex.held_counts, f"{context}: count db", ex)
         assert_windows(stored_windows(state, stores[1]), ex.held_sums, f"{context}: sum db", ex)
+        assert_windows(stored_windows(state, stores[2]), ex.held_slides, f"{context}: slide db", ex)
     except AssertionError as exc:
         raise AssertionError(
             f"{exc}\n--- crashed run\n{tail(crashed)}\n--- restart\n{tail(done)}"
         ) from None
     print(
-        f"[kafka] windows, {context}: {len(ex.held_counts)} count and {len(ex.held_sums)} sum "
-        f"windows held, {len(ex.closed)} closed ({emitted_before} emitted before the restart, "
-        f"{from_committed} from committed input), {sum(ex.late.values())} late; restart "
-        f"restored {done.summary_number('restored')}, skipped {done.summary_number('skipped')}; "
+        f"[kafka] windows, {context}: {len(ex.held_counts)} count, {len(ex.held_sums)} sum and "
+        f"{len(ex.held_slides)} sliding windows held, {len(ex.closed)} closed ({emitted_before} "
+        f"emitted before the restart, {from_committed} from committed input), "
+        f"{sum(ex.late.values())} late; restart restored {done.summary_number('restored')}, "
+        f"skipped {done.summary_number('skipped')}; "
         f"{', '.join(timings)}"
+    )
+
+
+# -- behind a repartition topic, no crash -------------------------------------------------------
+
+KEYED_N = 20_000
+"""200 s of event time: far less than the grace of `make_keyed_graph`."""
+
+
+@pytest.mark.slow
+def test_windows_behind_a_repartition_topic_are_exact(kafka: Broker, tmp_path: Path) -> None:
+    """Counts per zone, a key the input is not partitioned by: the records reach the windows
+    through a repartition topic, in which the four source partitions interleave as they
+    happen to. No record can be late (the grace is longer than the whole input), so the
+    windows are exact whatever the interleaving. A second run then reads one far-future
+    reading per zone, which moves the stream time of every repartition partition holding a
+    zone past every window: each closed hopping window is emitted once, final."""
+    job = Job.new("keyed", factory="make_keyed_graph")
+    [repartition] = [t for t in job.graph().plan().topics if t.role == "repartition"]
+    assert repartition.partitions == PARTITIONS
+    readings = make_readings(KEYED_N, seed=5)
+    times = [r.ts for r in readings]
+    assert max(times) - min(times) < jobs.KEYED_GRACE  # so nothing can be late
+    zones = sorted({jobs.zone(r) for r in readings})
+    assert len(zones) == jobs.ZONES
+    # every repartition partition holds zones (flowgraph partitions str keys by crc32)
+    assert len({partition_of(z) for z in zones}) == PARTITIONS
+    far = max(times) + jobs.KEYED_HOP_SIZE + jobs.KEYED_GRACE  # closes every window of the input
+    last = [  # one per zone, so every repartition partition with a window gets one
+        Reading(f"sensor-{z:02d}", far, z + jobs.ZONES) for z in range(jobs.ZONES)
+    ]
+    assert sorted(jobs.zone(r) for r in last) == zones
+
+    def expected(rs: Sequence[Reading], size: float, step: float) -> dict[W, int]:
+        out: collections.Counter[W] = collections.Counter()
+        for r in rs:
+            for start, end in hop_windows(r.ts, size, step):
+                out[(jobs.zone(r), start, end)] += 1
+        return dict(out)
+
+    counts = expected([*readings, *last], jobs.KEYED_SIZE, jobs.KEYED_SIZE)
+    hops = expected([*readings, *last], jobs.KEYED_HOP_SIZE, jobs.KEYED_HOP_STEP)
+    closed = expected(readings, jobs.KEYED_HOP_SIZE, jobs.KEYED_HOP_STEP)
+    state = tmp_path / "state"
+    broker = f"{kafka.url}?{FAST_GROUP}"
+    started = time.monotonic()
+    write_input(kafka, job.topic, readings, PARTITIONS, key="sensor")
+
+    first = flowgraph_run(job.target, broker, state, "--until-idle")
+    assert first.returncode == 0, first.why()
+    assert first.summary_number("events") >= KEYED_N, first.why()
+    assert "late:" not in first.stdout, first.why()
+    assert emitted_windows(kafka, job) == collections.Counter(), "closed within the grace"
+    write_input(kafka, job.topic, last, PARTITIONS, create=False, key="sensor")
+    second = flowgraph_run(job.target, broker, state, "--until-idle")
+    assert second.returncode == 0, second.why()
+    assert "late:" not in second.stdout, second.why()
+
+    ex = Expected(stream_time={p: far for p in range(PARTITIONS)})
+    context = "behind a repartition topic"
+    try:
+        result = restored_run(job, kafka, tmp_path / "reader")
+        for name in (jobs.KEYED_COUNT, jobs.KEYED_CLOSE):
+            assert result.table(name).stream_time == far, (name, result.table(name).stream_time)
+        got = windows_of(result.table(jobs.KEYED_COUNT), "restored count")
+        assert_windows(got, counts, f"{context}: tumbling count, restored", ex)
+        got = windows_of(result.table(jobs.KEYED_CLOSE), "restored hopping")
+        assert_windows(got, hops, f"{context}: hopping count, restored", ex)
+        assert_once(
+            emitted_windows(kafka, job), closed.items(), f"{context}: closed sink", show_window
+        )
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\n--- first run\n{tail(first)}\n--- second run\n{tail(second)}"
+        ) from None
+    print(
+        f"[kafka] windows {context}: {len(counts)} tumbling and {len(hops)} hopping windows, "
+        f"{len(closed)} closed and emitted once; first run {first.seconds:.1f} s, second "
+        f"{second.seconds:.1f} s, all {time.monotonic() - started:.1f} s"
     )
