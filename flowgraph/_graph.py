@@ -428,11 +428,14 @@ class Table(Generic[K, V]):
 
     def changes(self, *, name: str | None = None) -> Stream[K, V]:
         """The stream of updates to this table: ``(key, new value)`` on every change."""
+        return self._updates(name, self.graph._node(self.step).key_type)
+
+    def _updates(self, name: str | None, key_type: object) -> Stream[Any, V]:
         up = self.graph._node(self.step)
         node = lg.Changes(
             id=self.graph._claim(name or f"{self.step}-changes"),
             inputs=(self.step,),
-            key_type=up.key_type,
+            key_type=key_type,
             value_type=up.value_type,
             where=_util.call_site(),
         )

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import attrs
 
 from flowgraph import _util
+from flowgraph._graph import Table
 from flowgraph.windows import WindowKey, WindowSpec
 from planner import logical as lg
-from planner import naming
 
 if TYPE_CHECKING:
-    from flowgraph._graph import Graph, Stream
+    from flowgraph._graph import Stream
 
 __all__ = ["WindowedStream", "WindowedTable"]
 
@@ -68,34 +68,13 @@ class WindowedStream(Generic[K, V]):
 
 
 @attrs.frozen
-class WindowedTable(Generic[K, V]):
+class WindowedTable(Table[K, V]):
     """A table of one value per key and window; read it with `changes()` or a driver/worker."""
 
-    graph: Graph
-    step: str
-
-    @property
-    def name(self) -> str:
-        """The step name, which `TestDriver.table(name)` and running workers look up."""
-        return self.step
-
-    @property
-    def store(self) -> str:
-        """The store name (``<graph>-<step>``), which also names the changelog topic."""
-        return naming.store_name(self.graph.id, self.step)
-
-    def changes(self, *, name: str | None = None) -> Stream[WindowKey, V]:
+    def changes(self, *, name: str | None = None) -> Stream[WindowKey, V]:  # type: ignore[override]
         """Updates as ``(WindowKey(key, start, end), value)``: on every change, or once per
         window when it closes (``emit="close"``)."""
-        up = self.graph._node(self.step)
-        node = lg.Changes(
-            id=self.graph._claim(name or f"{self.step}-changes"),
-            inputs=(self.step,),
-            key_type=WindowKey,
-            value_type=up.value_type,
-            where=_util.call_site(),
-        )
-        return self.graph._add(node)
+        return self._updates(name, WindowKey)
 
     def late(self, *, name: str | None = None) -> Stream[K, Any]:
         """The records that came too late for a window, as they reached the aggregation."""
