@@ -78,7 +78,7 @@ class WindowedAggregateOp:
         self.start_pos: Any = -1 if inputs == 1 else (-1,) * inputs
         self.windows: dict[tuple[float, float], dict[Any, list[Any]]] = {}
         self.buffers: dict[Any, list[Any]] = {}
-        """Sliding only: key -> [stored position, position, [(time, value), ...]]."""
+        """Sliding only: key -> [stored position, position, [(time, value), ...], latest time]."""
         self.closing: list[tuple[float, float, float]] = []
         self.expiring: list[tuple[float, float, float]] = []
         self.pruning: list[tuple[float, int, Any]] = []
@@ -118,7 +118,9 @@ class WindowedAggregateOp:
                 self.done = self.pos = position
                 self.st = self.flushed_st = float(value)  # type: ignore[arg-type]
             elif len(key) == 1:
-                self.buffers[key[0]] = [position, position, list(value)]  # type: ignore[call-overload]
+                records: list[tuple[float, Any]] = list(value)  # type: ignore[call-overload]
+                latest = max((t for t, _ in records), default=-_INF)
+                self.buffers[key[0]] = [position, position, records, latest]
             else:
                 k, s, e = key
                 self.windows.setdefault((s, e), {})[k] = [position, position, value]
@@ -281,6 +283,22 @@ class WindowedAggregateOp:
             await self._apply(*r)
         return True
 
+    async def _fold_range(self, records: list[tuple[float, Any]], s: float, e: float) -> Any:
+        """The fold, in arrival order, of the `records` with a time in ``[s, e]``."""
+        acc = self.initial()
+        if self.is_async:
+            for t, v in records:
+                if s <= t <= e:
+                    acc = await self._fold(acc, v)
+        elif self.node.agg == "count":
+            acc += sum(1 for t, _ in records if s <= t <= e)
+        else:
+            step = self.step
+            for t, v in records:
+                if s <= t <= e:
+                    acc = step(acc, v)
+        return acc
+
     async def _fold(self, acc: Any, v: Any) -> Any:
         if not self.is_async:
             return self.step(acc, v)
@@ -376,9 +394,11 @@ class WindowedAggregateOp:
             return [], True  # no window, open or to come, can cover it
         b = self.buffers.get(k)
         if b is None:
-            b = self.buffers[k] = [self.start_pos, self.start_pos, []]
+            b = self.buffers[k] = [self.start_pos, self.start_pos, [], -_INF]
         if not self._seen(b[0], o):
             b[2].append((t, v))
+            if t > b[3]:
+                b[3] = t
             self.dirty_buffers.append(k)
             b[1] = self._moved(b[1], o)
             due = self.closes(t + size)
@@ -392,13 +412,11 @@ class WindowedAggregateOp:
                 d = self._window(s, t)
                 ent = d.get(k)
                 if ent is None:
-                    acc = self.initial()
-                    for bt, bv in b[2]:
-                        if s <= bt <= t:
-                            acc = await self._fold(acc, bv)
-                    updates.append((d, s, t, acc))
+                    updates.append((d, s, t, await self._fold_range(b[2], s, t)))
                 elif not self._seen(ent[0], o):
                     updates.append((d, s, t, await self._fold(ent[2], v)))
+            if t >= b[3]:
+                return updates, late  # in order: no window of a later record covers it
             later = sorted({bt for bt, _ in b[2] if t < bt and bt - size <= t and bt + grace >= st})
             for t2 in later:
                 s2 = t2 - size
