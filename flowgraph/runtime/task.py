@@ -20,13 +20,13 @@ from flowgraph.errors import SerializationError
 from flowgraph.runtime.aggregate import AggregateOp
 from flowgraph.runtime.ops import AsyncStep, Rec, fanout, stateless_push
 from flowgraph.runtime.state.base import Entry, StorePartition
-from flowgraph.runtime.transport import Push, Write
+from flowgraph.runtime.transport import OutRecord, Push, Write
 from flowgraph.runtime.windowed import WindowedAggregateOp
-from flowgraph.serde import Codec, fast_decoder
+from flowgraph.serde import Codec, JsonCodec, fast_decoder
 from planner import logical as lg
 from planner.physical import PhysicalPlan, Subtopology
 
-__all__ = ["Failure", "Task", "TopicCodecs"]
+__all__ = ["Failure", "Task", "TopicCodecs", "dead_letters"]
 
 TopicCodecs = Mapping[str, tuple[Codec | None, Codec | None]]
 """Per topic, the key and value codec; None means records pass as Python objects."""
@@ -383,3 +383,30 @@ class Task:
         failures = list(self.failures)
         self.failures.clear()
         return failures
+
+
+def dead_letters(failures: list[Failure]) -> list[OutRecord]:
+    """Dead-letter records for `failures`: key and value as bytes, the error in headers."""
+    out: list[OutRecord] = []
+    for f in failures:
+        headers = (
+            ("error.type", type(f.error).__name__.encode()),
+            ("error.message", str(f.error).encode(errors="replace")),
+            ("error.step", f.step.encode()),
+            ("source.topic", f.topic.encode()),
+            ("source.partition", str(f.partition).encode()),
+            ("source.offset", str(f.offset).encode()),
+        )
+        out.append((0, _as_bytes(f.key), _as_bytes(f.value), f.timestamp, headers))
+    return out
+
+
+def _as_bytes(obj: Any) -> bytes | None:
+    if obj is None or isinstance(obj, bytes):
+        return obj
+    if isinstance(obj, str):
+        return obj.encode()
+    try:
+        return JsonCodec().encode(obj)
+    except Exception:
+        return repr(obj).encode(errors="replace")

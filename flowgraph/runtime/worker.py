@@ -17,25 +17,24 @@ make sure no record is applied to a table twice.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import attrs
-
-from flowgraph.errors import ConfigurationError
+from flowgraph.runtime.codecs import codec_or, topic_codecs
 from flowgraph.runtime.collector import quiet_gc
+from flowgraph.runtime.feeder import Feeder
 from flowgraph.runtime.recovery import POSITION_HEADER, Recovery, encode_position
 from flowgraph.runtime.state.base import Entry, StateBackend, StorePartition
-from flowgraph.runtime.task import Failure, Task
+from flowgraph.runtime.stats import RunStats
+from flowgraph.runtime.task import Failure, Task, dead_letters
 from flowgraph.runtime.transport import TP, Consumer, InProcessTransport, OutRecord, Transport
 from flowgraph.runtime.window_views import WindowedTableView
-from flowgraph.serde import AutoCodec, Codec, JsonCodec, RawCodec, codec_for
+from flowgraph.serde import AutoCodec, Codec
 from planner import logical as lg
-from planner.physical import PhysicalPlan, TopicSpec
+from planner.physical import PhysicalPlan
 
 __all__ = ["RunStats", "Worker", "topic_codecs"]
 
@@ -46,84 +45,6 @@ COMMIT_EVERY = 100_000
 COMMIT_INTERVAL = 1.0
 """Seconds at most between commits while records flow."""
 FEED_CHUNK = 5_000
-
-
-def _codec(spec: object, default: Codec) -> Codec:
-    if spec is None:
-        return default
-    try:
-        return codec_for(spec)
-    except ConfigurationError:
-        return default
-
-
-def topic_codecs(
-    plan: PhysicalPlan, in_process: bool
-) -> dict[str, tuple[Codec | None, Codec | None]]:
-    """Key and value codec per topic; (None, None) where records stay Python objects."""
-    result: dict[str, tuple[Codec | None, Codec | None]] = {}
-    for t in plan.topics:
-        if t.internal and in_process:
-            result[t.name] = (None, None)
-        elif t.role == "source":
-            result[t.name] = (codec_for(t.key_type), codec_for(t.value_type))
-        elif t.role == "dlq":
-            result[t.name] = (RawCodec(), RawCodec())
-        elif t.role == "sink":
-            result[t.name] = (_codec(t.key_type, JsonCodec()), _codec(t.value_type, JsonCodec()))
-        else:
-            result[t.name] = (_codec(t.key_type, AutoCodec()), AutoCodec())
-    return result
-
-
-@attrs.define
-class RunStats:
-    """Live counters of a run, read by the live view and the end summary."""
-
-    started: float = attrs.field(factory=time.monotonic)
-    events: int = 0
-    """Records read from source topics and feeds."""
-    dead_letters: int = 0
-    skipped: int = 0
-    """Records already applied before a restart, skipped by their key's stored offset."""
-    late: int = 0
-    """Records too late for one of their windows (a closed window), over windowed tables."""
-    steps: dict[str, int] = attrs.field(factory=dict)
-    lag: dict[TP, int] = attrs.field(factory=dict)
-    restored: int = 0
-    finished: float | None = None
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds since the run started (until it finished)."""
-        return (self.finished or time.monotonic()) - self.started
-
-    @property
-    def rate(self) -> float:
-        """Source events per second over the run."""
-        return self.events / self.elapsed if self.elapsed > 0 else 0.0
-
-
-class _Feeder:
-    """Writes a bounded in-process source into its feed topic, a chunk at a time."""
-
-    def __init__(self, node: lg.Source, spec: TopicSpec, codec: Codec | None) -> None:
-        self.topic = spec.name
-        self.partitions = spec.partitions
-        self.items: Iterator[Any] = iter(node.feed)  # type: ignore[call-overload]
-        self.codec = codec
-        self.done = False
-        self._rr = itertools.cycle(range(self.partitions))
-
-    def chunk(self, n: int) -> list[OutRecord]:
-        now = time.time()
-        encode = self.codec.encode if self.codec is not None else None
-        out: list[OutRecord] = []
-        for item in itertools.islice(self.items, n):
-            out.append((next(self._rr), None, item if encode is None else encode(item), now, None))
-        if len(out) < n:
-            self.done = True
-        return out
 
 
 class Worker:
@@ -163,12 +84,12 @@ class Worker:
         self.stats = RunStats()
         self.codecs = topic_codecs(plan, transport.in_process)
         self.hash_codecs: dict[str, Codec] = {
-            t.name: _codec(t.key_type, AutoCodec()) for t in plan.topics
+            t.name: codec_or(t.key_type, AutoCodec()) for t in plan.topics
         }
         self.tasks: dict[TP, Task] = {}
         self.stores: dict[tuple[str, int], StorePartition] = {}
         self._consumer: Consumer | None = None
-        self._feeders: list[_Feeder] = []
+        self._feeders: list[Feeder] = []
         self._source_topics = {t.name for t in plan.topics if t.role in ("source", "feed")}
         self._all_tasks: list[Task] = []
         self._writers: dict[str, Any] = {}
@@ -192,7 +113,7 @@ class Worker:
             for step in sub.steps:
                 if isinstance(step, lg.Source) and step.feed is not None:
                     spec = self.plan.topic(step.topic)
-                    self._feeders.append(_Feeder(step, spec, self.codecs[spec.name][1]))
+                    self._feeders.append(Feeder(step, spec, self.codecs[spec.name][1]))
         entry_topics = [t for sub in self.plan.subtopologies for t in sub.source_topics]
         self._consumer = await self.transport.consumer(
             self.plan.graph_id, entry_topics, self._on_assigned, self._on_revoked
@@ -446,7 +367,7 @@ class Worker:
             )
             self.stats.late = sum(w.late for t in self._all_tasks for w in t.windowed)
         if failures:
-            produce.setdefault(self.plan.dlq, []).extend(self._dead_letters(failures))
+            produce.setdefault(self.plan.dlq, []).extend(dead_letters(failures))
             self.stats.dead_letters += len(failures)
         now = time.time()
         changelog_writes = []
@@ -489,20 +410,6 @@ class Worker:
             high = self._consumer.highwater(tp)
             if high is not None and tp[0] in self._source_topics:
                 self.stats.lag[tp] = max(high - position, 0)
-
-    def _dead_letters(self, failures: list[Failure]) -> list[OutRecord]:
-        out: list[OutRecord] = []
-        for f in failures:
-            headers = (
-                ("error.type", type(f.error).__name__.encode()),
-                ("error.message", str(f.error).encode(errors="replace")),
-                ("error.step", f.step.encode()),
-                ("source.topic", f.topic.encode()),
-                ("source.partition", str(f.partition).encode()),
-                ("source.offset", str(f.offset).encode()),
-            )
-            out.append((0, _as_bytes(f.key), _as_bytes(f.value), f.timestamp, headers))
-        return out
 
     # -- reading state -------------------------------------------------------------------
 
@@ -547,14 +454,3 @@ class Worker:
             ends = [transport.end(topic, p) for p in range(len(first))]
             counts[step] = counts.get(step, 0) + sum(ends) - sum(first)
         return counts
-
-
-def _as_bytes(obj: Any) -> bytes | None:
-    if obj is None or isinstance(obj, bytes):
-        return obj
-    if isinstance(obj, str):
-        return obj.encode()
-    try:
-        return JsonCodec().encode(obj)
-    except Exception:
-        return repr(obj).encode(errors="replace")
