@@ -164,7 +164,7 @@ async def restore(url: str, n: int) -> float:
             await transport.produce(spec.changelog, records[i : i + 100_000])
         store = worker.backend.open(spec.name, 0)
         start = time.perf_counter()
-        await worker._restore(store, (spec.changelog, 0))
+        await worker.recovery.restore(store, (spec.changelog, 0))
         elapsed = time.perf_counter() - start
         assert len(store) == min(n, 100_000), len(store)
         await transport.stop()
