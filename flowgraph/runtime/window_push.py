@@ -203,6 +203,8 @@ def fast_push(self: WindowedAggregateOp) -> Push:
                         ent[2] = step(ent[2], v)
                     except Exception as exc:
                         fail(exc, (k, v, ts, o, h))
+                        if ent[1] == -1:  # made for this record: leave no empty window
+                            del d1[k]
                         return
                 if ent[1] == ent[0]:
                     dirty((k, s1, e1))
@@ -270,6 +272,10 @@ def fast_push(self: WindowedAggregateOp) -> Push:
                 new = [step(ent[2], v) if o > ent[0] else None for ent in row]
             except Exception as exc:
                 fail(exc, (k, v, ts, o, h))
+                for (_, _, d), ent in zip(opened, row, strict=True):
+                    if ent[1] == -1:  # made for this record: leave no empty window
+                        del d[k]
+                del rows[k]
                 return
             for ent, value in zip(row, new, strict=True):
                 if o > ent[0]:

@@ -401,3 +401,27 @@ def test_an_idle_tick_closes_hopping_windows_the_next_record_would_have_used():
         view = d.table("amounts")
         assert view.windows() == {W("a", 0.0, 10.0): 1, W("a", 5.0, 15.0): 3}
         assert view.late == 1
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [fg.Tumbling(10, emit="close"), fg.Hopping(10, 5, emit="close"), fg.Sliding(10, emit="close")],
+    ids=["tumbling", "hopping", "sliding"],
+)
+def test_a_failing_fold_leaves_no_window_behind(spec):
+    def add(acc: int, v: int) -> int:
+        if v < 0:
+            raise ValueError("negative")
+        return acc + v
+
+    g = fg.Graph("t")
+    s = g.source("in", key_type=str, value_type=int)
+    table = s.window(spec).aggregate(0, add, name="total")
+    table.changes().to("closed")
+    with TestDriver(g) as d:
+        d.send("in", "bad", -1, timestamp=1.0)
+        d.send("in", "good", 5, timestamp=1.0)
+        assert [dl.headers["error.step"] for dl in d.dead_letters()] == ["total"]
+        assert {wk.key for wk in d.table("total").windows()} == {"good"}
+        d.send("in", "good", 1, timestamp=100.0)  # closes the windows of time 1
+        assert {wk.key for wk, _ in d.output("closed")} == {"good"}
