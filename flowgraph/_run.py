@@ -27,11 +27,13 @@ class RunResult:
     """What a finished run leaves: its counters and the final contents of its tables."""
 
     stats: RunStats
-    tables: dict[str, dict[Any, Any]]
+    tables: dict[str, Any]
+    """Per table name: a dict of keys and values, or a `WindowedTableView` for a windowed one."""
     step_counts: dict[str, int]
 
-    def table(self, name: str) -> dict[Any, Any]:
-        """The final contents of the table made by step `name`."""
+    def table(self, name: str) -> Any:
+        """The final contents of the table made by step `name` (a dict, or for a windowed
+        table a `WindowedTableView`)."""
         try:
             return self.tables[name]
         except KeyError:
