@@ -52,6 +52,12 @@ class Recovery:
         self.crash_point = crash_point
         self.scan_from: dict[TP, int] = {}
         """Per output partition, an offset at or before anything this worker writes next."""
+        self._noted: dict[str, dict[str, dict[int, int]]] | None = None
+        """The checkpoints as read for the assignment under way (`begin`)."""
+
+    def begin(self) -> None:
+        """A new assignment: read the checkpoints afresh when a task first needs them."""
+        self._noted = None
 
     async def recover_writes(self, task: Task) -> None:
         """Learn what `task` wrote after its last commit, so its replay writes nothing twice.
@@ -61,8 +67,9 @@ class Recovery:
         crashed, for inputs it will now process again. Those (entry, offset, sequence) marks
         let the task's writers skip exactly those records.
         """
-        checkpoints = await self._checkpoints()
-        noted = checkpoints.get(_task_key(task), {})
+        if self._noted is None:  # read once per assignment, not once per task
+            self._noted = await self._checkpoints()
+        noted = self._noted.get(_task_key(task), {})
         for topic in task.written_topics():
             for r in range(self.plan.topic(topic).partitions):
                 tp = (topic, r)

@@ -147,6 +147,7 @@ class Worker:
             self._all_tasks = [t for t in self._all_tasks if id(t) not in gone]
 
     async def _assign(self, assignment: frozenset[TP]) -> None:
+        self.recovery.begin()
         by_topic = {t: sub for sub in self.plan.subtopologies for t in sub.source_topics}
         # Downstream first, so a repartition topic read in this process can be wired to its
         # readers before the tasks that write it are compiled.
