@@ -203,3 +203,31 @@ def test_validation_errors(make: object, match: str) -> None:
         make()
     assert isinstance(info.value, ValueError)
     assert str(info.value).count(";") == 2
+
+
+@given(t=times, size=durations, ratio=st.floats(min_value=0.01, max_value=1.0))
+def test_span_is_the_largest_run_of_times_with_the_same_windows(
+    t: float, size: float, ratio: float
+) -> None:
+    """The executor caches `span(t)` and reuses its windows for every time in [lo, hi)."""
+    for spec in (Tumbling(size), Hopping(size, size * ratio)):
+        lo, hi, found = spec.span(t)
+        assert found == spec.windows_for(t)
+        assert lo <= t < hi
+        assert spec.windows_for(lo) == found
+        assert spec.windows_for(math.nextafter(hi, -math.inf)) == found
+        assert spec.windows_for(hi) != found  # the run ends at hi
+        if lo > 0:
+            assert spec.windows_for(math.nextafter(lo, -math.inf)) != found  # and starts at lo
+
+
+def test_describe_says_the_spec_in_a_few_words() -> None:
+    assert (
+        Hopping(60, 10, grace=5, emit="close").describe()
+        == "hopping 60s step 10s grace 5s emit close"
+    )
+    assert (
+        Tumbling(0.5, retention=30, idle_timeout=10).describe()
+        == "tumbling 0.5s retention 30s idle 10s"
+    )
+    assert Sliding(300).describe() == "sliding 300s"
