@@ -481,6 +481,27 @@ CRASHES = {
 }
 
 
+def crash_run(
+    target: str, broker: str, state: Path, crash_at: str, records: int, timings: list[str]
+) -> Done:
+    """Run `target` until it kills itself with SIGKILL at `crash_at` (``point:n``).
+
+    For ``in-restore``, a clean run of half the `records` first leaves changelogs and the
+    state directory is removed, so the crashing start has them to restore.
+    """
+    if crash_at.startswith("in-restore"):
+        done = flowgraph_run(target, broker, state, "--max-events", str(records // 2))
+        assert done.returncode == 0, done.why()
+        assert done.summary_number("events") == records // 2
+        timings.append(f"partial run {done.seconds:.1f} s")
+        shutil.rmtree(state)
+    crashed = flowgraph_run(target, broker, state, "--until-idle", crash_at=crash_at)
+    assert crashed.returncode == -signal.SIGKILL, crashed.why()
+    assert "summary of graph" not in crashed.stdout
+    timings.append(f"crashed run {crashed.seconds:.1f} s")
+    return crashed
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("point", list(CRASHES))
 def test_kill_9_at_a_crash_point_keeps_counts_exact(
@@ -494,21 +515,7 @@ def test_kill_9_at_a_crash_point_keeps_counts_exact(
     write_input(kafka, job.topic, clicks)
     timings = [f"produce {time.monotonic() - started:.1f} s"]
 
-    if point == "in-restore":
-        # A clean partial run leaves a changelog; with the store gone, the next start must
-        # restore all of it, and dies in the middle of that.
-        done = flowgraph_run(job.target, broker, state, "--max-events", str(BIG // 2))
-        assert done.returncode == 0, done.why()
-        assert done.summary_number("events") == BIG // 2
-        timings.append(f"partial run {done.seconds:.1f} s")
-        shutil.rmtree(state)
-
-    crashed = flowgraph_run(
-        job.target, broker, state, "--until-idle", crash_at=f"{point}:{CRASHES[point]}"
-    )
-    assert crashed.returncode == -signal.SIGKILL, crashed.why()
-    assert "summary of graph" not in crashed.stdout
-    timings.append(f"crashed run {crashed.seconds:.1f} s")
+    crash_run(job.target, broker, state, f"{point}:{CRASHES[point]}", BIG, timings)
     if point == "in-restore":
         # The point fires only inside a restore, after a chunk is written; which partition
         # that is depends on how the partial run's batches fell (an empty changelog has none).

@@ -28,8 +28,6 @@ import itertools
 import json
 import math
 import random
-import shutil
-import signal
 import time
 import uuid
 import zlib
@@ -49,6 +47,7 @@ from tests.integration.test_kafka import (
     POSITION_HEADER,
     Done,
     committed,
+    crash_run,
     flowgraph_run,
     high_watermarks,
     owned,
@@ -495,21 +494,7 @@ def test_kill_9_keeps_windowed_state_exact(kafka: Broker, tmp_path: Path, point:
     ex = oracle(by_partition)
     timings = [f"produce {time.monotonic() - started:.1f} s"]
 
-    if point == "in-restore":
-        # A clean partial run leaves changelogs; with the store gone, the next start must
-        # restore them, and dies in the middle of that.
-        done = flowgraph_run(job.target, broker, state, "--max-events", str(N // 2))
-        assert done.returncode == 0, done.why()
-        assert done.summary_number("events") == N // 2
-        timings.append(f"partial run {done.seconds:.1f} s")
-        shutil.rmtree(state)
-
-    crashed = flowgraph_run(
-        job.target, broker, state, "--until-idle", crash_at=f"{point}:{CRASHES[point]}"
-    )
-    assert crashed.returncode == -signal.SIGKILL, crashed.why()
-    assert "summary of graph" not in crashed.stdout
-    timings.append(f"crashed run {crashed.seconds:.1f} s")
+    crashed = crash_run(job.target, broker, state, f"{point}:{CRASHES[point]}", N, timings)
     stores = [job.store(jobs.COUNT), job.store(jobs.SUM), job.store(jobs.SLIDE)]
     if point == "in-restore":
         assert any(owned(state, s) for s in stores), "not killed mid-restore"
