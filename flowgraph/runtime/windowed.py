@@ -21,6 +21,7 @@ docs/concepts/windows.md; how they are kept here:
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
@@ -43,6 +44,17 @@ _INF = math.inf
 
 def _nothing() -> None:
     pass
+
+
+def _run_sync(coro: Any) -> Any:
+    """The result of a coroutine that awaits nothing (a fold over sync functions)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    msg = "a sync fold awaited something"
+    raise RuntimeError(msg)
 
 
 class WindowedAggregateOp:
@@ -78,7 +90,8 @@ class WindowedAggregateOp:
         self.start_pos: Any = -1 if inputs == 1 else (-1,) * inputs
         self.windows: dict[tuple[float, float], dict[Any, list[Any]]] = {}
         self.buffers: dict[Any, list[Any]] = {}
-        """Sliding only: key -> [stored position, position, [(time, value), ...], latest time]."""
+        """Sliding only: key -> [stored position, position, [(time, value), ...] in arrival
+        order, their times sorted]. Records too old for any window leave from the front."""
         self.closing: list[tuple[float, float, float]] = []
         self.expiring: list[tuple[float, float, float]] = []
         self.pruning: list[tuple[float, int, Any]] = []
@@ -119,8 +132,8 @@ class WindowedAggregateOp:
                 self.st = self.flushed_st = float(value)  # type: ignore[arg-type]
             elif len(key) == 1:
                 records: list[tuple[float, Any]] = list(value)  # type: ignore[call-overload]
-                latest = max((t for t, _ in records), default=-_INF)
-                self.buffers[key[0]] = [position, position, records, latest]
+                times = sorted(t for t, _ in records)
+                self.buffers[key[0]] = [position, position, records, times]
             else:
                 k, s, e = key
                 self.windows.setdefault((s, e), {})[k] = [position, position, value]
@@ -131,7 +144,7 @@ class WindowedAggregateOp:
                 heapq.heappush(self.expiring, (self.expires(e), s, e))
         for k, buffer in self.buffers.items():
             if buffer[2]:
-                due = self.closes(min(t for t, _ in buffer[2]) + self.size)
+                due = self.closes(buffer[3][0] + self.size)
                 heapq.heappush(self.pruning, (due, next(self._seq), k))
         self._schedule()
 
@@ -220,11 +233,19 @@ class WindowedAggregateOp:
             b = self.buffers.get(k)
             if b is None:
                 continue
-            kept = [r for r in b[2] if r[0] + horizon >= st]
-            if len(kept) == len(b[2]):
+            # Only from the front: an older record further in (it came out of order) is out of
+            # every window's range, so it may stay until it reaches the front.
+            records, times = b[2], b[3]
+            i = 0
+            while i < len(records) and records[i][0] + horizon < st:
+                i += 1
+            j = 0
+            while j < len(times) and times[j] + horizon < st:
+                j += 1
+            if not i and not j:
                 continue
-            if kept:
-                b[2] = kept
+            del records[:i], times[:j]
+            if records:
                 self.dirty_buffers.append(k)
             else:
                 del self.buffers[k]
@@ -262,14 +283,7 @@ class WindowedAggregateOp:
         return fast_push(self)
 
     def _push_generic(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
-        coro = self._apply(k, v, ts, o, h)
-        try:
-            coro.send(None)
-        except StopIteration:
-            return
-        coro.close()
-        msg = "a windowed aggregation with a sync function awaited something"
-        raise RuntimeError(msg)
+        _run_sync(self._apply(k, v, ts, o, h))
 
     def _collect(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
         self.pending.append((k, v, ts, o, h))
@@ -283,15 +297,19 @@ class WindowedAggregateOp:
             await self._apply(*r)
         return True
 
-    async def _fold_range(self, records: list[tuple[float, Any]], s: float, e: float) -> Any:
-        """The fold, in arrival order, of the `records` with a time in ``[s, e]``."""
+    async def _fold_range(self, buffer: list[Any], s: float, e: float) -> Any:
+        """The fold, in arrival order, of the buffered records with a time in ``[s, e]``.
+
+        A count needs no order: two bisections of the sorted times give it.
+        """
+        records, times = buffer[2], buffer[3]
         acc = self.initial()
+        if self.node.agg == "count" and not self.is_async:
+            return acc + bisect.bisect_right(times, e) - bisect.bisect_left(times, s)
         if self.is_async:
             for t, v in records:
                 if s <= t <= e:
                     acc = await self._fold(acc, v)
-        elif self.node.agg == "count":
-            acc += sum(1 for t, _ in records if s <= t <= e)
         else:
             step = self.step
             for t, v in records:
@@ -394,11 +412,14 @@ class WindowedAggregateOp:
             return [], True  # no window, open or to come, can cover it
         b = self.buffers.get(k)
         if b is None:
-            b = self.buffers[k] = [self.start_pos, self.start_pos, [], -_INF]
+            b = self.buffers[k] = [self.start_pos, self.start_pos, [], []]
+        times: list[float] = b[3]
         if not self._seen(b[0], o):
             b[2].append((t, v))
-            if t > b[3]:
-                b[3] = t
+            if not times or t >= times[-1]:
+                times.append(t)
+            else:
+                bisect.insort(times, t)
             self.dirty_buffers.append(k)
             b[1] = self._moved(b[1], o)
             due = self.closes(t + size)
@@ -412,12 +433,13 @@ class WindowedAggregateOp:
                 d = self._window(s, t)
                 ent = d.get(k)
                 if ent is None:
-                    updates.append((d, s, t, await self._fold_range(b[2], s, t)))
+                    updates.append((d, s, t, await self._fold_range(b, s, t)))
                 elif not self._seen(ent[0], o):
                     updates.append((d, s, t, await self._fold(ent[2], v)))
-            if t >= b[3]:
+            if t >= times[-1]:
                 return updates, late  # in order: no window of a later record covers it
-            later = sorted({bt for bt, _ in b[2] if t < bt and bt - size <= t and bt + grace >= st})
+            nearby = times[bisect.bisect_right(times, t) : bisect.bisect_right(times, t + size)]
+            later = sorted({bt for bt in nearby if bt - size <= t and bt + grace >= st})
             for t2 in later:
                 s2 = t2 - size
                 d2 = self.windows.get((s2, t2))
@@ -442,11 +464,11 @@ class WindowedAggregateOp:
             if self.is_async:
                 msg = "a sliding window over an async def fold cannot be queried"
                 raise TypeError(msg)
-            acc, found = self.initial(), False
-            for bt, bv in b[2]:
-                if t - self.size <= bt <= t:
-                    acc, found = self.step(acc, bv), True
-            return found, acc
+            s = t - self.size
+            times = b[3]
+            if bisect.bisect_right(times, t) == bisect.bisect_left(times, s):
+                return False, None
+            return True, _run_sync(self._fold_range(b, s, t))
         found_windows = self.spec.windows_for(t) if t >= 0 else ()  # type: ignore[union-attr]
         if not found_windows:
             return False, None
