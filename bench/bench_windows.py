@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import random
 import resource
@@ -48,7 +49,8 @@ PARTITIONS = 4
 KEYS = 1_000
 TUMBLING = (10, 10)  # (size, step) in seconds
 HOPPING = (60, 10)
-KINDS = ("count", "tumbling", "hopping")
+SLIDING = 60  # seconds: a window [t - 60, t] per event, about 60 events of its key in each
+KINDS = ("count", "tumbling", "hopping", "sliding")
 STORES = ("memory", "rocksdb")
 TARGETS = {"tumbling": 0.60, "hopping": 0.25}
 KEEP_ALL = 1e9  # retention for the verification run: no window is ever deleted
@@ -84,6 +86,9 @@ def build_graph(kind: str, retention: float = 0.0) -> fg.Graph:
     elif kind == "tumbling":
         spec = fg.Tumbling(TUMBLING[0], grace=0, retention=retention, emit="update")
         events.window(spec, timestamp=lambda e: e.ts).count(name="counts")
+    elif kind == "sliding":
+        slide = fg.Sliding(SLIDING, grace=0, retention=retention, emit="update")
+        events.window(slide, timestamp=lambda e: e.ts).count(name="counts")
     else:
         spec = fg.Hopping(HOPPING[0], HOPPING[1], grace=0, retention=retention, emit="update")
         events.window(spec, timestamp=lambda e: e.ts).count(name="counts")
@@ -101,6 +106,8 @@ def expected_windows(
     users: list[str], ms: list[int], kind: str, alive_after: dict[str, int] | None = None
 ) -> dict[tuple[str, float, float], int]:
     """Counts per (key, start, end); with `alive_after` only windows ending after that ms."""
+    if kind == "sliding":
+        return sliding_windows(users, ms, alive_after)
     size, step = TUMBLING if kind == "tumbling" else HOPPING
     counts: Counter[tuple[str, float, float]] = Counter()
     for user, t in zip(users, ms, strict=True):
@@ -108,6 +115,25 @@ def expected_windows(
             if alive_after is None or (k * step + size) * 1000 > alive_after[user]:
                 counts[(user, float(k * step), float(k * step + size))] += 1
     return dict(counts)
+
+
+def sliding_windows(
+    users: list[str], ms: list[int], alive_after: dict[str, int] | None = None
+) -> dict[tuple[str, float, float], int]:
+    """One window ``[t - 60, t]`` per event: its key's events in it (float bounds, as the
+    executor computes them); with `alive_after` only windows not yet deleted (ending at or
+    after that ms: a sliding window includes its end)."""
+    times: dict[str, list[float]] = {}
+    counts: dict[tuple[str, float, float], int] = {}
+    for user, t_ms in zip(users, ms, strict=True):
+        t = t_ms / 1000
+        mine = times.setdefault(user, [])
+        mine.append(t)  # times only increase
+        if alive_after is not None and t_ms < alive_after[user]:
+            continue
+        start = t - SLIDING
+        counts[(user, start, t)] = len(mine) - bisect.bisect_left(mine, start)
+    return counts
 
 
 def live_windows(users: list[str], ms: list[int], kind: str) -> dict[tuple[str, float, float], int]:
@@ -119,7 +145,7 @@ def live_windows(users: list[str], ms: list[int], kind: str) -> dict[tuple[str, 
         if t > stream_time[part[user]]:
             stream_time[part[user]] = t
     horizon = HOPPING[0] * 1000
-    tail = [i for i, t in enumerate(ms) if t > min(stream_time) - horizon]
+    tail = [i for i, t in enumerate(ms) if t >= min(stream_time) - horizon]  # sliding: ends in
     alive_after = {u: stream_time[p] for u, p in part.items()}
     return expected_windows(
         [users[i] for i in tail], [ms[i] for i in tail], kind, alive_after=alive_after
@@ -209,10 +235,12 @@ def verify(n: int) -> dict[str, Any]:
     users, ms = make_events(n)
     records = encode(users, ms)
     problems: list[str] = []
-    for kind in ("tumbling", "hopping"):
+    for kind in ("tumbling", "hopping", "sliding"):
         want = expected_windows(users, ms, kind)
         size, step = TUMBLING if kind == "tumbling" else HOPPING
         want_total = sum(len(windows_of(t, size, step)) for t in ms)  # 6 per event less t < 50 s
+        if kind == "sliding":
+            want_total = sum(want.values())
         if kind == "tumbling" and want_total != n:
             problems.append(f"verify: bad expectation {want_total} for tumbling")
         for store in STORES:
@@ -280,7 +308,8 @@ def main() -> None:
     )
     print(
         "event time from the value: window(spec, timestamp=lambda e: e.ts); "
-        "tumbling 10 s, hopping 60/10 s (6 windows per event); grace 0, retention 0, "
+        "tumbling 10 s, hopping 60/10 s (6 windows per event), sliding 60 s (a window per "
+        "event); grace 0, retention 0, "
         'emit "update"'
     )
     print(

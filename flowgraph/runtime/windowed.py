@@ -87,6 +87,7 @@ class WindowedAggregateOp:
         self.initial = _initial_factory(node)
         self.step = _step(node)
         self.is_async = node.is_async
+        self.counting = node.agg == "count"
         self.start_pos: Any = -1 if inputs == 1 else (-1,) * inputs
         self.windows: dict[tuple[float, float], dict[Any, list[Any]]] = {}
         self.buffers: dict[Any, list[Any]] = {}
@@ -415,7 +416,7 @@ class WindowedAggregateOp:
             b = self.buffers[k] = [self.start_pos, self.start_pos, [], []]
         times: list[float] = b[3]
         if not self._seen(b[0], o):
-            b[2].append((t, v))
+            b[2].append((t, None if self.counting else v))  # a count needs no values
             if not times or t >= times[-1]:
                 times.append(t)
             else:
