@@ -220,13 +220,14 @@ class WindowedAggregateOp:
             if nxt is not None:
                 for k, ent in list(d.items()):
                     nxt(WindowKey(k, s, e), ent[2], ts, o, h)
-            heapq.heappush(expiring, (self.expires(e), s, e))
+            gone = self.expires(e)
+            if gone <= st:  # no retention left: delete now, not through the heap
+                self._expire(s, e)
+            else:
+                heapq.heappush(expiring, (gone, s, e))
         while expiring and expiring[0][0] <= st:
             _, s, e = heapq.heappop(expiring)
-            d = self.windows.pop((s, e), None)
-            for k, ent in (d or {}).items():
-                if ent[0] != self.start_pos:  # ever stored: delete it there too
-                    self.deleted.append((k, s, e))
+            self._expire(s, e)
         pruning = self.pruning
         horizon = self.size + self.grace
         while pruning and pruning[0][0] <= st:
@@ -253,6 +254,13 @@ class WindowedAggregateOp:
                 if b[0] != self.start_pos:
                     self.deleted.append((k,))
         self._schedule()
+
+    def _expire(self, s: float, e: float) -> None:
+        """Forget window ``[s, e)``; keys that were ever stored get a tombstone."""
+        d = self.windows.pop((s, e), None)
+        for k, ent in (d or {}).items():
+            if ent[0] != self.start_pos:
+                self.deleted.append((k, s, e))
 
     def tick(self, now: float) -> bool:
         """Idle timeout: advance a quiet partition's stream time by clock time; True if it did."""
