@@ -318,7 +318,7 @@ class WindowedAggregateOp:
         if self.is_async:
             for t, v in records:
                 if s <= t <= e:
-                    acc = await self._fold(acc, v)
+                    acc = await self._afold(acc, v)
         else:
             step = self.step
             for t, v in records:
@@ -326,9 +326,8 @@ class WindowedAggregateOp:
                     acc = step(acc, v)
         return acc
 
-    async def _fold(self, acc: Any, v: Any) -> Any:
-        if not self.is_async:
-            return self.step(acc, v)
+    async def _afold(self, acc: Any, v: Any) -> Any:
+        """One step of an `async def` fold (sync folds call `self.step`, no coroutine)."""
         agg, fn = self.node.agg, self.node.fn
         if agg == "count":
             return acc + 1
@@ -407,7 +406,8 @@ class WindowedAggregateOp:
                 continue
             try:
                 acc = self.initial() if ent is None else ent[2]
-                updates.append((d, s, e, await self._fold(acc, v)))
+                value = await self._afold(acc, v) if self.is_async else self.step(acc, v)
+                updates.append((d, s, e, value))
             except Exception as exc:
                 self.fail(exc, rec)
                 return None, False
@@ -444,7 +444,9 @@ class WindowedAggregateOp:
                 if ent is None:
                     updates.append((d, s, t, await self._fold_range(b, s, t)))
                 elif not self._seen(ent[0], o):
-                    updates.append((d, s, t, await self._fold(ent[2], v)))
+                    acc = ent[2]
+                    value = await self._afold(acc, v) if self.is_async else self.step(acc, v)
+                    updates.append((d, s, t, value))
             if t >= times[-1]:
                 return updates, late  # in order: no window of a later record covers it
             nearby = times[bisect.bisect_right(times, t) : bisect.bisect_right(times, t + size)]
@@ -455,7 +457,9 @@ class WindowedAggregateOp:
                 ent2 = d2.get(k) if d2 is not None else None
                 if ent2 is None or self._seen(ent2[0], o) or not s2 <= t:
                     continue
-                updates.append((d2, s2, t2, await self._fold(ent2[2], v)))
+                acc = ent2[2]
+                value = await self._afold(acc, v) if self.is_async else self.step(acc, v)
+                updates.append((d2, s2, t2, value))
         except Exception as exc:
             self.fail(exc, rec)
             return None, False
