@@ -218,9 +218,9 @@ _EXT_FROZENSET = 7
 
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
-_FLAT = frozenset({str, float, bool, bytes, type(None)})
-"""Types msgpack round-trips exactly by itself (ints too, within 64 bits)."""
 _PLAIN_KEYS = frozenset({str, int, float, bytes, bool, type(None)})
+_FLAT = _PLAIN_KEYS - {int}
+"""Types msgpack round-trips exactly by itself (ints too, within 64 bits: checked apart)."""
 
 
 @attrs.frozen

@@ -275,7 +275,8 @@ class Worker:
         if self._failure is not None:  # a rebalance during the fetch could not assign
             raise self._failure
         if not batches:
-            await self._tick()
+            async with self._lock:
+                self._tick_tasks()
             return False
         if budget is not None:
             batches = self._trim(batches, budget)
@@ -293,9 +294,7 @@ class Worker:
                     self.stats.events += len(messages)
             for mark in self._direct_marks:
                 mark()
-            for task in self._all_tasks:
-                if task.tick():
-                    self._touched[id(task)] = task
+            self._tick_tasks()
             if (
                 self._since_commit >= self.commit_every
                 or time.monotonic() - self._last_commit >= self.commit_interval
@@ -303,12 +302,11 @@ class Worker:
                 await self.commit()
         return True
 
-    async def _tick(self) -> None:
-        """Idle windows: let stream time of quiet partitions follow the clock."""
-        async with self._lock:
-            for task in self._all_tasks:
-                if task.tick():
-                    self._touched[id(task)] = task
+    def _tick_tasks(self) -> None:
+        """Idle windows: let stream time of quiet partitions follow the clock (lock held)."""
+        for task in self._all_tasks:
+            if task.tick():
+                self._touched[id(task)] = task
 
     def _crash_point(self, name: str) -> None:
         """Fault injection for the crash tests: ``FLOWGRAPH_CRASH_AT=<point>:<n>`` makes the
