@@ -82,7 +82,6 @@ class WindowedAggregateOp:
         self.index = 0
         """Which input topic the records now pushed come from (multi-input sub-topologies)."""
         self.fail = fail
-        self.clock = clock
         self.tsfn: Any = node.timestamp
         self.initial = _initial_factory(node)
         self.step = _step(node)
@@ -313,7 +312,7 @@ class WindowedAggregateOp:
         """
         records, times = buffer[2], buffer[3]
         acc = self.initial()
-        if self.node.agg == "count" and not self.is_async:
+        if self.counting and not self.is_async:
             return acc + bisect.bisect_right(times, e) - bisect.bisect_left(times, s)
         if self.is_async:
             for t, v in records:
