@@ -5,6 +5,7 @@ it embedded (``memory://``) or on Kafka. See docs/getting-started/.
 """
 
 from flowgraph import testing as testing
+from flowgraph._delete import DELETE as DELETE
 from flowgraph._graph import Graph as Graph
 from flowgraph._graph import Stream as Stream
 from flowgraph._graph import Table as Table
@@ -30,8 +31,9 @@ from flowgraph.windows import WindowKey as WindowKey
 from planner import Plan as Plan
 from planner import plan as plan
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - plain sorted() order, which the API test pins
     "ConfigurationError",
+    "DELETE",
     "FlowgraphError",
     "Graph",
     "GraphDefinitionError",

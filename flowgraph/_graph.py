@@ -333,8 +333,9 @@ class Stream(Generic[K, V]):
         step_name = name or (_util.short_name(func) if func is not None else None)
         if step_name is None:
             what = "a lambda" if func is not None else "no function to name it"
+            op = "to_table" if agg == "latest" else agg
             msg = (
-                f"{agg} at {_util.call_site()} has {what} and no name=; "
+                f"{op} at {_util.call_site()} has {what} and no name=; "
                 f"its store and changelog topic are named after the step; pass name=..."
             )
             raise GraphDefinitionError(msg)
@@ -354,6 +355,14 @@ class Stream(Generic[K, V]):
         )
         self.graph._add(node)
         return node.id
+
+    def to_table(self, *, name: str | None = None) -> Table[K, V]:
+        """The latest value per key, as a table (Kafka Streams' KTable).
+
+        A record with value None (a Kafka tombstone) deletes its key; `changes()` then
+        carries ``(key, None)``, which a topic sink writes as a tombstone.
+        """
+        return Table(self.graph, self._aggregate("latest", None, name, None, self._up.value_type))
 
     def window(
         self, spec: WindowSpec, *, timestamp: Callable[[V], Any] | None = None
@@ -389,7 +398,10 @@ class Stream(Generic[K, V]):
         return Table(self.graph, self._aggregate("sum", fn, name, 0, None))
 
     def reduce(self, fn: Callable[[V, V], V], *, name: str | None = None) -> Table[K, V]:
-        """Fold values per key with ``fn(accumulated, value)``; the first value starts it."""
+        """Fold values per key with ``fn(accumulated, value)``; the first value starts it.
+
+        ``fn`` may return `fg.DELETE` to delete the key; its next value starts it again.
+        """
         return Table(self.graph, self._aggregate("reduce", fn, name, None, self._up.value_type))
 
     def aggregate(
@@ -403,7 +415,8 @@ class Stream(Generic[K, V]):
         """Fold values per key with ``fn(accumulated, value)`` from `initial`.
 
         `initial` may be a value or a zero-argument factory (e.g. ``list``); mutable values
-        are copied for each new key.
+        are copied for each new key. ``fn`` may return `fg.DELETE` to delete the key; its
+        next record starts again from `initial`.
         """
         vt = value_type or (type(initial) if not callable(initial) else _util.return_type(fn))
         return Table(self.graph, self._aggregate("aggregate", fn, name, initial, vt))

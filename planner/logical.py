@@ -39,7 +39,8 @@ __all__ = [
     "Source",
 ]
 
-AggregateKind = Literal["count", "sum", "reduce", "aggregate"]
+AggregateKind = Literal["count", "sum", "reduce", "aggregate", "latest"]
+"""``latest`` keeps the last value per key (a table read from a topic); a None value deletes."""
 
 
 def _ids(value: Iterable[str]) -> tuple[str, ...]:
@@ -127,7 +128,10 @@ class Merge(Node):
 
 @attrs.frozen(kw_only=True)
 class Aggregate(FnNode):
-    """Keyed aggregation into a table: count, sum, reduce or aggregate(initial, fn)."""
+    """Keyed aggregation into a table: count, sum, reduce, aggregate(initial, fn) or latest.
+
+    ``latest`` (``stream.to_table()``) has no function: the table holds each key's last value.
+    """
 
     agg: AggregateKind = "count"
     initial: object = attrs.field(default=None, eq=False)

@@ -10,6 +10,19 @@ fed by several topics keeps one offset per input topic, as a tuple.
 write-back cache in front of the store, so hot keys are read from the store once, not once per
 batch); `dirty` lists the keys changed since the last flush, and `flush` hands those to the
 worker (one changelog record and one store write per key per batch).
+
+Deletes (a `to_table` tombstone, `fg.DELETE` from an `aggregate` or `reduce` function) keep the
+key's position. The value becomes `DELETE`, the next record of the key starts from the initial
+value, and `flush` stores the key as a *grave*, ``(position, DELETE)``, whose changelog record
+is a tombstone with the position in its header. Dropping the position with the key would not
+be exact: a crash after the store write but before the offset commit replays the key's records
+of that commit, and without a position they would apply again from the initial value, not from
+the value they first applied to; a function that decides to delete from the accumulator (a
+balance reaching zero) then need not delete again, and two inputs may interleave differently.
+A grave is needed only until the source offsets past it are committed, so the flush after
+the one that wrote it (the next commit, after this one's offsets) deletes it for good: a
+tombstone without a position, and the key is gone from the store. A grave read back from the
+store below the first offset this task processed is past every replay, so it goes the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+from flowgraph._delete import DELETE
 from flowgraph.runtime.ops import Fail, Push, Rec, gather_bounded
 from flowgraph.runtime.state.base import Entry, StorePartition
 from planner.logical import Aggregate
@@ -31,9 +45,15 @@ CACHE_KEYS = 100_000
 """Keys an aggregation keeps in memory between batches (the store holds them all)."""
 
 
+DELETES = frozenset({"aggregate", "reduce", "latest"})
+"""Kinds whose tables can delete keys (`count` and `sum` cannot: nothing decides to)."""
+
+
 def _initial_factory(node: Aggregate) -> Callable[[], Any]:
     if node.agg == "reduce":
         return lambda: MISSING
+    if node.agg == "latest":
+        return lambda: DELETE  # no value until a record gives one
     initial = node.initial
     if callable(initial):
         return initial
@@ -52,6 +72,8 @@ def _step(node: Aggregate) -> Callable[[Any, Any], Any]:
         return lambda acc, v: acc + fn(v)
     if node.agg == "reduce":
         return lambda acc, v: v if acc is MISSING else fn(acc, v)
+    if node.agg == "latest":
+        return lambda _acc, v: DELETE if v is None else v
     return fn  # type: ignore[no-any-return]
 
 
@@ -67,8 +89,13 @@ class AggregateOp:
         self.fail = fail
         self.initial = _initial_factory(node)
         self.step = _step(node)
+        self.deletes = node.agg in DELETES
         self.cur: dict[Any, list[Any]] = {}
         self.dirty: list[Any] = []
+        self.graves: dict[Any, Any] = {}
+        """Keys stored as graves, with their positions, to delete for good at the next flush."""
+        self.floor: list[int | None] = [None] * inputs
+        """Per input, the first offset this task processed: no replay goes below it."""
         self.skipped = 0
         self.is_async = node.is_async
         self.pending: list[Rec] = []
@@ -81,8 +108,25 @@ class AggregateOp:
             e = [start, start, self.initial()]
         else:
             e = [stored[0], stored[0], stored[1]]
+            if stored[1] is DELETE:
+                self._grave_loaded(key, e)
         self.cur[key] = e
         return e
+
+    def _grave_loaded(self, key: Any, e: list[Any]) -> None:
+        """A grave read from the store: the key has no value; delete it once no replay needs it."""
+        if not self.deletes:  # a count or sum (renamed from an aggregate?) starts afresh
+            e[2] = self.initial()
+        position = e[0]
+        floor = self.floor
+        parts = (position,) if self.inputs == 1 else position
+        if all(f is not None and p < f for p, f in zip(parts, floor, strict=True)):
+            self.graves[key] = position
+
+    def note_first(self, index: int, offset: int) -> None:
+        """The task processes input `index` from `offset` (its committed offset) on."""
+        if self.floor[index] is None:
+            self.floor[index] = offset
 
     def make_push(self, nxt: Push | None) -> Push:
         """The push function of this step; `nxt` receives ``(key, new value)`` updates."""
@@ -113,6 +157,8 @@ class AggregateOp:
             return push_count
         step = self.step
         fail = self.fail
+        if self.deletes:
+            return self._push_deleting(nxt)
 
         def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
             e = cur.get(k)
@@ -134,22 +180,55 @@ class AggregateOp:
 
         return push
 
+    def _push_deleting(self, nxt: Push | None) -> Push:
+        """The push of a kind that can delete: `DELETE` as accumulator starts from the initial."""
+        cur = self.cur
+        load = self._load
+        dirty = self.dirty.append
+        step = self.step
+        fail = self.fail
+        initial = self.initial
+
+        def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            e = cur.get(k)
+            if e is None:
+                e = load(k)
+            if o <= e[0]:
+                self.skipped += 1
+                return
+            acc = e[2]
+            try:
+                value = step(initial() if acc is DELETE else acc, v)
+            except Exception as exc:
+                fail(exc, (k, v, ts, o, h))
+                return
+            e[2] = value
+            if e[1] == e[0]:
+                dirty(k)
+            e[1] = o
+            if nxt is not None:
+                nxt(k, None if value is DELETE else value, ts, o, h)
+
+        return push
+
     def _push_multi(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
         i = self.index
         e = self.cur.get(k) or self._load(k)
         if o <= e[0][i]:
             self.skipped += 1
             return
+        acc = e[2]
         try:
-            e[2] = self.step(e[2], v)
+            value = self.step(self.initial() if acc is DELETE else acc, v)
         except Exception as exc:
             self.fail(exc, (k, v, ts, o, h))
             return
+        e[2] = value
         if e[1] == e[0]:
             self.dirty.append(k)
         e[1] = (*e[1][:i], o, *e[1][i + 1 :])
         if self.next is not None:
-            self.next(k, e[2], ts, o, h)
+            self.next(k, None if value is DELETE else value, ts, o, h)
 
     def _collect(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
         self.pending.append((k, v, ts, o, h))
@@ -174,13 +253,14 @@ class AggregateOp:
                 if o <= (e[0] if self.inputs == 1 else e[0][i]):
                     self.skipped += 1
                     continue
+                acc = self.initial() if e[2] is DELETE else e[2]
                 try:
-                    if agg == "reduce" and e[2] is MISSING:
+                    if agg == "reduce" and acc is MISSING:
                         value = r[1]
                     elif agg == "sum":
-                        value = e[2] + await fn(r[1])
+                        value = acc + await fn(r[1])
                     else:
-                        value = await fn(e[2], r[1])
+                        value = await fn(acc, r[1])
                 except Exception as exc:
                     self.fail(exc, r)
                     continue
@@ -188,7 +268,7 @@ class AggregateOp:
                 if e[1] == e[0]:
                     self.dirty.append(key)
                 e[1] = o if self.inputs == 1 else (*e[1][:i], o, *e[1][i + 1 :])
-                emitted.append((r[0], value, r[2], o, r[4]))
+                emitted.append((r[0], None if value is DELETE else value, r[2], o, r[4]))
             return emitted
 
         results = await gather_bounded(fold, list(by_key.items()))
@@ -203,12 +283,31 @@ class AggregateOp:
                 self.next(*u)
         return True
 
+    @property
+    def has_graves(self) -> bool:
+        """True while some key is stored as a grave that the next flush deletes for good."""
+        return bool(self.graves)
+
     def flush(self) -> dict[Any, Entry | None]:
-        """The entries changed since the last flush, one per key; they now count as stored."""
+        """The entries changed since the last flush, one per key; they now count as stored.
+
+        A deleted key is written as a grave ``(position, DELETE)``; graves written by the
+        previous flush (their source offsets are committed by now) are deleted for good (None).
+        """
         cur = self.cur
         changed: dict[Any, Entry | None] = {}
+        if self.graves:
+            graves, self.graves = self.graves, {}
+            for k, position in graves.items():
+                e = cur.get(k)
+                # unless the key changed since (a value, or a later delete with a new grave)
+                if e is None or (e[2] is DELETE and e[1] == position):
+                    changed[k] = None
+                    cur.pop(k, None)
         for k in self.dirty:
             e = cur[k]
+            if e[2] is DELETE:
+                self.graves[k] = e[1]
             changed[k] = (e[1], e[2])
             e[0] = e[1]
         self.dirty.clear()

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from flowgraph._delete import DELETE
 from flowgraph.errors import ConfigurationError
 from flowgraph.runtime.collector import quiet_gc
 from flowgraph.runtime.state.base import Entry, StorePartition
@@ -154,11 +155,16 @@ class Recovery:
             for k, v, _ts, _o, h in chunk:
                 key = k if kd is None else kd(k)
                 if v is None:
-                    updates[key] = None
+                    # a tombstone with a position is a deleted key's grave (see aggregate.py);
+                    # without one it deletes the key for good
+                    position = _position(h)
+                    updates[key] = (
+                        None if position is None else (_decode_position(position), DELETE)
+                    )
                 elif vc is None:
                     updates[key] = v
                 else:
-                    position = h[0][1] if h and h[0][0] == POSITION_HEADER else None
+                    position = _position(h)
                     if position is None:
                         msg = (
                             f"changelog {tp[0]!r} has a record without its {POSITION_HEADER!r} "
@@ -182,6 +188,15 @@ def _decode_position(data: bytes) -> int | tuple[int, ...]:
     """A stored position: an int, or one int per input topic (msgpack gives a list back)."""
     position = _decode_list(data)
     return position if isinstance(position, int) else tuple(position)
+
+
+def _position(headers: Any) -> bytes | None:
+    """The position header's value, if the record has one."""
+    if not headers:
+        return None
+    if headers[0][0] == POSITION_HEADER:  # where flowgraph puts it
+        return headers[0][1]  # type: ignore[no-any-return]
+    return next((value for name, value in headers if name == POSITION_HEADER), None)
 
 
 def _task_key(task: Task) -> str:

@@ -108,6 +108,7 @@ class Task:
         self._entry_index = {e.topic: i for i, e in enumerate(entries)}
         self.aggregates: dict[str, AggregateOp | WindowedAggregateOp] = {}
         self.windowed: list[WindowedAggregateOp] = []
+        self._deleting: list[AggregateOp] = []
         self._async: list[AsyncStep | AggregateOp | WindowedAggregateOp] = []
         self._pushes: dict[str, Push | None] = {}
         self._compile(len(entries))
@@ -185,6 +186,8 @@ class Task:
             elif isinstance(step, lg.Aggregate):
                 store = self.stores[self.plan.store_for(step.id).name]
                 agg = self.aggregates[step.id] = AggregateOp(step, store, inputs, fail)
+                if agg.deletes:
+                    self._deleting.append(agg)
                 push = agg.make_push(nxt)
                 if agg.is_async:
                     async_steps.append(agg)
@@ -282,6 +285,9 @@ class Task:
         if len(self._entry_index) > 1:
             for agg in self.aggregates.values():
                 agg.index = index
+        if messages:
+            for op in self._deleting:
+                op.note_first(index, messages[0][3])
         if push is None:
             return
         kc, vc = self._decoders[topic]
@@ -373,6 +379,11 @@ class Task:
         for op in self.windowed:
             changed = op.tick(now) or changed
         return changed
+
+    @property
+    def has_graves(self) -> bool:
+        """True when a store holds deleted keys that the next flush deletes for good."""
+        return any(op.has_graves for op in self._deleting)
 
     def flush(self) -> dict[str, dict[Any, Entry | None]]:
         """Per store name, the entries changed since the last flush."""

@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from flowgraph._delete import DELETE
 from flowgraph.runtime.aggregate import MISSING, _initial_factory, _step
 from flowgraph.runtime.ops import Fail, Push, Rec
 from flowgraph.runtime.state.base import Entry, StorePartition
@@ -44,6 +45,29 @@ _INF = math.inf
 
 def _nothing() -> None:
     pass
+
+
+def _delete_refused(node: Aggregate) -> str:
+    return (
+        f"windowed {node.agg} {node.id!r} returned fg.DELETE; a window's value cannot be "
+        "deleted, windows leave the table when their retention ends; return a value, or "
+        "filter the records before the window"
+    )
+
+
+def _refusing_delete(step: Callable[[Any, Any], Any], node: Aggregate) -> Callable[[Any, Any], Any]:
+    """`step` for a windowed table: `DELETE` from the user's function fails the record."""
+    if node.agg not in ("aggregate", "reduce"):
+        return step  # count and sum: nothing returns DELETE (a sum refuses it itself)
+    msg = _delete_refused(node)
+
+    def checked(acc: Any, v: Any) -> Any:
+        value = step(acc, v)
+        if value is DELETE:
+            raise TypeError(msg)
+        return value
+
+    return checked
 
 
 def _run_sync(coro: Any) -> Any:
@@ -84,7 +108,7 @@ class WindowedAggregateOp:
         self.fail = fail
         self.tsfn: Any = node.timestamp
         self.initial = _initial_factory(node)
-        self.step = _step(node)
+        self.step = _refusing_delete(_step(node), node)
         self.is_async = node.is_async
         self.counting = node.agg == "count"
         self.start_pos: Any = -1 if inputs == 1 else (-1,) * inputs
@@ -334,7 +358,10 @@ class WindowedAggregateOp:
             return acc + (v if fn is None else await fn(v))  # type: ignore[operator]
         if agg == "reduce" and acc is MISSING:
             return v
-        return await fn(acc, v)  # type: ignore[operator]
+        value = await fn(acc, v)  # type: ignore[operator]
+        if value is DELETE:
+            raise TypeError(_delete_refused(self.node))
+        return value
 
     def _seen(self, position: Any, o: int) -> bool:
         return bool(o <= (position if self.inputs == 1 else position[self.index]))

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from flowgraph._delete import DELETE
 from flowgraph.runtime.codecs import codec_or, topic_codecs
 from flowgraph.runtime.collector import quiet_gc
 from flowgraph.runtime.feeder import Feeder
@@ -45,6 +46,11 @@ COMMIT_EVERY = 100_000
 COMMIT_INTERVAL = 1.0
 """Seconds at most between commits while records flow."""
 FEED_CHUNK = 5_000
+
+
+def _position_header(entry: Entry) -> tuple[tuple[str, bytes], ...]:
+    """The header of a changelog record: the source offset(s) the entry reflects."""
+    return ((POSITION_HEADER, encode_position(entry[0])),)
 
 
 class Worker:
@@ -138,6 +144,8 @@ class Worker:
         """A rebalance takes `revoked` away: commit everything, then drop their tasks."""
         async with self._lock:
             await self.commit()
+            if self._touched:  # graves this commit wrote: one more deletes them for good
+                await self.commit()
             gone = {id(t) for tp, t in self.tasks.items() if tp in revoked}
             for task in self._all_tasks:
                 if id(task) in gone:
@@ -219,6 +227,8 @@ class Worker:
         try:
             if self._consumer is not None:
                 await self.commit()
+                if self._touched:  # graves this commit wrote: one more deletes them for good
+                    await self.commit()
                 await self._consumer.stop()
         finally:
             self.backend.close()
@@ -373,9 +383,14 @@ class Worker:
         for store, dirty, store_name in changes:
             changelog = self._changelogs[store_name]
             kc, vc = self.codecs[changelog]
+            # A deleted key's grave is a tombstone that keeps its position in the header
+            # (see aggregate.py); deleting the grave for good is a tombstone without one.
             if vc is None:  # in process: the entry itself
                 records: list[OutRecord] = [
-                    (store.partition, k, e, now, None) for k, e in dirty.items()
+                    (store.partition, k, e, now, None)
+                    if e is None or e[1] is not DELETE
+                    else (store.partition, k, None, now, _position_header(e))
+                    for k, e in dirty.items()
                 ]
             else:  # the value as bytes, the source offset(s) it reflects in a header
                 assert kc is not None
@@ -383,9 +398,9 @@ class Worker:
                     (
                         store.partition,
                         kc.encode(k),
-                        None if e is None else vc.encode(e[1]),
+                        None if e is None or e[1] is DELETE else vc.encode(e[1]),
                         now,
-                        None if e is None else ((POSITION_HEADER, encode_position(e[0])),),
+                        None if e is None else _position_header(e),
                     )
                     for k, e in dirty.items()
                 ]
@@ -404,6 +419,9 @@ class Worker:
         assert self._consumer is not None
         await self._consumer.commit(positions)
         self._crash_point("after-commit")
+        for task in touched:
+            if task.has_graves:  # deleted keys: the next commit deletes their graves for good
+                self._touched[id(task)] = task
         await self.recovery.write_checkpoints(touched)
         for tp, position in positions.items():
             high = self._consumer.highwater(tp)

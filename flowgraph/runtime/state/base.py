@@ -7,7 +7,9 @@ offset they correspond to (DESIGN.md §4, Durability).
 
 Every stored value is an `Entry`: ``(position, value)``, where position is the source offset(s)
 of the last input applied to the key. The store never interprets it; the executor compares it
-with an input's offset to skip records already applied before a crash.
+with an input's offset to skip records already applied before a crash. An entry whose value is
+`flowgraph.DELETE` is a deleted key's *grave*: it keeps the position until no replay needs it;
+`get` and `entries` return it, `items` and ``len`` leave it out.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class StorePartition(Protocol):
     def write(
         self, updates: Mapping[Any, Entry | None], /, *, changelog_offset: int | None = None
     ) -> None:
-        """Apply one batch atomically; None deletes the key.
+        """Apply one batch atomically; None deletes the key, ``(position, DELETE)`` keeps a grave.
 
         `changelog_offset`, when given, is stored in the same atomic batch: the offset of the
         last changelog record these updates correspond to. Without it the stored offset stays.
@@ -76,11 +78,11 @@ class StorePartition(Protocol):
         ...
 
     def items(self) -> Iterator[tuple[object, object]]:
-        """Iterate over ``(key, value)`` pairs, positions dropped."""
+        """Iterate over ``(key, value)`` pairs, positions and graves dropped."""
         ...
 
     def __len__(self) -> int:
-        """Return the number of keys (may be O(n))."""
+        """Return the number of keys with a value, graves not counted (may be O(n))."""
         ...
 
     def clear(self) -> None:

@@ -2,7 +2,9 @@
 
 Keys and entries are kept as the Python objects written, never encoded, so this backend is as
 fast as a dict. Values are stored by reference: do not mutate one after writing it (the RocksDB
-backend would not see the change, so code relying on it would break there).
+backend would not see the change, so code relying on it would break there). A deleted key's
+grave, ``(position, DELETE)``, is kept like any entry (`get` returns it) but left out of
+`items` and `len`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from flowgraph._delete import DELETE
 from flowgraph.runtime.state.base import Entry, check_address
 
 __all__ = ["MemoryBackend", "MemoryStorePartition"]
@@ -30,6 +33,8 @@ class MemoryStorePartition:
         self.partition = partition
         self._data: dict[Any, Entry] = {}
         self._changelog_offset: int | None = None
+        self._graves: set[Any] = set()
+        """Keys whose entry is a grave ``(position, DELETE)``: deleted, not counted."""
         self.get = self._data.get
 
     def get_many(self, keys: Iterable[object]) -> dict[object, Entry]:
@@ -45,11 +50,17 @@ class MemoryStorePartition:
         Atomic in practice: the keys of a Mapping are hashable, so no step of the loop can fail.
         """
         data = self._data
+        graves = self._graves
         for key, entry in updates.items():
             if entry is None:
                 data.pop(key, None)
+                graves.discard(key)
             else:
                 data[key] = entry
+                if entry[1] is DELETE:
+                    graves.add(key)
+                elif graves:
+                    graves.discard(key)
         if changelog_offset is not None:
             self._changelog_offset = changelog_offset
 
@@ -62,15 +73,18 @@ class MemoryStorePartition:
         return iter(list(self._data.items()))
 
     def items(self) -> Iterator[tuple[object, object]]:
-        """Iterate over ``(key, value)`` of a copy."""
-        return iter([(key, entry[1]) for key, entry in self._data.items()])
+        """Iterate over ``(key, value)`` of a copy; deleted keys (graves) are left out."""
+        return iter(
+            [(key, entry[1]) for key, entry in self._data.items() if entry[1] is not DELETE]
+        )
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._data) - len(self._graves)
 
     def clear(self) -> None:
         """Drop data and offset; in place, so a hoisted ``get`` stays valid."""
         self._data.clear()
+        self._graves.clear()
         self._changelog_offset = None
 
     def close(self) -> None:

@@ -12,7 +12,8 @@ changelog offset tells the restore where to resume.
 Bytes: keys go through a key codec and must encode deterministically (equal keys, equal bytes;
 ``1``, ``1.0`` and ``True`` are different keys here although equal in a dict). Values go through
 a value codec; the store frames each entry as msgpack ``[position, value bytes]`` itself, so the
-value codec only ever sees values. Both codecs default to msgpack (msgspec), which round-trips
+value codec only ever sees values; a deleted key's grave is ``[position, nil]`` and decodes to
+``(position, DELETE)``. Both codecs default to msgpack (msgspec), which round-trips
 None, bool, int (64-bit), float, str, bytes, lists and dicts; keys decode arrays as tuples (so
 tuple keys come back hashable), values decode them as lists.
 """
@@ -38,6 +39,7 @@ from rocksdict import (
     WriteOptions,
 )
 
+from flowgraph._delete import DELETE
 from flowgraph.errors import ConfigurationError
 from flowgraph.runtime.state import metadata
 from flowgraph.runtime.state.base import Entry, StateCodec, check_address
@@ -74,7 +76,8 @@ class _MsgpackCodec:
 
 
 _encode_frame = msgspec.msgpack.Encoder().encode
-_decode_frame = msgspec.msgpack.Decoder(tuple[Any, bytes]).decode
+_decode_frame = msgspec.msgpack.Decoder(tuple[Any, bytes | None]).decode
+"""An entry on disk: ``[position, value bytes]``, or ``[position, nil]`` for a grave."""
 
 
 def _db_options(cache: Cache) -> Options:
@@ -180,7 +183,7 @@ class RocksDBStorePartition:
         position, value = _decode_frame(raw)
         if type(position) is list:
             position = _tuplify(position)
-        return (position, self._decode_value(value))
+        return (position, DELETE if value is None else self._decode_value(value))
 
     def get(self, key: object) -> Entry | None:
         """Return the entry for `key`, or None."""
@@ -201,7 +204,7 @@ class RocksDBStorePartition:
                 position, value = _decode_frame(raw)
                 if type(position) is list:
                     position = _tuplify(position)
-                found[key] = (position, decode_value(value))
+                found[key] = (position, DELETE if value is None else decode_value(value))
         return found
 
     def write(
@@ -218,6 +221,8 @@ class RocksDBStorePartition:
         for key, entry in updates.items():
             if entry is None:
                 delete(encode_key(key))
+            elif entry[1] is DELETE:  # a grave: the position, no value
+                put(encode_key(key), _encode_frame((entry[0], None)))
             else:
                 put(encode_key(key), _encode_frame((entry[0], encode_value(entry[1]))))
         if changelog_offset is not None:
@@ -244,7 +249,9 @@ class RocksDBStorePartition:
         else:
             decode_value = self._decode_value
             for key, raw in pairs:
-                yield decode_key(key), decode_value(_decode_frame(raw)[1])
+                value = _decode_frame(raw)[1]
+                if value is not None:  # graves are deleted keys
+                    yield decode_key(key), decode_value(value)
 
     def entries(self) -> Iterator[tuple[object, Entry]]:
         """Iterate in encoded-key byte order over a snapshot taken at the first `next()`."""
@@ -259,8 +266,9 @@ class RocksDBStorePartition:
         return scan
 
     def __len__(self) -> int:
-        """Count the keys: O(n), a full key scan (RocksDB only keeps an estimate)."""
-        return sum(1 for _ in self._db.keys())  # noqa: SIM118 -- an Rdict iterates no keys
+        """Count the keys with a value: O(n), a full scan (RocksDB only keeps an estimate)."""
+        values = cast("Iterator[bytes]", self._db.values())
+        return sum(1 for raw in values if _decode_frame(raw)[1] is not None)
 
     def clear(self) -> None:
         """Delete all data and the changelog offset in one batch, then compact the space away."""

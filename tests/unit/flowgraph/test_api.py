@@ -8,6 +8,7 @@ import flowgraph as fg
 
 PUBLIC = [
     "ConfigurationError",
+    "DELETE",
     "FlowgraphError",
     "Graph",
     "GraphDefinitionError",
