@@ -22,7 +22,10 @@ balance reaching zero) then need not delete again, and two inputs may interleave
 A grave is needed only until the source offsets past it are committed, so the flush after
 the one that wrote it (the next commit, after this one's offsets) deletes it for good: a
 tombstone without a position, and the key is gone from the store. A grave read back from the
-store below the first offset this task processed is past every replay, so it goes the same way.
+store below the first offset this task processed is past every replay, so it goes the same way;
+so does one whose deleting record this task replays (and skips), one flush later. Any other
+grave (a key never seen again after a crash) stays in the store, hidden from reads, until its
+key comes back.
 """
 
 from __future__ import annotations
@@ -94,6 +97,9 @@ class AggregateOp:
         self.dirty: list[Any] = []
         self.graves: dict[Any, Any] = {}
         """Keys stored as graves, with their positions, to delete for good at the next flush."""
+        self.replayed: dict[Any, Any] = {}
+        """Graves of an earlier run whose deleting record this run replayed (and skipped):
+        committed with this batch, so they join `graves` at the next flush."""
         self.floor: list[int | None] = [None] * inputs
         """Per input, the first offset this task processed: no replay goes below it."""
         self.skipped = 0
@@ -195,6 +201,8 @@ class AggregateOp:
                 e = load(k)
             if o <= e[0]:
                 self.skipped += 1
+                if o == e[0] and e[2] is DELETE:
+                    self.replayed[k] = o  # the record that deleted the key, replayed
                 return
             acc = e[2]
             try:
@@ -286,7 +294,7 @@ class AggregateOp:
     @property
     def has_graves(self) -> bool:
         """True while some key is stored as a grave that the next flush deletes for good."""
-        return bool(self.graves)
+        return bool(self.graves or self.replayed)
 
     def flush(self) -> dict[Any, Entry | None]:
         """The entries changed since the last flush, one per key; they now count as stored.
@@ -304,6 +312,9 @@ class AggregateOp:
                 if e is None or (e[2] is DELETE and e[1] == position):
                     changed[k] = None
                     cur.pop(k, None)
+        if self.replayed:
+            self.graves.update(self.replayed)
+            self.replayed.clear()
         for k in self.dirty:
             e = cur[k]
             if e[2] is DELETE:

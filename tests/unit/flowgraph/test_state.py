@@ -14,6 +14,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from flowgraph import DELETE
 from flowgraph.errors import ConfigurationError
 from flowgraph.runtime.state import (
     MemoryBackend,
@@ -168,6 +169,36 @@ def test_write_accepts_any_mapping_of_updates(store: StorePartition) -> None:
 
 
 # -- RocksDB on disk ---------------------------------------------------------------------------
+
+
+def test_a_grave_keeps_its_position_but_is_no_table_row(store: StorePartition) -> None:
+    """``(position, DELETE)`` marks a deleted key: `get` sees it, `items` and len do not."""
+    store.write({"a": (1, "x"), "b": (2, None), "c": ((3, 4), DELETE)})
+    assert store.get("c") == ((3, 4), DELETE)
+    assert store.get_many(["a", "c"]) == {"a": (1, "x"), "c": ((3, 4), DELETE)}
+    assert dict(store.items()) == {"a": "x", "b": None}  # a None value is still a value
+    assert len(store) == 2
+    assert dict(store.entries())["c"] == ((3, 4), DELETE)
+    store.write({"c": (5, "back"), "a": (6, DELETE)})
+    assert dict(store.items()) == {"b": None, "c": "back"}
+    assert len(store) == 2
+    store.write({"a": None})  # the grave deleted for good
+    assert store.get("a") is None
+    assert len(store) == 2
+
+
+def test_a_grave_survives_a_restart_on_disk(tmp_path: Path) -> None:
+    first = RocksDBBackend(tmp_path)
+    first.open("t-users", 0).write({"gone": (7, DELETE), "kept": (8, 1)}, changelog_offset=2)
+    first.close()
+    second = RocksDBBackend(tmp_path)
+    try:
+        store = second.open("t-users", 0)
+        assert store.get("gone") == (7, DELETE)
+        assert dict(store.items()) == {"kept": 1}
+        assert len(store) == 1
+    finally:
+        second.close()
 
 
 def test_rocksdb_layout_and_reopen_in_a_fresh_backend(tmp_path: Path) -> None:
