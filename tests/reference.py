@@ -23,6 +23,7 @@ from typing import Any
 
 import attrs
 
+import flowgraph as fg
 from planner.logical import (
     Aggregate,
     Changes,
@@ -116,6 +117,8 @@ class _Interpreter:
             new = table.get(key, 0) + (value if fn is None else self.call(fn, value))
         elif node.agg == "reduce":
             new = value if key not in table else self.call(fn, table[key], value)
+        elif node.agg == "latest":
+            new = fg.DELETE if value is None else value
         else:
             if key in table:
                 acc = table[key]
@@ -124,6 +127,9 @@ class _Interpreter:
             else:
                 acc = copy.deepcopy(node.initial)
             new = self.call(fn, acc, value)
+        if new is fg.DELETE:  # the key is gone; its changes carry None
+            table.pop(key, None)
+            return None
         table[key] = new
         return new
 
@@ -151,7 +157,8 @@ class Guarantees:
     """Per table and per sink: how exactly a batched run must match the reference.
 
     ``"exact"``: the same value per key (tables) or the same sequence per key (sinks);
-    ``"keys"``: the same keys (tables); ``"multiset"``: the same records in some order (sinks);
+    ``"keys"``: the same keys (tables); ``"unknown"`` for a table that deletes keys and is fed
+    by an unordered stream; ``"multiset"``: the same records in some order (sinks);
     ``"unknown"``: records that depend on the interleaving (sinks downstream of the updates of
     a table fed by an unordered stream).
     """
@@ -193,6 +200,8 @@ def guarantees(plan: LogicalPlan) -> Guarantees:
             commutative = n.agg in ("count", "sum") or getattr(n.fn, "commutative", False)
             if stable[up] and (ordered[up] or commutative):
                 tables[n.id] = "exact"
+            elif getattr(n.fn, "deletes", False):
+                tables[n.id] = "unknown"  # which keys are left depends on the interleaving
             else:
                 tables[n.id] = "keys"
             ordered[n.id], single[n.id] = ordered[up], single[up]

@@ -77,6 +77,12 @@ def _mark(fn: Callable[..., Any], commutative: bool) -> Callable[..., Any]:
     return fn
 
 
+def _delete_at_multiples_of_5(acc: int, v: int) -> Any:
+    """A fold that deletes its key depending on the accumulator (so replays must be exact)."""
+    total = (acc + v) % MOD
+    return fg.DELETE if total % 5 == 0 else total
+
+
 def _larger(a: int, b: int) -> int:
     return max(a, b)
 
@@ -90,6 +96,7 @@ def _maybe_async(draw: Draw, fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn(*args)
 
     run.commutative = getattr(fn, "commutative", False)  # type: ignore[attr-defined]
+    run.deletes = getattr(fn, "deletes", False)  # type: ignore[attr-defined]
     return run
 
 
@@ -158,7 +165,7 @@ class _Builder:
         src = self.use(h)
         wrap = lambda f: _maybe_async(self.draw, f)  # noqa: E731
         kind = self.draw(st.sampled_from(["count", "sum", "sum_fn", "reduce", "aggregate",
-                                          "history"]))
+                                          "history", "latest", "deleting"]))
         commutative = self.draw(st.booleans())
         if kind == "count":
             table, text = src.count(name=name), "count()"
@@ -181,12 +188,19 @@ class _Builder:
                 fn, how = _mark(lambda acc, v: (acc * 2 + v) % MOD, False), "acc * 2 + v"
             table = src.aggregate(initial, wrap(fn), name=name)
             text = f"aggregate({initial}, {how})"
+        elif kind == "latest":
+            table, text = src.to_table(name=name), "to_table()"
+        elif kind == "deleting":
+            fn = _mark(_delete_at_multiples_of_5, False)
+            fn.deletes = True  # type: ignore[attr-defined]
+            table = src.aggregate(0, wrap(fn), name=name)
+            text = "aggregate(0, acc + v, fg.DELETE at multiples of 5)"
         else:
             fn = _mark(lambda acc, v: [*acc, v][-4:], False)
             table = src.aggregate(list, wrap(fn), name=name)
             text = "aggregate(list, [*acc, v][-4:])"
         self.script.append(f"{name} = {h.stream.step}.{text}")
-        if kind != "history" and self.draw(st.booleans()):
+        if kind not in ("history", "deleting") and self.draw(st.booleans()):  # no None values
             updates = table.changes(name=f"{name}-changes")
             self.add(_Handle(updates, h.origins, after_changes=True), f"{name}.changes()")
 

@@ -125,6 +125,17 @@ def test_count_requires_a_name():
         raw.count(name=None)
 
 
+def test_to_table_records_a_latest_aggregate_and_needs_a_name():
+    g, raw = graph()
+    table = raw.to_table(name="latest")
+    assert (table.name, table.store) == ("latest", "g-latest")
+    assert node(g, "latest") == Aggregate(
+        id="latest", inputs=("raw",), agg="latest", key_type=str, value_type=bytes
+    )
+    with pytest.raises(fg.GraphDefinitionError, match=r"^to_table at .* no name=; .*pass name="):
+        raw.to_table()
+
+
 def test_aggregations_named_by_function_or_name():
     g, raw = graph()
     clicks = raw.map(parse)

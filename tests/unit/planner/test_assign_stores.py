@@ -62,3 +62,14 @@ def test_store_for():
         Source(id="in", topic="in"), Aggregate(id="count", inputs=("in",), agg="count"),
     ), OPTS)
     assert plan.store_for("count").name == "clicks-count"
+
+
+def test_a_table_from_a_topic_gets_a_store_like_an_aggregation():
+    plan = physical(
+        Source(id="users", topic="users", partitions=3, key_type=str, value_type=dict),
+        Aggregate(id="profile", inputs=("users",), agg="latest", value_type=dict),
+    )
+    assert stores_of(plan) == (
+        StoreSpec(name="clicks-profile", step="profile", changelog="clicks-profile-changelog",
+                  partitions=3, key_type=str, value_type=dict),
+    )

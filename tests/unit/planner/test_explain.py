@@ -62,6 +62,7 @@ def test_golden_cases_are_there():
         "merge_partitions",
         "one_repartition",
         "shared_repartition",
+        "table_from_topic",
     }
     for case in CASES:
         head, _, _ = _parts(case)

@@ -247,3 +247,17 @@ def test_repartition_id_clashing_with_a_user_step_is_a_clear_error():
         "step 'by_user-repartition' has the name of the repartition the planner adds after "
         "'by_user'; rename one of them",
     )
+
+
+def test_a_table_from_a_keyed_topic_needs_no_repartition():
+    plan = plan_of(SRC, Aggregate(id="latest", inputs=("in",), agg="latest"))
+    assert assert_fixed_point(plan) is plan
+
+
+def test_a_table_after_key_by_reads_a_repartition():
+    table = Aggregate(id="latest", inputs=("is_long",), agg="latest")
+    long = Filter(id="is_long", inputs=("by_user",), fn=is_long)
+    rep = repartition_after(KB, 3)
+    assert assert_fixed_point(plan_of(SRC, KB, long, table)) == plan_of(
+        SRC, KB, rep, rewire(long, rep.id), table
+    )
