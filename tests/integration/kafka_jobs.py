@@ -45,3 +45,21 @@ def make_repartition_graph(graph_id: str, topic: str, partitions: int = 4) -> fg
     clicks = g.source(topic, key_type=str, value_type=Click, partitions=partitions)
     clicks.filter(drop_bots).key_by(by_url).count(name=TABLE)
     return g
+
+
+DELETE_AT = 7
+"""`make_delete_graph` deletes a URL's count when it reaches this, and counts again from 0."""
+
+
+def count_to_seven(seen: int, click: Click) -> object:
+    """Count a URL's clicks, deleting the key at DELETE_AT: a delete decided by the count."""
+    n = seen + 1
+    return fg.DELETE if n == DELETE_AT else n
+
+
+def make_delete_graph(graph_id: str, topic: str, partitions: int = 4) -> fg.Graph:
+    """Like `make_graph`, but the table deletes keys (``fg.DELETE``) as it goes."""
+    g = fg.Graph(graph_id)
+    clicks = g.source(topic, key_type=str, value_type=Click, partitions=partitions)
+    clicks.filter(drop_bots).aggregate(0, count_to_seven, name=TABLE, value_type=int)
+    return g
