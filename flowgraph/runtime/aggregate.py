@@ -21,11 +21,10 @@ the value they first applied to; a function that decides to delete from the accu
 balance reaching zero) then need not delete again, and two inputs may interleave differently.
 A grave is needed only until the source offsets past it are committed, so the flush after
 the one that wrote it (the next commit, after this one's offsets) deletes it for good: a
-tombstone without a position, and the key is gone from the store. A grave read back from the
-store below the first offset this task processed is past every replay, so it goes the same way;
-so does one whose deleting record this task replays (and skips), one flush later. Any other
-grave (a key never seen again after a crash) stays in the store, hidden from reads, until its
-key comes back.
+tombstone without a position, and the key is gone from the store. A grave left by a crash
+goes the same way one flush after a replay skips its deleting record (a table with one input;
+with several, a grave's position has one offset per input), or when its key is written again.
+Until then (a key never seen again) it stays in the store, hidden from reads.
 """
 
 from __future__ import annotations
@@ -100,8 +99,6 @@ class AggregateOp:
         self.replayed: dict[Any, Any] = {}
         """Graves of an earlier run whose deleting record this run replayed (and skipped):
         committed with this batch, so they join `graves` at the next flush."""
-        self.floor: list[int | None] = [None] * inputs
-        """Per input, the first offset this task processed: no replay goes below it."""
         self.skipped = 0
         self.is_async = node.is_async
         self.pending: list[Rec] = []
@@ -114,25 +111,10 @@ class AggregateOp:
             e = [start, start, self.initial()]
         else:
             e = [stored[0], stored[0], stored[1]]
-            if stored[1] is DELETE:
-                self._grave_loaded(key, e)
+            if stored[1] is DELETE and not self.deletes:
+                e[2] = self.initial()  # a grave under a count or sum: start afresh
         self.cur[key] = e
         return e
-
-    def _grave_loaded(self, key: Any, e: list[Any]) -> None:
-        """A grave read from the store: the key has no value; delete it once no replay needs it."""
-        if not self.deletes:  # a count or sum (renamed from an aggregate?) starts afresh
-            e[2] = self.initial()
-        position = e[0]
-        floor = self.floor
-        parts = (position,) if self.inputs == 1 else position
-        if all(f is not None and p < f for p, f in zip(parts, floor, strict=True)):
-            self.graves[key] = position
-
-    def note_first(self, index: int, offset: int) -> None:
-        """The task processes input `index` from `offset` (its committed offset) on."""
-        if self.floor[index] is None:
-            self.floor[index] = offset
 
     def make_push(self, nxt: Push | None) -> Push:
         """The push function of this step; `nxt` receives ``(key, new value)`` updates."""
@@ -260,6 +242,8 @@ class AggregateOp:
                 o = r[3]
                 if o <= (e[0] if self.inputs == 1 else e[0][i]):
                     self.skipped += 1
+                    if o == e[0] and e[2] is DELETE:
+                        self.replayed[key] = o  # the record that deleted the key, replayed
                     continue
                 acc = self.initial() if e[2] is DELETE else e[2]
                 try:

@@ -285,9 +285,6 @@ class Task:
         if len(self._entry_index) > 1:
             for agg in self.aggregates.values():
                 agg.index = index
-        if messages:
-            for op in self._deleting:
-                op.note_first(index, messages[0][3])
         if push is None:
             return
         kc, vc = self._decoders[topic]

@@ -79,6 +79,11 @@ def balance(acc: int, v: int) -> object:
     return fg.DELETE if total == 0 else total
 
 
+async def async_balance(acc: int, v: int) -> object:
+    await asyncio.sleep(0)
+    return balance(acc, v)
+
+
 def balances_graph() -> fg.Graph:
     g = fg.Graph("t")
     moves = g.source("moves", key_type=str, value_type=int, partitions=2)
@@ -106,14 +111,9 @@ def test_reduce_deletes_a_key():
 
 
 def test_async_aggregate_deletes_a_key():
-    async def abalance(acc: int, v: int) -> object:
-        await asyncio.sleep(0)
-        return balance(acc, v)
-
     g = fg.Graph("t")
-    g.source("in", key_type=str, value_type=int).aggregate(0, abalance, name="b").changes().to(
-        "out"
-    )
+    src = g.source("in", key_type=str, value_type=int)
+    src.aggregate(0, async_balance, name="b").changes().to("out")
     with TestDriver(g) as driver:
         driver.send_many("in", [("k", 2), ("k", -2), ("k", 4)])
         assert driver.table("b") == {"k": 4}
@@ -148,12 +148,11 @@ def test_sum_refuses_delete_in_one_sentence():
         assert letter.headers["error.message"].startswith("fg.DELETE cannot be added to a sum;")
 
 
+@pytest.mark.parametrize("fold", [balance, async_balance])
 @pytest.mark.parametrize("spec", [fg.Tumbling(10), fg.Hopping(10, 5)])
-def test_a_windowed_aggregation_refuses_delete_to_the_dead_letter_topic(spec):
+def test_a_windowed_aggregation_refuses_delete_to_the_dead_letter_topic(spec, fold):
     g = fg.Graph("t")
-    g.source("in", key_type=str, value_type=int).window(spec).aggregate(
-        0, balance, name="per_window"
-    )
+    g.source("in", key_type=str, value_type=int).window(spec).aggregate(0, fold, name="per_window")
     with TestDriver(g) as driver:
         driver.send("in", "k", 2, timestamp=1.0)
         driver.send("in", "k", -2, timestamp=2.0)
@@ -205,9 +204,9 @@ def moves(*values: int) -> list[tuple[int, bytes, bytes]]:
     return [(0, b"a", b"%d" % v) for v in values]
 
 
-def one_partition_balances() -> fg.Graph:
+def one_partition_balances(fold=balance) -> fg.Graph:
     g = fg.Graph("t")
-    g.source("moves", key_type=str, value_type=int).aggregate(0, balance, name="balance")
+    g.source("moves", key_type=str, value_type=int).aggregate(0, fold, name="balance")
     return g
 
 
@@ -237,8 +236,11 @@ def test_a_crash_after_the_store_write_replays_a_delete_exactly(
     assert cluster.last_tables == {"balance": {"a": 4}}
 
 
-def test_a_grave_left_by_a_crash_is_deleted_once_its_record_is_replayed(monkeypatch, tmp_path):
-    cluster = Cluster(one_partition_balances(), store="rocksdb://" + str(tmp_path))
+@pytest.mark.parametrize("fold", [balance, async_balance])
+def test_a_grave_left_by_a_crash_is_deleted_once_its_record_is_replayed(
+    monkeypatch, tmp_path, fold
+):
+    cluster = Cluster(one_partition_balances(fold), store="rocksdb://" + str(tmp_path))
     crashing_at(monkeypatch, "after-store")
     with pytest.raises(Crash):
         cluster.run({"moves": moves(1, -1)})
