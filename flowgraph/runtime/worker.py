@@ -11,7 +11,9 @@ whenever the run goes idle or stops, a commit makes it durable (DESIGN §4), in 
 4. the source offsets are committed.
 
 A crash anywhere in between replays input, and the per-key offsets in the stored entries
-make sure no record is applied to a table twice.
+make sure no record is applied to a table twice. A deleted key keeps its offset as a grave
+until the commit after the one that deleted it (see aggregate.py), so a task that wrote
+graves takes part in the next commit even if it processes nothing.
 """
 
 from __future__ import annotations
