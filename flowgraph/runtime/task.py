@@ -336,8 +336,16 @@ class Task:
             self._retire_marks(index, messages[-1][3])
 
     def _retire_marks(self, index: int, offset: int) -> None:
-        """Forget the marks of entry `index` once its replay has passed them all."""
-        done = [key for key, (o, _) in self.dedupe.items() if key[2] == index and o < offset]
+        """Forget the marks of entry `index` once its replay has passed them all.
+
+        Marks of dead letters written at a commit (entry `AT_COMMIT`) go with those of any
+        entry: their positions are those of processed inputs, which the replay has passed.
+        """
+        done = [
+            key
+            for key, (o, _) in self.dedupe.items()
+            if key[2] in (index, AT_COMMIT) and o < offset
+        ]
         for key in done:
             del self.dedupe[key]
 
