@@ -276,6 +276,10 @@ class MemoryTransport:
         """The end offset of a partition, without awaiting (in-process only)."""
         return self.broker.logs[topic][partition].end
 
+    def written_end(self, tp: TP) -> int:
+        """One past the last offset written to `tp`: every write is acknowledged at once."""
+        return self.broker.logs[tp[0]][tp[1]].end
+
     async def flush(self) -> None:
         """Writes are already in the log."""
 

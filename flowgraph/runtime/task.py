@@ -102,6 +102,8 @@ class Task:
         self._seq = [0, -1, 0]
         """Entry index being processed, offset of the last record written, its sequence."""
         self.dedupe: dict[tuple[str, int, int], tuple[int, int]] = {}
+        self._processed = -1
+        """While replaying (`dedupe` not empty): the highest input offset processed."""
         """(topic, partition, entry index) -> last (offset, sequence) written before a crash."""
         self.counts: dict[str, int] = {}
         self._topic = ""
@@ -336,15 +338,21 @@ class Task:
             self._retire_marks(index, messages[-1][3])
 
     def _retire_marks(self, index: int, offset: int) -> None:
-        """Forget the marks of entry `index` once its replay has passed them all.
+        """Forget the marks of entry `index` once its replay has passed them all."""
+        if offset > self._processed:
+            self._processed = offset
+        done = [key for key, (o, _) in self.dedupe.items() if key[2] == index and o < offset]
+        for key in done:
+            del self.dedupe[key]
 
-        Marks of dead letters written at a commit (entry `AT_COMMIT`) go with those of any
-        entry: their positions are those of processed inputs, which the replay has passed.
-        """
+    def retire_commit_marks(self) -> None:
+        """After a commit: forget marks of dead letters written at a commit (entry
+        `AT_COMMIT`) that the replay has passed; the commit just made has found again every
+        value that failed at a position up to there."""
         done = [
             key
             for key, (o, _) in self.dedupe.items()
-            if key[2] in (index, AT_COMMIT) and o < offset
+            if key[2] == AT_COMMIT and o < self._processed
         ]
         for key in done:
             del self.dedupe[key]

@@ -393,6 +393,9 @@ class Worker:
                         continue
             changelog_writes.append((store, dirty, changelog, records))
         self.stats.dead_letters += sum(task.take_failed() for task in touched)
+        for task in touched:
+            if task.dedupe:
+                task.retire_commit_marks()
         results = await asyncio.gather(
             self.transport.flush(),
             *(self.transport.produce(topic, recs) for _, _, topic, recs in changelog_writes),

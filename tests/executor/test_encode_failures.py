@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 import flowgraph as fg
+from flowgraph.runtime.faults import InjectedCrash, raise_at
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
 from flowgraph.runtime.state.memory import MemoryBackend
 from flowgraph.runtime.worker import Worker, topic_codecs
@@ -155,3 +158,30 @@ def test_keyless_records_on_a_bytes_broker_are_dead_lettered_once_over_restarts(
     assert second.table("c") == expected
     offsets = [dict(m[4])["source.offset"] for m in broker.records(plan.dlq)]
     assert offsets == [str(i).encode() for i in range(0, 30, 3)]
+
+
+def test_a_value_dead_lettered_at_a_commit_is_written_once_across_a_crash():
+    """A crash after the commit produced its records (dead letters included) and before it
+    stored them: the restart finds the same value again and does not dead-letter it twice."""
+    plan = opaque_aggregate().plan()
+    kc, vc = topic_codecs(plan, in_process=False)["in"]
+    broker = MemoryBroker()
+    broker.ensure("in", 1)
+    broker.append("in", [(0, kc.encode(k), vc.encode(v), 0.0, None)
+                         for k, v in [("a", 5), ("b", 1), ("a", -1), ("b", 2)]])
+
+    async def crashing() -> None:
+        worker = Worker(plan, MemoryTransport(broker, encoded=True), MemoryBackend(),
+                        crash_point=raise_at("after-produce"))
+        await worker.start()
+        with pytest.raises(InjectedCrash):
+            await worker.run(until_idle=True, idle_wait=0.0)
+
+    asyncio.run(crashing())
+    steps = [dict(m[4])["error.step"] for m in broker.records(plan.dlq)]
+    assert steps == [b"to-out", b"total"]
+    worker = asyncio.run(_run(broker, MemoryBackend(), plan))
+    # one commit covers all four records: "a" goes back to its stored state, which is none
+    assert worker.table("total") == {"b": 3}
+    steps = [dict(m[4])["error.step"] for m in broker.records(plan.dlq)]
+    assert steps == [b"to-out", b"total"]
