@@ -2,10 +2,11 @@
 
 At construction the sub-topology is compiled into push functions (`ops.py`), one chain per
 input topic. `process` decodes the records of one input partition and pushes each through;
-`async def` steps are awaited after the loop. What must leave the task is collected: records
-for topics (repartition, sinks), failed records for the dead-letter topic, and, at `flush`,
-one state update per changed key per store. The worker owns the order of side effects
-(changelog, local store, offsets); the task only computes.
+`async def` steps are awaited after the loop. Records for repartition topics, sinks and the
+dead-letter topic go to the transport's buffered writers as they are made (a failed record is
+written when it fails, so it gets an origin like any other); each aggregation's changed keys
+wait for the worker's commit. The worker owns the order of side effects (flush, changelog,
+local store, offsets); the task only computes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from flowgraph.errors import SerializationError
 from flowgraph.runtime.aggregate import AggregateOp
 from flowgraph.runtime.ops import AsyncStep, Rec, fanout, stateless_push
-from flowgraph.runtime.state.base import Entry, StorePartition
+from flowgraph.runtime.state.base import StorePartition
 from flowgraph.runtime.transport import OutRecord, Push, Write
 from flowgraph.runtime.windowed import WindowedAggregateOp
 from flowgraph.serde import Codec, JsonCodec, fast_decoder
@@ -102,9 +103,9 @@ class Task:
         self._seq = [0, -1, 0]
         """Entry index being processed, offset of the last record written, its sequence."""
         self.dedupe: dict[tuple[str, int, int], tuple[int, int]] = {}
+        """(topic, partition, entry index) -> last (offset, sequence) written before a crash."""
         self._processed = -1
         """While replaying (`dedupe` not empty): the highest input offset processed."""
-        """(topic, partition, entry index) -> last (offset, sequence) written before a crash."""
         self.counts: dict[str, int] = {}
         self._topic = ""
         self._codecs = codecs
@@ -430,10 +431,6 @@ class Task:
         for op in self.windowed:
             changed = op.tick(now) or changed
         return changed
-
-    def flush(self) -> dict[str, dict[Any, Entry | None]]:
-        """Per store name, the entries changed since the last flush."""
-        return {agg.store.name: agg.flush() for agg in self.aggregates.values()}
 
     def take_failed(self) -> int:
         """Records dead-lettered since the last call."""
