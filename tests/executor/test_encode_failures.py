@@ -167,12 +167,21 @@ def test_a_value_dead_lettered_at_a_commit_is_written_once_across_a_crash():
     kc, vc = topic_codecs(plan, in_process=False)["in"]
     broker = MemoryBroker()
     broker.ensure("in", 1)
-    broker.append("in", [(0, kc.encode(k), vc.encode(v), 0.0, None)
-                         for k, v in [("a", 5), ("b", 1), ("a", -1), ("b", 2)]])
+    broker.append(
+        "in",
+        [
+            (0, kc.encode(k), vc.encode(v), 0.0, None)
+            for k, v in [("a", 5), ("b", 1), ("a", -1), ("b", 2)]
+        ],
+    )
 
     async def crashing() -> None:
-        worker = Worker(plan, MemoryTransport(broker, encoded=True), MemoryBackend(),
-                        crash_point=raise_at("after-produce"))
+        worker = Worker(
+            plan,
+            MemoryTransport(broker, encoded=True),
+            MemoryBackend(),
+            crash_point=raise_at("after-produce"),
+        )
         await worker.start()
         with pytest.raises(InjectedCrash):
             await worker.run(until_idle=True, idle_wait=0.0)
