@@ -28,9 +28,9 @@ DLQ = f"{GRAPH}-dlq"
 Build = Callable[[fg.Stream], object]
 
 REPLAY_THROUGH_REPARTITION_BUG = (
-    "not on memory://: a replay through a repartition topic is exact on kafka:// (origin "
-    "headers + <graph>-checkpoints, see tests/integration/test_kafka.py); memory:// has no "
-    "crashes to recover from, and rewinding its offsets by hand replays like a first run"
+    "rewinding committed offsets by hand is not a crash: no origin marks say what the rewound "
+    "inputs wrote, so a replay through a repartition topic writes and counts again (on "
+    "kafka:// too); replays after a crash are exact (test_writers.py, test_kafka.py)"
 )
 
 
