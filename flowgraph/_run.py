@@ -64,11 +64,13 @@ async def run_async(
     on_worker: Callable[[Worker], None] | None = None,
     commit_every: int | None = None,
     commit_interval: float | None = None,
+    crash_point: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Async form of `run`, for callers that already have an event loop.
 
     `on_worker` gets the worker as soon as it exists, before it restores state (a view can
     then poll its counters, restore progress included); `on_start` gets it once started.
+    `crash_point` is a fault-injection hook for tests (`flowgraph.runtime.faults`).
     """
     plan = graph if isinstance(graph, PhysicalPlan) else make_plan(graph)
     transport = open_transport(broker)
@@ -78,7 +80,7 @@ async def run_async(
         commits["commit_every"] = commit_every
     if commit_interval is not None:
         commits["commit_interval"] = commit_interval
-    worker = Worker(plan, transport, backend, **commits)
+    worker = Worker(plan, transport, backend, crash_point=crash_point, **commits)
     # On memory:// nothing outside this process can write, so an idle run is a finished one.
     idle_ends = transport.in_process if until_idle is None else until_idle
     try:
@@ -106,6 +108,7 @@ def run(
     on_worker: Callable[[Worker], None] | None = None,
     commit_every: int | None = None,
     commit_interval: float | None = None,
+    crash_point: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Run `graph` until it is idle (memory://, or `until_idle=True`), `max_events`, or a signal.
 
@@ -135,6 +138,7 @@ def run(
                 on_worker=on_worker,
                 commit_every=commit_every,
                 commit_interval=commit_interval,
+                crash_point=crash_point,
             )
         finally:
             for sig in installed:

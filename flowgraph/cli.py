@@ -246,6 +246,7 @@ def _a(noun: str) -> str:
 def _cmd_run(args: argparse.Namespace) -> int:
     import flowgraph as fg
     from flowgraph._live import LiveView, summary
+    from flowgraph.runtime import faults
 
     plan = locate_graph(args.target).plan()
     view = LiveView(plan)
@@ -260,6 +261,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             commit_interval=args.commit_interval,
             on_worker=view.attach,
             on_start=view.started,
+            crash_point=faults.from_env(os.environ),
         )
     finally:
         view.close()

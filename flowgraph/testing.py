@@ -4,6 +4,13 @@ Like Kafka Streams' `TopologyTestDriver`: records go in with `send`, are process
 `send` returns, and tables and output topics can be read right away. It uses the real
 planner, the real worker and the `memory://` transport; the store is `memory://` unless
 another is given, so the same code paths run as in `fg.run`.
+
+By default every record is encoded as on Kafka (as `TopologyTestDriver` serialises every
+record): internal topics hold bytes made by the topic's codecs, and written records carry
+origin headers. A record that cannot be stored (a key a table's changelog cannot encode, a
+value that does not fit a sink's type) then reaches the dead-letter topic in a test exactly
+as in production. ``TestDriver(graph, encode=False)`` passes Python objects through internal
+topics, as a `memory://` run does.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from flowgraph._graph import Graph
 from flowgraph.errors import ConfigurationError
 from flowgraph.runtime.memory import MemoryTransport
 from flowgraph.runtime.state import open_backend
+from flowgraph.runtime.task import ORIGIN_HEADER
 from flowgraph.runtime.worker import Worker
 from planner import plan as make_plan
 
@@ -49,10 +57,18 @@ class TestDriver:
 
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, graph: Graph, *, store: str = "memory://", max_batch: int = 1000) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        store: str = "memory://",
+        max_batch: int = 1000,
+        encode: bool = True,
+    ) -> None:
+        """`encode=False` lets internal topics hold Python objects instead of bytes."""
         self.graph = graph
         self.plan = make_plan(graph)
-        self._transport = MemoryTransport()
+        self._transport = MemoryTransport(encoded=encode)
         self._loop = asyncio.new_event_loop()
         self._pool = _pool_if_loop_running()
         self._worker = Worker(self.plan, self._transport, open_backend(store), max_batch=max_batch)
@@ -142,7 +158,9 @@ class TestDriver:
         """Records sent to ``<graph>-dlq``, with their error headers."""
         log = self._transport.broker.logs[self.plan.dlq]
         return [
-            DeadLetter(k, v, {name: value.decode() for name, value in (h or ())})
+            DeadLetter(
+                k, v, {name: value.decode() for name, value in (h or ()) if name != ORIGIN_HEADER}
+            )
             for part in log
             for k, v, _ts, _o, h in part
         ]

@@ -34,8 +34,9 @@ from collections.abc import Callable
 from typing import Any
 
 from flowgraph._delete import DELETE
-from flowgraph.runtime.ops import Fail, Push, Rec, gather_bounded
+from flowgraph.runtime.ops import Fail, Push, Rec, gather_bounded, unstorable
 from flowgraph.runtime.state.base import Entry, StorePartition
+from flowgraph.serde import Codec
 from planner.logical import Aggregate
 
 __all__ = ["AggregateOp"]
@@ -82,8 +83,21 @@ def _step(node: Aggregate) -> Callable[[Any, Any], Any]:
 class AggregateOp:
     """One aggregation step over one store partition."""
 
-    def __init__(self, node: Aggregate, store: StorePartition, inputs: int, fail: Fail) -> None:
+    def __init__(
+        self,
+        node: Aggregate,
+        store: StorePartition,
+        inputs: int,
+        fail: Fail,
+        key_codec: Codec | None = None,
+        changelog: str = "",
+    ) -> None:
+        """`key_codec` encodes the changelog's keys (None when it holds Python objects): a
+        key is checked once, when it enters the cache, so one its changelog cannot hold
+        sends its records to the dead-letter topic instead of failing the commit."""
         self.node = node
+        self.key_codec = key_codec
+        self.changelog = changelog
         self.store = store
         self.inputs = inputs
         self.index = 0
@@ -105,6 +119,11 @@ class AggregateOp:
         self.next: Push | None = None
 
     def _load(self, key: Any) -> list[Any]:
+        if self.key_codec is not None:
+            try:
+                self.key_codec.encode(key)
+            except Exception as exc:
+                raise unstorable(exc, self.node.id, key, self.changelog, "key") from exc
         stored = self.store.get(key)
         if stored is None:
             start: Any = -1 if self.inputs == 1 else (-1,) * self.inputs
@@ -123,6 +142,7 @@ class AggregateOp:
             return self._collect
         if self.inputs != 1:
             return self._push_multi
+        fail = self.fail
         cur = self.cur
         load = self._load
         dirty = self.dirty.append
@@ -131,7 +151,11 @@ class AggregateOp:
             def push_count(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
                 e = cur.get(k)
                 if e is None:
-                    e = load(k)
+                    try:
+                        e = load(k)
+                    except Exception as exc:
+                        fail(exc, (k, v, ts, o, h))
+                        return
                 if o <= e[0]:
                     self.skipped += 1
                     return
@@ -144,14 +168,17 @@ class AggregateOp:
 
             return push_count
         step = self.step
-        fail = self.fail
         if self.deletes:
             return self._push_deleting(nxt)
 
         def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
             e = cur.get(k)
             if e is None:
-                e = load(k)
+                try:
+                    e = load(k)
+                except Exception as exc:
+                    fail(exc, (k, v, ts, o, h))
+                    return
             if o <= e[0]:
                 self.skipped += 1
                 return
@@ -180,7 +207,11 @@ class AggregateOp:
         def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
             e = cur.get(k)
             if e is None:
-                e = load(k)
+                try:
+                    e = load(k)
+                except Exception as exc:
+                    fail(exc, (k, v, ts, o, h))
+                    return
             if o <= e[0]:
                 self.skipped += 1
                 if o == e[0] and e[2] is DELETE:
@@ -203,7 +234,11 @@ class AggregateOp:
 
     def _push_multi(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
         i = self.index
-        e = self.cur.get(k) or self._load(k)
+        try:
+            e = self.cur.get(k) or self._load(k)
+        except Exception as exc:
+            self.fail(exc, (k, v, ts, o, h))
+            return
         if o <= e[0][i]:
             self.skipped += 1
             return
@@ -236,7 +271,12 @@ class AggregateOp:
         i = self.index
 
         async def fold(key: Any, records: list[Rec]) -> list[Rec]:
-            e = self.cur.get(key) or self._load(key)
+            try:
+                e = self.cur.get(key) or self._load(key)
+            except Exception as exc:
+                for r in records:
+                    self.fail(exc, r)
+                return []
             emitted: list[Rec] = []
             for r in records:
                 o = r[3]
@@ -279,6 +319,11 @@ class AggregateOp:
     def has_graves(self) -> bool:
         """True while some key is stored as a grave that the next flush deletes for good."""
         return bool(self.graves or self.replayed)
+
+    def revert(self, key: Any) -> None:
+        """Forget the cached entry of `key`, so its next record starts from the stored one
+        (after a commit found its value cannot be stored)."""
+        self.cur.pop(key, None)
 
     def flush(self) -> dict[Any, Entry | None]:
         """The entries changed since the last flush, one per key; they now count as stored.

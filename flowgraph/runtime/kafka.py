@@ -162,6 +162,7 @@ class KafkaTransport:
     """`kafka://host:port[,host:port]`: topics, group membership and writes on Apache Kafka."""
 
     in_process = False
+    encoded = True
 
     OPTIONS: frozenset[str] = frozenset(
         {"session_timeout_ms", "heartbeat_interval_ms", "connect_timeout"}

@@ -8,6 +8,11 @@ records once they are committed, this transport drops records of repartition and
 once they are fetched (nothing else can read them, and a crash loses the process anyway), and
 keeps only the latest record per key of compacted topics (changelogs), so an
 endless embedded run keeps bounded memory.
+
+In bytes mode (``MemoryTransport(encoded=True)``) it stands in for Kafka in tests: every topic
+holds bytes made by the same codecs as on Kafka, nothing is trimmed and nothing is handed
+over directly, so a worker abandoned mid-commit (a crash) leaves what a killed process leaves
+on a real broker, and the next worker on the same `MemoryBroker` recovers from it.
 """
 
 from __future__ import annotations
@@ -198,13 +203,17 @@ class MemoryConsumer:
 
 
 class MemoryTransport:
-    """`memory://`: the embedded default; pass a `MemoryBroker` to share logs between runs."""
+    """`memory://`: the embedded default; pass a `MemoryBroker` to share logs between runs.
+
+    `encoded=True` is the bytes mode: every topic holds bytes, as on Kafka (see above).
+    """
 
     in_process = True
 
-    def __init__(self, broker: MemoryBroker | None = None) -> None:
+    def __init__(self, broker: MemoryBroker | None = None, *, encoded: bool = False) -> None:
         self.url = "memory://"
         self.broker = broker or MemoryBroker()
+        self.encoded = encoded
 
     async def start(self) -> None:
         """Nothing to connect to."""
@@ -218,7 +227,7 @@ class MemoryTransport:
             self.broker.ensure(
                 spec.name,
                 spec.partitions,
-                trim=spec.role in _TRIMMED_ROLES,
+                trim=spec.role in _TRIMMED_ROLES and not self.encoded,
                 compact=("cleanup.policy", "compact") in spec.configs,
             )
 
@@ -266,6 +275,10 @@ class MemoryTransport:
     def end(self, topic: str, partition: int) -> int:
         """The end offset of a partition, without awaiting (in-process only)."""
         return self.broker.logs[topic][partition].end
+
+    def written_end(self, tp: TP) -> int:
+        """One past the last offset written to `tp`: every write is acknowledged at once."""
+        return self.broker.logs[tp[0]][tp[1]].end
 
     async def flush(self) -> None:
         """Writes are already in the log."""

@@ -22,6 +22,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from flowgraph.errors import SerializationError
 from flowgraph.runtime.transport import Push
 from planner import logical as lg
 
@@ -34,6 +35,7 @@ __all__ = [
     "fanout",
     "gather_bounded",
     "stateless_push",
+    "unstorable",
 ]
 
 Rec = tuple[Any, Any, float, int, Any]
@@ -217,3 +219,25 @@ class AsyncStep:
             else:  # Peek, Sink
                 out(k, v, ts, o, h)
         return True
+
+
+def unstorable(
+    exc: BaseException, step: str, key: Any, changelog: str, part: str, *, reverted: bool = False
+) -> SerializationError:
+    """The error of a table key or value its changelog's codec cannot encode."""
+    reason = exc.reason if isinstance(exc, SerializationError) else str(exc)
+    then = (
+        "the key keeps its stored value, without the updates since the last commit"
+        if reverted
+        else "the record is not applied"
+    )
+    err = SerializationError(
+        f"{reason} (key {key!r} of table {step!r}); a table keeps only what its changelog "
+        f"can encode, so {then}; give records a key of the table's key type and make the "
+        "step return a value of its value type",
+        topic=changelog,
+        part=part,
+        action="encode",
+    )
+    err.__cause__ = exc
+    return err

@@ -116,7 +116,10 @@ class Recovery:
         written = getattr(self.transport, "written_end", None)
         records: list[OutRecord] = []
         for task in tasks:
-            if not task.tag_origins:
+            if not task.tag_origins or task.dedupe:
+                # While a task still replays inputs a crashed run wrote for, its checkpoint
+                # stays where it was: moved past those records, a second crash before the
+                # replay passes them would not scan them, and they would be written again.
                 continue
             noted: dict[str, dict[int, int]] = {}
             for topic in task.written_topics():

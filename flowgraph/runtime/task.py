@@ -2,10 +2,11 @@
 
 At construction the sub-topology is compiled into push functions (`ops.py`), one chain per
 input topic. `process` decodes the records of one input partition and pushes each through;
-`async def` steps are awaited after the loop. What must leave the task is collected: records
-for topics (repartition, sinks), failed records for the dead-letter topic, and, at `flush`,
-one state update per changed key per store. The worker owns the order of side effects
-(changelog, local store, offsets); the task only computes.
+`async def` steps are awaited after the loop. Records for repartition topics, sinks and the
+dead-letter topic go to the transport's buffered writers as they are made (a failed record is
+written when it fails, so it gets an origin like any other); each aggregation's changed keys
+wait for the worker's commit. The worker owns the order of side effects (flush, changelog,
+local store, offsets); the task only computes.
 """
 
 from __future__ import annotations
@@ -19,23 +20,27 @@ from typing import Any
 from flowgraph.errors import SerializationError
 from flowgraph.runtime.aggregate import AggregateOp
 from flowgraph.runtime.ops import AsyncStep, Rec, fanout, stateless_push
-from flowgraph.runtime.state.base import Entry, StorePartition
+from flowgraph.runtime.state.base import StorePartition
 from flowgraph.runtime.transport import OutRecord, Push, Write
 from flowgraph.runtime.windowed import WindowedAggregateOp
 from flowgraph.serde import Codec, JsonCodec, fast_decoder
 from planner import logical as lg
 from planner.physical import PhysicalPlan, Subtopology
 
-__all__ = ["Failure", "Task", "TopicCodecs", "dead_letters"]
+__all__ = ["Failure", "Task", "TopicCodecs", "dead_letter"]
 
 TopicCodecs = Mapping[str, tuple[Codec | None, Codec | None]]
 """Per topic, the key and value codec; None means records pass as Python objects."""
 
 _PARTITION_CACHE_MAX = 1 << 16
 ORIGIN_HEADER = "fg.o"
-"""Header naming the input a record written to a topic came from (task partition, entry
-index, entry offset, sequence among that input's outputs), so nothing is written twice."""
-ORIGIN = struct.Struct(">IHqI")
+"""Header naming the writer and input of a record written to a topic (sub-topology id, task
+partition, entry index, entry offset, sequence among that input's outputs), so nothing is
+written twice. The sub-topology id keeps apart the writers of one topic: two sub-topologies
+writing one sink (or a sink and the dead-letter topic) each recover only their own records."""
+ORIGIN = struct.Struct(">IIHqI")
+AT_COMMIT = 0xFFFF
+"""Entry index of records written at a commit, not by an input (a value that cannot be stored)."""
 
 
 class Failure:
@@ -88,7 +93,8 @@ class Task:
         self.sub = sub
         self.partition = partition
         self.stores = stores
-        self.failures: list[Failure] = []
+        self.failed = 0
+        """Records sent to the dead-letter topic since the last `take_failed`."""
         self._writers = writers
         self.clock = clock
         """Wall-clock time, for idle timeouts and `now()` queries (the TestDriver's own clock)."""
@@ -98,6 +104,8 @@ class Task:
         """Entry index being processed, offset of the last record written, its sequence."""
         self.dedupe: dict[tuple[str, int, int], tuple[int, int]] = {}
         """(topic, partition, entry index) -> last (offset, sequence) written before a crash."""
+        self._processed = -1
+        """While replaying (`dedupe` not empty): the highest input offset processed."""
         self.counts: dict[str, int] = {}
         self._topic = ""
         self._codecs = codecs
@@ -111,6 +119,8 @@ class Task:
         self._deleting: list[AggregateOp] = []
         self._async: list[AsyncStep | AggregateOp | WindowedAggregateOp] = []
         self._pushes: dict[str, Push | None] = {}
+        self._dlq = plan.dlq
+        self._dead_letter = self._writer(plan.dlq, _never_fails)
         self._compile(len(entries))
         self._entries = {e.topic: self._pushes[e.id] for e in entries}
         self._decoders = {
@@ -143,12 +153,37 @@ class Task:
         return deliver
 
     def _failer(self, step_id: str) -> Callable[[BaseException, Rec], None]:
-        failures = self.failures
-
         def fail(exc: BaseException, rec: Rec) -> None:
-            failures.append(Failure(step_id, exc, rec, self._topic, self.partition))
+            self.fail(Failure(step_id, exc, rec, self._topic, self.partition))
 
         return fail
+
+    def fail(self, failure: Failure) -> None:
+        """Write `failure` to the dead-letter topic now, through this task's own writer.
+
+        Written like a sink record, with an origin, so a replay after a crash skips the dead
+        letters already written instead of writing them twice.
+        """
+        self.failed += 1
+        _, k, v, ts, h = dead_letter(failure)
+        self._dead_letter(k, v, ts, failure.offset, h)
+
+    def fail_at_commit(self, failure: Failure, position: int) -> None:
+        """Dead-letter a value that cannot be stored, found at a commit (not by an input).
+
+        Its origin is (entry `AT_COMMIT`, the key's position); a replay that finds the same
+        failure at a position already dead-lettered before the crash skips it.
+        """
+        self.failed += 1
+        _, kb, vb, ts, h = dead_letter(failure)
+        if not self.tag_origins:
+            self._writers[self._dlq](0, kb, vb, ts, h)
+            return
+        mark = self.dedupe.get((self._dlq, 0, AT_COMMIT))
+        if mark is not None and (position, 0) <= mark:
+            return
+        origin = ORIGIN.pack(self.sub.id, self.partition, AT_COMMIT, position, 0)
+        self._writers[self._dlq](0, kb, vb, ts, ((ORIGIN_HEADER, origin), *h))
 
     def _compile(self, inputs: int) -> None:
         """Build push functions from the last step back to the entries."""
@@ -185,7 +220,10 @@ class Task:
                     async_steps.append(wop)
             elif isinstance(step, lg.Aggregate):
                 store = self.stores[self.plan.store_for(step.id).name]
-                agg = self.aggregates[step.id] = AggregateOp(step, store, inputs, fail)
+                changelog = self.plan.store_for(step.id).changelog
+                agg = self.aggregates[step.id] = AggregateOp(
+                    step, store, inputs, fail, self._codecs[changelog][0], changelog
+                )
                 if agg.deletes:
                     self._deleting.append(agg)
                 push = agg.make_push(nxt)
@@ -246,6 +284,7 @@ class Task:
         seq = self._seq
         dedupe = self.dedupe
         me = self.partition
+        sub_id = self.sub.id
         pack = ORIGIN.pack
 
         def write_tagged(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
@@ -268,7 +307,7 @@ class Task:
                     return  # written before a crash; the replay must not write it again
             if h:
                 h = tuple(x for x in h if x[0] != ORIGIN_HEADER)
-            write(p, kb, vb, ts, ((ORIGIN_HEADER, pack(me, i, o, n)), *(h or ())))
+            write(p, kb, vb, ts, ((ORIGIN_HEADER, pack(sub_id, me, i, o, n)), *(h or ())))
 
         return write_tagged
 
@@ -304,23 +343,42 @@ class Task:
 
     def _retire_marks(self, index: int, offset: int) -> None:
         """Forget the marks of entry `index` once its replay has passed them all."""
+        if offset > self._processed:
+            self._processed = offset
         done = [key for key, (o, _) in self.dedupe.items() if key[2] == index and o < offset]
         for key in done:
             del self.dedupe[key]
 
+    def retire_commit_marks(self) -> None:
+        """After a commit: forget marks of dead letters written at a commit (entry
+        `AT_COMMIT`) that the replay has passed; the commit just made has found again every
+        value that failed at a position up to there."""
+        done = [
+            key
+            for key, (o, _) in self.dedupe.items()
+            if key[2] == AT_COMMIT and o < self._processed
+        ]
+        for key in done:
+            del self.dedupe[key]
+
     def note_written(self, topic: str, partition: int, origin: bytes) -> None:
-        """Recovery: a record with header `origin` is in `topic`; if it is ours, mark it."""
-        me, index, offset, seq = ORIGIN.unpack(origin)
-        if me != self.partition:
+        """Recovery: a record with header `origin` is in `topic`; if it is ours, mark it.
+
+        Ours means written by this sub-topology on this partition: other writers of the
+        same topic use the same partitions, entry indexes and offsets.
+        """
+        sub, me, index, offset, seq = ORIGIN.unpack(origin)
+        if me != self.partition or sub != self.sub.id:
             return
         key = (topic, partition, index)
         if key not in self.dedupe or self.dedupe[key] < (offset, seq):
             self.dedupe[key] = (offset, seq)
 
     def written_topics(self) -> list[str]:
-        """Topics this task writes (repartition and sink topics)."""
+        """Topics this task writes (repartition and sink topics, the dead-letter topic)."""
         topics = [t for _, t in self.sub.outputs]
         topics += [s.topic for s in self.sub.steps if isinstance(s, lg.Sink) and s.topic]
+        topics.append(self._dlq)
         return list(dict.fromkeys(topics))
 
     def _decode_and_push(
@@ -365,7 +423,7 @@ class Task:
                 break
         if error is None:
             error = SerializationError("the record could not be decoded", topic=topic)
-        self.failures.append(Failure(self._entry_ids[topic], error, rec, topic, self.partition))
+        self.fail(Failure(self._entry_ids[topic], error, rec, topic, self.partition))
 
     def tick(self) -> bool:
         """Let idle windowed steps advance stream time by the clock; True if state changed."""
@@ -382,31 +440,27 @@ class Task:
         """True when a store holds deleted keys that the next flush deletes for good."""
         return any(op.has_graves for op in self._deleting)
 
-    def flush(self) -> dict[str, dict[Any, Entry | None]]:
-        """Per store name, the entries changed since the last flush."""
-        return {agg.store.name: agg.flush() for agg in self.aggregates.values()}
-
-    def take_failures(self) -> list[Failure]:
-        """Failed records since the last call."""
-        failures = list(self.failures)
-        self.failures.clear()
-        return failures
+    def take_failed(self) -> int:
+        """Records dead-lettered since the last call."""
+        failed, self.failed = self.failed, 0
+        return failed
 
 
-def dead_letters(failures: list[Failure]) -> list[OutRecord]:
-    """Dead-letter records for `failures`: key and value as bytes, the error in headers."""
-    out: list[OutRecord] = []
-    for f in failures:
-        headers = (
-            ("error.type", type(f.error).__name__.encode()),
-            ("error.message", str(f.error).encode(errors="replace")),
-            ("error.step", f.step.encode()),
-            ("source.topic", f.topic.encode()),
-            ("source.partition", str(f.partition).encode()),
-            ("source.offset", str(f.offset).encode()),
-        )
-        out.append((0, _as_bytes(f.key), _as_bytes(f.value), f.timestamp, headers))
-    return out
+def _never_fails(exc: BaseException, rec: Rec) -> None:
+    raise exc  # dead letters are bytes already; the raw codec takes any
+
+
+def dead_letter(f: Failure) -> OutRecord:
+    """The dead-letter record of `f`: key and value as bytes, the error in headers."""
+    headers = (
+        ("error.type", type(f.error).__name__.encode()),
+        ("error.message", str(f.error).encode(errors="replace")),
+        ("error.step", f.step.encode()),
+        ("source.topic", f.topic.encode()),
+        ("source.partition", str(f.partition).encode()),
+        ("source.offset", str(f.offset).encode()),
+    )
+    return (0, _as_bytes(f.key), _as_bytes(f.value), f.timestamp, headers)
 
 
 def _as_bytes(obj: Any) -> bytes | None:

@@ -68,7 +68,11 @@ class Transport(Protocol):
 
     url: str
     in_process: bool
-    """True when internal topics may hold Python objects (nobody else reads them)."""
+    """True when the topics live in this process (one member owns every partition at once)."""
+    encoded: bool
+    """True when every topic holds bytes made by the topic codecs, as on Kafka; False lets
+    internal topics hold Python objects (nobody else reads them). When True, written records
+    carry origin headers and a restart scans for them, so nothing is written twice."""
 
     async def start(self) -> None:
         """Connect; raise `ConfigurationError` with one sentence if the broker is unreachable."""

@@ -202,6 +202,27 @@ class WindowedAggregateOp:
                 self.next_due = close
         return d
 
+    def revert(self, skey: Any) -> None:
+        """Put the window or buffer at store key `skey` back to its stored state (after a
+        commit found its value cannot be stored)."""
+        stored = self.store.get(skey)
+        if len(skey) == 3:
+            k, s, e = skey
+            d = self.windows.get((s, e))
+            if d is None:
+                return
+            if stored is None:
+                d.pop(k, None)
+            else:
+                d[k] = [stored[0], stored[0], stored[1]]
+        elif len(skey) == 1:
+            if stored is None:
+                self.buffers.pop(skey[0], None)
+            else:
+                records: list[tuple[float, Any]] = list(stored[1])  # type: ignore[call-overload]
+                times = sorted(t for t, _ in records)
+                self.buffers[skey[0]] = [stored[0], stored[0], records, times]
+
     def flush(self) -> dict[Any, Entry | None]:
         """Changed windows and buffers, then tombstones, then stream time and position last."""
         self._before_flush()

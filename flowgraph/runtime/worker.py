@@ -19,27 +19,29 @@ graves takes part in the next commit even if it processes nothing.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
 from flowgraph._delete import DELETE
+from flowgraph.runtime.aggregate import AggregateOp
 from flowgraph.runtime.codecs import codec_or, topic_codecs
 from flowgraph.runtime.collector import quiet_gc
 from flowgraph.runtime.feeder import Feeder
+from flowgraph.runtime.ops import unstorable
 from flowgraph.runtime.recovery import POSITION_HEADER, Recovery, encode_position
 from flowgraph.runtime.state.base import Entry, StateBackend, StorePartition
 from flowgraph.runtime.stats import RunStats
-from flowgraph.runtime.task import Failure, Task, dead_letters
+from flowgraph.runtime.task import Failure, Task
 from flowgraph.runtime.transport import TP, Consumer, InProcessTransport, OutRecord, Transport
 from flowgraph.runtime.window_views import WindowedTableView
+from flowgraph.runtime.windowed import WindowedAggregateOp
 from flowgraph.serde import AutoCodec, Codec
 from planner import logical as lg
 from planner.physical import PhysicalPlan
 
 __all__ = ["RunStats", "Worker", "topic_codecs"]
+
 
 DEFAULT_MAX_BATCH = 2_000
 """Records fetched per partition at a time: small enough to stay in the CPU caches."""
@@ -67,7 +69,11 @@ class Worker:
         max_batch: int = DEFAULT_MAX_BATCH,
         commit_every: int = COMMIT_EVERY,
         commit_interval: float = COMMIT_INTERVAL,
+        crash_point: Callable[[str], None] | None = None,
     ) -> None:
+        """`crash_point` is fault injection for tests: called with the name of each point
+        passed (in-batch, after-produce, after-store, after-commit, in-restore), it may raise
+        or kill the process there (see `flowgraph.runtime.faults`)."""
         self.plan = plan
         self.transport = transport
         self.backend = backend
@@ -77,10 +83,7 @@ class Worker:
         self._touched: dict[int, Task] = {}
         self.clock: Callable[[], float] = time.time
         """Wall-clock seconds, for window idle timeouts and `now()`; the TestDriver sets its own."""
-        crash = os.environ.get("FLOWGRAPH_CRASH_AT", "")
-        point, _, nth = crash.partition(":")
-        self._crash_at = (point, int(nth or 1)) if point else None
-        self._crash_seen = 0
+        self._crash_hook = crash_point
         self._failure: Exception | None = None
         """What assigning partitions raised, raised again by `step` (see `_on_assigned`)."""
         self._lock = asyncio.Lock()
@@ -90,7 +93,7 @@ class Worker:
         self._last_commit = time.monotonic()
         self._changelogs = {s.name: s.changelog for s in plan.stores}
         self.stats = RunStats()
-        self.codecs = topic_codecs(plan, transport.in_process)
+        self.codecs = topic_codecs(plan, in_process=not transport.encoded)
         self.hash_codecs: dict[str, Codec] = {
             t.name: codec_or(t.key_type, AutoCodec()) for t in plan.topics
         }
@@ -115,7 +118,7 @@ class Worker:
         self._writers = {
             t.name: self.transport.writer(t.name)
             for t in self.plan.topics
-            if t.role in ("repartition", "sink")
+            if t.role in ("repartition", "sink", "dlq")
         }
         for sub in self.plan.subtopologies:
             for step in sub.steps:
@@ -181,7 +184,7 @@ class Worker:
                     self.codecs,
                     self.hash_codecs,
                     self._writers,
-                    tag_origins=not self.transport.in_process,
+                    tag_origins=self.transport.encoded,
                     clock=lambda: self.clock(),  # noqa: PLW0108 - read late: drivers replace it
                 )
                 if task.tag_origins:
@@ -203,7 +206,11 @@ class Worker:
         skips storing, fetching and re-reading every record, and the records die young.
         """
         transport = self.transport
-        if not isinstance(transport, InProcessTransport) or self._consumer is None:
+        if (
+            not isinstance(transport, InProcessTransport)
+            or transport.encoded
+            or self._consumer is None
+        ):
             return
         parts = self.plan.topic(topic).partitions
         tasks = [self.tasks.get((topic, p)) for p in range(parts)]
@@ -321,14 +328,9 @@ class Worker:
                 self._touched[id(task)] = task
 
     def _crash_point(self, name: str) -> None:
-        """Fault injection for the crash tests: ``FLOWGRAPH_CRASH_AT=<point>:<n>`` makes the
-        process SIGKILL itself the n-th time it passes `point` (a real ``kill -9``, placed
-        exactly: in-batch, after-produce, after-store, after-commit, in-restore)."""
-        if self._crash_at is None or self._crash_at[0] != name:
-            return
-        self._crash_seen += 1
-        if self._crash_seen >= self._crash_at[1]:
-            os.kill(os.getpid(), signal.SIGKILL)
+        """Fault injection: tell the hook passed in that the worker is at point `name`."""
+        if self._crash_hook is not None:
+            self._crash_hook(name)
 
     async def _consumer_caught_up(self) -> bool:
         """True when every assigned partition has been read to its end."""
@@ -365,25 +367,20 @@ class Worker:
         self._touched.clear()  # cleared in place: direct writers hold this dict
         positions, self._positions = self._positions, {}
         self._since_commit = 0
-        produce: dict[str, list[OutRecord]] = {}
-        changes: list[tuple[StorePartition, dict[Any, Entry | None], str]] = []
-        failures: list[Failure] = []
+        changes: list[tuple[Task, AggregateOp | WindowedAggregateOp, dict[Any, Entry | None]]] = []
         for task in touched:
-            failures += task.take_failures()
-            for store_name, dirty in task.flush().items():
+            for agg in task.aggregates.values():
+                dirty = agg.flush()
                 if dirty:
-                    changes.append((task.stores[store_name], dirty, store_name))
-            self.stats.skipped = sum(
-                a.skipped for t in self._all_tasks for a in t.aggregates.values()
-            )
-            self.stats.late = sum(w.late for t in self._all_tasks for w in t.windowed)
-        if failures:
-            produce.setdefault(self.plan.dlq, []).extend(dead_letters(failures))
-            self.stats.dead_letters += len(failures)
+                    changes.append((task, agg, dirty))
+            self.stats.dead_letters += task.take_failed()
+        self.stats.skipped = sum(a.skipped for t in self._all_tasks for a in t.aggregates.values())
+        self.stats.late = sum(w.late for t in self._all_tasks for w in t.windowed)
         now = time.time()
         changelog_writes = []
-        for store, dirty, store_name in changes:
-            changelog = self._changelogs[store_name]
+        for task, agg, dirty in changes:
+            store = agg.store
+            changelog = self._changelogs[store.name]
             kc, vc = self.codecs[changelog]
             # A deleted key's grave is a tombstone that keeps its position in the header
             # (see aggregate.py); deleting the grave for good is a tombstone without one.
@@ -396,23 +393,31 @@ class Worker:
                 ]
             else:  # the value as bytes, the source offset(s) it reflects in a header
                 assert kc is not None
-                records = [
-                    (
-                        store.partition,
-                        kc.encode(k),
-                        None if e is None or e[1] is DELETE else vc.encode(e[1]),
-                        now,
-                        None if e is None else _position_header(e),
-                    )
-                    for k, e in dirty.items()
-                ]
+                try:
+                    records = [
+                        (
+                            store.partition,
+                            kc.encode(k),
+                            None if e is None or e[1] is DELETE else vc.encode(e[1]),
+                            now,
+                            None if e is None else _position_header(e),
+                        )
+                        for k, e in dirty.items()
+                    ]
+                except Exception:  # some entry cannot be stored: find it, key by key
+                    records = self._storable(task, agg, dirty, kc, vc, now)
+                    if not records:
+                        continue
             changelog_writes.append((store, dirty, changelog, records))
+        self.stats.dead_letters += sum(task.take_failed() for task in touched)
+        for task in touched:
+            if task.dedupe:
+                task.retire_commit_marks()
         results = await asyncio.gather(
             self.transport.flush(),
-            *(self.transport.produce(t, recs) for t, recs in produce.items()),
             *(self.transport.produce(topic, recs) for _, _, topic, recs in changelog_writes),
         )
-        acked = results[1 + len(produce) :]
+        acked = results[1:]
         self._crash_point("after-produce")
         for (store, dirty, _, _), last in zip(changelog_writes, acked, strict=True):
             assert last is not None
@@ -429,6 +434,43 @@ class Worker:
             high = self._consumer.highwater(tp)
             if high is not None and tp[0] in self._source_topics:
                 self.stats.lag[tp] = max(high - position, 0)
+
+    def _storable(
+        self,
+        task: Task,
+        agg: AggregateOp | WindowedAggregateOp,
+        dirty: dict[Any, Entry | None],
+        kc: Codec,
+        vc: Codec,
+        now: float,
+    ) -> list[OutRecord]:
+        """Changelog records of the entries of `dirty` that encode; each other entry is
+        dead-lettered, dropped from `dirty`, and its key goes back to its stored state.
+
+        Only taken when encoding the whole batch failed, so a normal commit pays nothing.
+        """
+        store = agg.store
+        changelog = self._changelogs[store.name]
+        records: list[OutRecord] = []
+        for k, e in list(dirty.items()):
+            part = "key"
+            try:
+                kb = kc.encode(k)
+                part = "value"
+                vb = None if e is None or e[1] is DELETE else vc.encode(e[1])
+            except Exception as exc:
+                del dirty[k]
+                agg.revert(k)
+                position: Any = -1 if e is None else e[0]
+                error = unstorable(exc, agg.node.id, k, changelog, part, reverted=True)
+                rec = (k, None if e is None else e[1], now, position, None)
+                topic = ",".join(task.sub.source_topics)
+                last = position if isinstance(position, int) else max(position)
+                task.fail_at_commit(Failure(agg.node.id, error, rec, topic, task.partition), last)
+                continue
+            headers = None if e is None else _position_header(e)
+            records.append((store.partition, kb, vb, now, headers))
+        return records
 
     # -- reading state -------------------------------------------------------------------
 

@@ -2,10 +2,10 @@
 
 Preconditions: a `PhysicalPlan` after `assign_stores`.
 Postconditions: one `TopicSpec` per source, feed, repartition, changelog (compacted), sink
-topic, the dead-letter topic ``<graph>-dlq``, and, when some task writes a repartition or
-sink topic, the compacted ``<graph>-checkpoints`` topic those tasks use to write nothing twice
-after a crash. A sink topic gets the partitions the user gave,
-else those of its sub-topology. Returns the input when the topics are already there.
+topic, the dead-letter topic ``<graph>-dlq``, and the compacted ``<graph>-checkpoints``
+topic tasks use to write nothing twice after a crash (every task may write dead letters). A
+sink topic gets the partitions the user gave, else those of its sub-topology. Returns the
+input when the topics are already there.
 
 A sink writing a topic the plan makes for itself (a changelog, a repartition topic, the
 dead-letter topic) is a `GraphValidationError`.
@@ -23,15 +23,11 @@ from planner import naming
 from planner.errors import GraphValidationError
 from planner.logical import Repartition, Sink, Source
 from planner.options import PlanOptions
-from planner.physical import PhysicalPlan, Subtopology, TopicSpec
+from planner.physical import PhysicalPlan, TopicSpec
 
 __all__ = ["assign_topics"]
 
 COMPACTED = (("cleanup.policy", "compact"),)
-
-
-def _has_sink(sub: Subtopology) -> bool:
-    return any(isinstance(s, Sink) and s.topic is not None for s in sub.steps)
 
 
 def assign_topics(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
@@ -93,17 +89,16 @@ def assign_topics(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
         )
     dlq = naming.dlq_topic(plan.graph_id)
     add(TopicSpec(name=dlq, partitions=1, role="dlq", value_type=bytes))
-    if any(sub.outputs or _has_sink(sub) for sub in plan.subtopologies):
-        add(
-            TopicSpec(
-                name=naming.checkpoint_topic(plan.graph_id),
-                partitions=1,
-                role="checkpoint",
-                key_type=str,
-                value_type=bytes,
-                configs=COMPACTED,
-            )
+    add(
+        TopicSpec(
+            name=naming.checkpoint_topic(plan.graph_id),
+            partitions=1,
+            role="checkpoint",
+            key_type=str,
+            value_type=bytes,
+            configs=COMPACTED,
         )
+    )
     if clashes:
         raise GraphValidationError(clashes)
     result = tuple(topics.values())

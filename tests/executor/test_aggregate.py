@@ -38,7 +38,9 @@ def test_count(execute):
 
 
 def test_count_without_key_by_counts_per_source_key(execute):
-    out = execute(lambda s: s.count(name="c"), VALUES)
+    # A table keyed by None (these inputs have no key) exists only with objects in internal
+    # topics; encoded, as on Kafka, its records are dead-lettered (test_encode_failures.py).
+    out = execute(lambda s: s.count(name="c"), VALUES, encode=False)
     assert out.tables == {"c": {None: len(VALUES)}}
 
 
@@ -126,7 +128,9 @@ def test_two_aggregates_over_one_key_by(execute):
 
 def test_flat_map_records_all_count(execute):
     """The records one input makes share its offset; every one of them is applied."""
-    out = execute(lambda s: s.flat_map(lambda v: [v, v, v]).count(name="c"), VALUES)
+    # A table keyed by None (these inputs have no key) exists only with objects in internal
+    # topics; encoded, as on Kafka, its records are dead-lettered (test_encode_failures.py).
+    out = execute(lambda s: s.flat_map(lambda v: [v, v, v]).count(name="c"), VALUES, encode=False)
     assert out.tables == {"c": {None: 3 * len(VALUES)}}
 
 
@@ -138,7 +142,9 @@ def test_changes_of_a_mutated_accumulator_are_snapshots(execute):
     def build(s: fg.Stream) -> None:
         s.flat_map(lambda v: [v, v + 1]).aggregate(list, add, name="a").changes().to("out")
 
-    out = execute(build, [10, 20])
+    # A table keyed by None (these inputs have no key) exists only with objects in internal
+    # topics; encoded, as on Kafka, its records are dead-lettered (test_encode_failures.py).
+    out = execute(build, [10, 20], encode=False)
     assert out.values("out") == [[10], [10, 11], [10, 11, 20], [10, 11, 20, 21]]
 
 
@@ -152,7 +158,9 @@ def test_mutated_accumulator_updates_through_a_repartition_are_snapshots(execute
         by_len = updates.key_by(lambda acc: len(acc) % 2, name="odd_len")
         by_len.aggregate(list, lambda seen, acc: [*seen, list(acc)], name="snapshots")
 
-    out = execute(build, [10, 20])
+    # A table keyed by None (these inputs have no key) exists only with objects in internal
+    # topics; encoded, as on Kafka, its records are dead-lettered (test_encode_failures.py).
+    out = execute(build, [10, 20], encode=False)
     assert out.tables["snapshots"] == {1: [[10], [10, 11, 20]], 0: [[10, 11], [10, 11, 20, 21]]}
 
 

@@ -63,7 +63,9 @@ CASES: dict[str, tuple[Callable[[fg.Stream], object], dict[str, object]]] = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_step_that_raises_sends_that_record_to_the_dlq(execute, case):
     build, expected = CASES[case]
-    out = execute(build, VALUES)
+    # A table keyed by None (these inputs have no key) exists only with objects in internal
+    # topics; encoded, as on Kafka, its records are dead-lettered (test_encode_failures.py).
+    out = execute(build, VALUES, encode=case not in ("sum", "reduce", "aggregate"))
     got = out.tables if case in ("sum", "reduce", "aggregate") else out.outputs
     assert got == expected
     (letter,) = out.dead_letters
@@ -93,7 +95,7 @@ def test_an_async_step_that_raises_sends_that_record_to_the_dlq(execute, case):
         "peek": lambda s: s.peek(achoke, name="x").to("out"),
         "aggregate": lambda s: s.aggregate(0, afold, name="x"),
     }
-    out = execute(builds[case], VALUES)
+    out = execute(builds[case], VALUES, encode=case != "aggregate")  # as above: a None key
     (letter,) = out.dead_letters
     assert letter.headers["error.step"] == "x"
     assert letter.headers["error.type"] == "ValueError"

@@ -169,8 +169,14 @@ def test_a_windowed_aggregation_refuses_delete_to_the_dead_letter_topic(spec, fo
 
 
 def changelog(driver: TestDriver, store: str) -> list[tuple[object, object, dict[str, bytes]]]:
-    log = driver._transport.broker.logs[f"{store}-changelog"]
-    return [(k, v, dict(h or ())) for part in log for k, v, _ts, _o, h in part]
+    topic = f"{store}-changelog"
+    log = driver._transport.broker.logs[topic]
+    kc, _ = driver._worker.codecs[topic]  # keys as the changelog holds them (bytes when encoded)
+    return [
+        (k if kc is None else kc.decode(k), v, dict(h or ()))
+        for part in log
+        for k, v, _ts, _o, h in part
+    ]
 
 
 def test_a_delete_leaves_a_tombstone_on_the_changelog_and_no_grave_in_the_store(tmp_path):

@@ -63,3 +63,28 @@ def make_delete_graph(graph_id: str, topic: str, partitions: int = 4) -> fg.Grap
     clicks = g.source(topic, key_type=str, value_type=Click, partitions=partitions)
     clicks.filter(drop_bots).aggregate(0, count_to_seven, name=TABLE, value_type=int)
     return g
+
+
+def reject_bots(click: Click) -> Click:
+    """Raise on a bot's click, so it goes to the dead-letter topic."""
+    if click.user.startswith("bot-"):
+        msg = f"bot click {click.user!r}"
+        raise ValueError(msg)
+    return click
+
+
+def make_dead_letter_graph(graph_id: str, topic: str, partitions: int = 4) -> fg.Graph:
+    """Clicks of bots raise (dead letters); the others are counted per URL."""
+    g = fg.Graph(graph_id)
+    clicks = g.source(topic, key_type=str, value_type=Click, partitions=partitions)
+    clicks.map(reject_bots, name="reject_bots").count(name=TABLE)
+    return g
+
+
+def make_two_sources_graph(graph_id: str, topic: str, partitions: int = 4) -> fg.Graph:
+    """Two sources (`topic` and ``<topic>-b``) written to one sink topic, ``<graph>-out``."""
+    g = fg.Graph(graph_id)
+    for name, source in (("a", topic), ("b", f"{topic}-b")):
+        clicks = g.source(source, key_type=str, value_type=Click, partitions=partitions)
+        clicks.to(f"{graph_id}-out", name=f"to_out_{name}", value_type=Click)
+    return g

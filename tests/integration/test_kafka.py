@@ -749,3 +749,123 @@ def test_kill_9_after_repartition_records_are_produced(kafka: Broker, tmp_path: 
     )
     assert_same(changelog_table(kafka, job.graph()), expected, "changelog")
     assert_same(stored_table(state, job.store), expected, "worker's store")
+
+
+# -- 8. several writers of one topic, dead letters once, records that cannot be stored -------
+
+
+def dead_letter_positions(kafka: Broker, graph_id: str) -> collections.Counter[tuple[str, str]]:
+    """How often each source position (partition, offset) is in the dead-letter topic."""
+    records = run_async(read_topic(kafka, f"{graph_id}-dlq"))
+    return collections.Counter(
+        (h["source.partition"].decode(), h["source.offset"].decode())
+        for rs in records.values()
+        for h in (dict(r.headers) for r in rs)
+    )
+
+
+def bot_positions(by_partition: dict[int, list[Click]]) -> collections.Counter[tuple[str, str]]:
+    return collections.Counter(
+        (str(p), str(offset))
+        for p, part in by_partition.items()
+        for offset, c in enumerate(part)
+        if c.bot
+    )
+
+
+@pytest.mark.slow
+def test_two_sources_writing_one_sink_are_exact_over_two_runs(
+    kafka: Broker, tmp_path: Path
+) -> None:
+    """The second run's recovery must not take the second source's records for the first's."""
+    job = Job.new("two-sources", factory="make_two_sources_graph")
+    state = tmp_path / "state"
+    broker = f"{kafka.url}?{FAST_GROUP}"
+    first, second = make_clicks(5_000, seed=11), make_clicks(6_000, seed=12)
+    write_input(kafka, job.topic, first)
+    write_input(kafka, f"{job.topic}-b", [], create=True)
+    done = flowgraph_run(job.target, broker, state, "--until-idle")
+    assert done.returncode == 0, done.why()
+    write_input(kafka, f"{job.topic}-b", second, create=False)
+    done = flowgraph_run(job.target, broker, state, "--until-idle")
+    assert done.returncode == 0, done.why()
+    assert done.summary_number("events") == len(second)
+
+    out = run_async(read_topic(kafka, f"{job.graph_id}-out"))
+    written = collections.Counter(
+        (v["url"], v["user"], v["ts"])
+        for rs in out.values()
+        for v in (json.loads(r.value) for r in rs)
+    )
+    expected = collections.Counter((c.url, c.user, c.ts) for c in [*first, *second])
+    assert written == expected, (
+        f"{sum(written.values())} sink records for {sum(expected.values())} inputs"
+    )
+
+
+@pytest.mark.slow
+def test_kill_9_after_produce_writes_each_dead_letter_once(kafka: Broker, tmp_path: Path) -> None:
+    job = Job.new("dlq-once", factory="make_dead_letter_graph")
+    clicks = make_clicks(60_000, seed=13)
+    state = tmp_path / "state"
+    broker = f"{kafka.url}?{FAST_GROUP}"
+    by_partition = write_input(kafka, job.topic, clicks)
+    crashed = flowgraph_run(job.target, broker, state, "--until-idle", crash_at="after-produce:2")
+    assert crashed.returncode == -signal.SIGKILL, crashed.why()
+    before = sum(dead_letter_positions(kafka, job.graph_id).values())
+    source_committed = committed(kafka, job.graph_id, job.topic, job.partitions)
+    bots_committed = sum(
+        1 for p, upto in source_committed.items() for c in by_partition.get(p, [])[:upto] if c.bot
+    )
+    assert before > bots_committed, "crash window missed: no dead letter beyond the commit"
+
+    done = flowgraph_run(job.target, broker, state, "--until-idle")
+    assert done.returncode == 0, done.why()
+    letters = dead_letter_positions(kafka, job.graph_id)
+    assert letters == bot_positions(by_partition), (
+        f"{sum(letters.values())} dead letters for {sum(bot_positions(by_partition).values())} "
+        "bot clicks"
+    )
+    assert_same(changelog_table(kafka, job.graph()), counts(clicks), "changelog")
+    print(
+        f"[kafka] dead letters once: {before} written before the crash, {bots_committed} committed"
+    )
+
+
+@pytest.mark.slow
+def test_keyless_records_into_a_count_are_dead_lettered(kafka: Broker, tmp_path: Path) -> None:
+    """A keyless record reaching a count by source key cannot be stored: it is a dead letter,
+    the run goes on and ends cleanly, and a restart runs too."""
+    job = Job.new("keyless")
+    clicks = make_clicks(3_000, seed=14)
+    by_partition = write_input(kafka, job.topic, clicks)
+    keyless = [c for c in make_clicks(50, seed=15) if not c.bot]
+
+    async def produce_keyless() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+        await producer.start()
+        try:
+            for c in keyless:
+                await producer.send_and_wait(job.topic, key=None, value=c.encode(), partition=1)
+        finally:
+            await producer.stop()
+
+    run_async(produce_keyless())
+    state = tmp_path / "state"
+    broker = f"{kafka.url}?{FAST_GROUP}"
+    done = flowgraph_run(job.target, broker, state, "--until-idle")
+    assert done.returncode == 0, done.why()
+    assert done.summary_number("dead letters") == len(keyless)
+    letters = dead_letter_positions(kafka, job.graph_id)
+    start = len(by_partition.get(1, []))
+    assert letters == collections.Counter(("1", str(start + i)) for i in range(len(keyless)))
+    records = run_async(read_topic(kafka, f"{job.graph_id}-dlq"))
+    headers = dict(next(iter(r for rs in records.values() for r in rs)).headers)
+    assert headers["error.step"] == TABLE.encode()
+    assert b"cannot encode key" in headers["error.message"]
+    assert_same(changelog_table(kafka, job.graph()), counts(clicks), "changelog")
+
+    again = flowgraph_run(job.target, broker, state, "--until-idle")
+    assert again.returncode == 0, again.why()
+    assert again.summary_number("events") == 0
+    assert dead_letter_positions(kafka, job.graph_id) == letters

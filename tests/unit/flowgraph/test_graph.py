@@ -280,7 +280,7 @@ def test_to_callable():
     assert (n.topic, n.fn, n.is_async) == (None, collect, False)
     assert node(g, "to-1").topic is None
     assert node(g, "show").fn is print
-    assert {t.role for t in g.plan().topics} == {"source", "dlq"}
+    assert {t.role for t in g.plan().topics} == {"source", "dlq", "checkpoint"}
 
 
 def test_async_functions_are_flagged():
