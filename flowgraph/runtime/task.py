@@ -16,11 +16,13 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from flowgraph._util import f_repr
 from flowgraph.errors import SerializationError
 from flowgraph.runtime.aggregate import AggregateOp
 from flowgraph.runtime.ops import AsyncStep, Rec, fanout, stateless_push
 from flowgraph.runtime.state.base import Entry, StorePartition
 from flowgraph.runtime.transport import OutRecord, Push, Write
+from flowgraph.runtime.window_push import event_time
 from flowgraph.runtime.windowed import WindowedAggregateOp
 from flowgraph.serde import Codec, JsonCodec, fast_decoder
 from planner import logical as lg
@@ -32,6 +34,7 @@ TopicCodecs = Mapping[str, tuple[Codec | None, Codec | None]]
 """Per topic, the key and value codec; None means records pass as Python objects."""
 
 _PARTITION_CACHE_MAX = 1 << 16
+_INF = float("inf")
 ORIGIN_HEADER = "fg.o"
 """Header naming the input a record written to a topic came from (task partition, entry
 index, entry offset, sequence among that input's outputs), so nothing is written twice."""
@@ -116,6 +119,14 @@ class Task:
             e.topic: codecs[e.topic] if getattr(e, "key_read", True) else (None, codecs[e.topic][1])
             for e in entries
         }
+        self.stampers: dict[str, Callable[[Any], Any]] = {
+            e.topic: e.timestamp  # type: ignore[misc]
+            for e in entries
+            if isinstance(e, lg.Source) and e.timestamp is not None
+        }
+        """Per source topic with a ``timestamp=`` extractor, the extractor (see `stamp`)."""
+        for topic in self.stampers:  # `stamp` decodes their values, before scheduling
+            self._decoders[topic] = (self._decoders[topic][0], None)
 
     # -- compilation ---------------------------------------------------------------------
 
@@ -299,6 +310,52 @@ class Task:
         if self.dedupe and messages:
             self._retire_marks(index, messages[-1][3])
 
+    def stamp(self, topic: str, messages: list[Rec]) -> list[Rec]:
+        """Decode the values of `topic`'s records and give each its extracted event time.
+
+        Runs when records are fetched, before they are scheduled, since the schedule orders
+        them by timestamp. A value that does not decode, or whose extractor fails or gives
+        no usable time, becomes a dead letter here; `process` then only decodes keys.
+        """
+        fn = self.stampers[topic]
+        vc = self._codecs[topic][1]
+        vd = fast_decoder(vc) if vc is not None else None
+        entry = self._entry_ids[topic]
+        out: list[Rec] = []
+        for rec in messages:
+            k, v, _, o, h = rec
+            if v is not None and vd is not None:
+                try:
+                    v = vd(v)
+                except Exception:
+                    self._decode_failure(topic, rec, None, vc)
+                    continue
+            try:
+                got = fn(v)
+            except Exception as exc:
+                self._stamp_failure(entry, fn, exc, rec, topic)
+                continue
+            t = source_time(got)
+            if t is None:
+                self._stamp_failure(entry, fn, got, rec, topic)
+                continue
+            out.append((k, v, t, o, h))
+        return out
+
+    def _stamp_failure(self, step: str, fn: Any, got: Any, rec: Rec, topic: str) -> None:
+        """A record whose source ``timestamp=`` raised (`got` is the exception) or gave
+        something that is no event time: a dead letter, with one sentence why."""
+        if isinstance(got, Exception):
+            what = f"raised {got!r}"
+        else:
+            what = f"returned {got!r} ({type(got).__name__})"
+        msg = (
+            f"source {step!r} timestamp= {f_repr(fn)} {what}; an event time must be seconds "
+            "since the epoch (a finite int or float, not negative) or a datetime; "
+            "fix the function or the record"
+        )
+        self.failures.append(Failure(step, ValueError(msg), rec, topic, self.partition))
+
     def _retire_marks(self, index: int, offset: int) -> None:
         """Forget the marks of entry `index` once its replay has passed them all."""
         done = [key for key, (o, _) in self.dedupe.items() if key[2] == index and o < offset]
@@ -383,6 +440,17 @@ class Task:
         failures = list(self.failures)
         self.failures.clear()
         return failures
+
+
+def source_time(t: Any) -> float | None:
+    """A source extractor's result as float seconds since the epoch; None if unusable."""
+    if type(t) is float:
+        return t if 0.0 <= t < _INF else None
+    try:
+        seconds = event_time(t)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+    return seconds if seconds >= 0 else None
 
 
 def dead_letters(failures: list[Failure]) -> list[OutRecord]:

@@ -1,6 +1,7 @@
 """The worker: runs a physical plan on a transport and a state backend, a batch at a time.
 
-Records are fetched a batch per partition at a time and every task runs its batch (decode,
+Records are fetched a batch per partition at a time into a `Schedule`, which hands them to
+the tasks in timestamp order across the partitions of each sub-topology, in runs (decode,
 steps, state kept in memory). Every `commit_every` records or `commit_interval` seconds, and
 whenever the run goes idle or stops, a commit makes it durable (DESIGN §4), in this order:
 
@@ -27,6 +28,7 @@ from flowgraph.runtime.codecs import codec_or, topic_codecs
 from flowgraph.runtime.collector import quiet_gc
 from flowgraph.runtime.feeder import Feeder
 from flowgraph.runtime.recovery import POSITION_HEADER, Recovery, encode_position
+from flowgraph.runtime.schedule import DEFAULT_MAX_IDLE, DEFAULT_MAX_SKEW, Schedule
 from flowgraph.runtime.state.base import Entry, StateBackend, StorePartition
 from flowgraph.runtime.stats import RunStats
 from flowgraph.runtime.task import Failure, Task, dead_letters
@@ -36,10 +38,11 @@ from flowgraph.serde import AutoCodec, Codec
 from planner import logical as lg
 from planner.physical import PhysicalPlan
 
-__all__ = ["RunStats", "Worker", "topic_codecs"]
+__all__ = ["DEFAULT_MAX_IDLE", "DEFAULT_MAX_SKEW", "RunStats", "Worker", "topic_codecs"]
 
 DEFAULT_MAX_BATCH = 2_000
-"""Records fetched per partition at a time: small enough to stay in the CPU caches."""
+"""Records fetched per partition at a time: small enough to stay in the CPU caches. A
+partition is fetched for while it buffers fewer than this many records."""
 COMMIT_EVERY = 100_000
 """Records processed between commits (each commit writes one changelog record per key)."""
 COMMIT_INTERVAL = 1.0
@@ -59,6 +62,8 @@ class Worker:
         max_batch: int = DEFAULT_MAX_BATCH,
         commit_every: int = COMMIT_EVERY,
         commit_interval: float = COMMIT_INTERVAL,
+        max_skew: float = DEFAULT_MAX_SKEW,
+        max_idle: float = DEFAULT_MAX_IDLE,
     ) -> None:
         self.plan = plan
         self.transport = transport
@@ -66,6 +71,10 @@ class Worker:
         self.max_batch = max_batch
         self.commit_every = commit_every
         self.commit_interval = commit_interval
+        self.schedule = Schedule(capacity=max_batch, max_skew=max_skew, max_idle=max_idle)
+        """Fetched records not processed yet, handed out in timestamp order."""
+        self._stalled = False
+        """The last step processed nothing while records were buffered: wait in the fetch."""
         self._touched: dict[int, Task] = {}
         self.clock: Callable[[], float] = time.time
         """Wall-clock seconds, for window idle timeouts and `now()`; the TestDriver sets its own."""
@@ -144,6 +153,7 @@ class Worker:
                     for name in task.stores:
                         self.stores.pop((name, task.partition), None)
             self.tasks = {tp: t for tp, t in self.tasks.items() if id(t) not in gone}
+            self.schedule.drop(revoked)
             self._all_tasks = [t for t in self._all_tasks if id(t) not in gone]
 
     async def _assign(self, assignment: frozenset[TP]) -> None:
@@ -180,6 +190,7 @@ class Worker:
                 for t in sub.source_topics:
                     if (t, p) in assignment and by_topic[t] is sub:
                         self.tasks[(t, p)] = task
+                        self.schedule.assign((t, p), sub.id)
             for t in sub.source_topics:
                 if self.plan.topic(t).role == "repartition":
                     await self._wire_direct(t)
@@ -271,27 +282,25 @@ class Worker:
         for feeder in self._feeders:
             if not feeder.done:
                 await self.transport.produce(feeder.topic, feeder.chunk(FEED_CHUNK))
-        batches = await self._consumer.getmany(self.max_batch, timeout)
+        schedule = self.schedule
+        wanted = schedule.wanted()
+        wait = timeout if self._stalled or not schedule.pending() else 0.0
+        batches = await self._consumer.getmany(self.max_batch, wait, wanted) if wanted else {}
         if self._failure is not None:  # a rebalance during the fetch could not assign
             raise self._failure
-        if not batches:
-            async with self._lock:
-                self._tick_tasks()
-            return False
-        if budget is not None:
-            batches = self._trim(batches, budget)
         async with self._lock:
             for tp, messages in batches.items():
                 task = self.tasks.get(tp)
                 if task is None:  # revoked by a rebalance since the fetch
                     continue
-                await task.process(tp[0], messages)
-                self._crash_point("in-batch")
-                self._touched[id(task)] = task
-                self._positions[tp] = messages[-1][3] + 1
-                self._since_commit += len(messages)
-                if tp[0] in self._source_topics:
-                    self.stats.events += len(messages)
+                if task.stampers and tp[0] in task.stampers:
+                    messages = self._stamp(task, tp, messages)
+                schedule.add(tp, messages)
+            processed = await self._process(budget)
+            self._stalled = not processed and schedule.pending()
+            if not batches and not processed:
+                self._tick_tasks()
+                return False
             for mark in self._direct_marks:
                 mark()
             self._tick_tasks()
@@ -301,6 +310,52 @@ class Worker:
             ):
                 await self.commit()
         return True
+
+    async def _process(self, budget: int | None) -> int:
+        """Run what the schedule hands out, at most `budget` source records (lock held)."""
+        assert self._consumer is not None
+        consumer = self._consumer
+        sources = self._source_topics
+        tasks = self.tasks
+        touched = self._touched
+        positions = self._positions
+        processed = 0
+        for tp, run in self.schedule.runs(consumer.behind):
+            task = tasks.get(tp)
+            if task is None:
+                continue
+            n = len(run)
+            if tp[0] in sources:
+                if budget is not None:
+                    if n > budget:
+                        self.schedule.give_back(tp, n - budget)
+                        run, n = run[:budget], budget
+                    budget -= n
+                self.stats.events += n
+            if n:
+                await task.process(tp[0], run)
+                self._crash_point("in-batch")
+                touched[id(task)] = task
+                positions[tp] = run[-1][3] + 1
+                self._since_commit += n
+                processed += n
+            if budget is not None and budget <= 0:
+                break  # the rest stays buffered, neither processed nor committed
+        return processed
+
+    def _stamp(self, task: Task, tp: TP, messages: list[Any]) -> list[Any]:
+        """Give fetched records of a source with ``timestamp=`` their event times.
+
+        A record that gets none is a dead letter; if nothing of `tp` waits before it, its
+        offset counts as processed, so it is not read (and dead-lettered) again.
+        """
+        stamped = task.stamp(tp[0], messages)
+        if len(stamped) < len(messages):
+            self._touched[id(task)] = task
+            if not self.schedule.held(tp):  # the dead letters lead: they are done with
+                done = stamped[0][3] if stamped else messages[-1][3] + 1
+                self._positions[tp] = max(self._positions.get(tp, 0), done)
+        return stamped
 
     def _tick_tasks(self) -> None:
         """Idle windows: let stream time of quiet partitions follow the clock (lock held)."""
@@ -319,25 +374,9 @@ class Worker:
             os.kill(os.getpid(), signal.SIGKILL)
 
     async def _consumer_caught_up(self) -> bool:
-        """True when every assigned partition has been read to its end."""
+        """True when every assigned partition has been read to its end and processed."""
         assert self._consumer is not None
-        return await self._consumer.caught_up()
-
-    def _trim(self, batches: dict[TP, list[Any]], budget: int) -> dict[TP, list[Any]]:
-        assert self._consumer is not None
-        kept: dict[TP, list[Any]] = {}
-        for tp, messages in batches.items():
-            if tp[0] in self._source_topics:
-                if budget <= 0:
-                    self._consumer.seek(tp, messages[0][3])
-                    continue
-                if len(messages) > budget:
-                    self._consumer.seek(tp, messages[budget][3])
-                    messages = messages[:budget]
-                budget -= len(messages)
-            if messages:
-                kept[tp] = messages
-        return kept
+        return not self.schedule.pending() and await self._consumer.caught_up()
 
     async def commit(self) -> None:
         """Make everything processed since the last commit durable, in the order of DESIGN §4.
