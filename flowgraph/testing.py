@@ -20,7 +20,7 @@ from flowgraph._graph import Graph
 from flowgraph.errors import ConfigurationError
 from flowgraph.runtime.memory import MemoryTransport
 from flowgraph.runtime.state import open_backend
-from flowgraph.runtime.worker import Worker
+from flowgraph.runtime.worker import DEFAULT_MAX_SKEW, Worker
 from planner import plan as make_plan
 
 __all__ = ["DeadLetter", "TestDriver"]
@@ -49,13 +49,22 @@ class TestDriver:
 
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, graph: Graph, *, store: str = "memory://", max_batch: int = 1000) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        store: str = "memory://",
+        max_batch: int = 1000,
+        max_skew: float = DEFAULT_MAX_SKEW,
+    ) -> None:
         self.graph = graph
         self.plan = make_plan(graph)
         self._transport = MemoryTransport()
         self._loop = asyncio.new_event_loop()
         self._pool = _pool_if_loop_running()
-        self._worker = Worker(self.plan, self._transport, open_backend(store), max_batch=max_batch)
+        self._worker = Worker(
+            self.plan, self._transport, open_backend(store), max_batch=max_batch, max_skew=max_skew
+        )
         self._time = 0.0
         self._worker.clock = lambda: self._time
         self._closed = False

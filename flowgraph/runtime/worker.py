@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from flowgraph.errors import ConfigurationError
 from flowgraph.runtime.codecs import codec_or, topic_codecs
 from flowgraph.runtime.collector import quiet_gc
 from flowgraph.runtime.feeder import Feeder
@@ -50,6 +51,17 @@ COMMIT_INTERVAL = 1.0
 FEED_CHUNK = 5_000
 
 
+def _check_settings(max_batch: int, max_skew: float, max_idle: float) -> None:
+    """One sentence for a scheduling setting out of range."""
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        msg = f"max_batch must be a positive int, got {max_batch!r}; it is records per fetch"
+        raise ConfigurationError(msg)
+    for name, value in (("max_skew", max_skew), ("max_idle", max_idle)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            msg = f"{name} must be a number of seconds >= 0, got {value!r}"
+            raise ConfigurationError(msg)
+
+
 class Worker:
     """One member of the graph's consumer group; owns tasks for its assigned partitions."""
 
@@ -65,6 +77,7 @@ class Worker:
         max_skew: float = DEFAULT_MAX_SKEW,
         max_idle: float = DEFAULT_MAX_IDLE,
     ) -> None:
+        _check_settings(max_batch, max_skew, max_idle)
         self.plan = plan
         self.transport = transport
         self.backend = backend
@@ -73,6 +86,9 @@ class Worker:
         self.commit_interval = commit_interval
         self.schedule = Schedule(capacity=max_batch, max_skew=max_skew, max_idle=max_idle)
         """Fetched records not processed yet, handed out in timestamp order."""
+        self._tails: dict[TP, int] = {}
+        """Per partition, the end of dead letters that `_stamp` dropped after the last
+        buffered record: its offset to commit once that record is processed."""
         self._stalled = False
         """The last step processed nothing while records were buffered: wait in the fetch."""
         self._touched: dict[int, Task] = {}
@@ -154,6 +170,8 @@ class Worker:
                         self.stores.pop((name, task.partition), None)
             self.tasks = {tp: t for tp, t in self.tasks.items() if id(t) not in gone}
             self.schedule.drop(revoked)
+            for tp in revoked:
+                self._tails.pop(tp, None)
             self._all_tasks = [t for t in self._all_tasks if id(t) not in gone]
 
     async def _assign(self, assignment: frozenset[TP]) -> None:
@@ -319,6 +337,7 @@ class Worker:
         tasks = self.tasks
         touched = self._touched
         positions = self._positions
+        tails = self._tails
         processed = 0
         for tp, run in self.schedule.runs(consumer.behind):
             task = tasks.get(tp)
@@ -337,6 +356,8 @@ class Worker:
                 self._crash_point("in-batch")
                 touched[id(task)] = task
                 positions[tp] = run[-1][3] + 1
+                if tails and tp in tails and not self.schedule.held(tp):
+                    positions[tp] = tails.pop(tp)
                 self._since_commit += n
                 processed += n
             if budget is not None and budget <= 0:
@@ -352,9 +373,11 @@ class Worker:
         stamped = task.stamp(tp[0], messages)
         if len(stamped) < len(messages):
             self._touched[id(task)] = task
-            if not self.schedule.held(tp):  # the dead letters lead: they are done with
-                done = stamped[0][3] if stamped else messages[-1][3] + 1
-                self._positions[tp] = max(self._positions.get(tp, 0), done)
+            end = messages[-1][3] + 1
+            if not stamped and not self.schedule.held(tp):
+                self._positions[tp] = max(self._positions.get(tp, 0), end)
+            elif not stamped or stamped[-1][3] + 1 < end:
+                self._tails[tp] = end  # done with once the records before them are
         return stamped
 
     def _tick_tasks(self) -> None:
