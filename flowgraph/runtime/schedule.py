@@ -163,4 +163,3 @@ class Schedule:
                     buf.records, buf.at = [], 0
                     if behind(tp) and (group not in self._blocked_since):
                         break  # its next records decide what runs next: fetch them first
-

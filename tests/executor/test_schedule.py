@@ -71,9 +71,7 @@ def by_seven(v: int) -> str:
     return f"k{v % 7}"
 
 
-def brute_force(
-    records: list[tuple[Any, Any, float]], key_fn: Any, size: float
-) -> dict[Any, int]:
+def brute_force(records: list[tuple[Any, Any, float]], key_fn: Any, size: float) -> dict[Any, int]:
     counts = Counter(
         (key_fn(v), math.floor(t / size) * size, math.floor(t / size) * size + size)
         for _, v, t in records
@@ -164,14 +162,14 @@ def stamped_graph() -> fg.Graph:
     g = fg.Graph("stamped")
     src = g.source("readings", key_type=str, value_type="auto", timestamp=event_time)
     src.to("copies")
-    src.key_by(lambda r: r["zone"], name="rekey").window(
-        fg.Tumbling(10, retention=KEEP)
-    ).count(name="counts")
+    src.key_by(lambda r: r["zone"], name="rekey").window(fg.Tumbling(10, retention=KEEP)).count(
+        name="counts"
+    )
     return g
 
 
 def test_the_extracted_timestamp_places_windows_and_stamps_written_records() -> None:
-    base = dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc)
+    base = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
     records = [
         ("a", {"zone": "z1", "ts": 5.0}, 999_999.0),
         ("b", {"zone": "z1", "ts": 12}, 0.0),
@@ -207,8 +205,9 @@ def test_a_record_with_no_usable_timestamp_goes_to_the_dead_letter_topic(
     assert len(letters) == 2
     headers = dict(letters[0][4])
     message = headers["error.message"].decode()
+    where = f"{__name__}.event_time line {event_time.__code__.co_firstlineno}"
     assert message == (
-        f"source 'readings' timestamp= {__name__}.event_time line {event_time.__code__.co_firstlineno} "
+        f"source 'readings' timestamp= {where} "
         f"{why}; an event time must be seconds since the epoch (a finite int or float, not "
         "negative) or a datetime; fix the function or the record"
     )
