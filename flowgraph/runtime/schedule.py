@@ -23,7 +23,6 @@ fetched again by whoever owns the partition after a restart or a rebalance.
 from __future__ import annotations
 
 import heapq
-import math
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
 
@@ -36,8 +35,6 @@ DEFAULT_MAX_SKEW = 0.0
 run together), so in-order input is never late, whatever the window grace."""
 DEFAULT_MAX_IDLE = 0.5
 """Seconds a sub-topology waits for a partition that is empty but not read to its end."""
-
-_INF = math.inf
 
 
 class _Buffer:
@@ -151,10 +148,13 @@ class Schedule:
                 buf = buffers[tp]
                 records, at = buf.records, buf.at
                 end = len(records)
-                limit = heap[0][0] + skew if heap else _INF
-                j = at + 1
-                while j < end and records[j][2] <= limit:
-                    j += 1
+                if heap:
+                    limit = heap[0][0] + skew
+                    j = at + 1
+                    while j < end and records[j][2] <= limit:
+                        j += 1
+                else:  # alone (or the last one left): all of it
+                    j = end
                 buf.at = j
                 yield tp, records[at:j] if (at or j < end) else records
                 if buf.at < end:

@@ -205,10 +205,14 @@ class Worker:
                 if task.tag_origins:
                     await self.recovery.recover_writes(task)
                 self._all_tasks.append(task)
+                # Its partitions are merged together when it writes repartition topics
+                # (their order is its readers' order); else only its task's own inputs
+                # are, as in Kafka Streams, and a one-input task runs whole batches.
+                group = sub.id if sub.outputs else (sub.id, p)
                 for t in sub.source_topics:
                     if (t, p) in assignment and by_topic[t] is sub:
                         self.tasks[(t, p)] = task
-                        self.schedule.assign((t, p), sub.id)
+                        self.schedule.assign((t, p), group)
             for t in sub.source_topics:
                 if self.plan.topic(t).role == "repartition":
                     await self._wire_direct(t)
@@ -302,8 +306,13 @@ class Worker:
                 await self.transport.produce(feeder.topic, feeder.chunk(FEED_CHUNK))
         schedule = self.schedule
         wanted = schedule.wanted()
-        wait = timeout if self._stalled or not schedule.pending() else 0.0
-        batches = await self._consumer.getmany(self.max_batch, wait, wanted) if wanted else {}
+        pending = schedule.pending()
+        wait = timeout if self._stalled or not pending else 0.0
+        batches = (
+            await self._consumer.getmany(self.max_batch, wait, wanted or None)
+            if wanted or not pending  # every buffer full: no fetch; none assigned yet: all
+            else {}
+        )
         if self._failure is not None:  # a rebalance during the fetch could not assign
             raise self._failure
         async with self._lock:
