@@ -86,6 +86,9 @@ class Worker:
         self.commit_interval = commit_interval
         self.schedule = Schedule(capacity=max_batch, max_skew=max_skew, max_idle=max_idle)
         """Fetched records not processed yet, handed out in timestamp order."""
+        self._inputs: dict[TP, tuple[Task, Callable[[list[Any]], None] | None, bool]] = {}
+        """Per input partition: its task, the task's sync runner for it (None: await
+        `process`), and whether it is a source (counted in events and `max_events`)."""
         self._tails: dict[TP, int] = {}
         """Per partition, the end of dead letters that `_stamp` dropped after the last
         buffered record: its offset to commit once that record is processed."""
@@ -170,6 +173,7 @@ class Worker:
                         self.stores.pop((name, task.partition), None)
             self.tasks = {tp: t for tp, t in self.tasks.items() if id(t) not in gone}
             self.schedule.drop(revoked)
+            self._inputs = {tp: i for tp, i in self._inputs.items() if tp in self.tasks}
             for tp in revoked:
                 self._tails.pop(tp, None)
             self._all_tasks = [t for t in self._all_tasks if id(t) not in gone]
@@ -213,6 +217,8 @@ class Worker:
                     if (t, p) in assignment and by_topic[t] is sub:
                         self.tasks[(t, p)] = task
                         self.schedule.assign((t, p), group)
+                        source = t in self._source_topics
+                        self._inputs[(t, p)] = (task, task.runner(t), source)
             for t in sub.source_topics:
                 if self.plan.topic(t).role == "repartition":
                     await self._wire_direct(t)
@@ -341,36 +347,43 @@ class Worker:
     async def _process(self, budget: int | None) -> int:
         """Run what the schedule hands out, at most `budget` source records (lock held)."""
         assert self._consumer is not None
-        consumer = self._consumer
-        sources = self._source_topics
-        tasks = self.tasks
+        inputs = self._inputs
         touched = self._touched
         positions = self._positions
         tails = self._tails
-        processed = 0
-        for tp, run in self.schedule.runs(consumer.behind):
-            task = tasks.get(tp)
-            if task is None:
+        crash = self._crash_at is not None
+        processed = events = 0
+        for tp, run in self.schedule.runs(self._consumer.behind):
+            slot = inputs.get(tp)
+            if slot is None:
                 continue
+            task, runner, is_source = slot
             n = len(run)
-            if tp[0] in sources:
+            if is_source:
                 if budget is not None:
                     if n > budget:
                         self.schedule.give_back(tp, n - budget)
                         run, n = run[:budget], budget
                     budget -= n
-                self.stats.events += n
+                events += n
             if n:
-                await task.process(tp[0], run)
-                self._crash_point("in-batch")
+                if runner is not None:
+                    runner(run)
+                else:
+                    await task.process(tp[0], run)
+                if crash:
+                    self.stats.events += events
+                    events = 0
+                    self._crash_point("in-batch")
                 touched[id(task)] = task
                 positions[tp] = run[-1][3] + 1
                 if tails and tp in tails and not self.schedule.held(tp):
                     positions[tp] = tails.pop(tp)
-                self._since_commit += n
                 processed += n
             if budget is not None and budget <= 0:
                 break  # the rest stays buffered, neither processed nor committed
+        self.stats.events += events
+        self._since_commit += processed
         return processed
 
     def _stamp(self, task: Task, tp: TP, messages: list[Any]) -> list[Any]:
