@@ -27,8 +27,10 @@ import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
 
 from flowgraph.runtime.transport import TP, Message
+from planner import logical as lg
+from planner.physical import PhysicalPlan
 
-__all__ = ["DEFAULT_MAX_IDLE", "DEFAULT_MAX_SKEW", "Schedule"]
+__all__ = ["DEFAULT_MAX_IDLE", "DEFAULT_MAX_SKEW", "Schedule", "time_ordered"]
 
 DEFAULT_MAX_SKEW = 0.0
 """Seconds of timestamp a run may go past the next partition's head: 0 is strict order (ties
@@ -163,3 +165,31 @@ class Schedule:
                     buf.records, buf.at = [], 0
                     if behind(tp) and (group not in self._blocked_since):
                         break  # its next records decide what runs next: fetch them first
+
+
+def time_ordered(plan: PhysicalPlan) -> frozenset[int]:
+    """Sub-topologies whose partitions must be merged by timestamp: those whose repartition
+    topics lead, directly or through other sub-topologies, to a windowed aggregation.
+
+    Elsewhere the order in which partitions interleave changes no result that event time
+    defines (a plain table counts the same in any order), so each task runs its own inputs
+    in order and a one-input task its whole batches, which is cheaper.
+    """
+    readers = {t: sub.id for sub in plan.subtopologies for t in sub.source_topics}
+    windowed = {
+        sub.id
+        for sub in plan.subtopologies
+        if any(isinstance(s, lg.Aggregate) and s.window is not None for s in sub.steps)
+    }
+    feeds = {
+        sub.id: {readers[t] for _, t in sub.outputs if t in readers} for sub in plan.subtopologies
+    }
+    ordered: set[int] = set()
+    changed = True
+    while changed:  # at most one pass per sub-topology: the graph has no cycles
+        changed = False
+        for sub, targets in feeds.items():
+            if sub not in ordered and targets & (windowed | ordered):
+                ordered.add(sub)
+                changed = True
+    return frozenset(ordered)

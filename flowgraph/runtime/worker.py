@@ -29,7 +29,12 @@ from flowgraph.runtime.codecs import codec_or, topic_codecs
 from flowgraph.runtime.collector import quiet_gc
 from flowgraph.runtime.feeder import Feeder
 from flowgraph.runtime.recovery import POSITION_HEADER, Recovery, encode_position
-from flowgraph.runtime.schedule import DEFAULT_MAX_IDLE, DEFAULT_MAX_SKEW, Schedule
+from flowgraph.runtime.schedule import (
+    DEFAULT_MAX_IDLE,
+    DEFAULT_MAX_SKEW,
+    Schedule,
+    time_ordered,
+)
 from flowgraph.runtime.state.base import Entry, StateBackend, StorePartition
 from flowgraph.runtime.stats import RunStats
 from flowgraph.runtime.task import Failure, Task, dead_letters
@@ -89,6 +94,7 @@ class Worker:
         self._inputs: dict[TP, tuple[Task, Callable[[list[Any]], None] | None, bool]] = {}
         """Per input partition: its task, the task's sync runner for it (None: await
         `process`), and whether it is a source (counted in events and `max_events`)."""
+        self._time_ordered = time_ordered(plan)
         self._tails: dict[TP, int] = {}
         """Per partition, the end of dead letters that `_stamp` dropped after the last
         buffered record: its offset to commit once that record is processed."""
@@ -209,10 +215,10 @@ class Worker:
                 if task.tag_origins:
                     await self.recovery.recover_writes(task)
                 self._all_tasks.append(task)
-                # Its partitions are merged together when it writes repartition topics
-                # (their order is its readers' order); else only its task's own inputs
-                # are, as in Kafka Streams, and a one-input task runs whole batches.
-                group = sub.id if sub.outputs else (sub.id, p)
+                # All its partitions are merged when what it writes reaches windows
+                # through repartition topics (its order is their readers' order); else
+                # only its task's own inputs, as in Kafka Streams.
+                group = sub.id if sub.id in self._time_ordered else (sub.id, p)
                 for t in sub.source_topics:
                     if (t, p) in assignment and by_topic[t] is sub:
                         self.tasks[(t, p)] = task

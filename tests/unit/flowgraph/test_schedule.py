@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowgraph.runtime.schedule import Schedule
+import flowgraph as fg
+from flowgraph.runtime.schedule import Schedule, time_ordered
 
 
 def recs(*times: float, start: int = 0) -> list[Any]:
@@ -109,3 +110,16 @@ def test_wanted_lists_partitions_below_capacity_and_drop_forgets_them() -> None:
     assert not s.pending()
     s.add(("a", 0), recs(3))  # revoked since the fetch: ignored
     assert not s.pending()
+
+
+def test_partitions_are_merged_where_their_order_reaches_windows() -> None:
+    g = fg.Graph("chain")
+    src = g.source("a", value_type=int, partitions=4)
+    tally = src.key_by(str, name="first").count(name="tally")  # no windows here...
+    second = tally.changes().key_by(lambda n: n % 3, name="second")
+    second.window(fg.Tumbling(1)).count(name="windowed")  # ...but downstream
+    src.key_by(lambda v: v % 5, name="other").count(name="plain")
+    plan = g.plan()
+    readers = {t: sub.id for sub in plan.subtopologies for t in sub.source_topics}
+    assert time_ordered(plan) == {readers["a"], readers["chain-first-repartition"]}
+    assert readers["chain-other-repartition"] not in time_ordered(plan)
