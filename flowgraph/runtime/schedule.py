@@ -25,6 +25,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import Any
 
 from flowgraph.runtime.transport import TP, Message
 from planner import logical as lg
@@ -42,10 +43,12 @@ DEFAULT_MAX_IDLE = 0.5
 class _Buffer:
     """Fetched records of one partition not yet handed out: ``records[at:]``."""
 
-    __slots__ = ("at", "group", "records")
+    __slots__ = ("at", "group", "handle", "records", "tp")
 
-    def __init__(self, group: Hashable) -> None:
+    def __init__(self, tp: TP, group: Hashable, handle: Any) -> None:
+        self.tp = tp
         self.group = group
+        self.handle = handle
         self.records: list[Message] = []
         self.at = 0
 
@@ -70,10 +73,14 @@ class Schedule:
         self._groups: dict[Hashable, list[TP]] = {}
         self._blocked_since: dict[Hashable, float] = {}
 
-    def assign(self, tp: TP, group: Hashable) -> None:
-        """Buffer `tp`, merged with the other partitions of `group` (its sub-topology)."""
+    def assign(self, tp: TP, group: Hashable, handle: Any = None) -> None:
+        """Buffer `tp`, merged with the other partitions of `group` (its sub-topology).
+
+        `runs` hands out each run of `tp` with `handle` (default: `tp` itself), so that the
+        caller needs no lookup per run.
+        """
         if tp not in self._buffers:
-            self._buffers[tp] = _Buffer(group)
+            self._buffers[tp] = _Buffer(tp, group, tp if handle is None else handle)
             self._groups.setdefault(group, []).append(tp)
 
     def drop(self, tps: Iterable[TP]) -> None:
@@ -118,8 +125,8 @@ class Schedule:
         if n > 0:
             self._buffers[tp].at -= n
 
-    def runs(self, behind: Callable[[TP], bool]) -> Iterator[tuple[TP, list[Message]]]:
-        """Runs of records in timestamp order, sub-topology by sub-topology.
+    def runs(self, behind: Callable[[TP], bool]) -> Iterator[tuple[Any, list[Message]]]:
+        """``(handle, run)`` in timestamp order, sub-topology by sub-topology.
 
         `behind(tp)` says whether `tp` may have records not fetched yet; such a partition
         with an empty buffer stops its sub-topology (until `max_idle` has passed), since
@@ -127,43 +134,43 @@ class Schedule:
         (and `give_back` part of the last run).
         """
         skew = self.max_skew
+        heapreplace, heappop = heapq.heapreplace, heapq.heappop
         for group, tps in list(self._groups.items()):
-            buffers = self._buffers
-            heap: list[tuple[float, int, TP]] = []
+            heap: list[tuple[float, int, _Buffer]] = []
             waiting = False
             for i, tp in enumerate(tps):
-                buf = buffers[tp]
+                buf = self._buffers[tp]
                 if buf.at < len(buf.records):
-                    heap.append((buf.records[buf.at][2], i, tp))
+                    heap.append((buf.records[buf.at][2], i, buf))
                 elif behind(tp):
                     waiting = True
             if waiting:
                 since = self._blocked_since.setdefault(group, self.clock())
                 if self.clock() - since < self.max_idle:
                     continue  # wait for the empty partition's next records
-                waiting = False  # waited long enough: go on without it
             else:
                 self._blocked_since.pop(group, None)
             heapq.heapify(heap)
             while heap:
-                _, i, tp = heapq.heappop(heap)
-                buf = buffers[tp]
+                _, i, buf = heap[0]
                 records, at = buf.records, buf.at
                 end = len(records)
-                if heap:
-                    limit = heap[0][0] + skew
+                n = len(heap)
+                if n > 1:  # the next-smallest head is a child of the root
+                    limit = (heap[1] if n == 2 or heap[1] < heap[2] else heap[2])[0] + skew
                     j = at + 1
                     while j < end and records[j][2] <= limit:
                         j += 1
                 else:  # alone (or the last one left): all of it
                     j = end
                 buf.at = j
-                yield tp, records[at:j] if (at or j < end) else records
+                yield buf.handle, records[at:j] if (at or j < end) else records
                 if buf.at < end:
-                    heapq.heappush(heap, (records[buf.at][2], i, tp))
+                    heapreplace(heap, (records[buf.at][2], i, buf))
                 else:
+                    heappop(heap)
                     buf.records, buf.at = [], 0
-                    if behind(tp) and (group not in self._blocked_since):
+                    if behind(buf.tp) and group not in self._blocked_since:
                         break  # its next records decide what runs next: fetch them first
 
 

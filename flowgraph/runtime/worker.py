@@ -91,9 +91,6 @@ class Worker:
         self.commit_interval = commit_interval
         self.schedule = Schedule(capacity=max_batch, max_skew=max_skew, max_idle=max_idle)
         """Fetched records not processed yet, handed out in timestamp order."""
-        self._inputs: dict[TP, tuple[Task, Callable[[list[Any]], None] | None, bool]] = {}
-        """Per input partition: its task, the task's sync runner for it (None: await
-        `process`), and whether it is a source (counted in events and `max_events`)."""
         self._time_ordered = time_ordered(plan)
         self._tails: dict[TP, int] = {}
         """Per partition, the end of dead letters that `_stamp` dropped after the last
@@ -179,7 +176,6 @@ class Worker:
                         self.stores.pop((name, task.partition), None)
             self.tasks = {tp: t for tp, t in self.tasks.items() if id(t) not in gone}
             self.schedule.drop(revoked)
-            self._inputs = {tp: i for tp, i in self._inputs.items() if tp in self.tasks}
             for tp in revoked:
                 self._tails.pop(tp, None)
             self._all_tasks = [t for t in self._all_tasks if id(t) not in gone]
@@ -222,9 +218,9 @@ class Worker:
                 for t in sub.source_topics:
                     if (t, p) in assignment and by_topic[t] is sub:
                         self.tasks[(t, p)] = task
-                        self.schedule.assign((t, p), group)
                         source = t in self._source_topics
-                        self._inputs[(t, p)] = (task, task.runner(t), source)
+                        handle = ((t, p), task, id(task), task.runner(t), source)
+                        self.schedule.assign((t, p), group, handle)
             for t in sub.source_topics:
                 if self.plan.topic(t).role == "repartition":
                     await self._wire_direct(t)
@@ -353,17 +349,12 @@ class Worker:
     async def _process(self, budget: int | None) -> int:
         """Run what the schedule hands out, at most `budget` source records (lock held)."""
         assert self._consumer is not None
-        inputs = self._inputs
         touched = self._touched
         positions = self._positions
         tails = self._tails
         crash = self._crash_at is not None
         processed = events = 0
-        for tp, run in self.schedule.runs(self._consumer.behind):
-            slot = inputs.get(tp)
-            if slot is None:
-                continue
-            task, runner, is_source = slot
+        for (tp, task, key, runner, is_source), run in self.schedule.runs(self._consumer.behind):
             n = len(run)
             if is_source:
                 if budget is not None:
@@ -381,7 +372,7 @@ class Worker:
                     self.stats.events += events
                     events = 0
                     self._crash_point("in-batch")
-                touched[id(task)] = task
+                touched[key] = task
                 positions[tp] = run[-1][3] + 1
                 if tails and tp in tails and not self.schedule.held(tp):
                     positions[tp] = tails.pop(tp)
