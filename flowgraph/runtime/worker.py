@@ -301,7 +301,8 @@ class Worker:
         return self.stats
 
     async def step(self, budget: int | None = None, timeout: float = 0.0) -> bool:
-        """Fetch and process one batch from every partition that has records; False if none.
+        """Fetch for the partitions whose buffers run low, then run what the schedule hands
+        out (at most `budget` source records); False if nothing was fetched or run.
 
         Commits when `commit_every` records or `commit_interval` seconds have passed since
         the last commit, so state is written (and changelogged) once per key per commit.
@@ -375,7 +376,7 @@ class Worker:
                 touched[key] = task
                 positions[tp] = run[-1][3] + 1
                 if tails and tp in tails and not self.schedule.held(tp):
-                    positions[tp] = tails.pop(tp)
+                    positions[tp] = max(positions[tp], tails.pop(tp))
                 processed += n
             if budget is not None and budget <= 0:
                 break  # the rest stays buffered, neither processed nor committed
