@@ -12,9 +12,13 @@ records up to the next-smallest head timestamp plus `max_skew` (ties always run 
 so the tasks still see runs of records, not single ones. A partition whose buffer is empty
 but which may have records still to fetch holds its sub-topology back (its next timestamp is
 unknown) for at most `max_idle` seconds, like Kafka Streams' ``max.task.idle.ms``; then the
-others go on without it. Sub-topologies are merged apart: one reads only what the ones
-before it wrote, so their relative order changes nothing, and a reader of a repartition topic
-never waits on its writer.
+others go on without it.
+
+What is merged is a *group* of partitions, chosen by the worker: all the partitions of a
+sub-topology whose order reaches a windowed aggregation through repartition topics
+(`time_ordered`), else the inputs of one task (a one-input task then runs whole batches).
+Sub-topologies are merged apart: one reads only what the ones before it wrote, so their
+relative order changes nothing, and a reader of a repartition topic never waits on its writer.
 
 Only records handed out by `runs` are processed; the rest stay here, uncommitted, and are
 fetched again by whoever owns the partition after a restart or a rebalance.
