@@ -27,6 +27,7 @@ fetched again by whoever owns the partition after a restart or a rebalance.
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
@@ -47,7 +48,7 @@ DEFAULT_MAX_IDLE = 0.5
 class _Buffer:
     """Fetched records of one partition not yet handed out: ``records[at:]``."""
 
-    __slots__ = ("at", "group", "handle", "records", "tp")
+    __slots__ = ("at", "group", "handle", "last", "records", "tp")
 
     def __init__(self, tp: TP, group: Hashable, handle: Any) -> None:
         self.tp = tp
@@ -55,6 +56,9 @@ class _Buffer:
         self.handle = handle
         self.records: list[Message] = []
         self.at = 0
+        self.last = -math.inf
+        """Timestamp of the last record handed out: while the buffer is empty, the
+        partition's next record is taken to be no older (its records come in order)."""
 
 
 class Schedule:
@@ -140,42 +144,55 @@ class Schedule:
         skew = self.max_skew
         heapreplace, heappop = heapq.heapreplace, heapq.heappop
         for group, tps in list(self._groups.items()):
+            # Heads as (timestamp, order, buffer). A partition that ran dry but may have
+            # more to fetch stays in as its last timestamp, ordered after equal heads (ties
+            # run together): records up to there run; when it is the smallest, the group
+            # waits for its fetch, up to `max_idle`.
             heap: list[tuple[float, int, _Buffer]] = []
-            waiting = False
+            n = len(tps)
+            dry = False
             for i, tp in enumerate(tps):
                 buf = self._buffers[tp]
                 if buf.at < len(buf.records):
                     heap.append((buf.records[buf.at][2], i, buf))
                 elif behind(tp):
-                    waiting = True
-            if waiting:
-                since = self._blocked_since.setdefault(group, self.clock())
-                if self.clock() - since < self.max_idle:
-                    continue  # wait for the empty partition's next records
-            else:
+                    heap.append((buf.last, n + i, buf))
+                    dry = True
+            since = self._blocked_since.get(group)
+            waited = since is not None and self.clock() - since >= self.max_idle
+            if not dry:
                 self._blocked_since.pop(group, None)
             heapq.heapify(heap)
             while heap:
                 _, i, buf = heap[0]
                 records, at = buf.records, buf.at
                 end = len(records)
-                n = len(heap)
-                if n > 1:  # the next-smallest head is a child of the root
-                    limit = (heap[1] if n == 2 or heap[1] < heap[2] else heap[2])[0] + skew
+                if at >= end:  # the smallest is a partition that ran dry
+                    if waited:  # waited long enough: go on without it
+                        heappop(heap)
+                        continue
+                    if since is None:
+                        self._blocked_since[group] = self.clock()
+                    break
+                k = len(heap)
+                if k > 1:  # the next-smallest head is a child of the root
+                    limit = (heap[1] if k == 2 or heap[1] < heap[2] else heap[2])[0] + skew
                     j = at + 1
                     while j < end and records[j][2] <= limit:
                         j += 1
                 else:  # alone (or the last one left): all of it
                     j = end
                 buf.at = j
+                buf.last = records[j - 1][2]
                 yield buf.handle, records[at:j] if (at or j < end) else records
                 if buf.at < end:
                     heapreplace(heap, (records[buf.at][2], i, buf))
                 else:
-                    heappop(heap)
                     buf.records, buf.at = [], 0
-                    if behind(buf.tp) and group not in self._blocked_since:
-                        break  # its next records decide what runs next: fetch them first
+                    if not waited and behind(buf.tp):
+                        heapreplace(heap, (buf.last, n + i % n, buf))
+                    else:
+                        heappop(heap)
 
 
 def time_ordered(plan: PhysicalPlan) -> frozenset[int]:

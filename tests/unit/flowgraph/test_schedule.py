@@ -88,6 +88,20 @@ def test_a_run_that_empties_a_partition_with_more_to_fetch_stops_the_group() -> 
     assert order(s, behind) == [("b", [3.5]), ("a", [4])]
 
 
+def test_a_dry_partition_lets_the_others_run_up_to_its_last_timestamp() -> None:
+    """Its next record is no older than its last (a partition's records come in order), so
+    records up to that time, ties included, run before the group waits for the fetch."""
+    s = two()
+    s.add(("a", 0), recs(1, 2))
+    s.add(("b", 0), recs(2, 5))
+
+    def behind(tp: Any) -> bool:
+        return True
+
+    assert order(s, behind) == [("a", [1, 2]), ("b", [2])]
+    assert order(s, behind) == []  # still waiting for a's next records
+
+
 def test_give_back_returns_the_tail_of_the_last_run() -> None:
     s = two()
     s.add(("a", 0), recs(1, 1, 1))
