@@ -62,8 +62,15 @@ class Graph:
         value_type: object = None,
         partitions: int = 1,
         name: str | None = None,
+        timestamp: Callable[[Any], Any] | None = None,
     ) -> Stream[Any, Any]:
-        """Read records from `topic`; keys and values are decoded by their declared types."""
+        """Read records from `topic`; keys and values are decoded by their declared types.
+
+        `timestamp` gives a record's event time from its decoded value (seconds since the
+        epoch, or a datetime), like Kafka Streams' TimestampExtractor: it replaces the
+        topic's timestamp for ordering, windows and the records written downstream. A value
+        it fails on goes to the dead-letter topic.
+        """
         if not isinstance(topic, str) or not topic:
             msg = f"source topic must be a non-empty string, got {topic!r}"
             raise GraphDefinitionError(msg)
@@ -75,15 +82,23 @@ class Graph:
             key_type=bytes if key_type is None else key_type,
             value_type=bytes if value_type is None else value_type,
             where=_util.call_site(),
+            **_timestamp(timestamp),
         )
         return self._add(node)
 
     def source_from(
-        self, items: Iterable[Any], *, name: str, value_type: object = None, partitions: int = 1
+        self,
+        items: Iterable[Any],
+        *,
+        name: str,
+        value_type: object = None,
+        partitions: int = 1,
+        timestamp: Callable[[Any], Any] | None = None,
     ) -> Stream[None, Any]:
         """A bounded source over an in-process iterable: examples, tests and backfills.
 
         Items become record values with no key; the iterable is read once, when the graph runs.
+        `timestamp` gives an item's event time, as for `source`.
         """
         if not hasattr(items, "__iter__"):
             msg = f"source_from needs an iterable, got {type(items).__name__}"
@@ -96,6 +111,7 @@ class Graph:
             feed=items,
             value_type=value_type,
             where=_util.call_site(),
+            **_timestamp(timestamp),
         )
         return self._add(node)
 
@@ -160,6 +176,17 @@ def _positive(value: object, what: str) -> int:
         msg = f"{what} must be a positive integer, got {value!r}"
         raise GraphDefinitionError(msg)
     return value
+
+
+def _timestamp(fn: object) -> dict[str, Any]:
+    """The `Source` fields of a source's ``timestamp=`` extractor (none if it has none)."""
+    if fn is None:
+        return {}
+    _callable(fn, "source timestamp=")
+    if _util.is_async(fn):
+        msg = "source timestamp= must be a plain function, not async def; it runs per record"
+        raise GraphDefinitionError(msg)
+    return {"timestamp": fn, "timestamp_name": _util.fn_name(fn)}
 
 
 def _callable(fn: object, op: str) -> Callable[..., Any]:

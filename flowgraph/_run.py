@@ -65,6 +65,9 @@ async def run_async(
     commit_every: int | None = None,
     commit_interval: float | None = None,
     crash_point: Callable[[str], None] | None = None,
+    max_batch: int | None = None,
+    max_skew: float | None = None,
+    max_idle: float | None = None,
 ) -> RunResult:
     """Async form of `run`, for callers that already have an event loop.
 
@@ -80,6 +83,9 @@ async def run_async(
         commits["commit_every"] = commit_every
     if commit_interval is not None:
         commits["commit_interval"] = commit_interval
+    for name, value in (("max_batch", max_batch), ("max_skew", max_skew), ("max_idle", max_idle)):
+        if value is not None:
+            commits[name] = value
     worker = Worker(plan, transport, backend, crash_point=crash_point, **commits)
     # On memory:// nothing outside this process can write, so an idle run is a finished one.
     idle_ends = transport.in_process if until_idle is None else until_idle
@@ -109,11 +115,17 @@ def run(
     commit_every: int | None = None,
     commit_interval: float | None = None,
     crash_point: Callable[[str], None] | None = None,
+    max_batch: int | None = None,
+    max_skew: float | None = None,
+    max_idle: float | None = None,
 ) -> RunResult:
     """Run `graph` until it is idle (memory://, or `until_idle=True`), `max_events`, or a signal.
 
     SIGINT and SIGTERM stop it cleanly: the current batch finishes, state is flushed and
-    offsets are committed.
+    offsets are committed. `max_batch` (records fetched per partition at a time),
+    `max_skew` (seconds of timestamp a run of one partition may go past another's next
+    record; 0: strict timestamp order) and `max_idle` (seconds to wait for a partition not
+    read to its end) tune how records are scheduled; see docs/concepts/windows.md.
     """
 
     async def main() -> RunResult:
@@ -139,6 +151,9 @@ def run(
                 commit_every=commit_every,
                 commit_interval=commit_interval,
                 crash_point=crash_point,
+                max_batch=max_batch,
+                max_skew=max_skew,
+                max_idle=max_idle,
             )
         finally:
             for sig in installed:

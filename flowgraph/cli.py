@@ -259,6 +259,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             max_events=args.max_events,
             commit_every=args.commit_every,
             commit_interval=args.commit_interval,
+            max_batch=args.max_batch,
+            max_skew=args.max_skew,
+            max_idle=args.max_idle,
             on_worker=view.attach,
             on_start=view.started,
             crash_point=faults.from_env(os.environ),
@@ -306,6 +309,17 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         msg = f"expected a positive integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        msg = f"expected a number of seconds >= 0, got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return value
 
@@ -358,6 +372,30 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         default=None,
         help="commit after this many seconds at the latest (default 1.0)",
+    )
+    run.add_argument(
+        "--max-batch",
+        type=_positive,
+        metavar="N",
+        default=None,
+        help="records fetched per partition at a time (default 2000)",
+    )
+    run.add_argument(
+        "--max-skew",
+        type=_seconds,
+        metavar="SECONDS",
+        default=None,
+        help="how far past another partition's next timestamp a run of records may go "
+        "(default 0: strict timestamp order; more is faster, but late records become "
+        "possible where a window's grace is smaller)",
+    )
+    run.add_argument(
+        "--max-idle",
+        type=_seconds,
+        metavar="SECONDS",
+        default=None,
+        help="how long to wait for a partition that is not read to its end before "
+        "running the others past it (default 0.5)",
     )
     run.add_argument(
         "--until-idle",

@@ -28,7 +28,7 @@ from flowgraph.errors import ConfigurationError
 from flowgraph.runtime.memory import MemoryTransport
 from flowgraph.runtime.state import open_backend
 from flowgraph.runtime.task import ORIGIN_HEADER
-from flowgraph.runtime.worker import Worker
+from flowgraph.runtime.worker import DEFAULT_MAX_SKEW, Worker
 from planner import plan as make_plan
 
 __all__ = ["DeadLetter", "TestDriver"]
@@ -63,6 +63,7 @@ class TestDriver:
         *,
         store: str = "memory://",
         max_batch: int = 1000,
+        max_skew: float = DEFAULT_MAX_SKEW,
         encode: bool = True,
     ) -> None:
         """`encode=False` lets internal topics hold Python objects instead of bytes."""
@@ -71,7 +72,9 @@ class TestDriver:
         self._transport = MemoryTransport(encoded=encode)
         self._loop = asyncio.new_event_loop()
         self._pool = _pool_if_loop_running()
-        self._worker = Worker(self.plan, self._transport, open_backend(store), max_batch=max_batch)
+        self._worker = Worker(
+            self.plan, self._transport, open_backend(store), max_batch=max_batch, max_skew=max_skew
+        )
         self._time = 0.0
         self._worker.clock = lambda: self._time
         self._closed = False

@@ -306,6 +306,8 @@ def _step(node: Node, stores: dict[str, str]) -> StepDescription:
     function = ""
     if isinstance(node, FnNode | Sink):
         function = node.fn_name
+    elif isinstance(node, Source) and node.timestamp_name:
+        function = f"timestamp {node.timestamp_name}"
     topic = ""
     if isinstance(node, Source | Repartition):
         topic = node.topic

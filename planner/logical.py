@@ -89,6 +89,11 @@ class Source(Node):
     feed: object = attrs.field(default=None, eq=False)
     key_read: bool = True
     """False when no step reads the keys (set by the planner): they are not decoded."""
+    timestamp: object = None
+    """``fn(value)`` -> event time (seconds or a datetime) that becomes the record timestamp,
+    or None to keep the topic's own timestamps; the planner never calls it."""
+    timestamp_name: str = attrs.field(default="", eq=False)
+    """``module.qualname`` of `timestamp`, for explanations."""
 
 
 @attrs.frozen(kw_only=True)

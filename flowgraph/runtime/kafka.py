@@ -74,9 +74,20 @@ class KafkaConsumer:
         """Partitions this member owns now."""
         return frozenset((tp.topic, tp.partition) for tp in self._consumer.assignment())
 
-    async def getmany(self, max_records: int, timeout: float) -> dict[TP, list[Message]]:
+    async def getmany(
+        self, max_records: int, timeout: float, partitions: Sequence[TP] | None = None
+    ) -> dict[TP, list[Message]]:
         """Records fetched since the last call, as ``(key, value, seconds, offset, headers)``."""
-        data = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+        if partitions is None:
+            wanted = []
+        else:  # only those still assigned (a rebalance may have moved some), and not none
+            owned = self._consumer.assignment()
+            wanted = [tp for p in partitions if (tp := TopicPartition(*p)) in owned]
+            if not wanted:
+                return {}
+        data = await self._consumer.getmany(
+            *wanted, timeout_ms=int(timeout * 1000), max_records=max_records
+        )
         return {
             (tp.topic, tp.partition): [
                 (r.key, r.value, r.timestamp / 1000, r.offset, r.headers or None) for r in records
@@ -88,6 +99,25 @@ class KafkaConsumer:
     def seek(self, tp: TP, offset: int) -> None:
         """Read `tp` from `offset` on."""
         self._consumer.seek(TopicPartition(*tp), offset)
+
+    def behind(self, tp: TP) -> bool:
+        """True unless `tp` is known to be fetched to its high watermark (and our own writes).
+
+        The position is read from aiokafka's subscription state: the public `position` is
+        async and may wait for a reset, and this is asked in the hot loop.
+        """
+        part = TopicPartition(*tp)
+        high = self._consumer.highwater(part)
+        if high is None:
+            return True
+        try:
+            state = self._consumer._subscription.subscription.assignment.state_value(part)
+            position = state.position if state.has_valid_position else None
+        except AttributeError:  # another aiokafka: do not wait on what cannot be known
+            return False
+        if position is None:
+            return True
+        return bool(position < max(high, self._written.get(tp, 0)))
 
     def highwater(self, tp: TP) -> int | None:
         """The high watermark from the last fetch of `tp` (None before the first)."""

@@ -153,12 +153,14 @@ class MemoryConsumer:
         """Every partition of the subscribed topics."""
         return frozenset(self._tps)
 
-    async def getmany(self, max_records: int, timeout: float = 0.0) -> dict[TP, list[Message]]:
+    async def getmany(
+        self, max_records: int, timeout: float = 0.0, partitions: Sequence[TP] | None = None
+    ) -> dict[TP, list[Message]]:
         """The next records of each partition, in topic order; {} when all are read."""
         logs = self._broker.logs
         positions = self._positions
         result: dict[TP, list[Message]] = {}
-        for tp in self._tps:
+        for tp in self._tps if partitions is None else partitions:
             pos = positions[tp]
             part = logs[tp[0]][tp[1]]
             if isinstance(part, Log) and pos < part.base:
@@ -176,6 +178,11 @@ class MemoryConsumer:
     def seek(self, tp: TP, offset: int) -> None:
         """Read `tp` from `offset` on."""
         self._positions[tp] = offset
+
+    def behind(self, tp: TP) -> bool:
+        """True while the partition's log holds records past the fetch position."""
+        part = self._broker.logs[tp[0]][tp[1]]
+        return max(self._positions[tp], getattr(part, "base", 0)) < part.end
 
     def highwater(self, tp: TP) -> int | None:
         """The end of the partition's log."""

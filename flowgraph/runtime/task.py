@@ -17,11 +17,13 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from flowgraph._util import f_repr
 from flowgraph.errors import SerializationError
 from flowgraph.runtime.aggregate import AggregateOp
 from flowgraph.runtime.ops import AsyncStep, Rec, fanout, stateless_push
 from flowgraph.runtime.state.base import StorePartition
 from flowgraph.runtime.transport import OutRecord, Push, Write
+from flowgraph.runtime.window_push import event_time
 from flowgraph.runtime.windowed import WindowedAggregateOp
 from flowgraph.serde import Codec, JsonCodec, fast_decoder
 from planner import logical as lg
@@ -33,6 +35,7 @@ TopicCodecs = Mapping[str, tuple[Codec | None, Codec | None]]
 """Per topic, the key and value codec; None means records pass as Python objects."""
 
 _PARTITION_CACHE_MAX = 1 << 16
+_INF = float("inf")
 ORIGIN_HEADER = "fg.o"
 """Header naming the writer and input of a record written to a topic (sub-topology id, task
 partition, entry index, entry offset, sequence among that input's outputs), so nothing is
@@ -127,6 +130,14 @@ class Task:
             e.topic: codecs[e.topic] if getattr(e, "key_read", True) else (None, codecs[e.topic][1])
             for e in entries
         }
+        self.stampers: dict[str, Callable[[Any], Any]] = {
+            e.topic: e.timestamp  # type: ignore[misc]
+            for e in entries
+            if isinstance(e, lg.Source) and e.timestamp is not None
+        }
+        """Per source topic with a ``timestamp=`` extractor, the extractor (see `stamp`)."""
+        for topic in self.stampers:  # `stamp` decodes their values, before scheduling
+            self._decoders[topic] = (self._decoders[topic][0], None)
 
     # -- compilation ---------------------------------------------------------------------
 
@@ -341,6 +352,99 @@ class Task:
         if self.dedupe and messages:
             self._retire_marks(index, messages[-1][3])
 
+    def runner(self, topic: str) -> Callable[[list[Rec]], None] | None:
+        """`process` for `topic` as one sync function, or None when some step awaits.
+
+        The worker calls it for every run of records the schedule hands out; in timestamp
+        order across partitions, runs are often one record long, so its cost per call counts.
+        """
+        if self._async:
+            return None
+        push = self._entries[topic]
+        entry = self._entry_ids[topic]
+        index = self._entry_index[topic]
+        counts = self.counts
+        seq = self._seq
+        aggregates = list(self.aggregates.values()) if len(self._entry_index) > 1 else []
+        kc, vc = self._decoders[topic]
+        vd = fast_decoder(vc) if vc is not None else None
+        task = self
+
+        def run(messages: list[Rec]) -> None:
+            task._topic = topic
+            counts[entry] = counts.get(entry, 0) + len(messages)
+            seq[0], seq[1] = index, -1
+            for agg in aggregates:
+                agg.index = index
+            if push is None:
+                return
+            if kc is None and vd is None:
+                for k, v, ts, o, h in messages:
+                    push(k, v, ts, o, h)
+            elif kc is None:
+                for k, v, ts, o, h in messages:
+                    if v is not None:
+                        try:
+                            v = vd(v)  # type: ignore[misc]
+                        except Exception:
+                            task._decode_failure(topic, (k, v, ts, o, h), kc, vc)
+                            continue
+                    push(k, v, ts, o, h)
+            else:
+                task._decode_and_push(topic, messages, push, kc, vc)
+            if task.dedupe and messages:
+                task._retire_marks(index, messages[-1][3])
+
+        return run
+
+    def stamp(self, topic: str, messages: list[Rec]) -> list[Rec]:
+        """Decode the values of `topic`'s records and give each its extracted event time.
+
+        Runs when records are fetched, before they are scheduled, since the schedule orders
+        them by timestamp. A value that does not decode, or whose extractor fails or gives
+        no usable time, becomes a dead letter here; `process` then only decodes keys.
+        """
+        fn = self.stampers[topic]
+        vc = self._codecs[topic][1]
+        vd = fast_decoder(vc) if vc is not None else None
+        entry = self._entry_ids[topic]
+        # dead letters written here get their origin from this input, like a run's outputs
+        self._seq[0], self._seq[1] = self._entry_index[topic], -1
+        out: list[Rec] = []
+        for rec in messages:
+            k, v, _, o, h = rec
+            if v is not None and vd is not None:
+                try:
+                    v = vd(v)
+                except Exception:
+                    self._decode_failure(topic, rec, None, vc)
+                    continue
+            try:
+                got = fn(v)
+            except Exception as exc:
+                self._stamp_failure(entry, fn, exc, rec, topic)
+                continue
+            t = source_time(got)
+            if t is None:
+                self._stamp_failure(entry, fn, got, rec, topic)
+                continue
+            out.append((k, v, t, o, h))
+        return out
+
+    def _stamp_failure(self, step: str, fn: Any, got: Any, rec: Rec, topic: str) -> None:
+        """A record whose source ``timestamp=`` raised (`got` is the exception) or gave
+        something that is no event time: a dead letter, with one sentence why."""
+        if isinstance(got, Exception):
+            what = f"raised {got!r}"
+        else:
+            what = f"returned {got!r} ({type(got).__name__})"
+        msg = (
+            f"source {step!r} timestamp= {f_repr(fn)} {what}; an event time must be seconds "
+            "since the epoch (a finite int or float, not negative) or a datetime; "
+            "fix the function or the record"
+        )
+        self.fail(Failure(step, ValueError(msg), rec, topic, self.partition))
+
     def _retire_marks(self, index: int, offset: int) -> None:
         """Forget the marks of entry `index` once its replay has passed them all."""
         if offset > self._processed:
@@ -461,6 +565,17 @@ def dead_letter(f: Failure) -> OutRecord:
         ("source.offset", str(f.offset).encode()),
     )
     return (0, _as_bytes(f.key), _as_bytes(f.value), f.timestamp, headers)
+
+
+def source_time(t: Any) -> float | None:
+    """A source extractor's result as float seconds since the epoch; None if unusable."""
+    if type(t) is float:
+        return t if 0.0 <= t < _INF else None
+    try:
+        seconds = event_time(t)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+    return seconds if seconds >= 0 else None
 
 
 def _as_bytes(obj: Any) -> bytes | None:

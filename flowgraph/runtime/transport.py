@@ -34,8 +34,16 @@ class Consumer(Protocol):
         """Partitions this member owns now."""
         ...
 
-    async def getmany(self, max_records: int, timeout: float) -> dict[TP, list[Message]]:
-        """Up to `max_records` per partition past the current positions (may be empty)."""
+    async def getmany(
+        self, max_records: int, timeout: float, partitions: Sequence[TP] | None = None
+    ) -> dict[TP, list[Message]]:
+        """Records past the current positions of `partitions` (default: all assigned), up
+        to `max_records` per partition on memory://, in all on Kafka (may be empty)."""
+        ...
+
+    def behind(self, tp: TP) -> bool:
+        """True when `tp` may hold records not fetched yet (its end is not known, or past
+        the fetch position): the scheduler waits for them before running past them."""
         ...
 
     def seek(self, tp: TP, offset: int) -> None:

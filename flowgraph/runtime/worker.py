@@ -1,6 +1,7 @@
 """The worker: runs a physical plan on a transport and a state backend, a batch at a time.
 
-Records are fetched a batch per partition at a time and every task runs its batch (decode,
+Records are fetched a batch per partition at a time into a `Schedule`, which hands them to
+the tasks in timestamp order across the partitions of each sub-topology, in runs (decode,
 steps, state kept in memory). Every `commit_every` records or `commit_interval` seconds, and
 whenever the run goes idle or stops, a commit makes it durable (DESIGN §4), in this order:
 
@@ -24,12 +25,19 @@ from collections.abc import Callable
 from typing import Any
 
 from flowgraph._delete import DELETE
+from flowgraph.errors import ConfigurationError
 from flowgraph.runtime.aggregate import AggregateOp
 from flowgraph.runtime.codecs import codec_or, topic_codecs
 from flowgraph.runtime.collector import quiet_gc
 from flowgraph.runtime.feeder import Feeder
 from flowgraph.runtime.ops import unstorable
 from flowgraph.runtime.recovery import POSITION_HEADER, Recovery, encode_position
+from flowgraph.runtime.schedule import (
+    DEFAULT_MAX_IDLE,
+    DEFAULT_MAX_SKEW,
+    Schedule,
+    time_ordered,
+)
 from flowgraph.runtime.state.base import Entry, StateBackend, StorePartition
 from flowgraph.runtime.stats import RunStats
 from flowgraph.runtime.task import Failure, Task
@@ -40,11 +48,12 @@ from flowgraph.serde import AutoCodec, Codec
 from planner import logical as lg
 from planner.physical import PhysicalPlan
 
-__all__ = ["RunStats", "Worker", "topic_codecs"]
+__all__ = ["DEFAULT_MAX_IDLE", "DEFAULT_MAX_SKEW", "RunStats", "Worker", "topic_codecs"]
 
 
 DEFAULT_MAX_BATCH = 2_000
-"""Records fetched per partition at a time: small enough to stay in the CPU caches."""
+"""Records fetched per partition at a time: small enough to stay in the CPU caches. A
+partition is fetched for while it buffers fewer than this many records."""
 COMMIT_EVERY = 100_000
 """Records processed between commits (each commit writes one changelog record per key)."""
 COMMIT_INTERVAL = 1.0
@@ -55,6 +64,17 @@ FEED_CHUNK = 5_000
 def _position_header(entry: Entry) -> tuple[tuple[str, bytes], ...]:
     """The header of a changelog record: the source offset(s) the entry reflects."""
     return ((POSITION_HEADER, encode_position(entry[0])),)
+
+
+def _check_settings(max_batch: int, max_skew: float, max_idle: float) -> None:
+    """One sentence for a scheduling setting out of range."""
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        msg = f"max_batch must be a positive int, got {max_batch!r}; it is records per fetch"
+        raise ConfigurationError(msg)
+    for name, value in (("max_skew", max_skew), ("max_idle", max_idle)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            msg = f"{name} must be a number of seconds >= 0, got {value!r}"
+            raise ConfigurationError(msg)
 
 
 class Worker:
@@ -69,17 +89,28 @@ class Worker:
         max_batch: int = DEFAULT_MAX_BATCH,
         commit_every: int = COMMIT_EVERY,
         commit_interval: float = COMMIT_INTERVAL,
+        max_skew: float = DEFAULT_MAX_SKEW,
+        max_idle: float = DEFAULT_MAX_IDLE,
         crash_point: Callable[[str], None] | None = None,
     ) -> None:
         """`crash_point` is fault injection for tests: called with the name of each point
         passed (in-batch, after-produce, after-store, after-commit, in-restore), it may raise
         or kill the process there (see `flowgraph.runtime.faults`)."""
+        _check_settings(max_batch, max_skew, max_idle)
         self.plan = plan
         self.transport = transport
         self.backend = backend
         self.max_batch = max_batch
         self.commit_every = commit_every
         self.commit_interval = commit_interval
+        self.schedule = Schedule(capacity=max_batch, max_skew=max_skew, max_idle=max_idle)
+        """Fetched records not processed yet, handed out in timestamp order."""
+        self._time_ordered = time_ordered(plan)
+        self._tails: dict[TP, int] = {}
+        """Per partition, the end of dead letters that `_stamp` dropped after the last
+        buffered record: its offset to commit once that record is processed."""
+        self._stalled = False
+        """The last step processed nothing while records were buffered: wait in the fetch."""
         self._touched: dict[int, Task] = {}
         self.clock: Callable[[], float] = time.time
         """Wall-clock seconds, for window idle timeouts and `now()`; the TestDriver sets its own."""
@@ -157,6 +188,9 @@ class Worker:
                     for name in task.stores:
                         self.stores.pop((name, task.partition), None)
             self.tasks = {tp: t for tp, t in self.tasks.items() if id(t) not in gone}
+            self.schedule.drop(revoked)
+            for tp in revoked:
+                self._tails.pop(tp, None)
             self._all_tasks = [t for t in self._all_tasks if id(t) not in gone]
 
     async def _assign(self, assignment: frozenset[TP]) -> None:
@@ -190,9 +224,16 @@ class Worker:
                 if task.tag_origins:
                     await self.recovery.recover_writes(task)
                 self._all_tasks.append(task)
+                # All its partitions are merged when what it writes reaches windows
+                # through repartition topics (its order is their readers' order); else
+                # only its task's own inputs, as in Kafka Streams.
+                group = sub.id if sub.id in self._time_ordered else (sub.id, p)
                 for t in sub.source_topics:
                     if (t, p) in assignment and by_topic[t] is sub:
                         self.tasks[(t, p)] = task
+                        source = t in self._source_topics
+                        handle = ((t, p), task, id(task), task.runner(t), source)
+                        self.schedule.assign((t, p), group, handle)
             for t in sub.source_topics:
                 if self.plan.topic(t).role == "repartition":
                     await self._wire_direct(t)
@@ -279,7 +320,8 @@ class Worker:
         return self.stats
 
     async def step(self, budget: int | None = None, timeout: float = 0.0) -> bool:
-        """Fetch and process one batch from every partition that has records; False if none.
+        """Fetch for the partitions whose buffers run low, then run what the schedule hands
+        out (at most `budget` source records); False if nothing was fetched or run.
 
         Commits when `commit_every` records or `commit_interval` seconds have passed since
         the last commit, so state is written (and changelogged) once per key per commit.
@@ -290,27 +332,30 @@ class Worker:
         for feeder in self._feeders:
             if not feeder.done:
                 await self.transport.produce(feeder.topic, feeder.chunk(FEED_CHUNK))
-        batches = await self._consumer.getmany(self.max_batch, timeout)
+        schedule = self.schedule
+        wanted = schedule.wanted()
+        pending = schedule.pending()
+        wait = timeout if self._stalled or not pending else 0.0
+        batches = (
+            await self._consumer.getmany(self.max_batch, wait, wanted or None)
+            if wanted or not pending  # every buffer full: no fetch; none assigned yet: all
+            else {}
+        )
         if self._failure is not None:  # a rebalance during the fetch could not assign
             raise self._failure
-        if not batches:
-            async with self._lock:
-                self._tick_tasks()
-            return False
-        if budget is not None:
-            batches = self._trim(batches, budget)
         async with self._lock:
             for tp, messages in batches.items():
                 task = self.tasks.get(tp)
                 if task is None:  # revoked by a rebalance since the fetch
                     continue
-                await task.process(tp[0], messages)
-                self._crash_point("in-batch")
-                self._touched[id(task)] = task
-                self._positions[tp] = messages[-1][3] + 1
-                self._since_commit += len(messages)
-                if tp[0] in self._source_topics:
-                    self.stats.events += len(messages)
+                if task.stampers and tp[0] in task.stampers:
+                    messages = self._stamp(task, tp, messages)
+                schedule.add(tp, messages)
+            processed = await self._process(budget)
+            self._stalled = not processed and schedule.pending()
+            if not batches and not processed:
+                self._tick_tasks()
+                return False
             for mark in self._direct_marks:
                 mark()
             self._tick_tasks()
@@ -320,6 +365,59 @@ class Worker:
             ):
                 await self.commit()
         return True
+
+    async def _process(self, budget: int | None) -> int:
+        """Run what the schedule hands out, at most `budget` source records (lock held)."""
+        assert self._consumer is not None
+        touched = self._touched
+        positions = self._positions
+        tails = self._tails
+        crash = self._crash_hook is not None
+        processed = events = 0
+        for (tp, task, key, runner, is_source), run in self.schedule.runs(self._consumer.behind):
+            n = len(run)
+            if is_source:
+                if budget is not None:
+                    if n > budget:
+                        self.schedule.give_back(tp, n - budget)
+                        run, n = run[:budget], budget
+                    budget -= n
+                events += n
+            if n:
+                if runner is not None:
+                    runner(run)
+                else:
+                    await task.process(tp[0], run)
+                if crash:
+                    self.stats.events += events
+                    events = 0
+                    self._crash_point("in-batch")
+                touched[key] = task
+                positions[tp] = run[-1][3] + 1
+                if tails and tp in tails and not self.schedule.held(tp):
+                    positions[tp] = max(positions[tp], tails.pop(tp))
+                processed += n
+            if budget is not None and budget <= 0:
+                break  # the rest stays buffered, neither processed nor committed
+        self.stats.events += events
+        self._since_commit += processed
+        return processed
+
+    def _stamp(self, task: Task, tp: TP, messages: list[Any]) -> list[Any]:
+        """Give fetched records of a source with ``timestamp=`` their event times.
+
+        A record that gets none is a dead letter; if nothing of `tp` waits before it, its
+        offset counts as processed, so it is not read (and dead-lettered) again.
+        """
+        stamped = task.stamp(tp[0], messages)
+        if len(stamped) < len(messages):
+            self._touched[id(task)] = task
+            end = messages[-1][3] + 1
+            if not stamped and not self.schedule.held(tp):
+                self._positions[tp] = max(self._positions.get(tp, 0), end)
+            elif not stamped or stamped[-1][3] + 1 < end:
+                self._tails[tp] = end  # done with once the records before them are
+        return stamped
 
     def _tick_tasks(self) -> None:
         """Idle windows: let stream time of quiet partitions follow the clock (lock held)."""
@@ -333,25 +431,9 @@ class Worker:
             self._crash_hook(name)
 
     async def _consumer_caught_up(self) -> bool:
-        """True when every assigned partition has been read to its end."""
+        """True when every assigned partition has been read to its end and processed."""
         assert self._consumer is not None
-        return await self._consumer.caught_up()
-
-    def _trim(self, batches: dict[TP, list[Any]], budget: int) -> dict[TP, list[Any]]:
-        assert self._consumer is not None
-        kept: dict[TP, list[Any]] = {}
-        for tp, messages in batches.items():
-            if tp[0] in self._source_topics:
-                if budget <= 0:
-                    self._consumer.seek(tp, messages[0][3])
-                    continue
-                if len(messages) > budget:
-                    self._consumer.seek(tp, messages[budget][3])
-                    messages = messages[:budget]
-                budget -= len(messages)
-            if messages:
-                kept[tp] = messages
-        return kept
+        return not self.schedule.pending() and await self._consumer.caught_up()
 
     async def commit(self) -> None:
         """Make everything processed since the last commit durable, in the order of DESIGN §4.

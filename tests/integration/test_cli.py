@@ -355,6 +355,34 @@ def test_bad_option_is_a_usage_error(jobs: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("option", "value"), [("--max-skew", "-1"), ("--max-idle", "nan"), ("--max-batch", "0")]
+)
+def test_bad_scheduling_option_is_a_usage_error(jobs: Path, option: str, value: str) -> None:
+    done = flowgraph("run", "ticks.py", option, value, cwd=jobs)
+    assert done.returncode == 2
+    assert option in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_run_takes_the_scheduling_options(jobs: Path) -> None:
+    done = flowgraph(
+        "run",
+        "jobs.numbers:make_graph(env='dev', n=25)",
+        "--store",
+        "memory://",
+        "--max-batch",
+        "3",
+        "--max-skew",
+        "0.5",
+        "--max-idle",
+        "0",
+        cwd=jobs,
+    )
+    assert done.returncode == 0, done.stderr
+    assert summary_number(done.stdout, "events") == 25
+
+
 # -- signals -------------------------------------------------------------------------------------
 
 

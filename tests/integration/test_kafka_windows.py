@@ -634,3 +634,34 @@ def test_windows_behind_a_repartition_topic_are_exact(kafka: Broker, tmp_path: P
         f"{len(closed)} closed and emitted once; first run {first.seconds:.1f} s, second "
         f"{second.seconds:.1f} s, all {time.monotonic() - started:.1f} s"
     )
+
+
+# -- a catch-up in timestamp order ------------------------------------------------------------
+
+ORDERED_N = 20_000
+
+
+@pytest.mark.slow
+def test_a_catch_up_in_timestamp_order_has_no_late_record(kafka: Broker, tmp_path: Path) -> None:
+    """20,000 readings in event-time order, written over four partitions before the worker
+    starts (so each fetch could hold one partition's records far ahead of the others): the
+    worker runs them in timestamp order across the partitions, so behind the `key_by` no
+    reading is late although the grace (30 s) is far shorter than a fetch spans, and every
+    window is exact."""
+    job = Job.new("ordered", factory="make_ordered_graph")
+    readings = [
+        Reading(f"sensor-{i % SENSORS:02d}", T0 + i * 0.75, 1 + i % 97) for i in range(ORDERED_N)
+    ]
+    expected: collections.Counter[W] = collections.Counter()
+    for r in readings:
+        start = math.floor(r.ts / jobs.ORDERED_SIZE) * jobs.ORDERED_SIZE
+        expected[(jobs.zone(r), start, start + jobs.ORDERED_SIZE)] += 1
+    write_input(kafka, job.topic, readings, PARTITIONS, key="sensor")
+    broker = f"{kafka.url}?{FAST_GROUP}"
+    run = flowgraph_run(job.target, broker, tmp_path / "state", "--until-idle")
+    assert run.returncode == 0, run.why()
+    assert run.summary_number("events") == ORDERED_N, run.why()
+    assert "late:" not in run.stdout, run.why()
+    result = restored_run(job, kafka, tmp_path / "reader")
+    got = windows_of(result.table(jobs.ORDERED), "restored count")
+    assert got == dict(expected), f"{len(got)} windows, {len(expected)} expected\n{tail(run)}"

@@ -1,0 +1,223 @@
+"""Which fetched record runs next: per-partition buffers, merged by record timestamp.
+
+A worker fetches a batch per input partition, but runs the records in timestamp order across
+the partitions of a sub-topology, as Kafka Streams' `PartitionGroup` does within a task. The
+order matters because the tasks of one sub-topology write to the same repartition topics:
+running partition 0's whole batch, then partition 1's, would interleave their records in
+the repartition topic in blocks, and stream time downstream would run ahead of the records
+still to come (which a window then counts as late).
+
+The rule: take the partition whose next record has the smallest timestamp, and run its
+records up to the next-smallest head timestamp plus `max_skew` (ties always run together),
+so the tasks still see runs of records, not single ones. A partition whose buffer is empty
+but which may have records still to fetch holds its sub-topology back (its next timestamp is
+unknown) for at most `max_idle` seconds, like Kafka Streams' ``max.task.idle.ms``; then the
+others go on without it.
+
+What is merged is a *group* of partitions, chosen by the worker: all the partitions of a
+sub-topology whose order reaches a windowed aggregation through repartition topics
+(`time_ordered`), else the inputs of one task (a one-input task then runs whole batches).
+Sub-topologies are merged apart: one reads only what the ones before it wrote, so their
+relative order changes nothing, and a reader of a repartition topic never waits on its writer.
+
+Only records handed out by `runs` are processed; the rest stay here, uncommitted, and are
+fetched again by whoever owns the partition after a restart or a rebalance.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import Any
+
+from flowgraph.runtime.transport import TP, Message
+from planner import logical as lg
+from planner.physical import PhysicalPlan
+
+__all__ = ["DEFAULT_MAX_IDLE", "DEFAULT_MAX_SKEW", "Schedule", "time_ordered"]
+
+DEFAULT_MAX_SKEW = 0.0
+"""Seconds of timestamp a run may go past the next partition's head: 0 is strict order (ties
+run together), so in-order input is never late, whatever the window grace."""
+DEFAULT_MAX_IDLE = 0.5
+"""Seconds a sub-topology waits for a partition that is empty but not read to its end."""
+
+
+class _Buffer:
+    """Fetched records of one partition not yet handed out: ``records[at:]``."""
+
+    __slots__ = ("at", "group", "handle", "last", "records", "tp")
+
+    def __init__(self, tp: TP, group: Hashable, handle: Any) -> None:
+        self.tp = tp
+        self.group = group
+        self.handle = handle
+        self.records: list[Message] = []
+        self.at = 0
+        self.last = -math.inf
+        """Timestamp of the last record handed out: while the buffer is empty, the
+        partition's next record is taken to be no older (its records come in order)."""
+
+
+class Schedule:
+    """Buffers of fetched records per input partition, handed out in timestamp order."""
+
+    def __init__(
+        self,
+        *,
+        capacity: int,
+        max_skew: float = DEFAULT_MAX_SKEW,
+        max_idle: float = DEFAULT_MAX_IDLE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.capacity = capacity
+        """A partition is fetched for while it holds fewer records than this."""
+        self.max_skew = max_skew
+        self.max_idle = max_idle
+        self.clock = clock
+        self._buffers: dict[TP, _Buffer] = {}
+        self._groups: dict[Hashable, list[TP]] = {}
+        self._blocked_since: dict[Hashable, float] = {}
+
+    def assign(self, tp: TP, group: Hashable, handle: Any = None) -> None:
+        """Buffer `tp`, merged with the other partitions of `group` (its sub-topology).
+
+        `runs` hands out each run of `tp` with `handle` (default: `tp` itself), so that the
+        caller needs no lookup per run.
+        """
+        if tp not in self._buffers:
+            self._buffers[tp] = _Buffer(tp, group, tp if handle is None else handle)
+            self._groups.setdefault(group, []).append(tp)
+
+    def drop(self, tps: Iterable[TP]) -> None:
+        """Forget `tps` and what they buffer (revoked: the new owner fetches it again)."""
+        for tp in tps:
+            buf = self._buffers.pop(tp, None)
+            if buf is not None:
+                members = self._groups[buf.group]
+                members.remove(tp)
+                if not members:
+                    del self._groups[buf.group]
+                    self._blocked_since.pop(buf.group, None)
+
+    def add(self, tp: TP, messages: list[Message]) -> None:
+        """Append fetched records of `tp` (ignored if `tp` is not assigned any more)."""
+        buf = self._buffers.get(tp)
+        if buf is None or not messages:
+            return
+        if buf.at >= len(buf.records):
+            buf.records, buf.at = messages, 0
+        else:
+            del buf.records[: buf.at]
+            buf.records += messages
+            buf.at = 0
+
+    def wanted(self) -> list[TP]:
+        """Partitions to fetch for: those holding fewer than `capacity` records."""
+        cap = self.capacity
+        return [tp for tp, b in self._buffers.items() if len(b.records) - b.at < cap]
+
+    def held(self, tp: TP) -> int:
+        """Records of `tp` buffered, not yet handed out."""
+        buf = self._buffers.get(tp)
+        return 0 if buf is None else len(buf.records) - buf.at
+
+    def pending(self) -> bool:
+        """True while some partition holds records not yet handed out."""
+        return any(b.at < len(b.records) for b in self._buffers.values())
+
+    def give_back(self, tp: TP, n: int) -> None:
+        """Return the last `n` records of the run just handed out for `tp` (not processed)."""
+        if n > 0:
+            self._buffers[tp].at -= n
+
+    def runs(self, behind: Callable[[TP], bool]) -> Iterator[tuple[Any, list[Message]]]:
+        """``(handle, run)`` in timestamp order, sub-topology by sub-topology.
+
+        `behind(tp)` says whether `tp` may have records not fetched yet; such a partition
+        with an empty buffer stops its sub-topology (until `max_idle` has passed), since
+        its next record may be older than every buffered one. The caller may stop early
+        (and `give_back` part of the last run).
+        """
+        skew = self.max_skew
+        heapreplace, heappop = heapq.heapreplace, heapq.heappop
+        for group, tps in list(self._groups.items()):
+            # Heads as (timestamp, order, buffer). A partition that ran dry but may have
+            # more to fetch stays in as its last timestamp, ordered after equal heads (ties
+            # run together): records up to there run; when it is the smallest, the group
+            # waits for its fetch, up to `max_idle`.
+            heap: list[tuple[float, int, _Buffer]] = []
+            n = len(tps)
+            dry = False
+            for i, tp in enumerate(tps):
+                buf = self._buffers[tp]
+                if buf.at < len(buf.records):
+                    heap.append((buf.records[buf.at][2], i, buf))
+                elif behind(tp):
+                    heap.append((buf.last, n + i, buf))
+                    dry = True
+            since = self._blocked_since.get(group)
+            waited = since is not None and self.clock() - since >= self.max_idle
+            if not dry:
+                self._blocked_since.pop(group, None)
+            heapq.heapify(heap)
+            while heap:
+                _, i, buf = heap[0]
+                records, at = buf.records, buf.at
+                end = len(records)
+                if at >= end:  # the smallest is a partition that ran dry
+                    if waited:  # waited long enough: go on without it
+                        heappop(heap)
+                        continue
+                    if since is None:
+                        self._blocked_since[group] = self.clock()
+                    break
+                k = len(heap)
+                if k > 1:  # the next-smallest head is a child of the root
+                    limit = (heap[1] if k == 2 or heap[1] < heap[2] else heap[2])[0] + skew
+                    j = at + 1
+                    while j < end and records[j][2] <= limit:
+                        j += 1
+                else:  # alone (or the last one left): all of it
+                    j = end
+                buf.at = j
+                buf.last = records[j - 1][2]
+                yield buf.handle, records[at:j] if (at or j < end) else records
+                if buf.at < end:
+                    heapreplace(heap, (records[buf.at][2], i, buf))
+                else:
+                    buf.records, buf.at = [], 0
+                    if not waited and behind(buf.tp):
+                        heapreplace(heap, (buf.last, n + i % n, buf))
+                    else:
+                        heappop(heap)
+
+
+def time_ordered(plan: PhysicalPlan) -> frozenset[int]:
+    """Sub-topologies whose partitions must be merged by timestamp: those whose repartition
+    topics lead, directly or through other sub-topologies, to a windowed aggregation.
+
+    Elsewhere the order in which partitions interleave changes no result that event time
+    defines (a plain table counts the same in any order), so each task runs its own inputs
+    in order and a one-input task its whole batches, which is cheaper.
+    """
+    readers = {t: sub.id for sub in plan.subtopologies for t in sub.source_topics}
+    windowed = {
+        sub.id
+        for sub in plan.subtopologies
+        if any(isinstance(s, lg.Aggregate) and s.window is not None for s in sub.steps)
+    }
+    feeds = {
+        sub.id: {readers[t] for _, t in sub.outputs if t in readers} for sub in plan.subtopologies
+    }
+    ordered: set[int] = set()
+    changed = True
+    while changed:  # at most one pass per sub-topology: the graph has no cycles
+        changed = False
+        for sub, targets in feeds.items():
+            if sub not in ordered and targets & (windowed | ordered):
+                ordered.add(sub)
+                changed = True
+    return frozenset(ordered)

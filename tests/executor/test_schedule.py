@@ -1,0 +1,311 @@
+"""Records run in timestamp order across input partitions, so in-order input is never late.
+
+Every input here is written before the worker starts (a catch-up: each partition holds many
+batches), which is where running one partition's whole batch after another made stream time
+behind a `key_by` jump ahead of the records still to come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+import zlib
+from collections import Counter
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import flowgraph as fg
+from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
+from flowgraph.runtime.state import open_backend
+from flowgraph.runtime.worker import Worker
+from planner import plan as make_plan
+from tests.window_oracle import AGGREGATIONS, Oracle, window_tuple
+
+KEEP = 1e12
+"""Retention: closed windows stay, so the final table holds every window."""
+
+
+def run_prewritten(
+    graph: fg.Graph, topic: str, records: list[tuple[Any, Any, float]], table: str, **settings: Any
+) -> tuple[fg.RunStats, dict[Any, Any], MemoryTransport]:
+    """Write ``(key, value, timestamp)`` records to `topic` (partitioned by key), then run a
+    worker until idle; its stats, the windows of `table` and the transport."""
+    plan = make_plan(graph)
+    transport = MemoryTransport()
+
+    async def main() -> tuple[fg.RunStats, dict[Any, Any]]:
+        worker = Worker(plan, transport, open_backend("memory://"), **settings)
+        await transport.create_topics(plan.topics)
+        kc, vc = worker.codecs[topic]
+        assert kc is not None and vc is not None
+        parts = plan.topic(topic).partitions
+        out = []
+        for k, v, ts in records:
+            kb = kc.encode(k)
+            out.append((zlib.crc32(kb) % parts, kb, vc.encode(v), ts, None))
+        transport.broker.append(topic, out)
+        await worker.start()
+        try:
+            stats = await worker.run(until_idle=True, idle_wait=0.0)
+            windows = {window_tuple(wk): v for wk, v in worker.table(table).windows().items()}
+        finally:
+            await worker.stop()
+        return stats, windows
+
+    stats, windows = asyncio.run(main())
+    return stats, windows, transport
+
+
+def keyed_count(partitions: int, spec: Any, key_fn: Any) -> fg.Graph:
+    g = fg.Graph("sched")
+    src = g.source("events", key_type=str, value_type=int, partitions=partitions)
+    src.key_by(key_fn, name="rekey").window(spec).count(name="counts")
+    return g
+
+
+def by_seven(v: int) -> str:
+    return f"k{v % 7}"
+
+
+def brute_force(records: list[tuple[Any, Any, float]], key_fn: Any, size: float) -> dict[Any, int]:
+    counts = Counter(
+        (key_fn(v), math.floor(t / size) * size, math.floor(t / size) * size + size)
+        for _, v, t in records
+    )
+    return dict(counts)
+
+
+IN_ORDER = [(f"user-{i % 101}", i, i * 0.75) for i in range(20_000)]
+"""20,000 records, timestamps in order (15,000 s, 50 windows of 300 s), over 4 partitions."""
+
+
+def test_in_order_records_after_a_key_by_are_never_late() -> None:
+    spec = fg.Tumbling(300, grace=30, retention=KEEP)
+    stats, windows, _ = run_prewritten(keyed_count(4, spec, by_seven), "events", IN_ORDER, "counts")
+    assert stats.events == 20_000
+    assert stats.late == 0
+    assert windows == brute_force(IN_ORDER, by_seven, 300)
+
+
+def test_a_skew_longer_than_the_grace_can_make_records_late() -> None:
+    """The trade-off of `max_skew`: a run may then pass a window's end plus grace."""
+    spec = fg.Tumbling(300, grace=30, retention=KEEP)
+    graph = keyed_count(4, spec, by_seven)
+    stats, *_ = run_prewritten(graph, "events", IN_ORDER, "counts", max_skew=math.inf)
+    assert stats.late > 0
+
+
+def test_fg_run_orders_a_bounded_source_by_its_extracted_timestamps() -> None:
+    g = fg.Graph("sched_run")
+    items = g.source_from(range(20_000), name="items", partitions=4, timestamp=lambda i: i * 0.75)
+    spec = fg.Tumbling(300, grace=30, retention=KEEP)
+    items.key_by(by_seven, name="rekey").window(spec).count(name="counts")
+    result = fg.run(g, max_batch=500)
+    assert result.stats.late == 0
+    windows = {window_tuple(wk): v for wk, v in result.table("counts").windows().items()}
+    assert windows == brute_force([(None, i, i * 0.75) for i in range(20_000)], by_seven, 300)
+
+
+KEY_FNS = {
+    "mod3": lambda v: f"k{v % 3}",
+    "mod7": by_seven,
+    "one": lambda v: "only",
+    "value": str,
+}
+
+
+@st.composite
+def in_order_inputs(draw: Any) -> list[tuple[str, int, float]]:
+    """Records with non-decreasing timestamps (ties included), keys spread over partitions."""
+    steps = draw(st.lists(st.sampled_from([0.0, 0.0, 0.25, 0.5, 1.0, 3.0]), max_size=300))
+    t, out = 0.0, []
+    for i, step in enumerate(steps):
+        t += step
+        out.append((f"s{draw(st.integers(0, 30))}", i, t))
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    records=in_order_inputs(),
+    partitions=st.integers(1, 6),
+    key=st.sampled_from(sorted(KEY_FNS)),
+    size=st.sampled_from([1.0, 2.5, 10.0]),
+    max_batch=st.integers(1, 40),
+)
+def test_in_order_input_with_no_grace_is_never_late(
+    records: list[tuple[str, int, float]], partitions: int, key: str, size: float, max_batch: int
+) -> None:
+    key_fn = KEY_FNS[key]
+    spec = fg.Tumbling(size, retention=KEEP)
+    graph = keyed_count(partitions, spec, key_fn)
+    stats, windows, _ = run_prewritten(graph, "events", records, "counts", max_batch=max_batch)
+    oracle = Oracle(spec, AGGREGATIONS["count"])
+    for _, v, t in records:
+        oracle.send(key_fn(v), t, v)
+    assert stats.late == 0
+    assert windows == oracle.held
+
+
+# -- the source timestamp= extractor -------------------------------------------------------
+
+
+def event_time(reading: dict[str, Any]) -> Any:
+    return reading["ts"]
+
+
+def stamped_graph() -> fg.Graph:
+    g = fg.Graph("stamped")
+    src = g.source("readings", key_type=str, value_type="auto", timestamp=event_time)
+    src.to("copies")
+    src.key_by(lambda r: r["zone"], name="rekey").window(fg.Tumbling(10, retention=KEEP)).count(
+        name="counts"
+    )
+    return g
+
+
+def test_the_extracted_timestamp_places_windows_and_stamps_written_records() -> None:
+    base = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    records = [
+        ("a", {"zone": "z1", "ts": 5.0}, 999_999.0),
+        ("b", {"zone": "z1", "ts": 12}, 0.0),
+        ("c", {"zone": "z2", "ts": base}, 0.0),
+    ]
+    stats, windows, transport = run_prewritten(stamped_graph(), "readings", records, "counts")
+    start = base.timestamp()
+    assert windows == {("z1", 0.0, 10.0): 1, ("z1", 10.0, 20.0): 1, ("z2", start, start + 10): 1}
+    assert sorted(m[2] for m in transport.broker.records("copies")) == [5.0, 12.0, start]
+    assert stats.dead_letters == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ({"zone": "z1"}, "raised KeyError('ts')"),
+        ({"zone": "z1", "ts": "noon"}, "returned 'noon' (str)"),
+        ({"zone": "z1", "ts": math.nan}, "returned nan (float)"),
+        ({"zone": "z1", "ts": -1}, "returned -1 (int)"),
+        ({"zone": "z1", "ts": True}, "returned True (bool)"),
+    ],
+)
+def test_a_record_with_no_usable_timestamp_goes_to_the_dead_letter_topic(
+    value: dict[str, Any], why: str
+) -> None:
+    records = [("a", {"zone": "z1", "ts": 1.0}, 0.0), ("b", value, 0.0), ("c", value, 0.0)]
+    records.append(("d", {"zone": "z1", "ts": 2.0}, 0.0))
+    graph = stamped_graph()
+    stats, windows, transport = run_prewritten(graph, "readings", records, "counts")
+    assert windows == {("z1", 0.0, 10.0): 2}
+    assert stats.dead_letters == 2
+    letters = transport.broker.records(make_plan(graph).dlq)
+    assert len(letters) == 2
+    headers = dict(letters[0][4])
+    message = headers["error.message"].decode()
+    where = f"{__name__}.event_time line {event_time.__code__.co_firstlineno}"
+    assert message == (
+        f"source 'readings' timestamp= {where} "
+        f"{why}; an event time must be seconds since the epoch (a finite int or float, not "
+        "negative) or a datetime; fix the function or the record"
+    )
+    assert headers["error.step"] == b"readings"
+    assert letters[0][1] is not None  # the value as it was read, not re-encoded
+
+
+def test_dead_letters_that_end_a_partition_are_committed() -> None:
+    """A bad record last in its partition is not read (and dead-lettered) again."""
+    graph = stamped_graph()
+    records = [("a", {"zone": "z1", "ts": 1.0}, 0.0), ("b", {"zone": "z1"}, 0.0)]
+    _, _, transport = run_prewritten(graph, "readings", records, "counts")
+    committed = transport.broker.committed["stamped"]
+    parts = {tp: o for tp, o in committed.items() if tp[0] == "readings"}
+    assert sum(parts.values()) == 2
+
+
+# -- what is buffered is neither processed nor committed -----------------------------------
+
+
+def test_max_events_leaves_buffered_records_to_the_next_run() -> None:
+    """A run stopped by `max_events` commits only what it processed; the next run reads the
+    rest (fetched and buffered by the first, not processed) and the counts come out exact."""
+    spec = fg.Tumbling(300, grace=30, retention=KEEP)
+    graph = keyed_count(4, spec, by_seven)
+    plan = make_plan(graph)
+    broker = MemoryBroker()
+    records = IN_ORDER[:4_000]
+
+    async def run(max_events: int | None) -> tuple[fg.RunStats, dict[Any, Any]]:
+        transport = MemoryTransport(broker)
+        worker = Worker(plan, transport, open_backend("memory://"), max_batch=300)
+        await transport.create_topics(plan.topics)
+        if max_events is not None:  # the first run writes the input
+            kc, vc = worker.codecs["events"]
+            assert kc is not None and vc is not None
+            transport.broker.append(
+                "events",
+                [
+                    (zlib.crc32(kc.encode(k)) % 4, kc.encode(k), vc.encode(v), t, None)
+                    for k, v, t in records
+                ],
+            )
+        await worker.start()
+        try:
+            stats = await worker.run(until_idle=True, idle_wait=0.0, max_events=max_events)
+            windows = {window_tuple(wk): v for wk, v in worker.table("counts").windows().items()}
+        finally:
+            await worker.stop()
+        return stats, windows
+
+    first, _ = asyncio.run(run(1_234))
+    assert first.events == 1_234
+    committed = broker.committed["sched"]
+    assert sum(o for (t, _), o in committed.items() if t == "events") == 1_234
+    second, windows = asyncio.run(run(None))
+    assert second.events == len(records) - 1_234
+    assert first.late == second.late == 0
+    # the second run restored the first one's windows from the changelogs: nothing is
+    # missing (records buffered by the first run) and nothing counted twice
+    assert windows == brute_force(records, by_seven, 300)
+
+
+def test_revoked_partitions_drop_their_buffers() -> None:
+    spec = fg.Tumbling(300, grace=30, retention=KEEP)
+    plan = make_plan(keyed_count(4, spec, by_seven))
+    transport = MemoryTransport()
+
+    async def main() -> None:
+        worker = Worker(plan, transport, open_backend("memory://"), max_batch=100)
+        await transport.create_topics(plan.topics)
+        kc, vc = worker.codecs["events"]
+        assert kc is not None and vc is not None
+        transport.broker.append(
+            "events",
+            [
+                (zlib.crc32(kc.encode(k)) % 4, kc.encode(k), vc.encode(v), t, None)
+                for k, v, t in IN_ORDER[:2_000]
+            ],
+        )
+        await worker.start()
+        await worker.step(budget=10)  # fetches 100 per partition, runs 10
+        held = [tp for tp in worker.tasks if worker.schedule.held(tp)]
+        assert held
+        await worker._on_revoked(frozenset(held))
+        assert not any(worker.schedule.held(tp) for tp in held)
+        committed = transport.broker.committed["sched"]
+        assert sum(committed.get(tp, 0) for tp in held) <= 10  # what ran, nothing buffered
+        await worker.stop()
+
+    asyncio.run(main())
+
+
+def test_scheduling_settings_out_of_range_are_one_sentence() -> None:
+    plan = make_plan(keyed_count(2, fg.Tumbling(10), by_seven))
+    with pytest.raises(fg.ConfigurationError, match="max_skew must be a number of seconds >= 0"):
+        Worker(plan, MemoryTransport(), open_backend("memory://"), max_skew=-1)
+    with pytest.raises(fg.ConfigurationError, match="max_batch must be a positive int"):
+        Worker(plan, MemoryTransport(), open_backend("memory://"), max_batch=0)
+    with pytest.raises(fg.ConfigurationError, match="max_idle must be"):
+        fg.run(keyed_count(2, fg.Tumbling(10), by_seven), max_idle=math.nan)

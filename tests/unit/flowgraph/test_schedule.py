@@ -1,0 +1,139 @@
+"""`Schedule`: fetched records handed out in timestamp order across partitions, in runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flowgraph as fg
+from flowgraph.runtime.schedule import Schedule, time_ordered
+
+
+def recs(*times: float, start: int = 0) -> list[Any]:
+    return [(None, i, t, start + i, None) for i, t in enumerate(times)]
+
+
+def caught_up(tp: Any) -> bool:
+    return False
+
+
+def order(schedule: Schedule, behind: Any = caught_up) -> list[tuple[str, list[float]]]:
+    return [(tp[0], [m[2] for m in run]) for tp, run in schedule.runs(behind)]
+
+
+def two(**settings: Any) -> Schedule:
+    s = Schedule(capacity=10, **settings)
+    s.assign(("a", 0), 0)
+    s.assign(("b", 0), 0)
+    return s
+
+
+def test_runs_go_by_smallest_head_and_ties_run_together() -> None:
+    s = two()
+    s.add(("a", 0), recs(1, 2, 2, 5))
+    s.add(("b", 0), recs(2, 3, 9))
+    assert order(s) == [("a", [1, 2, 2]), ("b", [2, 3]), ("a", [5]), ("b", [9])]
+    assert not s.pending()
+
+
+def test_skew_makes_runs_longer() -> None:
+    s = two(max_skew=3.0)
+    s.add(("a", 0), recs(1, 2, 4, 5, 6))
+    s.add(("b", 0), recs(2, 3))
+    assert order(s) == [("a", [1, 2, 4, 5]), ("b", [2, 3]), ("a", [6])]
+
+
+def test_a_partition_alone_runs_its_whole_buffer() -> None:
+    s = Schedule(capacity=10)
+    s.assign(("a", 0), 0)
+    s.add(("a", 0), recs(5, 1, 3))
+    assert order(s) == [("a", [5, 1, 3])]
+
+
+def test_groups_are_merged_apart() -> None:
+    s = Schedule(capacity=10)
+    s.assign(("a", 0), "first")
+    s.assign(("r", 0), "second")
+    s.add(("a", 0), recs(5, 6))
+    s.add(("r", 0), recs(1))
+    assert order(s) == [("a", [5, 6]), ("r", [1])]
+
+
+def test_an_empty_partition_with_more_to_fetch_holds_its_group_back_until_max_idle() -> None:
+    now = [0.0]
+    s = two(max_idle=1.0, clock=lambda: now[0])
+    s.add(("a", 0), recs(1, 2))
+
+    def b_behind(tp: Any) -> bool:
+        return tp == ("b", 0)
+
+    assert order(s, b_behind) == []
+    now[0] = 0.5
+    assert order(s, b_behind) == []
+    now[0] = 1.0
+    assert order(s, b_behind) == [("a", [1, 2])]
+
+
+def test_a_run_that_empties_a_partition_with_more_to_fetch_stops_the_group() -> None:
+    s = two()
+    s.add(("a", 0), recs(1, 4))
+    s.add(("b", 0), recs(2, 3))
+    fetched_b = [False]
+
+    def behind(tp: Any) -> bool:
+        return tp == ("b", 0) and not fetched_b[0]
+
+    assert order(s, behind) == [("a", [1]), ("b", [2, 3])]
+    fetched_b[0] = True
+    s.add(("b", 0), recs(3.5, start=2))
+    assert order(s, behind) == [("b", [3.5]), ("a", [4])]
+
+
+def test_a_dry_partition_lets_the_others_run_up_to_its_last_timestamp() -> None:
+    """Its next record is no older than its last (a partition's records come in order), so
+    records up to that time, ties included, run before the group waits for the fetch."""
+    s = two()
+    s.add(("a", 0), recs(1, 2))
+    s.add(("b", 0), recs(2, 5))
+
+    def behind(tp: Any) -> bool:
+        return True
+
+    assert order(s, behind) == [("a", [1, 2]), ("b", [2])]
+    assert order(s, behind) == []  # still waiting for a's next records
+
+
+def test_give_back_returns_the_tail_of_the_last_run() -> None:
+    s = two()
+    s.add(("a", 0), recs(1, 1, 1))
+    for tp, run in s.runs(caught_up):
+        assert (tp, len(run)) == (("a", 0), 3)
+        s.give_back(tp, 2)
+        break
+    assert s.held(("a", 0)) == 2
+    assert [m[3] for _, run in s.runs(caught_up) for m in run] == [1, 2]
+
+
+def test_wanted_lists_partitions_below_capacity_and_drop_forgets_them() -> None:
+    s = Schedule(capacity=2)
+    s.assign(("a", 0), 0)
+    s.assign(("a", 1), 0)
+    s.add(("a", 0), recs(1, 2))
+    assert s.wanted() == [("a", 1)]
+    s.drop([("a", 0)])
+    assert s.wanted() == [("a", 1)]
+    assert not s.pending()
+    s.add(("a", 0), recs(3))  # revoked since the fetch: ignored
+    assert not s.pending()
+
+
+def test_partitions_are_merged_where_their_order_reaches_windows() -> None:
+    g = fg.Graph("chain")
+    src = g.source("a", value_type=int, partitions=4)
+    tally = src.key_by(str, name="first").count(name="tally")  # no windows here...
+    second = tally.changes().key_by(lambda n: n % 3, name="second")
+    second.window(fg.Tumbling(1)).count(name="windowed")  # ...but downstream
+    src.key_by(lambda v: v % 5, name="other").count(name="plain")
+    plan = g.plan()
+    readers = {t: sub.id for sub in plan.subtopologies for t in sub.source_topics}
+    assert time_ordered(plan) == {readers["a"], readers["chain-first-repartition"]}
+    assert readers["chain-other-repartition"] not in time_ordered(plan)
