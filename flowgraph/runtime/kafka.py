@@ -65,10 +65,18 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 class KafkaConsumer:
     """A member of the graph's consumer group (the `Consumer` protocol over aiokafka)."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, written: Mapping[TP, int]) -> None:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        written: Mapping[TP, int],
+        admin: AIOKafkaAdminClient,
+        group: str,
+    ) -> None:
         self._consumer = consumer
         self._written = written
         """End offsets this process's own writes reached, which a fetch may not show yet."""
+        self._admin = admin
+        self._group = group
 
     def assignment(self) -> frozenset[TP]:
         """Partitions this member owns now."""
@@ -95,11 +103,12 @@ class KafkaConsumer:
         return None if high is None else int(high)
 
     async def caught_up(self) -> bool:
-        """True when this member owns partitions and has read each to its high watermark."""
-        parts = self._consumer.assignment()
-        if not parts:
-            return False
-        for part in parts:
+        """True when this member has read each partition it owns to its high watermark.
+
+        True as well when it owns none (yet): whether the run may stop is then the group's
+        question (see `flowgraph.runtime.idle`).
+        """
+        for part in self._consumer.assignment():
             high = self._consumer.highwater(part)
             if high is None:
                 return False
@@ -119,6 +128,18 @@ class KafkaConsumer:
         """The group's committed offset of `tp`, or None."""
         result = await self._consumer.committed(TopicPartition(*tp))
         return None if result is None else int(result)
+
+    async def group_offsets(self, tps: Sequence[TP]) -> dict[TP, int | None]:
+        """The group's committed offsets of `tps`, in one OffsetFetch through the admin client.
+
+        The admin client asks the coordinator directly, so this works for partitions other
+        members own and while this member is joining or restoring.
+        """
+        found = await self._admin.list_consumer_group_offsets(
+            self._group, partitions=[TopicPartition(*tp) for tp in tps]
+        )
+        offsets = {(tp.topic, tp.partition): int(meta.offset) for tp, meta in found.items()}
+        return {tp: o if (o := offsets.get(tp, -1)) >= 0 else None for tp in tps}
 
     async def stop(self) -> None:
         """Leave the group (partitions move to the other members at once)."""
@@ -179,11 +200,14 @@ class KafkaTransport:
         self.servers = servers
         self.url = f"kafka://{servers}"
         self.session_timeout_ms = session_timeout_ms
+        self.session_timeout = session_timeout_ms / 1000
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.connect_timeout = connect_timeout
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._reader: AIOKafkaConsumer | None = None
+        self._ends_reader: AIOKafkaConsumer | None = None
+        """Reads end offsets for `end_offsets`, apart from `_reader`, which a restore may hold."""
         self._buffers: dict[str, list[_PartitionBuffer]] = {}
         self._partitions: dict[str, int] = {}
         self._written: dict[TP, int] = {}
@@ -239,11 +263,12 @@ class KafkaTransport:
         finally:
             if self._producer is not None:
                 await self._producer.stop()
-            if self._reader is not None:
-                await self._reader.stop()
+            for reader in (self._reader, self._ends_reader):
+                if reader is not None:
+                    await reader.stop()
             if self._admin is not None:
                 await self._admin.close()
-            self._producer = self._admin = self._reader = None
+            self._producer = self._admin = self._reader = self._ends_reader = None
 
     # -- topics --------------------------------------------------------------------------
 
@@ -311,7 +336,8 @@ class KafkaTransport:
             topics=list(topics),
             listener=_Listener(on_assigned or nothing, on_revoked or nothing),
         )
-        return KafkaConsumer(consumer, self._written)
+        assert self._admin is not None
+        return KafkaConsumer(consumer, self._written, self._admin, group)
 
     # -- producing -----------------------------------------------------------------------
 
@@ -397,6 +423,43 @@ class KafkaTransport:
                     f"partition {tp[1]} within {END_OFFSET_TIMEOUT:.0f} s; is it overloaded?"
                 )
                 raise ConfigurationError(msg)
+
+    async def end_offsets(self, tps: Sequence[TP]) -> dict[TP, int]:
+        """`end_offset` of each of `tps`, from one fetch's high watermarks.
+
+        Uses a reader of its own, so it can run while a restore reads a changelog. Every call
+        assigns the partitions afresh, and aiokafka keeps high watermarks per assignment, so
+        only a fetch made for this call can answer.
+        """
+        if self._ends_reader is None:
+            self._ends_reader = AIOKafkaConsumer(
+                bootstrap_servers=self.servers,
+                enable_auto_commit=False,
+                group_id=None,
+                fetch_max_wait_ms=20,
+            )
+            await self._ends_reader.start()
+        reader = self._ends_reader
+        parts = [TopicPartition(*tp) for tp in tps]
+        reader.assign(parts)
+        await reader.seek_to_end(*parts)  # ListOffsets: at or a little before the end
+        near = {part: await reader.position(part) for part in parts}
+        deadline = time.monotonic() + END_OFFSET_TIMEOUT
+        while True:
+            missing = [part for part in parts if reader.highwater(part) is None]
+            if not missing:
+                break
+            if time.monotonic() > deadline:
+                msg = (
+                    f"Kafka at {self.servers!r} did not answer a fetch of {len(missing)} "
+                    f"partitions within {END_OFFSET_TIMEOUT:.0f} s; is it overloaded?"
+                )
+                raise ConfigurationError(msg)
+            await reader.getmany(*missing, timeout_ms=HIGHWATER_POLL_MS, max_records=1)
+        return {
+            (part.topic, part.partition): max(int(near[part]), int(reader.highwater(part)))
+            for part in parts
+        }
 
     async def read(self, tp: TP, start: int, end: int) -> list[Message]:
         """Records of `tp` with offsets in ``[start, end)`` (compacted topics may have gaps)."""

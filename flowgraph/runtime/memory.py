@@ -177,7 +177,7 @@ class MemoryConsumer:
         return self._broker.logs[tp[0]][tp[1]].end
 
     async def caught_up(self) -> bool:
-        """True when every partition is read to its end."""
+        """True when every partition is read to its end (this member owns them all)."""
         logs = self._broker.logs
         return all(
             max(self._positions[tp], getattr(part, "base", 0)) >= part.end
@@ -193,6 +193,10 @@ class MemoryConsumer:
         """The committed offset of `tp`, or None."""
         return self._committed.get(tp)
 
+    async def group_offsets(self, tps: Sequence[TP]) -> dict[TP, int | None]:
+        """The committed offsets of `tps` (None where none)."""
+        return {tp: self._committed.get(tp) for tp in tps}
+
     async def stop(self) -> None:
         """Nothing to leave in one process."""
 
@@ -201,6 +205,7 @@ class MemoryTransport:
     """`memory://`: the embedded default; pass a `MemoryBroker` to share logs between runs."""
 
     in_process = True
+    session_timeout = 0.0
 
     def __init__(self, broker: MemoryBroker | None = None) -> None:
         self.url = "memory://"
@@ -281,3 +286,7 @@ class MemoryTransport:
     async def end_offset(self, tp: TP) -> int:
         """The offset the next record of `tp` will get."""
         return self.broker.logs[tp[0]][tp[1]].end
+
+    async def end_offsets(self, tps: Sequence[TP]) -> dict[TP, int]:
+        """The end offset of each of `tps`."""
+        return {tp: self.broker.logs[tp[0]][tp[1]].end for tp in tps}
