@@ -17,6 +17,7 @@ from flowgraph.errors import ConfigurationError as ConfigurationError
 from flowgraph.errors import FlowgraphError as FlowgraphError
 from flowgraph.errors import GraphDefinitionError as GraphDefinitionError
 from flowgraph.errors import GraphValidationError as GraphValidationError
+from flowgraph.errors import GroupStalledError as GroupStalledError
 from flowgraph.errors import PlanningError as PlanningError
 from flowgraph.errors import RuntimeFailure as RuntimeFailure
 from flowgraph.errors import SerializationError as SerializationError
@@ -36,6 +37,7 @@ __all__ = [
     "Graph",
     "GraphDefinitionError",
     "GraphValidationError",
+    "GroupStalledError",
     "Hopping",
     "Plan",
     "PlanningError",

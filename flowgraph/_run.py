@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import attrs
 
 from flowgraph._graph import Graph
+from flowgraph.errors import GroupStalledError
 from flowgraph.runtime import open_transport
 from flowgraph.runtime.state import open_backend
 from flowgraph.runtime.worker import RunStats, Worker
@@ -64,6 +65,7 @@ async def run_async(
     on_worker: Callable[[Worker], None] | None = None,
     commit_every: int | None = None,
     commit_interval: float | None = None,
+    stall_timeout: float | None = None,
 ) -> RunResult:
     """Async form of `run`, for callers that already have an event loop.
 
@@ -87,12 +89,22 @@ async def run_async(
         await worker.start()
         if on_start is not None:
             on_start(worker)
-        await worker.run(until_idle=idle_ends, max_events=max_events, stop=stop)
+        stalled: GroupStalledError | None = None
+        try:
+            await worker.run(
+                until_idle=idle_ends, max_events=max_events, stop=stop, stall_timeout=stall_timeout
+            )
+        except GroupStalledError as exc:
+            stalled = exc
         tables = {s.step: worker.table(s.step) for s in plan.stores}
         counts = worker.step_counts()
     finally:
         await worker.stop()
-    return RunResult(stats=worker.stats, tables=tables, step_counts=counts)
+    result = RunResult(stats=worker.stats, tables=tables, step_counts=counts)
+    if stalled is not None:
+        stalled.result = result  # what this worker did, for a summary next to the error
+        raise stalled
+    return result
 
 
 def run(
@@ -106,11 +118,16 @@ def run(
     on_worker: Callable[[Worker], None] | None = None,
     commit_every: int | None = None,
     commit_interval: float | None = None,
+    stall_timeout: float | None = None,
 ) -> RunResult:
     """Run `graph` until it is idle (memory://, or `until_idle=True`), `max_events`, or a signal.
 
     SIGINT and SIGTERM stop it cleanly: the current batch finishes, state is flushed and
-    offsets are committed.
+    offsets are committed. On Kafka, idle means the whole consumer group is done: every
+    partition of every input topic, repartition topics included, consumed and committed.
+    When the group makes no progress for `stall_timeout` seconds (default: three session
+    timeouts, at least 30 s), an until-idle run stops and raises `GroupStalledError`, which
+    says what is left and holds this worker's `RunResult` in its `result`.
     """
 
     async def main() -> RunResult:
@@ -135,6 +152,7 @@ def run(
                 on_worker=on_worker,
                 commit_every=commit_every,
                 commit_interval=commit_interval,
+                stall_timeout=stall_timeout,
             )
         finally:
             for sig in installed:

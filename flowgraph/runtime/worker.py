@@ -23,9 +23,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from flowgraph.errors import GroupStalledError
 from flowgraph.runtime.codecs import codec_or, topic_codecs
 from flowgraph.runtime.collector import quiet_gc
 from flowgraph.runtime.feeder import Feeder
+from flowgraph.runtime.idle import CHECK_INTERVAL, GroupIdle, default_stall_timeout
 from flowgraph.runtime.recovery import POSITION_HEADER, Recovery, encode_position
 from flowgraph.runtime.state.base import Entry, StateBackend, StorePartition
 from flowgraph.runtime.stats import RunStats
@@ -234,30 +236,69 @@ class Worker:
         max_events: int | None = None,
         stop: asyncio.Event | None = None,
         idle_wait: float = 0.05,
+        stall_timeout: float | None = None,
     ) -> RunStats:
         """Process batches until stopped, idle (if asked) or `max_events` source records.
 
-        Whatever ends the run, everything processed is committed before this returns.
+        Idle means the whole group is done: every input partition consumed and committed by
+        the group (`flowgraph.runtime.idle`); on an in-process transport this worker is the
+        whole group. When the group makes no progress for `stall_timeout` seconds (default:
+        `default_stall_timeout` of the session timeout) an until-idle run gives up with
+        `GroupStalledError`. Whatever ends the run, everything processed is committed first.
         """
+        group = None
+        if until_idle and not self.transport.in_process:
+            group = self._group_idle(stall_timeout)
+        checked, restored = -CHECK_INTERVAL, 0
+        stalled: GroupStalledError | None = None
         with quiet_gc():
             while stop is None or not stop.is_set():
                 if max_events is not None and self.stats.events >= max_events:
                     break
                 budget = None if max_events is None else max_events - self.stats.events
                 wait = 0.0 if self.transport.in_process else idle_wait
-                if not await self.step(budget, wait):
-                    async with self._lock:
-                        await self.commit()
-                    if (
-                        until_idle
-                        and all(f.done for f in self._feeders)
-                        and await self._consumer_caught_up()
-                    ):
-                        break
-                    if self.transport.in_process:
-                        await asyncio.sleep(idle_wait)
+                if await self.step(budget, wait):
+                    if group is not None:
+                        group.progressed()
+                    continue
+                async with self._lock:
+                    await self.commit()
+                if until_idle and all(f.done for f in self._feeders):
+                    if group is None:  # in process: one member, owning every partition
+                        if await self._consumer_caught_up():
+                            break
+                    elif time.monotonic() - checked >= CHECK_INTERVAL:
+                        checked = time.monotonic()
+                        if self.stats.restored != restored:
+                            restored = self.stats.restored
+                            group.progressed()
+                        if await self._consumer_caught_up():
+                            if await group.check():
+                                break
+                            if group.stalled():
+                                stalled = group.error()
+                                break
+                if self.transport.in_process:
+                    await asyncio.sleep(idle_wait)
             await self.commit()
+        if stalled is not None:
+            raise stalled
         return self.stats
+
+    def _group_idle(self, stall_timeout: float | None) -> GroupIdle:
+        """The group check over every input partition: source and repartition topics."""
+        assert self._consumer is not None, "start() first"
+        inputs = dict.fromkeys(t for sub in self.plan.subtopologies for t in sub.source_topics)
+        partitions = [(t, p) for t in inputs for p in range(self.plan.topic(t).partitions)]
+        if stall_timeout is None:
+            stall_timeout = default_stall_timeout(self.transport.session_timeout)
+        return GroupIdle(
+            self.plan.graph_id,
+            partitions,
+            self.transport.end_offsets,
+            self._consumer.group_offsets,
+            stall_timeout=stall_timeout,
+        )
 
     async def step(self, budget: int | None = None, timeout: float = 0.0) -> bool:
         """Fetch and process one batch from every partition that has records; False if none.
@@ -319,7 +360,7 @@ class Worker:
             os.kill(os.getpid(), signal.SIGKILL)
 
     async def _consumer_caught_up(self) -> bool:
-        """True when every assigned partition has been read to its end."""
+        """True when every assigned partition has been read to its end (or none is)."""
         assert self._consumer is not None
         return await self._consumer.caught_up()
 

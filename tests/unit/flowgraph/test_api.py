@@ -12,6 +12,7 @@ PUBLIC = [
     "Graph",
     "GraphDefinitionError",
     "GraphValidationError",
+    "GroupStalledError",
     "Hopping",
     "Plan",
     "PlanningError",
