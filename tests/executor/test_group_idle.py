@@ -152,30 +152,31 @@ class Member(MemoryTransport):
     in_process = False
     session_timeout = 0.1
 
-    def __init__(self, broker: MemoryBroker, partitions: set[int]) -> None:
+    def __init__(self, broker: MemoryBroker, partitions: set[int], fetch_time: float) -> None:
         super().__init__(broker)
         self.partitions = partitions
+        self.fetch_time = fetch_time
 
     async def consumer(
         self, group: str, topics: Sequence[str], on_assigned: Any = None, on_revoked: Any = None
     ) -> MemoryConsumer:
-        return _Owning(self.broker, group, topics, self.partitions, on_assigned)
+        return _Owning(self, group, topics, on_assigned)
 
 
 class _Owning(MemoryConsumer):
     def __init__(
-        self, broker: MemoryBroker, group: str, topics: Sequence[str], parts: set[int],
-        on_assigned: Any,
+        self, member: Member, group: str, topics: Sequence[str], on_assigned: Any
     ) -> None:
-        super().__init__(broker, group, topics)
-        self._tps = [tp for tp in self._tps if tp[1] in parts]
+        super().__init__(member.broker, group, topics)
+        self._tps = [tp for tp in self._tps if tp[1] in member.partitions]
         self._on_assigned = on_assigned
+        self._fetch_time = member.fetch_time
 
     async def getmany(self, max_records: int, timeout: float = 0.0) -> dict[TP, list[Any]]:
         if self._on_assigned is not None:
             assigned, self._on_assigned = self._on_assigned, None
             await assigned(self.assignment())
-        await asyncio.sleep(0)  # let the other member run, as a fetch would
+        await asyncio.sleep(self._fetch_time)  # the other member runs meanwhile
         return await super().getmany(max_records, timeout)
 
 
@@ -183,17 +184,21 @@ def urls(n: int) -> list[str]:
     return [f"/page/{i % 37}" for i in range(n)]
 
 
-def write_clicks(broker: MemoryBroker, clicks: list[str]) -> None:
+def write_clicks(broker: MemoryBroker, clicks: list[str], *, skew: int = 1) -> None:
+    """Clicks over the source partitions; partitions 2 and 3 get `skew` times as many."""
+    spread = [0, 1] + [2, 3] * skew
     broker.ensure("gi-clicks", PARTS)
     broker.append(
-        "gi-clicks", [(i % PARTS, f"user-{i}".encode(), u.encode(), 0.0, None)
+        "gi-clicks", [(spread[i % len(spread)], f"user-{i}".encode(), u.encode(), 0.0, None)
                       for i, u in enumerate(clicks)],
     )
 
 
-async def member(broker: MemoryBroker, partitions: set[int], **run: Any) -> Worker:
-    worker = Worker(make_graph().plan(), Member(broker, partitions), open_backend("memory://"),
-                    max_batch=50, commit_every=100)
+async def member(
+    broker: MemoryBroker, partitions: set[int], fetch_time: float = 0.0, **run: Any
+) -> Worker:
+    worker = Worker(make_graph().plan(), Member(broker, partitions, fetch_time),
+                    open_backend("memory://"), max_batch=50, commit_every=100)
     await worker.start()
     try:
         await worker.run(until_idle=True, idle_wait=0.001, **run)
@@ -213,16 +218,17 @@ def left_in(broker: MemoryBroker) -> dict[TP, int]:
 
 
 def test_two_members_started_together_both_stop_only_when_the_group_is_done() -> None:
-    """Each member reads its own partitions quickly, but the other's key_by writes keep
-    landing in them: a member that stopped at its own ends would leave those unprocessed."""
+    """The first member reads its own source partitions soon, but the slower other's key_by
+    writes keep landing in its repartition partitions: stopping at its own ends would leave
+    those unprocessed."""
     broker = MemoryBroker()
     clicks = urls(3_000)
-    write_clicks(broker, clicks)
+    write_clicks(broker, clicks, skew=4)
 
     async def both() -> list[Worker]:
         return list(await asyncio.gather(
             member(broker, {0, 1}, stall_timeout=5.0),
-            member(broker, {2, 3}, stall_timeout=5.0),
+            member(broker, {2, 3}, fetch_time=0.002, stall_timeout=5.0),
         ))
 
     workers = asyncio.run(both())
