@@ -10,6 +10,7 @@ those of test_kafka.py and kafka_jobs.py.
 
 from __future__ import annotations
 
+import random
 import re
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 from tests.integration.test_kafka import (
     FAST_GROUP,
     ROOT,
+    Click,
     Done,
     Job,
     assert_exact,
@@ -29,6 +31,7 @@ from tests.integration.test_kafka import (
     high_watermarks,
     make_clicks,
     owned,
+    partition_of,
     start_worker,
     stop_all,
     wait_for,
@@ -43,56 +46,78 @@ pytestmark = pytest.mark.integration
 RECORDS = 20_000
 
 
-def run_together(cmds: list[list[str]], timeout: float = 120.0) -> list[Done]:
-    """Start every command at once and wait for all of them."""
-    started = time.monotonic()
-    procs = [
-        subprocess.Popen(
-            cmd, cwd=ROOT, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )
-        for cmd in cmds
-    ]
-    try:
-        outs = [proc.communicate(timeout=timeout) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    took = time.monotonic() - started
-    return [
-        Done(proc.returncode, out, err, took) for proc, (out, err) in zip(procs, outs, strict=True)
-    ]
+def skewed(clicks: list[Click], heavy: tuple[int, ...] = (0,), share: float = 0.85) -> list[Click]:
+    """The same clicks under user names that put `share` of them in the `heavy` partitions
+    (of 4, keyed by user): the member that owns the others runs out of source records early
+    and then only waits for repartition records."""
+    rng = random.Random(5)
+    light = [p for p in range(4) if p not in heavy]
+    out = []
+    for click in clicks:
+        want = rng.choice(heavy if rng.random() < share else light)
+        user, n = click.user, 0
+        while partition_of(user, 4) != want:
+            n += 1
+            user = f"{click.user}.{n}"
+        out.append(Click(click.url, user, click.ts))
+    return out
+
+
+def left_in_group(kafka: Broker, job: Job) -> dict[str, int]:
+    """Per input topic (source, repartition): records the group has not committed."""
+    left = {}
+    for topic in (job.topic, f"{job.graph_id}-by_url-repartition"):
+        ends = high_watermarks(kafka, topic)
+        done = committed(kafka, job.graph_id, topic, job.partitions)
+        left[topic] = sum(ends.values()) - sum(done.values())
+    return left
 
 
 @pytest.mark.slow
 def test_two_workers_started_together_stop_when_the_group_is_done(
     kafka: Broker, tmp_path: Path
 ) -> None:
-    job = Job.new("idle-two", factory="make_repartition_graph")
-    clicks = make_clicks(RECORDS, seed=11)
+    """One worker gets few source records and soon has read its own partitions, while the
+    other keeps writing repartition records for it for seconds: it must wait for the group.
+    When the first worker exits, the group must have committed every input record."""
+    job = Job.new("idle-two", factory="make_slow_repartition_graph")
+    clicks = skewed(make_clicks(RECORDS, seed=11))
     write_input(kafka, job.topic, clicks, key="user")  # not keyed by URL: a repartition
     broker = f"{kafka.url}?{FAST_GROUP}"
-    # small commits, so each worker writes repartition records for the other all along
-    cmds = [
-        worker_cmd(job.target, broker, tmp_path / f"w{i}", "--until-idle", "--commit-every",
-                   "2000")
+    started = time.monotonic()
+    procs = [
+        subprocess.Popen(
+            worker_cmd(job.target, broker, tmp_path / f"w{i}", "--until-idle"),
+            cwd=ROOT, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in (1, 2)
     ]
-    done = run_together(cmds)
+    try:
+        while all(proc.poll() is None for proc in procs):
+            assert time.monotonic() - started < 120, "no worker stopped in 120 s"
+            time.sleep(0.05)
+        first = time.monotonic() - started
+        left_at_first_exit = left_in_group(kafka, job)
+        outs = [proc.communicate(timeout=60) for proc in procs]
+    finally:
+        stop_all(procs)
+    took = time.monotonic() - started
+    done = [
+        Done(proc.returncode, out, err, took) for proc, (out, err) in zip(procs, outs, strict=True)
+    ]
     for d in done:
         assert d.returncode == 0, d.why()
         assert "Traceback" not in d.stderr, d.why()
-    events = [d.summary_number("events") for d in done]
-    assert sum(events) == RECORDS, events
-
-    repartition = f"{job.graph_id}-by_url-repartition"
-    for topic in (job.topic, repartition):
-        ends = high_watermarks(kafka, topic)
-        assert committed(kafka, job.graph_id, topic, job.partitions) == ends, topic
+    events = sorted(d.summary_number("events") for d in done)
+    print(
+        f"[kafka] two until-idle workers, events {events}: first stopped after {first:.1f} s "
+        f"with {left_at_first_exit} left, both after {took:.1f} s"
+    )
+    assert sum(events) == RECORDS
+    assert set(left_at_first_exit.values()) == {0}, left_at_first_exit
+    assert set(left_in_group(kafka, job).values()) == {0}
     assert_exact(job, kafka, tmp_path, counts(clicks))
-    print(f"[kafka] two until-idle workers: events {events}, both done in {done[0].seconds:.1f} s")
 
 
 @pytest.mark.slow
