@@ -38,6 +38,12 @@ END_OFFSET_TIMEOUT = 60.0
 """Seconds to wait for a fetch response that tells a partition's end before giving up."""
 FETCH_WAIT = 0.2
 """Seconds a restore read waits for a fetch before deciding a partition is read to its end."""
+LEAVE_TIMEOUT = 5.0
+"""Seconds at most to leave the group when a worker stops."""
+JOINING_LEAVE_TIMEOUT = 1.0
+"""Seconds at most to leave the group for a worker that owns no partitions."""
+FETCH_GRACE = 0.1
+"""Seconds a fetch may take beyond its timeout before `getmany` returns without it."""
 HIGHWATER_POLL_MS = 10
 """How long one poll for a partition's high watermark waits (it is polled until known)."""
 
@@ -77,14 +83,30 @@ class KafkaConsumer:
         """End offsets this process's own writes reached, which a fetch may not show yet."""
         self._admin = admin
         self._group = group
+        self._fetch: asyncio.Future[Any] | None = None
+        """A getmany still waiting (for an assignment), picked up by the next call."""
 
     def assignment(self) -> frozenset[TP]:
         """Partitions this member owns now."""
         return frozenset((tp.topic, tp.partition) for tp in self._consumer.assignment())
 
     async def getmany(self, max_records: int, timeout: float) -> dict[TP, list[Message]]:
-        """Records fetched since the last call, as ``(key, value, seconds, offset, headers)``."""
-        data = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+        """Records fetched since the last call, as ``(key, value, seconds, offset, headers)``.
+
+        Returns within about `timeout` even while the member has no partitions: aiokafka's
+        own getmany then waits for an assignment however long a rebalance takes, and an
+        idle worker must go on checking its group meanwhile. The fetch is left running, not
+        cancelled (records it returns are not lost), and the next call picks it up.
+        """
+        if self._fetch is None:
+            self._fetch = asyncio.ensure_future(
+                self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+            )
+        done, _ = await asyncio.wait({self._fetch}, timeout=timeout + FETCH_GRACE)
+        if not done:
+            return {}
+        fetch, self._fetch = self._fetch, None
+        data = fetch.result()
         return {
             (tp.topic, tp.partition): [
                 (r.key, r.value, r.timestamp / 1000, r.offset, r.headers or None) for r in records
@@ -142,7 +164,23 @@ class KafkaConsumer:
         return {tp: o if (o := offsets.get(tp, -1)) >= 0 else None for tp in tps}
 
     async def stop(self) -> None:
-        """Leave the group (partitions move to the other members at once)."""
+        """Leave the group (partitions move to the other members at once).
+
+        Waits `LEAVE_TIMEOUT` seconds at most, and less when it owns no partitions: a
+        member still joining (the broker holds its join while it waits for a stopped member)
+        has nothing to hand over, and aiokafka would otherwise wait for that join to time
+        out before it stops.
+        """
+        if self._fetch is not None:  # records it may still return were never processed
+            self._fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, KafkaError):
+                await self._fetch
+            self._fetch = None
+        owns = bool(self._consumer.assignment())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._leave(), LEAVE_TIMEOUT if owns else JOINING_LEAVE_TIMEOUT)
+
+    async def _leave(self) -> None:
         coordinator = getattr(self._consumer, "_coordinator", None)
         if coordinator is not None and getattr(coordinator, "generation", None) == 0:
             # Some brokers (tansu) number a new group's first generation 0, and aiokafka

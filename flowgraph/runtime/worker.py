@@ -76,6 +76,8 @@ class Worker:
         self._crash_at = (point, int(nth or 1)) if point else None
         self._crash_seen = 0
         self._failure: Exception | None = None
+        self._joined = False
+        """True once the group gave this worker its partitions (maybe none)."""
         """What assigning partitions raised, raised again by `step` (see `_on_assigned`)."""
         self._lock = asyncio.Lock()
         """Held while processing and committing, so a rebalance never cuts a batch in two."""
@@ -135,6 +137,7 @@ class Worker:
                 await self._assign(assignment)
             except Exception as exc:
                 self._failure = exc
+            self._joined = True
 
     async def _on_revoked(self, revoked: frozenset[TP]) -> None:
         """A rebalance takes `revoked` away: commit everything, then drop their tasks."""
@@ -272,12 +275,16 @@ class Worker:
                         if self.stats.restored != restored:
                             restored = self.stats.restored
                             group.progressed()
-                        if await self._consumer_caught_up():
-                            if await group.check():
-                                break
-                            if group.stalled():
+                        done = await group.check()
+                        # Done, and joined with its own partitions read (its tables are
+                        # restored for the caller); a group that is done but that this
+                        # worker could not join within the stall timeout is done too.
+                        if done and self._joined and await self._consumer_caught_up():
+                            break
+                        if group.stalled():
+                            if not done:
                                 stalled = group.error()
-                                break
+                            break
                 if self.transport.in_process:
                     await asyncio.sleep(idle_wait)
             await self.commit()
