@@ -177,8 +177,23 @@ class KafkaConsumer:
                 await self._fetch
             self._fetch = None
         owns = bool(self._consumer.assignment())
-        with contextlib.suppress(TimeoutError):
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        member = getattr(coordinator, "member_id", "")
+        node = getattr(coordinator, "coordinator_id", None)
+        try:
             await asyncio.wait_for(self._leave(), LEAVE_TIMEOUT if owns else JOINING_LEAVE_TIMEOUT)
+        except TimeoutError:
+            if member and node is not None:
+                # Stuck in a join the broker holds: leave by member id on the admin
+                # client's connection (the consumer's is held by the join), or the broker
+                # keeps this member until its session expires (aiokafka internals, guarded).
+                from aiokafka.protocol.group import LeaveGroupRequest
+
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        self._admin._send_request(LeaveGroupRequest(self._group, member), node),
+                        LEAVE_TIMEOUT,
+                    )
 
     async def _leave(self) -> None:
         coordinator = getattr(self._consumer, "_coordinator", None)

@@ -77,7 +77,8 @@ class Worker:
         self._crash_seen = 0
         self._failure: Exception | None = None
         self._joined = False
-        """True once the group gave this worker its partitions (maybe none)."""
+        """True once the group gave this worker its partitions (maybe none), and no
+        rebalance has begun since."""
         """What assigning partitions raised, raised again by `step` (see `_on_assigned`)."""
         self._lock = asyncio.Lock()
         """Held while processing and committing, so a rebalance never cuts a batch in two."""
@@ -141,6 +142,7 @@ class Worker:
 
     async def _on_revoked(self, revoked: frozenset[TP]) -> None:
         """A rebalance takes `revoked` away: commit everything, then drop their tasks."""
+        self._joined = False  # until the rebalance settles: an idle worker then leaves cleanly
         async with self._lock:
             await self.commit()
             gone = {id(t) for tp, t in self.tasks.items() if tp in revoked}
@@ -276,9 +278,11 @@ class Worker:
                             restored = self.stats.restored
                             group.progressed()
                         done = await group.check()
-                        # Done, and joined with its own partitions read (its tables are
-                        # restored for the caller); a group that is done but that this
-                        # worker could not join within the stall timeout is done too.
+                        # Done, and joined with its own partitions read: its tables are
+                        # restored for the caller, and it leaves from a settled generation
+                        # (tansu mishandles a member that leaves in the middle of a
+                        # rebalance). A group that is done but that this worker could not
+                        # join within the stall timeout is done too.
                         if done and self._joined and await self._consumer_caught_up():
                             break
                         if group.stalled():
