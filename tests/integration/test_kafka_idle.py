@@ -134,15 +134,16 @@ def test_a_group_that_cannot_finish_exits_3_saying_what_is_left(
     by_partition = write_input(kafka, job.topic, first, key="user")
     holder_log = tmp_path / "holder.log"
     holder = start_worker(
-        job.target, f"{kafka.url}?session_timeout_ms=60000&heartbeat_interval_ms=1000",
+        job.target, f"{kafka.url}?session_timeout_ms=15000&heartbeat_interval_ms=1000",
         tmp_path / "holder", holder_log,
     )
     try:
         wait_for("the holder owns every partition",
                  lambda: owned(tmp_path / "holder", job.store) == {0, 1, 2, 3}, 60, [holder_log])
         wait_for(
-            "the holder committed the first input",
-            lambda: sum(committed(kafka, job.graph_id, job.topic, 4).values()) == len(first),
+            "the holder committed the first input, repartitioned records too",
+            lambda: sum(committed(kafka, job.graph_id, job.topic, 4).values()) == len(first)
+            and set(left_in_group(kafka, job).values()) == {0},
             60, [holder_log],
         )
         holder.send_signal(signal.SIGSTOP)
