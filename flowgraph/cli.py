@@ -254,6 +254,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import flowgraph as fg
     from flowgraph._live import LiveView, summary
 
+    if args.stall_timeout is not None and not args.until_idle:
+        msg = "--stall-timeout applies only with --until-idle; add --until-idle or drop it"
+        raise ConfigurationError(msg)
     plan = locate_graph(args.target).plan()
     view = LiveView(plan)
     try:

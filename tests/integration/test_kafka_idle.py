@@ -102,7 +102,10 @@ def test_two_workers_started_together_stop_when_the_group_is_done(
         left_at_first_exit = left_in_group(kafka, job)
         outs = [proc.communicate(timeout=60) for proc in procs]
     finally:
-        stop_all(procs)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     took = time.monotonic() - started
     done = [
         Done(proc.returncode, out, err, took) for proc, (out, err) in zip(procs, outs, strict=True)
