@@ -34,7 +34,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from flowgraph.errors import GroupStalledError
-from flowgraph.runtime.transport import TP
+from flowgraph.runtime.transport import TP, Consumer, Transport
+from planner.physical import PhysicalPlan
 
 __all__ = ["CHECK_INTERVAL", "GroupIdle", "default_stall_timeout"]
 
@@ -83,6 +84,28 @@ class GroupIdle:
         self._lag: dict[TP, int] = {}
         self.left: dict[TP, int] = {}
         """Per partition with records the group has not committed: how many (last check)."""
+
+    @classmethod
+    def of_plan(
+        cls,
+        plan: PhysicalPlan,
+        transport: Transport,
+        consumer: Consumer,
+        stall_timeout: float | None = None,
+    ) -> GroupIdle:
+        """The check over every partition of the plan's input topics (source, repartition),
+        giving up after `stall_timeout` seconds (default: `default_stall_timeout`)."""
+        inputs = dict.fromkeys(t for sub in plan.subtopologies for t in sub.source_topics)
+        partitions = [(t, p) for t in inputs for p in range(plan.topic(t).partitions)]
+        if stall_timeout is None:
+            stall_timeout = default_stall_timeout(transport.session_timeout)
+        return cls(
+            plan.graph_id,
+            partitions,
+            transport.end_offsets,
+            consumer.group_offsets,
+            stall_timeout=stall_timeout,
+        )
 
     def progressed(self) -> None:
         """This worker did something (processed or restored records): the group is not stuck."""

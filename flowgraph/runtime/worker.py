@@ -27,7 +27,7 @@ from flowgraph.errors import GroupStalledError
 from flowgraph.runtime.codecs import codec_or, topic_codecs
 from flowgraph.runtime.collector import quiet_gc
 from flowgraph.runtime.feeder import Feeder
-from flowgraph.runtime.idle import CHECK_INTERVAL, GroupIdle, default_stall_timeout
+from flowgraph.runtime.idle import CHECK_INTERVAL, GroupIdle
 from flowgraph.runtime.recovery import POSITION_HEADER, Recovery, encode_position
 from flowgraph.runtime.state.base import Entry, StateBackend, StorePartition
 from flowgraph.runtime.stats import RunStats
@@ -253,7 +253,8 @@ class Worker:
         """
         group = None
         if until_idle and not self.transport.in_process:
-            group = self._group_idle(stall_timeout)
+            assert self._consumer is not None, "start() first"
+            group = GroupIdle.of_plan(self.plan, self.transport, self._consumer, stall_timeout)
         checked, restored = -CHECK_INTERVAL, 0
         stalled: GroupStalledError | None = None
         with quiet_gc():
@@ -295,21 +296,6 @@ class Worker:
         if stalled is not None:
             raise stalled
         return self.stats
-
-    def _group_idle(self, stall_timeout: float | None) -> GroupIdle:
-        """The group check over every input partition: source and repartition topics."""
-        assert self._consumer is not None, "start() first"
-        inputs = dict.fromkeys(t for sub in self.plan.subtopologies for t in sub.source_topics)
-        partitions = [(t, p) for t in inputs for p in range(self.plan.topic(t).partitions)]
-        if stall_timeout is None:
-            stall_timeout = default_stall_timeout(self.transport.session_timeout)
-        return GroupIdle(
-            self.plan.graph_id,
-            partitions,
-            self.transport.end_offsets,
-            self._consumer.group_offsets,
-            stall_timeout=stall_timeout,
-        )
 
     async def step(self, budget: int | None = None, timeout: float = 0.0) -> bool:
         """Fetch and process one batch from every partition that has records; False if none.

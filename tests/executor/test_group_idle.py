@@ -268,3 +268,20 @@ def test_memory_runs_still_stop_as_soon_as_they_are_done() -> None:
     result = fg.run(g, until_idle=True)
     assert result.events == 0
     assert time.monotonic() - started < 1.0
+
+
+def test_the_group_check_covers_source_and_repartition_topics_only() -> None:
+    """Not changelogs, checkpoints, the dead-letter topic or sinks: nobody consumes them."""
+    g = make_graph()
+    g.source("gi-more", key_type=str, value_type=str, partitions=2).to("gi-out")
+    plan = g.plan()
+    transport = Member(MemoryBroker(), set(), 0.0)
+    consumer = MemoryConsumer(transport.broker, "gi", [])
+    group = GroupIdle.of_plan(plan, transport, consumer)
+    assert sorted(group.partitions) == sorted(
+        [("gi-clicks", p) for p in range(PARTS)]
+        + [("gi-by_url-repartition", p) for p in range(PARTS)]
+        + [("gi-more", 0), ("gi-more", 1)]
+    )
+    assert group.stall_timeout == 30.0  # at least 30 s, even with a 0.1 s session
+    assert GroupIdle.of_plan(plan, transport, consumer, 4.0).stall_timeout == 4.0
