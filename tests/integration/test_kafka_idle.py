@@ -166,6 +166,7 @@ def test_a_group_that_cannot_finish_exits_3_saying_what_is_left(
     print(f"[kafka] stuck group: exit {done.returncode} after {took:.1f} s: {done.stderr.strip()}")
     assert done.returncode == 3, done.why()
     assert "Traceback" not in done.stderr + done.stdout, done.why()
+    assert "summary of graph" in done.stdout, done.why()  # what this worker did, still shown
     [line] = done.stderr.strip().splitlines()
     left = {p: len(recs) for p, recs in by_partition.items()}
     assert line.startswith(
