@@ -81,6 +81,8 @@ class GroupIdle:
         self._clock = clock
         self._progress_at = clock()
         self._last: dict[TP, int] | None = None
+        self.committed: dict[TP, int] = {}
+        """The group's committed offsets at the last check (0 where none)."""
         self._lag: dict[TP, int] = {}
         self.left: dict[TP, int] = {}
         """Per partition with records the group has not committed: how many (last check)."""
@@ -123,6 +125,7 @@ class GroupIdle:
         if moved or shrank:
             self._progress_at = self._clock()
         self._last, self._lag = committed, lag
+        self.committed = committed
         self.left = {tp: n for tp, n in lag.items() if n}
         return all(committed[tp] == before[tp] == after[tp] for tp in self.partitions)
 

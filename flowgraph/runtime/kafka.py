@@ -139,6 +139,19 @@ class KafkaConsumer:
                 return False
         return True
 
+    async def positions(self) -> dict[TP, int]:
+        """Where this member reads next in each partition it owns ({} while a fetch is out).
+
+        aiokafka moves a position past records the worker never sees, such as transaction
+        markers, so it can be ahead of the last record handed out + 1.
+        """
+        if self._fetch is not None:
+            return {}
+        return {
+            (part.topic, part.partition): int(await self._consumer.position(part))
+            for part in self._consumer.assignment()
+        }
+
     async def commit(self, offsets: Mapping[TP, int]) -> None:
         """Commit the group's offsets (the next offset to read per partition)."""
         if offsets:

@@ -185,6 +185,14 @@ class MemoryConsumer:
             if (part := logs[tp[0]][tp[1]]) is not None
         )
 
+    async def positions(self) -> dict[TP, int]:
+        """Where each partition is read next (past records already dropped)."""
+        logs = self._broker.logs
+        return {
+            tp: max(pos, getattr(logs[tp[0]][tp[1]], "base", 0))
+            for tp, pos in self._positions.items()
+        }
+
     async def commit(self, offsets: Mapping[TP, int]) -> None:
         """Store the group's positions."""
         self._committed.update(offsets)

@@ -50,6 +50,11 @@ class Consumer(Protocol):
         """True when this member has read every partition it owns to its end (or owns none)."""
         ...
 
+    async def positions(self) -> dict[TP, int]:
+        """Where this member reads next in each partition it owns, all fetched records
+        having been handed out; {} while a fetch is still out."""
+        ...
+
     async def commit(self, offsets: Mapping[TP, int]) -> None:
         """Record that everything before these offsets is processed."""
         ...

@@ -202,6 +202,8 @@ class Worker:
         transport = self.transport
         if not isinstance(transport, InProcessTransport) or self._consumer is None:
             return
+        if not transport.in_process:  # its topics hold bytes for other processes to read
+            return
         parts = self.plan.topic(topic).partitions
         tasks = [self.tasks.get((topic, p)) for p in range(parts)]
         if any(t is None or t.has_async for t in tasks):
@@ -284,8 +286,11 @@ class Worker:
                         # (tansu mishandles a member that leaves in the middle of a
                         # rebalance). A group that is done but that this worker could not
                         # join within the stall timeout is done too.
-                        if done and self._joined and await self._consumer_caught_up():
+                        caught_up = self._joined and await self._consumer_caught_up()
+                        if done and caught_up:
                             break
+                        if caught_up:
+                            await self._commit_read_ends(group)
                         if group.stalled():
                             if not done:
                                 stalled = group.error()
@@ -296,6 +301,24 @@ class Worker:
         if stalled is not None:
             raise stalled
         return self.stats
+
+    async def _commit_read_ends(self, group: GroupIdle) -> None:
+        """Commit the positions of partitions this idle worker has read to their ends where
+        the group's committed offset is behind them.
+
+        Offsets without a record for the worker (transaction markers, records removed by
+        retention before anyone read them) are read past, but no processed record moves
+        the committed offset over them, so the group would never look done. Everything
+        fetched is processed and committed by now, so the position is exact.
+        """
+        assert self._consumer is not None
+        positions = await self._consumer.positions()
+        ahead = {tp: p for tp, p in positions.items() if p > group.committed.get(tp, p)}
+        if not ahead:
+            return
+        async with self._lock:  # a rebalance waits; one that began since leaves `_joined` off
+            if self._joined and set(ahead) <= self._consumer.assignment():
+                await self._consumer.commit(ahead)
 
     async def step(self, budget: int | None = None, timeout: float = 0.0) -> bool:
         """Fetch and process one batch from every partition that has records; False if none.

@@ -285,3 +285,16 @@ def test_the_group_check_covers_source_and_repartition_topics_only() -> None:
     )
     assert group.stall_timeout == 30.0  # at least 30 s, even with a 0.1 s session
     assert GroupIdle.of_plan(plan, transport, consumer, 4.0).stall_timeout == 4.0
+
+
+def test_offsets_that_hold_no_record_for_the_worker_are_committed_past() -> None:
+    """Records removed by retention before anyone read them (or transaction markers on
+    Kafka): the worker reads past them, and commits that, or the group never looks done."""
+    broker = MemoryBroker()
+    clicks = urls(400)
+    write_clicks(broker, clicks)
+    gone = broker.logs["gi-clicks"][3]
+    gone.drop_before(gone.end)
+    worker = asyncio.run(member(broker, {0, 1, 2, 3}, stall_timeout=2.0))
+    assert left_in(broker) == {}
+    assert sum(worker.table("per_url").values()) == 300
