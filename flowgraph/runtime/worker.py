@@ -76,10 +76,10 @@ class Worker:
         self._crash_at = (point, int(nth or 1)) if point else None
         self._crash_seen = 0
         self._failure: Exception | None = None
+        """What assigning partitions raised, raised again by `step` (see `_on_assigned`)."""
         self._joined = False
         """True once the group gave this worker its partitions (maybe none), and no
         rebalance has begun since."""
-        """What assigning partitions raised, raised again by `step` (see `_on_assigned`)."""
         self._lock = asyncio.Lock()
         """Held while processing and committing, so a rebalance never cuts a batch in two."""
         self._positions: dict[TP, int] = {}
@@ -125,6 +125,7 @@ class Worker:
         )
         if self.transport.in_process:  # one member owns everything, at once
             await self._assign(self._consumer.assignment())
+            self._joined = True
 
     async def _on_assigned(self, assignment: frozenset[TP]) -> None:
         """A rebalance gave this worker `assignment`: restore its stores, build its tasks.
