@@ -18,6 +18,7 @@ from flowgraph.errors import ConfigurationError as ConfigurationError
 from flowgraph.errors import FlowgraphError as FlowgraphError
 from flowgraph.errors import GraphDefinitionError as GraphDefinitionError
 from flowgraph.errors import GraphValidationError as GraphValidationError
+from flowgraph.errors import GroupStalledError as GroupStalledError
 from flowgraph.errors import PlanningError as PlanningError
 from flowgraph.errors import RuntimeFailure as RuntimeFailure
 from flowgraph.errors import SerializationError as SerializationError
@@ -38,6 +39,7 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, which the API test pins
     "Graph",
     "GraphDefinitionError",
     "GraphValidationError",
+    "GroupStalledError",
     "Hopping",
     "Plan",
     "PlanningError",

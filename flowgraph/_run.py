@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import attrs
 
 from flowgraph._graph import Graph
+from flowgraph.errors import GroupStalledError
 from flowgraph.runtime import open_transport
 from flowgraph.runtime.state import open_backend
 from flowgraph.runtime.worker import RunStats, Worker
@@ -68,6 +69,7 @@ async def run_async(
     max_batch: int | None = None,
     max_skew: float | None = None,
     max_idle: float | None = None,
+    stall_timeout: float | None = None,
 ) -> RunResult:
     """Async form of `run`, for callers that already have an event loop.
 
@@ -95,12 +97,22 @@ async def run_async(
         await worker.start()
         if on_start is not None:
             on_start(worker)
-        await worker.run(until_idle=idle_ends, max_events=max_events, stop=stop)
+        stalled: GroupStalledError | None = None
+        try:
+            await worker.run(
+                until_idle=idle_ends, max_events=max_events, stop=stop, stall_timeout=stall_timeout
+            )
+        except GroupStalledError as exc:
+            stalled = exc
         tables = {s.step: worker.table(s.step) for s in plan.stores}
         counts = worker.step_counts()
     finally:
         await worker.stop()
-    return RunResult(stats=worker.stats, tables=tables, step_counts=counts)
+    result = RunResult(stats=worker.stats, tables=tables, step_counts=counts)
+    if stalled is not None:
+        stalled.result = result  # what this worker did, for a summary next to the error
+        raise stalled
+    return result
 
 
 def run(
@@ -118,6 +130,7 @@ def run(
     max_batch: int | None = None,
     max_skew: float | None = None,
     max_idle: float | None = None,
+    stall_timeout: float | None = None,
 ) -> RunResult:
     """Run `graph` until it is idle (memory://, or `until_idle=True`), `max_events`, or a signal.
 
@@ -126,6 +139,11 @@ def run(
     `max_skew` (seconds of timestamp a run of one partition may go past another's next
     record; 0: strict timestamp order) and `max_idle` (seconds to wait for a partition not
     read to its end) tune how records are scheduled; see docs/concepts/windows.md.
+    On Kafka, idle means the whole consumer group is done: every
+    partition of every input topic, repartition topics included, consumed and committed.
+    When the group makes no progress for `stall_timeout` seconds (default: three session
+    timeouts, at least 30 s), an until-idle run stops and raises `GroupStalledError`, which
+    says what is left and holds this worker's `RunResult` in its `result`.
     """
 
     async def main() -> RunResult:
@@ -154,6 +172,7 @@ def run(
                 max_batch=max_batch,
                 max_skew=max_skew,
                 max_idle=max_idle,
+                stall_timeout=stall_timeout,
             )
         finally:
             for sig in installed:

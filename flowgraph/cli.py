@@ -12,7 +12,9 @@ Mistakes in the target or the options are one sentence on stderr and exit code 2
 that does not exist is told apart from one that fails while importing (as bytewax and Flask
 do), and a factory called with the wrong arguments from one that raises inside. A graph that
 fails validation prints every problem, also with exit code 2; any other flowgraph error while
-running exits with 1. ``--debug`` adds the traceback.
+running exits with 1. An ``--until-idle`` run whose consumer group cannot finish prints its
+summary and one sentence saying what is left, and exits with 3. ``--debug`` adds the
+traceback.
 """
 
 from __future__ import annotations
@@ -30,13 +32,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from flowgraph._graph import Graph
-from flowgraph.errors import ConfigurationError, FlowgraphError, GraphDefinitionError
+from flowgraph.errors import (
+    ConfigurationError,
+    FlowgraphError,
+    GraphDefinitionError,
+    GroupStalledError,
+)
 
 __all__ = ["TargetError", "locate_graph", "main"]
 
 DEFAULT_ATTRIBUTE = "graph"
 """The attribute a target without ``:attr`` names."""
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNFINISHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 _DRIVE = re.compile(r"^[A-Za-z]:[\\/]")  # C:\jobs\clicks.py:graph keeps its drive letter
 _TARGET_FORMS = (
@@ -248,6 +255,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from flowgraph._live import LiveView, summary
     from flowgraph.runtime import faults
 
+    if args.stall_timeout is not None and not args.until_idle:
+        msg = "--stall-timeout applies only with --until-idle; add --until-idle or drop it"
+        raise ConfigurationError(msg)
     plan = locate_graph(args.target).plan()
     view = LiveView(plan)
     try:
@@ -265,7 +275,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             on_worker=view.attach,
             on_start=view.started,
             crash_point=faults.from_env(os.environ),
+            stall_timeout=args.stall_timeout,
         )
+    except GroupStalledError as exc:
+        view.close()
+        if exc.result is not None:
+            _write(summary(exc.result, plan))
+        return _fail(exc, EXIT_UNFINISHED, args.debug)
     finally:
         view.close()
     _write(summary(result, plan))
@@ -320,6 +336,18 @@ def _seconds(text: str) -> float:
         value = -1.0
     if not value >= 0:  # also refuses nan
         msg = f"expected a number of seconds >= 0, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    """A number of seconds > 0 (a timeout), or a usage error."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:  # also refuses nan
+        msg = f"expected a positive number of seconds, got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return value
 
@@ -400,7 +428,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--until-idle",
         action="store_true",
-        help="stop when every input is read to its end (always so on memory://)",
+        help="stop when the whole group has consumed and committed every input, repartition "
+        "topics included (always so on memory://); exit 3 if it cannot finish",
+    )
+    run.add_argument(
+        "--stall-timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        default=None,
+        help="with --until-idle, give up (exit 3) after the group made no progress for this "
+        "long (default: 3 session timeouts, at least 30)",
     )
     run.set_defaults(handler=_cmd_run)
     explain = commands.add_parser(

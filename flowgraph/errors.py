@@ -9,12 +9,16 @@
     ├── PlannerInternalError (RuntimeError)    a bug in flowgraph; please report
     ├── ConfigurationError (ValueError)        bad broker/store URL, bad CLI target
     ├── SerializationError (ValueError)        bytes that do not decode into the declared type
-    └── RuntimeFailure                         a user step raised; wraps it with the step id
+    ├── RuntimeFailure                         a user step raised; wraps it with the step id
+    └── GroupStalledError                      an until-idle run gave up: the group cannot finish
 
 The planner-side classes are defined in `planner.errors` (the pure layer) and re-exported here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from planner.errors import (
     FlowgraphError,
@@ -29,6 +33,7 @@ __all__ = [
     "FlowgraphError",
     "GraphDefinitionError",
     "GraphValidationError",
+    "GroupStalledError",
     "PlannerInternalError",
     "PlanningError",
     "RuntimeFailure",
@@ -80,3 +85,33 @@ class RuntimeFailure(FlowgraphError):
         self.step = step
         self.original = exc
         super().__init__(f"step {step!r} raised {type(exc).__name__}: {exc}")
+
+
+class GroupStalledError(FlowgraphError):
+    """An until-idle run gave up: records of the graph's inputs are left that the group did
+    not process, and it made no progress for `stalled_for` seconds.
+
+    `left` holds the records not yet committed per ``(topic, partition)``; `result` is the
+    run's `RunResult` (what this worker did) when `fg.run` raises it, else None.
+    """
+
+    def __init__(self, group: str, left: Mapping[tuple[str, int], int], stalled_for: float) -> None:
+        self.group = group
+        self.left = dict(left)
+        self.stalled_for = stalled_for
+        self.result: Any = None
+        by_topic: dict[str, list[tuple[int, int]]] = {}
+        for (topic, partition), n in sorted(self.left.items()):
+            by_topic.setdefault(topic, []).append((partition, n))
+        parts = []
+        for topic, found in by_topic.items():
+            word = "partition" if len(found) == 1 else "partitions"
+            numbers = ", ".join(str(p) for p, _ in found)
+            parts.append(f"{sum(n for _, n in found):,} in {topic!r} {word} {numbers}")
+        where = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+        super().__init__(
+            f"group {group!r} did not finish: {sum(self.left.values()):,} input records are "
+            f"not processed ({where}) and no member committed any progress for "
+            f"{stalled_for:.0f} s; another member holds these partitions or cannot process "
+            "them; check the group's other workers, or give them more time with --stall-timeout"
+        )

@@ -38,6 +38,12 @@ END_OFFSET_TIMEOUT = 60.0
 """Seconds to wait for a fetch response that tells a partition's end before giving up."""
 FETCH_WAIT = 0.2
 """Seconds a restore read waits for a fetch before deciding a partition is read to its end."""
+LEAVE_TIMEOUT = 5.0
+"""Seconds at most to leave the group when a worker stops."""
+JOINING_LEAVE_TIMEOUT = 1.0
+"""Seconds at most to leave the group for a worker that owns no partitions."""
+FETCH_GRACE = 0.1
+"""Seconds a fetch may take beyond its timeout before `getmany` returns without it."""
 HIGHWATER_POLL_MS = 10
 """How long one poll for a partition's high watermark waits (it is polled until known)."""
 
@@ -65,10 +71,20 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 class KafkaConsumer:
     """A member of the graph's consumer group (the `Consumer` protocol over aiokafka)."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, written: Mapping[TP, int]) -> None:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        written: Mapping[TP, int],
+        admin: AIOKafkaAdminClient,
+        group: str,
+    ) -> None:
         self._consumer = consumer
         self._written = written
         """End offsets this process's own writes reached, which a fetch may not show yet."""
+        self._admin = admin
+        self._group = group
+        self._fetch: asyncio.Future[Any] | None = None
+        """A getmany still waiting (for an assignment), picked up by the next call."""
 
     def assignment(self) -> frozenset[TP]:
         """Partitions this member owns now."""
@@ -77,17 +93,33 @@ class KafkaConsumer:
     async def getmany(
         self, max_records: int, timeout: float, partitions: Sequence[TP] | None = None
     ) -> dict[TP, list[Message]]:
-        """Records fetched since the last call, as ``(key, value, seconds, offset, headers)``."""
-        if partitions is None:
-            wanted = []
-        else:  # only those still assigned (a rebalance may have moved some), and not none
-            owned = self._consumer.assignment()
-            wanted = [tp for p in partitions if (tp := TopicPartition(*p)) in owned]
-            if not wanted:
-                return {}
-        data = await self._consumer.getmany(
-            *wanted, timeout_ms=int(timeout * 1000), max_records=max_records
-        )
+        """Records fetched since the last call, as ``(key, value, seconds, offset, headers)``.
+
+        `partitions` limits the fetch to those (the others' buffers are full); None fetches
+        from all. Returns within about `timeout` even while the member has no partitions:
+        aiokafka's own getmany then waits for an assignment however long a rebalance takes,
+        and an idle worker must go on checking its group meanwhile. The fetch is left
+        running, not cancelled (records it returns are not lost), and the next call picks it
+        up; records it brings for a partition no longer wanted are buffered all the same.
+        """
+        if self._fetch is None:
+            if partitions is None:
+                wanted = []
+            else:  # only those still assigned (a rebalance may have moved some), and not none
+                owned = self._consumer.assignment()
+                wanted = [tp for p in partitions if (tp := TopicPartition(*p)) in owned]
+                if not wanted:
+                    return {}
+            self._fetch = asyncio.ensure_future(
+                self._consumer.getmany(
+                    *wanted, timeout_ms=int(timeout * 1000), max_records=max_records
+                )
+            )
+        done, _ = await asyncio.wait({self._fetch}, timeout=timeout + FETCH_GRACE)
+        if not done:
+            return {}
+        fetch, self._fetch = self._fetch, None
+        data = fetch.result()
         return {
             (tp.topic, tp.partition): [
                 (r.key, r.value, r.timestamp / 1000, r.offset, r.headers or None) for r in records
@@ -125,11 +157,12 @@ class KafkaConsumer:
         return None if high is None else int(high)
 
     async def caught_up(self) -> bool:
-        """True when this member owns partitions and has read each to its high watermark."""
-        parts = self._consumer.assignment()
-        if not parts:
-            return False
-        for part in parts:
+        """True when this member has read each partition it owns to its high watermark.
+
+        True as well when it owns none (yet): whether the run may stop is then the group's
+        question (see `flowgraph.runtime.idle`).
+        """
+        for part in self._consumer.assignment():
             high = self._consumer.highwater(part)
             if high is None:
                 return False
@@ -137,6 +170,19 @@ class KafkaConsumer:
             if await self._consumer.position(part) < end:
                 return False
         return True
+
+    async def positions(self) -> dict[TP, int]:
+        """Where this member reads next in each partition it owns ({} while a fetch is out).
+
+        aiokafka moves a position past records the worker never sees, such as transaction
+        markers, so it can be ahead of the last record handed out + 1.
+        """
+        if self._fetch is not None:
+            return {}
+        return {
+            (part.topic, part.partition): int(await self._consumer.position(part))
+            for part in self._consumer.assignment()
+        }
 
     async def commit(self, offsets: Mapping[TP, int]) -> None:
         """Commit the group's offsets (the next offset to read per partition)."""
@@ -150,8 +196,51 @@ class KafkaConsumer:
         result = await self._consumer.committed(TopicPartition(*tp))
         return None if result is None else int(result)
 
+    async def group_offsets(self, tps: Sequence[TP]) -> dict[TP, int | None]:
+        """The group's committed offsets of `tps`, in one OffsetFetch through the admin client.
+
+        The admin client asks the coordinator directly, so this works for partitions other
+        members own and while this member is joining or restoring.
+        """
+        found = await self._admin.list_consumer_group_offsets(
+            self._group, partitions=[TopicPartition(*tp) for tp in tps]
+        )
+        offsets = {(tp.topic, tp.partition): int(meta.offset) for tp, meta in found.items()}
+        return {tp: o if (o := offsets.get(tp, -1)) >= 0 else None for tp in tps}
+
     async def stop(self) -> None:
-        """Leave the group (partitions move to the other members at once)."""
+        """Leave the group (partitions move to the other members at once).
+
+        Waits `LEAVE_TIMEOUT` seconds at most, and less when it owns no partitions: a
+        member still joining (the broker holds its join while it waits for a stopped member)
+        has nothing to hand over, and aiokafka would otherwise wait for that join to time
+        out before it stops.
+        """
+        if self._fetch is not None:  # records it may still return were never processed
+            self._fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, KafkaError):
+                await self._fetch
+            self._fetch = None
+        owns = bool(self._consumer.assignment())
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        member = getattr(coordinator, "member_id", "")
+        node = getattr(coordinator, "coordinator_id", None)
+        try:
+            await asyncio.wait_for(self._leave(), LEAVE_TIMEOUT if owns else JOINING_LEAVE_TIMEOUT)
+        except TimeoutError:
+            if member and node is not None:
+                # Stuck in a join the broker holds: leave by member id on the admin
+                # client's connection (the consumer's is held by the join), or the broker
+                # keeps this member until its session expires (aiokafka internals, guarded).
+                from aiokafka.protocol.group import LeaveGroupRequest
+
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        self._admin._send_request(LeaveGroupRequest(self._group, member), node),
+                        LEAVE_TIMEOUT,
+                    )
+
+    async def _leave(self) -> None:
         coordinator = getattr(self._consumer, "_coordinator", None)
         if coordinator is not None and getattr(coordinator, "generation", None) == 0:
             # Some brokers (tansu) number a new group's first generation 0, and aiokafka
@@ -210,11 +299,14 @@ class KafkaTransport:
         self.servers = servers
         self.url = f"kafka://{servers}"
         self.session_timeout_ms = session_timeout_ms
+        self.session_timeout = session_timeout_ms / 1000
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.connect_timeout = connect_timeout
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._reader: AIOKafkaConsumer | None = None
+        self._ends_reader: AIOKafkaConsumer | None = None
+        """Reads end offsets for `end_offsets`, apart from `_reader`, which a restore may hold."""
         self._buffers: dict[str, list[_PartitionBuffer]] = {}
         self._partitions: dict[str, int] = {}
         self._written: dict[TP, int] = {}
@@ -270,11 +362,12 @@ class KafkaTransport:
         finally:
             if self._producer is not None:
                 await self._producer.stop()
-            if self._reader is not None:
-                await self._reader.stop()
+            for reader in (self._reader, self._ends_reader):
+                if reader is not None:
+                    await reader.stop()
             if self._admin is not None:
                 await self._admin.close()
-            self._producer = self._admin = self._reader = None
+            self._producer = self._admin = self._reader = self._ends_reader = None
 
     # -- topics --------------------------------------------------------------------------
 
@@ -342,7 +435,8 @@ class KafkaTransport:
             topics=list(topics),
             listener=_Listener(on_assigned or nothing, on_revoked or nothing),
         )
-        return KafkaConsumer(consumer, self._written)
+        assert self._admin is not None
+        return KafkaConsumer(consumer, self._written, self._admin, group)
 
     # -- producing -----------------------------------------------------------------------
 
@@ -428,6 +522,43 @@ class KafkaTransport:
                     f"partition {tp[1]} within {END_OFFSET_TIMEOUT:.0f} s; is it overloaded?"
                 )
                 raise ConfigurationError(msg)
+
+    async def end_offsets(self, tps: Sequence[TP]) -> dict[TP, int]:
+        """`end_offset` of each of `tps`, from one fetch's high watermarks.
+
+        Uses a reader of its own, so it can run while a restore reads a changelog. Every call
+        assigns the partitions afresh, and aiokafka keeps high watermarks per assignment, so
+        only a fetch made for this call can answer.
+        """
+        if self._ends_reader is None:
+            self._ends_reader = AIOKafkaConsumer(
+                bootstrap_servers=self.servers,
+                enable_auto_commit=False,
+                group_id=None,
+                fetch_max_wait_ms=20,
+            )
+            await self._ends_reader.start()
+        reader = self._ends_reader
+        parts = [TopicPartition(*tp) for tp in tps]
+        reader.assign(parts)
+        await reader.seek_to_end(*parts)  # ListOffsets: at or a little before the end
+        near = {part: await reader.position(part) for part in parts}
+        deadline = time.monotonic() + END_OFFSET_TIMEOUT
+        while True:
+            missing = [part for part in parts if reader.highwater(part) is None]
+            if not missing:
+                break
+            if time.monotonic() > deadline:
+                msg = (
+                    f"Kafka at {self.servers!r} did not answer a fetch of {len(missing)} "
+                    f"partitions within {END_OFFSET_TIMEOUT:.0f} s; is it overloaded?"
+                )
+                raise ConfigurationError(msg)
+            await reader.getmany(*missing, timeout_ms=HIGHWATER_POLL_MS, max_records=1)
+        return {
+            (part.topic, part.partition): max(int(near[part]), int(reader.highwater(part)))
+            for part in parts
+        }
 
     async def read(self, tp: TP, start: int, end: int) -> list[Message]:
         """Records of `tp` with offsets in ``[start, end)`` (compacted topics may have gaps)."""

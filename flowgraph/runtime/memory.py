@@ -189,13 +189,21 @@ class MemoryConsumer:
         return self._broker.logs[tp[0]][tp[1]].end
 
     async def caught_up(self) -> bool:
-        """True when every partition is read to its end."""
+        """True when every partition is read to its end (this member owns them all)."""
         logs = self._broker.logs
         return all(
             max(self._positions[tp], getattr(part, "base", 0)) >= part.end
             for tp in self._tps
             if (part := logs[tp[0]][tp[1]]) is not None
         )
+
+    async def positions(self) -> dict[TP, int]:
+        """Where each partition is read next (past records already dropped)."""
+        logs = self._broker.logs
+        return {
+            tp: max(pos, getattr(logs[tp[0]][tp[1]], "base", 0))
+            for tp, pos in self._positions.items()
+        }
 
     async def commit(self, offsets: Mapping[TP, int]) -> None:
         """Store the group's positions."""
@@ -204,6 +212,10 @@ class MemoryConsumer:
     async def committed(self, tp: TP) -> int | None:
         """The committed offset of `tp`, or None."""
         return self._committed.get(tp)
+
+    async def group_offsets(self, tps: Sequence[TP]) -> dict[TP, int | None]:
+        """The committed offsets of `tps` (None where none)."""
+        return {tp: self._committed.get(tp) for tp in tps}
 
     async def stop(self) -> None:
         """Nothing to leave in one process."""
@@ -216,6 +228,7 @@ class MemoryTransport:
     """
 
     in_process = True
+    session_timeout = 0.0
 
     def __init__(self, broker: MemoryBroker | None = None, *, encoded: bool = False) -> None:
         self.url = "memory://"
@@ -301,3 +314,7 @@ class MemoryTransport:
     async def end_offset(self, tp: TP) -> int:
         """The offset the next record of `tp` will get."""
         return self.broker.logs[tp[0]][tp[1]].end
+
+    async def end_offsets(self, tps: Sequence[TP]) -> dict[TP, int]:
+        """The end offset of each of `tps`."""
+        return {tp: self.broker.logs[tp[0]][tp[1]].end for tp in tps}

@@ -55,7 +55,12 @@ class Consumer(Protocol):
         ...
 
     async def caught_up(self) -> bool:
-        """True when this member has read every partition it owns to its end."""
+        """True when this member has read every partition it owns to its end (or owns none)."""
+        ...
+
+    async def positions(self) -> dict[TP, int]:
+        """Where this member reads next in each partition it owns, all fetched records
+        having been handed out; {} while a fetch is still out."""
         ...
 
     async def commit(self, offsets: Mapping[TP, int]) -> None:
@@ -64,6 +69,14 @@ class Consumer(Protocol):
 
     async def committed(self, tp: TP) -> int | None:
         """The group's committed offset of `tp`, or None."""
+        ...
+
+    async def group_offsets(self, tps: Sequence[TP]) -> dict[TP, int | None]:
+        """The group's committed offsets of `tps` (None: none yet), whoever owns them.
+
+        One request where the broker allows, so an until-idle worker can watch the whole
+        group cheaply.
+        """
         ...
 
     async def stop(self) -> None:
@@ -81,6 +94,8 @@ class Transport(Protocol):
     """True when every topic holds bytes made by the topic codecs, as on Kafka; False lets
     internal topics hold Python objects (nobody else reads them). When True, written records
     carry origin headers and a restart scans for them, so nothing is written twice."""
+    session_timeout: float
+    """Seconds before the group moves a silent member's partitions to others (0 in process)."""
 
     async def start(self) -> None:
         """Connect; raise `ConfigurationError` with one sentence if the broker is unreachable."""
@@ -125,6 +140,10 @@ class Transport(Protocol):
 
     async def end_offset(self, tp: TP) -> int:
         """Offset the next record written to `tp` will get."""
+        ...
+
+    async def end_offsets(self, tps: Sequence[TP]) -> dict[TP, int]:
+        """`end_offset` of each of `tps`, read together; safe to call while a restore reads."""
         ...
 
 

@@ -25,11 +25,12 @@ from collections.abc import Callable
 from typing import Any
 
 from flowgraph._delete import DELETE
-from flowgraph.errors import ConfigurationError
+from flowgraph.errors import ConfigurationError, GroupStalledError
 from flowgraph.runtime.aggregate import AggregateOp
 from flowgraph.runtime.codecs import codec_or, topic_codecs
 from flowgraph.runtime.collector import quiet_gc
 from flowgraph.runtime.feeder import Feeder
+from flowgraph.runtime.idle import CHECK_INTERVAL, GroupIdle
 from flowgraph.runtime.ops import unstorable
 from flowgraph.runtime.recovery import POSITION_HEADER, Recovery, encode_position
 from flowgraph.runtime.schedule import (
@@ -117,6 +118,9 @@ class Worker:
         self._crash_hook = crash_point
         self._failure: Exception | None = None
         """What assigning partitions raised, raised again by `step` (see `_on_assigned`)."""
+        self._joined = False
+        """True once the group gave this worker its partitions (maybe none), and no
+        rebalance has begun since."""
         self._lock = asyncio.Lock()
         """Held while processing and committing, so a rebalance never cuts a batch in two."""
         self._positions: dict[TP, int] = {}
@@ -162,6 +166,7 @@ class Worker:
         )
         if self.transport.in_process:  # one member owns everything, at once
             await self._assign(self._consumer.assignment())
+            self._joined = True
 
     async def _on_assigned(self, assignment: frozenset[TP]) -> None:
         """A rebalance gave this worker `assignment`: restore its stores, build its tasks.
@@ -175,9 +180,11 @@ class Worker:
                 await self._assign(assignment)
             except Exception as exc:
                 self._failure = exc
+            self._joined = True
 
     async def _on_revoked(self, revoked: frozenset[TP]) -> None:
         """A rebalance takes `revoked` away: commit everything, then drop their tasks."""
+        self._joined = False  # until the rebalance settles: an idle worker then leaves cleanly
         async with self._lock:
             await self.commit()
             if self._touched:  # graves this commit wrote: one more deletes them for good
@@ -294,30 +301,82 @@ class Worker:
         max_events: int | None = None,
         stop: asyncio.Event | None = None,
         idle_wait: float = 0.05,
+        stall_timeout: float | None = None,
     ) -> RunStats:
         """Process batches until stopped, idle (if asked) or `max_events` source records.
 
-        Whatever ends the run, everything processed is committed before this returns.
+        Idle means the whole group is done: every input partition consumed and committed by
+        the group (`flowgraph.runtime.idle`); on an in-process transport this worker is the
+        whole group. When the group makes no progress for `stall_timeout` seconds (default:
+        `default_stall_timeout` of the session timeout) an until-idle run gives up with
+        `GroupStalledError`. Whatever ends the run, everything processed is committed first.
         """
+        group = None
+        if until_idle and not self.transport.in_process:
+            assert self._consumer is not None, "start() first"
+            group = GroupIdle.of_plan(self.plan, self.transport, self._consumer, stall_timeout)
+        checked, restored = -CHECK_INTERVAL, 0
+        stalled: GroupStalledError | None = None
         with quiet_gc():
             while stop is None or not stop.is_set():
                 if max_events is not None and self.stats.events >= max_events:
                     break
                 budget = None if max_events is None else max_events - self.stats.events
                 wait = 0.0 if self.transport.in_process else idle_wait
-                if not await self.step(budget, wait):
-                    async with self._lock:
-                        await self.commit()
-                    if (
-                        until_idle
-                        and all(f.done for f in self._feeders)
-                        and await self._consumer_caught_up()
-                    ):
-                        break
-                    if self.transport.in_process:
-                        await asyncio.sleep(idle_wait)
+                if await self.step(budget, wait):
+                    if group is not None:
+                        group.progressed()
+                    continue
+                async with self._lock:
+                    await self.commit()
+                if until_idle and all(f.done for f in self._feeders):
+                    if group is None:  # in process: one member, owning every partition
+                        if await self._consumer_caught_up():
+                            break
+                    elif time.monotonic() - checked >= CHECK_INTERVAL:
+                        checked = time.monotonic()
+                        if self.stats.restored != restored:
+                            restored = self.stats.restored
+                            group.progressed()
+                        done = await group.check()
+                        # Done, and joined with its own partitions read: its tables are
+                        # restored for the caller, and it leaves from a settled generation
+                        # (tansu mishandles a member that leaves in the middle of a
+                        # rebalance). A group that is done but that this worker could not
+                        # join within the stall timeout is done too.
+                        caught_up = self._joined and await self._consumer_caught_up()
+                        if done and caught_up:
+                            break
+                        if caught_up:
+                            await self._commit_read_ends(group)
+                        if group.stalled():
+                            if not done:
+                                stalled = group.error()
+                            break
+                if self.transport.in_process:
+                    await asyncio.sleep(idle_wait)
             await self.commit()
+        if stalled is not None:
+            raise stalled
         return self.stats
+
+    async def _commit_read_ends(self, group: GroupIdle) -> None:
+        """Commit the positions of partitions this idle worker has read to their ends where
+        the group's committed offset is behind them.
+
+        Offsets without a record for the worker (transaction markers, records removed by
+        retention before anyone read them) are read past, but no processed record moves
+        the committed offset over them, so the group would never look done. Everything
+        fetched is processed and committed by now, so the position is exact.
+        """
+        assert self._consumer is not None
+        positions = await self._consumer.positions()
+        ahead = {tp: p for tp, p in positions.items() if p > group.committed.get(tp, p)}
+        if not ahead:
+            return
+        async with self._lock:  # a rebalance waits; one that began since leaves `_joined` off
+            if self._joined and set(ahead) <= self._consumer.assignment():
+                await self._consumer.commit(ahead)
 
     async def step(self, budget: int | None = None, timeout: float = 0.0) -> bool:
         """Fetch for the partitions whose buffers run low, then run what the schedule hands
@@ -431,7 +490,7 @@ class Worker:
             self._crash_hook(name)
 
     async def _consumer_caught_up(self) -> bool:
-        """True when every assigned partition has been read to its end and processed."""
+        """True when every assigned partition (if any) has been read to its end and processed."""
         assert self._consumer is not None
         return not self.schedule.pending() and await self._consumer.caught_up()
 

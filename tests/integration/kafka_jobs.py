@@ -7,6 +7,8 @@ broker, e.g. ``tests/integration/kafka_jobs.py:make_graph('g-1a2b', 'clicks-1a2b
 
 from __future__ import annotations
 
+import time
+
 import flowgraph as fg
 
 TABLE = "per_url"
@@ -87,4 +89,19 @@ def make_two_sources_graph(graph_id: str, topic: str, partitions: int = 4) -> fg
     for name, source in (("a", topic), ("b", f"{topic}-b")):
         clicks = g.source(source, key_type=str, value_type=Click, partitions=partitions)
         clicks.to(f"{graph_id}-out", name=f"to_out_{name}", value_type=Click)
+    return g
+
+
+def drop_bots_slowly(click: Click) -> bool:
+    """`drop_bots` at about 5,000 records a second: a worker with many records stays busy."""
+    time.sleep(0.0002)
+    return drop_bots(click)
+
+
+def make_slow_repartition_graph(graph_id: str, topic: str, partitions: int = 4) -> fg.Graph:
+    """`make_repartition_graph` with a slow filter, so a busy worker keeps writing
+    repartition records for seconds after a less busy one has read its own partitions."""
+    g = fg.Graph(graph_id)
+    clicks = g.source(topic, key_type=str, value_type=Click, partitions=partitions)
+    clicks.filter(drop_bots_slowly).key_by(by_url).count(name=TABLE)
     return g

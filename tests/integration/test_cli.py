@@ -383,6 +383,21 @@ def test_run_takes_the_scheduling_options(jobs: Path) -> None:
     assert summary_number(done.stdout, "events") == 25
 
 
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--stall-timeout", "5"], "--stall-timeout applies only with --until-idle"),
+        (["--until-idle", "--stall-timeout", "0"], "expected a positive number of seconds"),
+    ],
+    ids=["without-until-idle", "zero"],
+)
+def test_bad_stall_timeout_is_a_usage_error(jobs: Path, options: list[str], expected: str) -> None:
+    done = flowgraph("run", "ticks.py", "--store", "memory://", *options, cwd=jobs)
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 # -- signals -------------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ PUBLIC = [
     "Graph",
     "GraphDefinitionError",
     "GraphValidationError",
+    "GroupStalledError",
     "Hopping",
     "Plan",
     "PlanningError",
