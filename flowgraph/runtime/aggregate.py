@@ -135,6 +135,15 @@ class AggregateOp:
         self.cur[key] = e
         return e
 
+    def _load_or_fail(self, k: Any, v: Any, ts: float, o: int, h: Any) -> list[Any] | None:
+        """`_load` for the record ``(k, v, ts, o, h)``; None, with the record dead-lettered,
+        when its key cannot be stored (only keys missing from the cache come here)."""
+        try:
+            return self._load(k)
+        except Exception as exc:
+            self.fail(exc, (k, v, ts, o, h))
+            return None
+
     def make_push(self, nxt: Push | None) -> Push:
         """The push function of this step; `nxt` receives ``(key, new value)`` updates."""
         self.next = nxt
@@ -144,17 +153,15 @@ class AggregateOp:
             return self._push_multi
         fail = self.fail
         cur = self.cur
-        load = self._load
+        load = self._load_or_fail
         dirty = self.dirty.append
         if self.node.agg == "count":
 
             def push_count(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
                 e = cur.get(k)
                 if e is None:
-                    try:
-                        e = load(k)
-                    except Exception as exc:
-                        fail(exc, (k, v, ts, o, h))
+                    e = load(k, v, ts, o, h)
+                    if e is None:
                         return
                 if o <= e[0]:
                     self.skipped += 1
@@ -174,10 +181,8 @@ class AggregateOp:
         def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
             e = cur.get(k)
             if e is None:
-                try:
-                    e = load(k)
-                except Exception as exc:
-                    fail(exc, (k, v, ts, o, h))
+                e = load(k, v, ts, o, h)
+                if e is None:
                     return
             if o <= e[0]:
                 self.skipped += 1
@@ -198,7 +203,7 @@ class AggregateOp:
     def _push_deleting(self, nxt: Push | None) -> Push:
         """The push of a kind that can delete: `DELETE` as accumulator starts from the initial."""
         cur = self.cur
-        load = self._load
+        load = self._load_or_fail
         dirty = self.dirty.append
         step = self.step
         fail = self.fail
@@ -207,10 +212,8 @@ class AggregateOp:
         def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
             e = cur.get(k)
             if e is None:
-                try:
-                    e = load(k)
-                except Exception as exc:
-                    fail(exc, (k, v, ts, o, h))
+                e = load(k, v, ts, o, h)
+                if e is None:
                     return
             if o <= e[0]:
                 self.skipped += 1
@@ -234,10 +237,8 @@ class AggregateOp:
 
     def _push_multi(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
         i = self.index
-        try:
-            e = self.cur.get(k) or self._load(k)
-        except Exception as exc:
-            self.fail(exc, (k, v, ts, o, h))
+        e = self.cur.get(k) or self._load_or_fail(k, v, ts, o, h)
+        if e is None:
             return
         if o <= e[0][i]:
             self.skipped += 1
