@@ -4,7 +4,9 @@ It walks ``graph.to_logical()`` one input record at a time: no planner, no batch
 partitions, no codecs. Each record is pushed through the steps in plan order (parents before
 children); a merge concatenates its inputs in their declared order. Tables are dicts; what sinks
 receive is recorded per sink, as ``(key, value)`` in order (a topic by its name, a callable as
-``"call:<step>"``).
+``"call:<step>"``). A windowed aggregation is the brute-force model of tests/window_oracle.py
+(one stream time, record by record); its table is keyed by `fg.WindowKey`, and its updates
+come out as ``(WindowKey, value)`` in increasing window start.
 
 `Guarantees` says, from the plan alone, how much of that a partitioned, batched executor must
 reproduce exactly: records of one key that come from one partition of one topic keep their
@@ -23,6 +25,7 @@ from typing import Any
 
 import attrs
 
+from flowgraph.windows import WindowKey
 from planner.logical import (
     Aggregate,
     Changes,
@@ -38,6 +41,7 @@ from planner.logical import (
     Sink,
     Source,
 )
+from tests.window_oracle import Aggregation, Oracle
 
 __all__ = ["Guarantees", "Result", "freeze", "guarantees", "interpret", "multiset", "per_key"]
 
@@ -64,6 +68,13 @@ class _Interpreter:
         self.tables: dict[str, dict[Any, Any]] = {
             n.id: {} for n in plan.nodes if isinstance(n, Aggregate)
         }
+        self.oracles = {
+            n.id: Oracle(n.window, self.windowed_fold(n))
+            for n in plan.nodes
+            if isinstance(n, Aggregate) and n.window is not None
+        }
+        self.ts = 0.0
+        """The timestamp of the input record being pushed (every record it leads to has it)."""
         self.outputs: dict[str, list[Pair]] = {
             sink_name(n): [] for n in plan.nodes if isinstance(n, Sink)
         }
@@ -74,7 +85,8 @@ class _Interpreter:
             result = self.loop.run_until_complete(result)
         return result
 
-    def push(self, topic: str, key: Any, value: Any) -> None:
+    def push(self, topic: str, key: Any, value: Any, ts: float = 0.0) -> None:
+        self.ts = ts
         (source,) = [n for n in self.plan.nodes if isinstance(n, Source) and n.topic == topic]
         flowing: dict[str, list[Pair]] = {source.id: [(key, value)]}
         for node in self.plan.nodes:
@@ -99,6 +111,13 @@ class _Interpreter:
                 return [(self.call(fn, v), v) for _, v in records]
             case Merge() | Changes() | Repartition():
                 return records
+            case Aggregate() if node.window is not None:
+                oracle = self.oracles[node.id]
+                return [
+                    (WindowKey(*w), value)
+                    for k, v in records
+                    for w, value in oracle.send(k, self.ts, v)
+                ]
             case Aggregate():
                 return [(k, self.fold(node, k, v)) for k, v in records]
             case Sink():
@@ -128,18 +147,46 @@ class _Interpreter:
         return new
 
 
-def interpret(plan: LogicalPlan, inputs: Iterable[tuple[str, Any, Any]]) -> Result:
-    """Run `plan` over ``(topic, key, value)`` records, one at a time, in order.
+    def windowed_fold(self, node: Aggregate) -> Aggregation:
+        """The oracle's view of `node`'s fold: an initial value and ``fold(acc, value)``."""
+        if node.agg in ("count", "sum"):
+            return Aggregation(node.agg, 0, lambda acc, v: self.fold_value(node, acc, v))
+        return Aggregation(node.agg, _FRESH, lambda acc, v: self.fold_value(node, acc, v))
+
+    def fold_value(self, node: Aggregate, acc: Any, value: Any) -> Any:
+        """One step of `node`'s fold; `acc` is `_FRESH` before the first value."""
+        fn: Any = node.fn
+        if node.agg == "count":
+            return acc + 1
+        if node.agg == "sum":
+            return acc + (value if fn is None else self.call(fn, value))
+        if node.agg == "reduce":
+            return value if acc is _FRESH else self.call(fn, acc, value)
+        if acc is _FRESH:
+            acc = node.initial() if callable(node.initial) else copy.deepcopy(node.initial)
+        return self.call(fn, acc, value)
+
+
+_FRESH: Any = object()
+"""The accumulator of a window that has seen nothing yet."""
+
+
+def interpret(plan: LogicalPlan, inputs: Iterable[tuple[Any, ...]]) -> Result:
+    """Run `plan` over ``(topic, key, value)`` or ``(topic, key, value, timestamp)`` records,
+    one at a time, in order (the timestamp defaults to 0).
 
     Sink callables are not called (the executor under test calls them); what they would
-    receive is in ``outputs["call:<step>"]``.
+    receive is in ``outputs["call:<step>"]``. A windowed table holds every window the oracle
+    still holds at the end.
     """
     it = _Interpreter(plan)
     try:
-        for topic, key, value in inputs:
-            it.push(topic, key, value)
+        for record in inputs:
+            it.push(*record)
     finally:
         it.loop.close()
+    for name, oracle in it.oracles.items():
+        it.tables[name] = {WindowKey(*w): value for w, value in oracle.held.items()}
     return Result(tables=it.tables, outputs=it.outputs)
 
 
@@ -152,8 +199,9 @@ class Guarantees:
 
     ``"exact"``: the same value per key (tables) or the same sequence per key (sinks);
     ``"keys"``: the same keys (tables); ``"multiset"``: the same records in some order (sinks);
-    ``"unknown"``: records that depend on the interleaving (sinks downstream of the updates of
-    a table fed by an unordered stream).
+    ``"unknown"``: what depends on the interleaving (sinks downstream of the updates of a
+    table fed by an unordered stream; windowed tables fed by one, whose records may come
+    after their window closed).
     """
 
     tables: dict[str, str]
@@ -191,7 +239,11 @@ def guarantees(plan: LogicalPlan) -> Guarantees:
             stable[n.id] = stable[up]
         elif isinstance(n, Aggregate):
             commutative = n.agg in ("count", "sum") or getattr(n.fn, "commutative", False)
-            if stable[up] and (ordered[up] or commutative):
+            if n.window is not None:
+                # Stream time is shared by the keys of a partition: records that interleave
+                # differently can find a window closed, whatever the fold.
+                tables[n.id] = "exact" if stable[up] and ordered[up] else "unknown"
+            elif stable[up] and (ordered[up] or commutative):
                 tables[n.id] = "exact"
             else:
                 tables[n.id] = "keys"
