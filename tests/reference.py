@@ -208,7 +208,7 @@ class Guarantees:
     outputs: dict[str, str]
 
 
-def guarantees(plan: LogicalPlan) -> Guarantees:
+def guarantees(plan: LogicalPlan, *, time_ordered: bool = False) -> Guarantees:
     """Classify each table and sink of `plan` (see the module docstring).
 
     A stream is *ordered* when each key's records reach it from one partition of one topic
@@ -216,6 +216,10 @@ def guarantees(plan: LogicalPlan) -> Guarantees:
     its input is ordered and comes from a single partition. A stream is *stable* when its
     multiset of records does not depend on interleaving: everything is, except the updates of
     a table fed by an unordered stream.
+
+    `time_ordered`: the executor runs records in timestamp order across partitions wherever
+    their order reaches a window, and input timestamps increase in send order; then every
+    windowed table fed by a stable stream sees its records in send order, so it is exact.
     """
     by_id = plan.by_id()
     ordered: dict[str, bool] = {}
@@ -242,7 +246,8 @@ def guarantees(plan: LogicalPlan) -> Guarantees:
             if n.window is not None:
                 # Stream time is shared by the keys of a partition: records that interleave
                 # differently can find a window closed, whatever the fold.
-                tables[n.id] = "exact" if stable[up] and ordered[up] else "unknown"
+                in_order = ordered[up] or time_ordered
+                tables[n.id] = "exact" if stable[up] and in_order else "unknown"
             elif stable[up] and (ordered[up] or commutative):
                 tables[n.id] = "exact"
             else:

@@ -108,8 +108,8 @@ def assert_exactly(got: Result, want: Result) -> None:
         assert per_key(got.outputs[name]) == per_key(pairs), name
 
 
-def assert_guaranteed(case: Case, got: Result, want: Result) -> None:
-    promised = guarantees(case.graph.to_logical())
+def assert_guaranteed(case: Case, got: Result, want: Result, *, time_ordered: bool = False) -> None:
+    promised = guarantees(case.graph.to_logical(), time_ordered=time_ordered)
     assert set(got.tables) == set(want.tables)
     for name, table in want.tables.items():
         g, w = frozen_table(got.tables[name]), frozen_table(table)
@@ -204,3 +204,18 @@ def test_guarantees_of_a_window_after_a_key_by():
     src.window(fg.Tumbling(10)).count(name="direct")
     promised = guarantees(g.to_logical())
     assert promised.tables == {"wc": "unknown", "direct": "exact"}
+    in_time_order = guarantees(g.to_logical(), time_ordered=True)
+    assert in_time_order.tables == {"wc": "exact", "direct": "exact"}
+
+
+@SETTINGS
+@given(case=cases())
+def test_time_ordered_worker_gets_every_windowed_table_exact(case: Case):
+    """Fed every input at once, a Worker runs records in timestamp order across partitions
+    wherever their order reaches a window, which is send order here: every windowed table
+    (order-sensitive folds included, grace 0) is the reference's, after a key_by over several
+    partitions or a merge too, whatever the batch size."""
+    want = interpret(case.graph.to_logical(), case.records())
+    for max_batch in (1, 3, 1000):
+        got = run_worker(case, max_batch)
+        assert_guaranteed(case, got, want, time_ordered=True)
