@@ -39,8 +39,8 @@ class Wire(MemoryTransport):
 class Rig:
     """Tasks of `graph()` over one memory broker, with the codecs a Kafka run uses."""
 
-    def __init__(self) -> None:
-        self.plan = graph().plan()
+    def __init__(self, g: fg.Graph | None = None) -> None:
+        self.plan = (g or graph()).plan()
         self.transport = Wire(MemoryBroker())
         self.codecs = topic_codecs(self.plan, in_process=False)
         self.hash_codecs = {t.name: codec_or(t.key_type, AutoCodec()) for t in self.plan.topics}
@@ -54,15 +54,15 @@ class Rig:
     def recovery(self) -> Recovery:
         return Recovery(self.plan, self.transport, self.codecs, RunStats(), lambda _: None)
 
-    def inputs(self, values: list[int], first: int = 0) -> list[Any]:
+    def inputs(self, values: list[int], first: int = 0, topic: str = "in") -> list[Any]:
         """Input records of `values`, at offsets from `first`."""
-        kc, vc = self.codecs["in"]
+        kc, vc = self.codecs[topic]
         return [(kc.encode(v % 3), vc.encode(v), float(o), o, None)
                 for o, v in enumerate(values, first)]
 
-    def out(self) -> list[int]:
-        _, vc = self.codecs["out"]
-        return sorted(vc.decode(v) for _, v, *_ in self.transport.broker.records("out"))
+    def out(self, topic: str = "out") -> list[int]:
+        _, vc = self.codecs[topic]
+        return sorted(vc.decode(v) for _, v, *_ in self.transport.broker.records(topic))
 
 
 def test_a_replay_after_a_crash_writes_every_output_once():
@@ -116,3 +116,58 @@ def test_without_a_crash_nothing_is_marked():
 
     assert asyncio.run(main()) == {}
     assert rig.out() == [1, 2, 3, 101, 102, 103]
+
+
+def test_marks_of_one_input_outlive_the_replay_of_another():
+    """A task fed by two topics keeps marks per input: replaying one input past its marks
+    forgets only that input's marks."""
+    g = fg.Graph("t")
+    a = g.source("a", key_type=int, value_type=int)
+    b = g.source("b", key_type=int, value_type=int)
+    a.merge(b, name="both").to("out")
+    rig = Rig(g)
+    from_a, from_b = rig.inputs([1, 2, 3, 4, 5], topic="a"), rig.inputs([11, 12, 13], topic="b")
+
+    async def main() -> None:
+        await rig.transport.create_topics(rig.plan.topics)
+        task = rig.task(0)
+        recovery = rig.recovery()
+        await recovery.recover_writes(task)
+        await task.process("a", from_a[:1])
+        await task.process("b", from_b[:1])
+        await recovery.write_checkpoints([task])
+        await task.process("a", from_a[1:3])
+        await task.process("b", from_b[1:3])  # a crash after these
+        again = rig.task(0)
+        await rig.recovery().recover_writes(again)
+        await again.process("a", from_a[1:])  # a's replay, past b's marks' offsets
+        await again.process("b", from_b[1:])
+
+    asyncio.run(main())
+    assert rig.out() == [1, 2, 3, 4, 5, 11, 12, 13]
+
+
+def test_a_task_writing_a_repartition_topic_and_a_sink_recovers_both():
+    g = fg.Graph("t")
+    src = g.source("in", key_type=int, value_type=int)
+    src.key_by(lambda v: v % 3, name="kb").count(name="n")
+    src.to("out")
+    rig = Rig(g)
+    records = rig.inputs([1, 2, 3, 4])
+    (repartition,) = [t.name for t in rig.plan.topics if t.role == "repartition"]
+
+    async def main() -> None:
+        await rig.transport.create_topics(rig.plan.topics)
+        task = rig.task(0)
+        recovery = rig.recovery()
+        await recovery.recover_writes(task)
+        await task.process("in", records[:1])
+        await recovery.write_checkpoints([task])
+        await task.process("in", records[1:3])  # a crash after these
+        again = rig.task(0)
+        await rig.recovery().recover_writes(again)
+        await again.process("in", records[1:])
+
+    asyncio.run(main())
+    assert rig.out() == [1, 2, 3, 4]
+    assert rig.out(repartition) == [1, 2, 3, 4]
