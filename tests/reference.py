@@ -43,7 +43,16 @@ from planner.logical import (
 )
 from tests.window_oracle import Aggregation, Oracle
 
-__all__ = ["Guarantees", "Result", "freeze", "guarantees", "interpret", "multiset", "per_key"]
+__all__ = [
+    "Guarantees",
+    "Result",
+    "freeze",
+    "guarantees",
+    "interpret",
+    "multiset",
+    "per_key",
+    "per_key_by_input",
+]
 
 Pair = tuple[Any, Any]
 
@@ -54,6 +63,8 @@ class Result:
 
     tables: dict[str, dict[Any, Any]]
     outputs: dict[str, list[Pair]]
+    origins: dict[str, list[int]] = attrs.field(factory=dict)
+    """Per sink, the index of the input record each output came from (when known)."""
 
 
 def sink_name(node: Sink) -> str:
@@ -75,9 +86,13 @@ class _Interpreter:
         }
         self.ts = 0.0
         """The timestamp of the input record being pushed (every record it leads to has it)."""
+        self.index = -1
+        """The index of the input record being pushed."""
+
         self.outputs: dict[str, list[Pair]] = {
             sink_name(n): [] for n in plan.nodes if isinstance(n, Sink)
         }
+        self.origins: dict[str, list[int]] = {name: [] for name in self.outputs}
 
     def call(self, fn: Any, *args: Any) -> Any:
         result = fn(*args)
@@ -122,6 +137,7 @@ class _Interpreter:
                 return [(k, self.fold(node, k, v)) for k, v in records]
             case Sink():
                 self.outputs[sink_name(node)].extend(records)
+                self.origins[sink_name(node)].extend([self.index] * len(records))
                 return []
         msg = f"the reference does not know {type(node).__name__}"
         raise NotImplementedError(msg)
@@ -181,13 +197,14 @@ def interpret(plan: LogicalPlan, inputs: Iterable[tuple[Any, ...]]) -> Result:
     """
     it = _Interpreter(plan)
     try:
-        for record in inputs:
+        for i, record in enumerate(inputs):
+            it.index = i
             it.push(*record)
     finally:
         it.loop.close()
     for name, oracle in it.oracles.items():
         it.tables[name] = {WindowKey(*w): value for w, value in oracle.held.items()}
-    return Result(tables=it.tables, outputs=it.outputs)
+    return Result(tables=it.tables, outputs=it.outputs, origins=it.origins)
 
 
 # -- what a partitioned, batched executor must reproduce --------------------------------------
@@ -282,6 +299,19 @@ def per_key(pairs: Iterable[Pair]) -> dict[Any, list[Any]]:
     for k, v in pairs:
         result.setdefault(freeze(k), []).append(freeze(v))
     return result
+
+
+def per_key_by_input(pairs: Iterable[Pair], origins: Iterable[int]) -> dict[Any, list[Any]]:
+    """Per key, ``(input index, values from that input)`` in order; the values of one input
+    as a sorted tuple, since records one input fans out to (a `flat_map`) may cross
+    partitions on their way and reach a key in either order."""
+    result: dict[Any, list[Any]] = {}
+    for (k, v), i in zip(pairs, origins, strict=True):
+        runs = result.setdefault(freeze(k), [])
+        if not runs or runs[-1][0] != i:
+            runs.append((i, []))
+        runs[-1][1].append(freeze(v))
+    return {k: [(i, tuple(sorted(vs, key=repr))) for i, vs in runs] for k, runs in result.items()}
 
 
 def multiset(pairs: Iterable[Pair]) -> Counter[Pair]:

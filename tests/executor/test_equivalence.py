@@ -23,7 +23,15 @@ from flowgraph.runtime.state import MemoryBackend
 from flowgraph.runtime.worker import Worker
 from flowgraph.testing import TestDriver
 from planner.logical import Repartition
-from tests.reference import Result, freeze, guarantees, interpret, multiset, per_key
+from tests.reference import (
+    Result,
+    freeze,
+    guarantees,
+    interpret,
+    multiset,
+    per_key,
+    per_key_by_input,
+)
 from tests.strategies import Case, cases
 
 
@@ -45,16 +53,34 @@ SETTINGS = settings(max_examples=200, deadline=None,
 
 
 def run_driver(case: Case, max_batch: int) -> Result:
+    """Each input sent and processed in turn; outputs are noted with the input they came from."""
     case.reset()
     with TestDriver(case.graph, max_batch=max_batch) as driver:
-        for topic, key, value, ts in case.records():
-            driver.send(topic, key, value, timestamp=ts)
         plan = driver.plan
+        sinks = [t.name for t in plan.topics if t.role == "sink"]
+
+        def seen() -> dict[str, list[tuple[Any, Any]]]:
+            out = {name: driver.output(name) for name in sinks}
+            out.update({f"call:{step}": list(c.items) for step, c in case.collectors.items()})
+            return out
+
+        noted: dict[str, dict[Any, list[tuple[int, Any, Any]]]] = {}
+        for i, (topic, key, value, ts) in enumerate(case.records()):
+            driver.send(topic, key, value, timestamp=ts)
+            for name, pairs in seen().items():
+                per = noted.setdefault(name, {})
+                for k, values in per_key(pairs).items():
+                    run = per.setdefault(k, [])
+                    run += [(i, k, v) for v in values[len(run):]]  # a key's records only grow
         assert driver.dead_letters() == []
         tables = {s.step: contents(driver.table(s.step)) for s in plan.stores}
-        outputs = {t.name: driver.output(t.name) for t in plan.topics if t.role == "sink"}
-    outputs.update({f"call:{step}": list(c.items) for step, c in case.collectors.items()})
-    return Result(tables=tables, outputs=outputs)
+        names = seen()
+    records = {name: [r for run in noted.get(name, {}).values() for r in run] for name in names}
+    return Result(
+        tables=tables,
+        outputs={name: [(k, v) for _, k, v in recs] for name, recs in records.items()},
+        origins={name: [i for i, _, _ in recs] for name, recs in records.items()},
+    )
 
 
 def run_worker(case: Case, max_batch: int) -> Result:
@@ -105,7 +131,12 @@ def assert_exactly(got: Result, want: Result) -> None:
         assert frozen_table(got.tables[name]) == frozen_table(table), name
     assert set(got.outputs) == set(want.outputs)
     for name, pairs in want.outputs.items():
-        assert per_key(got.outputs[name]) == per_key(pairs), name
+        if name in got.origins:
+            assert per_key_by_input(got.outputs[name], got.origins[name]) == per_key_by_input(
+                pairs, want.origins[name]
+            ), name
+        else:
+            assert per_key(got.outputs[name]) == per_key(pairs), name
 
 
 def assert_guaranteed(case: Case, got: Result, want: Result, *, time_ordered: bool = False) -> None:
