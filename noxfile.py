@@ -1,6 +1,8 @@
-"""Developer sessions: `nox -s tests | lint | typecheck | bench | notebooks | docs`."""
+"""Developer sessions: `nox -s tests | lint | typecheck | bench | notebooks | docs | mutants`."""
 
 from __future__ import annotations
+
+import os
 
 import nox
 
@@ -58,3 +60,41 @@ def notebooks(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Run every Python example in docs/ (they are tested, so they stay true)."""
     _pytest(session, "tests/unit/test_docs.py")
+
+
+MUTATED = (
+    "flowgraph.runtime.aggregate",
+    "flowgraph.runtime.windowed",
+    "flowgraph.runtime.window_push",
+    "flowgraph.runtime.recovery",
+    "flowgraph.runtime.task",
+    "flowgraph.windows",
+)
+"""Modules `mutants` mutates (the list is also `only_mutate` in pyproject.toml)."""
+
+
+@nox.session(python=PYTHON, default=False)
+def mutants(session: nox.Session) -> None:
+    """Mutation testing (mutmut) of the aggregation, window, recovery and task modules.
+
+    Not part of `tests` or CI. Each module gets ``MUTANTS_MINUTES`` minutes (default 7), niced,
+    on up to ``MUTANTS_SAMPLE`` (default 150) of its mutants not checked yet, drawn at random;
+    results are kept in mutants/, so the next run checks others. Posargs name modules to run
+    (default: all of `MUTATED`). Ends with the score per module.
+    """
+    session.install("-e", ".[test]", "mutmut==3.8.1")
+    seconds = str(int(float(os.environ.get("MUTANTS_MINUTES", "7")) * 60))
+    sample = os.environ.get("MUTANTS_SAMPLE", "150")
+    for module in session.posargs or MUTATED:
+        pending = session.run(
+            "python", "tools/mutant_score.py", "--pending", module, "--sample", sample,
+            silent=True,
+        )
+        # No mutants made yet (a first run): the whole module, cheapest mutants first.
+        targets = str(pending or "").split() or [f"{module}.*"]
+        session.run(
+            "nice", "-n", "10", "timeout", "--signal=INT", seconds,
+            "mutmut", "run", "--max-children", "1", *targets,
+            external=True, success_codes=[0, 124, 130],
+        )
+    session.run("python", "tools/mutant_score.py")

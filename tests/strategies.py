@@ -2,15 +2,19 @@
 
 `cases()` draws a `Case`: a `flowgraph.Graph` with 1-2 keyed sources (1-4 partitions) and a
 random mix of map / filter / flat_map / peek / key_by / merge, keyed count / sum / reduce /
-aggregate (some followed by ``changes()``), sinks to topics and to callables, plus a list of
-input records. Every function is deterministic and total over ints (no step ever raises), keys
-are small ints, and every non-terminal step has a consumer, so the graph always plans.
+aggregate (some per tumbling or hopping window with grace 0, some followed by ``changes()``),
+sinks to topics and to callables, plus a list of input records. Every function is deterministic
+and total over ints (no step ever raises), keys are small ints, and every non-terminal step has
+a consumer, so the graph always plans.
 
 Two restrictions keep the expected output well defined without modelling the executor:
 
 * a merge only joins streams with no source in common, so one input record never reaches a
   step along two paths (the order of such twins is not part of the contract);
-* after ``changes()`` only key-keeping stateless steps and sinks follow.
+* after ``changes()`` only key-keeping stateless steps and sinks follow;
+* input record ``i`` has timestamp `timestamp(i)`, increasing in send order, and windows keep
+  their values (`RETENTION` outlives every input), so a run that processes records in
+  timestamp order finds no record late and every window still in its table at the end.
 
 Functions whose fold does not depend on the order of records carry ``commutative = True``; the
 equivalence test uses it to decide what a batched run must reproduce exactly.
@@ -30,6 +34,9 @@ MOD = 97
 """Values stay in ``range(MOD)``."""
 KEYS = 5
 """Keys stay in ``range(KEYS)``."""
+
+RETENTION = 1_000.0
+"""Retention of every window: longer than the inputs span, so no window is ever deleted."""
 
 Draw = Callable[[st.SearchStrategy[Any]], Any]
 
@@ -59,9 +66,18 @@ class Case:
         lines = "\n    ".join(self.script)
         return f"Case(\n    {lines}\n    inputs={self.inputs!r})"
 
+    def records(self) -> list[tuple[str, int, int, float]]:
+        """The inputs with their timestamps: ``(topic, key, value, timestamp)``."""
+        return [(t, k, v, timestamp(i)) for i, (t, k, v) in enumerate(self.inputs)]
+
     def reset(self) -> None:
         for c in self.collectors.values():
             c.items.clear()
+
+
+def timestamp(i: int) -> float:
+    """The timestamp of input record `i`: one second apart, from 1."""
+    return float(i + 1)
 
 
 @attrs.define
@@ -160,12 +176,27 @@ class _Builder:
         self.add(_Handle(out, h.origins | other.origins),
                  f"{h.stream.step}.merge({other.stream.step})")
 
+    def window(self) -> tuple[Any, str]:
+        """A tumbling or hopping spec with grace 0 (`RETENTION` keeps every window)."""
+        if self.draw(st.booleans()):
+            size = self.ints(1, 5)
+            return fg.Tumbling(size, retention=RETENTION), f"Tumbling({size})"
+        step = self.ints(1, 3)
+        size = step * self.ints(1, 3) + self.draw(st.sampled_from([0, 0, 0.5]))
+        return fg.Hopping(size, step, retention=RETENTION), f"Hopping({size}, {step})"
+
     def aggregate(self, h: _Handle) -> None:
         name = self.name("agg")
-        src = self.use(h)
+        src: Any = self.use(h)
+        prefix = ""
+        if self.draw(st.integers(0, 2)) == 0:
+            spec, text = self.window()
+            src, prefix = src.window(spec), f"window({text})."
         wrap = lambda f: _maybe_async(self.draw, f)  # noqa: E731
-        kind = self.draw(st.sampled_from(["count", "sum", "sum_fn", "reduce", "aggregate",
-                                          "history", "latest", "deleting"]))
+        kinds = ["count", "sum", "sum_fn", "reduce", "aggregate", "history"]
+        if not prefix:  # windowed streams have no to_table, and their folds may not delete
+            kinds += ["latest", "deleting"]
+        kind = self.draw(st.sampled_from(kinds))
         commutative = self.draw(st.booleans())
         if kind == "count":
             table, text = src.count(name=name), "count()"
@@ -199,7 +230,7 @@ class _Builder:
             fn = _mark(lambda acc, v: [*acc, v][-4:], False)
             table = src.aggregate(list, wrap(fn), name=name)
             text = "aggregate(list, [*acc, v][-4:])"
-        self.script.append(f"{name} = {h.stream.step}.{text}")
+        self.script.append(f"{name} = {h.stream.step}.{prefix}{text}")
         if kind not in ("history", "deleting") and self.draw(st.booleans()):  # no None values
             updates = table.changes(name=f"{name}-changes")
             self.add(_Handle(updates, h.origins, after_changes=True), f"{name}.changes()")

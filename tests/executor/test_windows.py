@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import shutil
 
 import pytest
@@ -465,3 +466,61 @@ def test_stream_time_is_per_partition_after_a_repartition():
         view = d.table("n")
         assert {window_tuple(w): v for w, v in view.windows().items()} == expected
         assert view.late == sum(len(o.late) for o in oracles.values()) > 0
+
+
+@pytest.mark.parametrize("fold", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("now", "late"), [(12.0, True), (math.nextafter(12.0, 0.0), False)], ids=["at", "before"]
+)
+def test_grace_ends_exactly_at_end_plus_grace(fold, now, late):
+    """Window [0, 10) with grace 2: once stream time is 12 a record for it is late; just
+    before 12 it is not. An async fold takes the general path, a sync one the fast path."""
+
+    def add(acc: int, v: int) -> int:
+        return acc + v
+
+    async def add_async(acc: int, v: int) -> int:
+        return acc + v
+
+    g = fg.Graph("t")
+    s = g.source("in", key_type=str, value_type=int)
+    table = s.window(fg.Tumbling(10, grace=2, retention=100)).aggregate(
+        0, add if fold == "sync" else add_async, name="total"
+    )
+    table.late().to("late")
+    with TestDriver(g) as d:
+        d.send("in", "a", 1, timestamp=1.0)
+        d.send("in", "b", 10, timestamp=now)  # moves stream time to `now`
+        d.send("in", "a", 5, timestamp=9.0)  # in [0, 10)
+        view = d.table("total")
+        assert view.late == int(late)
+        assert d.output("late") == ([("a", 5)] if late else [])
+        assert view.windows()[W("a", 0.0, 10.0)] == (1 if late else 6)
+
+
+@pytest.mark.parametrize("fold", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("now", "closed"), [(12.0, True), (math.nextafter(12.0, 0.0), False)], ids=["at", "before"]
+)
+def test_a_window_closes_exactly_at_end_plus_grace(fold, now, closed):
+    """emit="close": window [0, 10) with grace 2 is emitted once stream time is 12, not
+    before; with no retention it then leaves the table."""
+
+    def add(acc: int, v: int) -> int:
+        return acc + v
+
+    async def add_async(acc: int, v: int) -> int:
+        return acc + v
+
+    g = fg.Graph("t")
+    s = g.source("in", key_type=str, value_type=int)
+    table = s.window(fg.Tumbling(10, grace=2, emit="close")).aggregate(
+        0, add if fold == "sync" else add_async, name="total"
+    )
+    table.changes().to("closed")
+    with TestDriver(g) as d:
+        d.send("in", "a", 1, timestamp=1.0)
+        d.send("in", "a", 2, timestamp=9.5)
+        d.send("in", "b", 10, timestamp=now)  # moves stream time to `now`
+        assert d.output("closed") == ([(W("a", 0.0, 10.0), 3)] if closed else [])
+        assert (W("a", 0.0, 10.0) in d.table("total").windows()) is not closed

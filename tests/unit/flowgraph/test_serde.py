@@ -307,6 +307,23 @@ def test_auto_keeps_the_utc_offset_of_datetimes() -> None:
     assert round_trip(dt.datetime(2024, 5, 1)).tzinfo is None
 
 
+def test_auto_keeps_value_and_offset_of_an_aware_datetime_subclass() -> None:
+    """A datetime subclass (pandas.Timestamp is one) comes back as a plain datetime: the same
+    instant, wall time, microseconds and UTC offset."""
+
+    class Stamp(dt.datetime):
+        pass
+
+    offset = dt.timedelta(hours=5, minutes=30)
+    value = Stamp(2024, 5, 1, 12, 34, 56, 789012, tzinfo=dt.timezone(offset))
+    out = round_trip(value)
+    assert type(out) is dt.datetime
+    assert out.utcoffset() == offset
+    assert out == value
+    assert out.timestamp() == value.timestamp()
+    assert out.isoformat() == "2024-05-01T12:34:56.789012+05:30"
+
+
 def test_auto_turns_subclasses_of_builtins_into_the_builtin() -> None:
     class Color(enum.IntEnum):
         RED = 1

@@ -74,9 +74,10 @@ def test_far_timestamps_and_tiny_sizes() -> None:
     assert len(Tumbling(1e-10).windows_for(1e300)) == 1  # no overflow in the quotient
 
 
-def test_latest_before_epoch_raises() -> None:
-    with pytest.raises(ValueError, match="before the epoch"):
-        Tumbling(10).latest(-1)
+@pytest.mark.parametrize("spec", [Tumbling(10), Hopping(10, 5)], ids=["tumbling", "hopping"])
+def test_latest_before_epoch_raises_naming_the_time(spec) -> None:
+    with pytest.raises(ValueError, match=r"timestamp -1\.5 is before the epoch"):
+        spec.latest(-1.5)
 
 
 @pytest.mark.parametrize("t", [math.nan, math.inf, -math.inf])
