@@ -470,7 +470,8 @@ class WindowedAggregateOp:
         if b is None:
             b = self.buffers[k] = [self.start_pos, self.start_pos, [], []]
         times: list[float] = b[3]
-        if not self._seen(b[0], o):
+        added = not self._seen(b[0], o)
+        if added:
             b[2].append((t, None if self.counting else v))  # a count needs no values
             if not times or t >= times[-1]:
                 times.append(t)
@@ -508,6 +509,9 @@ class WindowedAggregateOp:
                 value = await self._afold(acc, v) if self.is_async else self.step(acc, v)
                 updates.append((d2, s2, t2, value))
         except Exception as exc:
+            if added:  # a dead letter: no later window may fold it (and fail again)
+                b[2].pop()  # the record appended above (a key's records apply one by one)
+                del times[bisect.bisect_left(times, t)]
             self.fail(exc, rec)
             return None, False
         return updates, late

@@ -93,3 +93,22 @@ def test_a_fold_failing_mid_batch_keeps_the_good_records_of_its_key(window, fold
     else:
         assert table == {W(KEY, s, e): sum(good) for s, e in windows}
         assert updates == [(W(KEY, s, e), total) for total in running for s, e in windows]
+
+
+@pytest.mark.parametrize("fold", [add, add_async], ids=["sync", "async"])
+def test_a_sliding_fold_that_raises_leaves_no_record_behind(fold):
+    """A record whose sliding-window fold raises is a dead letter and nothing more: later
+    windows of its key do not fold it again (which failed every later record of the key),
+    and queries of the key's windows work."""
+    g = fg.Graph("t")
+    src = g.source("in", key_type=int, value_type=int)
+    src.window(fg.Sliding(10)).aggregate(0, fold, name="total")
+    with fg.testing.TestDriver(g) as driver:
+        for t, v in [(1.0, 1), (2.0, BAD), (3.0, 2), (4.0, 4)]:
+            driver.send("in", KEY, v, timestamp=t)
+        assert [d.value for d in driver.dead_letters()] == [b"%d" % BAD]
+        view = driver.table("total")
+        windows = dict(view.windows())
+        assert windows[W(KEY, -6.0, 4.0)] == 7  # 1 + 2 + 4: the bad record is not in it
+        if fold is add:
+            assert view[KEY].current() == 7
