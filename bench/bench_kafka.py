@@ -86,14 +86,20 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[int, bytes, by
         await producer.stop()
 
 
-async def bare_fetch(bootstrap: str, topic: str, n: int) -> float:
-    """Seconds for a bare aiokafka fetch of the same records (no decode): the honest ceiling."""
+async def _reader(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    """A group-less consumer of every partition of `topic`, from the start."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     consumer.assign(parts)
     for p in parts:
         consumer.seek(p, 0)
+    return consumer
+
+
+async def bare_fetch(bootstrap: str, topic: str, n: int) -> float:
+    """Seconds for a bare aiokafka fetch of the same records (no decode): the honest ceiling."""
+    consumer = await _reader(bootstrap, topic)
     seen = 0
     first = 0.0
     try:
@@ -109,12 +115,7 @@ async def bare_fetch(bootstrap: str, topic: str, n: int) -> float:
 
 async def ceiling(bootstrap: str, topic: str, n: int) -> tuple[float, dict[str, int]]:
     decode = msgspec.json.Decoder(Click).decode
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    consumer.assign(parts)
-    for p in parts:
-        consumer.seek(p, 0)
+    consumer = await _reader(bootstrap, topic)
     counts: dict[str, int] = {}
     seen = 0
     first = 0.0

@@ -329,27 +329,22 @@ def _positive(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
+def _seconds(text: str, *, positive: bool = False) -> float:
+    """A number of seconds >= 0 (> 0 if `positive`), or a usage error."""
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value >= 0:  # also refuses nan
-        msg = f"expected a number of seconds >= 0, got {text!r}"
+    if not (value > 0 if positive else value >= 0):  # also refuses nan
+        what = "a positive number of seconds" if positive else "a number of seconds >= 0"
+        msg = f"expected {what}, got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return value
 
 
 def _positive_seconds(text: str) -> float:
-    """A number of seconds > 0 (a timeout), or a usage error."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:  # also refuses nan
-        msg = f"expected a positive number of seconds, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+    """A timeout: a number of seconds > 0, or a usage error."""
+    return _seconds(text, positive=True)
 
 
 def _parser() -> argparse.ArgumentParser:
