@@ -468,6 +468,14 @@ def test_stream_time_is_per_partition_after_a_repartition():
         assert view.late == sum(len(o.late) for o in oracles.values()) > 0
 
 
+def _add(acc: int, v: int) -> int:
+    return acc + v
+
+
+async def _add_async(acc: int, v: int) -> int:
+    return _add(acc, v)
+
+
 @pytest.mark.parametrize("fold", ["sync", "async"])
 @pytest.mark.parametrize(
     ("now", "late"), [(12.0, True), (math.nextafter(12.0, 0.0), False)], ids=["at", "before"]
@@ -476,16 +484,10 @@ def test_grace_ends_exactly_at_end_plus_grace(fold, now, late):
     """Window [0, 10) with grace 2: once stream time is 12 a record for it is late; just
     before 12 it is not. An async fold takes the general path, a sync one the fast path."""
 
-    def add(acc: int, v: int) -> int:
-        return acc + v
-
-    async def add_async(acc: int, v: int) -> int:
-        return acc + v
-
     g = fg.Graph("t")
     s = g.source("in", key_type=str, value_type=int)
     table = s.window(fg.Tumbling(10, grace=2, retention=100)).aggregate(
-        0, add if fold == "sync" else add_async, name="total"
+        0, _add if fold == "sync" else _add_async, name="total"
     )
     table.late().to("late")
     with TestDriver(g) as d:
@@ -506,16 +508,10 @@ def test_a_window_closes_exactly_at_end_plus_grace(fold, now, closed):
     """emit="close": window [0, 10) with grace 2 is emitted once stream time is 12, not
     before; with no retention it then leaves the table."""
 
-    def add(acc: int, v: int) -> int:
-        return acc + v
-
-    async def add_async(acc: int, v: int) -> int:
-        return acc + v
-
     g = fg.Graph("t")
     s = g.source("in", key_type=str, value_type=int)
     table = s.window(fg.Tumbling(10, grace=2, emit="close")).aggregate(
-        0, add if fold == "sync" else add_async, name="total"
+        0, _add if fold == "sync" else _add_async, name="total"
     )
     table.changes().to("closed")
     with TestDriver(g) as d:
