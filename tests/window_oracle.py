@@ -6,7 +6,7 @@ time shared by every key):
 * stream time is the largest timestamp seen so far, the current record included, and is
   updated *before* the lateness check;
 * a window closes once stream time >= end + grace (sliding windows, which include their end:
-  once stream time > end + grace, per the lead's amendment), and is never changed again;
+  once stream time > end + grace, as they include their end), and is never changed again;
 * tumbling/hopping windows are ``[k * step, k * step + size)``; a record is applied to each of
   its windows still open and is late if any of them is closed;
 * sliding: a record at ``t`` owns the window ``(key, t - size, t)`` (both ends included). It is

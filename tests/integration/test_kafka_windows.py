@@ -7,7 +7,7 @@ records to sink topics, retention long enough that the last windows are still he
 hopping sum and a sliding order-sensitive aggregate of the small readings, all on RocksDB. A
 `flowgraph run` worker SIGKILLs itself at a crash point; a second one runs to the end. Then
 everything is compared with an oracle computed here from the produced input alone, per input
-partition (stream time is per partition of the aggregation's input, /work/contract-windows.md;
+partition (stream time is per partition of the aggregation's input, docs/concepts/windows.md;
 the sliding windows come from the brute-force oracle of ``tests/window_oracle.py``):
 
 - the windows held at the end, read through the public query API (``RunResult.table(name)
