@@ -1,10 +1,9 @@
 """Windowed aggregations through `TestDriver` against a brute-force oracle.
 
-The oracle (tests/window_oracle.py) follows the rules of docs/concepts/windows.md literally (its
-"Rules" section). Inputs are one
-partition of records ``(key, time, value)`` with times on a half-second grid in [0, 200], some
-out of order within grace and some beyond it; values are the arrival index + 1, so an
-order-sensitive aggregate shows the folding order.
+The oracle (tests/window_oracle.py) follows the "Rules" section of docs/concepts/windows.md
+literally. Inputs are one partition of records ``(key, time, value)`` with times on a
+half-second grid in [0, 200], some out of order within grace and some beyond it; values are the
+arrival index + 1, so an order-sensitive aggregate shows the folding order.
 """
 
 from __future__ import annotations
