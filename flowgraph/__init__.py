@@ -25,8 +25,8 @@ from flowgraph.errors import RuntimeFailure as RuntimeFailure
 from flowgraph.errors import SerializationError as SerializationError
 from flowgraph.records import Record as Record
 from flowgraph.runtime.window_views import WindowedTableView as WindowedTableView
-from flowgraph.runtime.worker import Worker as Worker
 from flowgraph.runtime.window_views import WindowSet as WindowSet
+from flowgraph.runtime.worker import Worker as Worker
 from flowgraph.windows import Hopping as Hopping
 from flowgraph.windows import Sliding as Sliding
 from flowgraph.windows import Tumbling as Tumbling

@@ -215,11 +215,11 @@ def _timestamp(fn: object) -> dict[str, Any]:
     """The `Source` fields of a source's ``timestamp=`` extractor (none if it has none)."""
     if fn is None:
         return {}
-    _callable(fn, "source timestamp=")
-    if _util.is_async(fn):
+    func = _callable(fn, "source timestamp=")
+    if _util.is_async(func):
         msg = "source timestamp= must be a plain function, not async def; it runs per record"
         raise _error(msg)
-    _check_call(fn, "source timestamp=", ("value",), "it gets the decoded value")
+    _check_call(func, "source timestamp=", ("value",), "it gets the decoded value")
     return {"timestamp": fn, "timestamp_name": _util.fn_name(fn)}
 
 

@@ -260,11 +260,9 @@ class AsyncStep:
         kind = type(self.node)
         if inspect.isasyncgenfunction(f):
             f = _collecting(f)
-        args: Iterable[tuple[Any, ...]]
-        if kind is lg.Sink:
-            args = ((r[0], r[1]) for r in batch)
-        else:
-            args = ((r[1],) for r in batch)
+        args: Iterable[tuple[Any, ...]] = (
+            ((r[0], r[1]) for r in batch) if kind is lg.Sink else ((r[1],) for r in batch)
+        )
         if self.context is not None:
             contexts, self.contexts = self.contexts, []
             args = ((*a, c) for a, c in zip(args, contexts, strict=True))

@@ -353,8 +353,13 @@ def test_builders_record_only_nodes():
     def explode(*args: object) -> object:
         raise AssertionError("called while building")
 
-    (raw.map(explode, name="m").filter(explode, name="f").flat_map(explode, name="fm")
-        .key_by(explode, name="k").aggregate(0, explode, name="c"))
+    (
+        raw.map(explode, name="m")
+        .filter(explode, name="f")
+        .flat_map(explode, name="fm")
+        .key_by(explode, name="k")
+        .aggregate(0, explode, name="c")
+    )
     kinds = [type(n) for n in g.to_logical().nodes]
     assert kinds == [Source, Map, Filter, FlatMap, KeyBy, Aggregate]
     assert repr(g) == "Graph('g', steps=6)"
