@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 import flowgraph as fg
-from flowgraph.runtime.task import ORIGIN_HEADER
+from flowgraph.runtime.task import ORIGIN, ORIGIN_HEADER
 from flowgraph.runtime.worker import topic_codecs
 from tests.integration.test_kafka import create_topic, read_topic, run_async
 from tests.kafka_broker import Broker
@@ -89,3 +89,10 @@ def test_context_values_match_what_the_broker_holds(kafka: Broker, tmp_path: Pat
     # the repartition records carry the origin header on the broker; the step does not see it
     assert all(any(n == ORIGIN_HEADER for n, _ in r.headers) for rs in held.values() for r in rs)
     assert all(a[6] == ["trace", "n", "n"] for a in after)
+    # as docs/reference/api.md documents it: >IIHqI = sub-topology, task partition, entry,
+    # input offset, sequence; here one record out per input, from entry 0 of sub-topology 0
+    origins = [ORIGIN.unpack(dict(r.headers)[ORIGIN_HEADER]) for rs in held.values() for r in rs]
+    assert sorted((part, off) for _, part, _, off, _ in origins) == sorted(
+        (p, o) for p, o, _ in sent
+    )
+    assert {(sub, entry, seq) for sub, _, entry, _, seq in origins} == {(0, 0, 0)}
