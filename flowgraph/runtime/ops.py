@@ -6,6 +6,11 @@ over its records that calls the entry's push: no queue and no intermediate list 
 stateless steps, and no await for sync functions. `offset` is the source offset of the input
 record a record came from (see `aggregate.py` for why it travels).
 
+A step built with ``context=True`` gets its own closure that also makes a `RecordContext`
+(through the task's `MakeContext`, which knows the topic and partition being run) and passes
+it as the function's last argument; the closures of other steps are untouched by it, so a
+graph that asks for no context pays nothing for the feature.
+
 Each push catches what its user function raises and hands that record to `fail` (the
 dead-letter path) with its step id; the loop goes on with the next record, so a failing
 record never takes a good one with it.
