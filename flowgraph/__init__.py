@@ -5,6 +5,7 @@ it embedded (``memory://``) or on Kafka. See docs/getting-started/.
 """
 
 from flowgraph import testing as testing
+from flowgraph._context import RecordContext as RecordContext
 from flowgraph._delete import DELETE as DELETE
 from flowgraph._graph import Graph as Graph
 from flowgraph._graph import Stream as Stream
@@ -25,6 +26,7 @@ from flowgraph.errors import SerializationError as SerializationError
 from flowgraph.records import Record as Record
 from flowgraph.runtime.window_views import WindowedTableView as WindowedTableView
 from flowgraph.runtime.window_views import WindowSet as WindowSet
+from flowgraph.runtime.worker import Worker as Worker
 from flowgraph.windows import Hopping as Hopping
 from flowgraph.windows import Sliding as Sliding
 from flowgraph.windows import Tumbling as Tumbling
@@ -44,6 +46,7 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, which the API test pins
     "Plan",
     "PlanningError",
     "Record",
+    "RecordContext",
     "RunResult",
     "RuntimeFailure",
     "SerializationError",
@@ -56,6 +59,7 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, which the API test pins
     "WindowedStream",
     "WindowedTable",
     "WindowedTableView",
+    "Worker",
     "plan",
     "run",
     "run_async",

@@ -7,6 +7,7 @@ is a small frozen handle naming one step of its graph.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -46,7 +47,7 @@ class Graph:
                 f"graph id {id!r} is not usable; it prefixes topic and store names; "
                 "use letters, digits, '-', '_' or '.'"
             )
-            raise GraphDefinitionError(msg)
+            raise _error(msg)
         self.id = id
         self._nodes: list[Node] = []
         self._ids: set[str] = set()
@@ -73,7 +74,7 @@ class Graph:
         """
         if not isinstance(topic, str) or not topic:
             msg = f"source topic must be a non-empty string, got {topic!r}"
-            raise GraphDefinitionError(msg)
+            raise _error(msg)
         node = lg.Source(
             id=self._claim(name or topic),
             topic=topic,
@@ -102,7 +103,7 @@ class Graph:
         """
         if not hasattr(items, "__iter__"):
             msg = f"source_from needs an iterable, got {type(items).__name__}"
-            raise GraphDefinitionError(msg)
+            raise _error(msg)
         step = self._claim(name)
         node = lg.Source(
             id=step,
@@ -142,15 +143,24 @@ class Graph:
     def _claim(self, name: str) -> str:
         if not isinstance(name, str) or not name:
             msg = f"step name must be a non-empty string, got {name!r}"
-            raise GraphDefinitionError(msg)
+            raise _error(msg)
         if name in self._ids:
+            other = self._node(name).where if any(n.id == name for n in self._nodes) else ""
             msg = (
                 f"step {name!r} already exists in graph {self.id!r}; "
                 "step names must be unique; rename one of them"
             )
-            raise GraphDefinitionError(msg)
+            raise _error(msg, other)
         self._ids.add(name)
         return name
+
+    def _derive(self, base: str) -> str:
+        """``base-2``, ``base-3``...: the name of a later step whose function already names
+        one. Only stateless steps get it, since it depends on the order steps were added."""
+        n = 2
+        while f"{base}-{n}" in self._ids:
+            n += 1
+        return self._claim(f"{base}-{n}")
 
     def _auto_name(self, kind: str) -> str:
         """Name for an unnamed stateless step; it never names a topic or a store."""
@@ -159,6 +169,21 @@ class Graph:
             candidate = f"{kind}-{self._anonymous[kind]}"
             if candidate not in self._ids:
                 return self._claim(candidate)
+
+    def _step_name(self, name: str | None, fn: object, op: str) -> tuple[str, bool]:
+        """The name of a stateless step, and whether it was made up (not the user's).
+
+        ``name=`` wins; else a named function names its step, and a function used again
+        names the later steps ``parse-2``, ``parse-3``...; a lambda gives ``map-1``.
+        """
+        if name:
+            return self._claim(name), False
+        short = _util.short_name(fn)
+        if short is None:
+            return self._auto_name(op), True
+        if short in self._ids:
+            return self._derive(short), True
+        return self._claim(short), False
 
     def _add(self, node: Node) -> Stream[Any, Any]:
         self._nodes.append(node)
@@ -171,10 +196,18 @@ class Graph:
         raise KeyError(step_id)
 
 
+def _error(msg: str, other: str = "") -> GraphDefinitionError:
+    """The error for a step the user is adding, naming the file:line that adds it (and
+    `other`, where the step it clashes with was made)."""
+    here = _util.call_site()
+    notes = ([f"at {here}"] if here else []) + ([f"the other is at {other}"] if other else [])
+    return GraphDefinitionError(f"{msg} ({'; '.join(notes)})" if notes else msg)
+
+
 def _positive(value: object, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         msg = f"{what} must be a positive integer, got {value!r}"
-        raise GraphDefinitionError(msg)
+        raise _error(msg)
     return value
 
 
@@ -182,18 +215,78 @@ def _timestamp(fn: object) -> dict[str, Any]:
     """The `Source` fields of a source's ``timestamp=`` extractor (none if it has none)."""
     if fn is None:
         return {}
-    _callable(fn, "source timestamp=")
-    if _util.is_async(fn):
+    func = _callable(fn, "source timestamp=")
+    if _util.is_async(func):
         msg = "source timestamp= must be a plain function, not async def; it runs per record"
-        raise GraphDefinitionError(msg)
+        raise _error(msg)
+    _check_call(func, "source timestamp=", ("value",), "it gets the decoded value")
     return {"timestamp": fn, "timestamp_name": _util.fn_name(fn)}
 
 
 def _callable(fn: object, op: str) -> Callable[..., Any]:
     if not callable(fn):
         msg = f"{op} needs a function, got {fn!r}"
-        raise GraphDefinitionError(msg)
+        raise _error(msg)
     return fn
+
+
+def _context_flag(context: object, op: str) -> bool:
+    if not isinstance(context, bool):
+        msg = f"{op} context= must be True or False, got {context!r}"
+        raise _error(msg)
+    return context
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _check_call(
+    fn: Callable[..., Any], op: str, args: tuple[str, ...], hint: str, *, context: bool = False
+) -> None:
+    """Refuse at build time a function that cannot be called as its step will call it.
+
+    Defaults and ``*args`` are fine; a callable without a signature (many builtins and C
+    functions) is trusted, since the runtime would dead-letter its records anyway.
+    """
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(*args)
+    except TypeError:
+        pass
+    else:
+        return
+    params = list(sig.parameters.values())
+    kw_only = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    positional = [p.name for p in params if p.kind in _POSITIONAL]
+    required = [p.name for p in params if p.kind in _POSITIONAL and p.default is p.empty]
+    if kw_only:
+        takes = f"the required keyword-only argument {kw_only[0]!r}"
+    else:
+        names = required if len(required) > len(args) else positional
+        count = f"{len(names)} argument{'' if len(names) == 1 else 's'}"
+        takes = f"{count} ({', '.join(names)})" if names else "no arguments"
+    fn_label = _util.short_name(fn) or "fn"
+    written = f"{op}({fn_label}{', context=True' if context else ''})"
+    msg = f"{written} calls {fn_label}({', '.join(args)}), but it takes {takes}; {hint}"
+    raise _error(msg)
+
+
+_CONTEXT_HINT = (
+    "to read the record's key, timestamp, headers, topic, partition or offset, pass "
+    "context=True and take (value, ctx)"
+)
+
+
+def _check_step_call(fn: Callable[..., Any], op: str, context: bool) -> None:
+    """`_check_call` for a one-value step (map, filter, flat_map, peek, key_by, sum)."""
+    if context:
+        hint = "with context=True the record context is its second argument"
+        _check_call(fn, op, ("value", "ctx"), hint, context=True)
+    else:
+        _check_call(fn, op, ("value",), _CONTEXT_HINT)
 
 
 @attrs.frozen
@@ -208,15 +301,20 @@ class Stream(Generic[K, V]):
         return self.graph._node(self.step)
 
     def _fn_step(
-        self, cls: type[lg.FnNode], op: str, fn: object, name: str | None, **fields: Any
+        self,
+        cls: type[lg.FnNode],
+        op: str,
+        fn: object,
+        name: str | None,
+        context: object = False,
+        **fields: Any,
     ) -> Stream[Any, Any]:
         func = _callable(fn, op)
-        step = self.graph._claim(name) if name else None
-        if step is None:
-            short = _util.short_name(func)
-            step = self.graph._claim(short) if short else self.graph._auto_name(op)
-            if short is None and cls is lg.KeyBy:
-                fields["anonymous"] = True
+        with_context = _context_flag(context, op)
+        _check_step_call(func, op, with_context)
+        step, made_up = self.graph._step_name(name, func, op)
+        if made_up and cls is lg.KeyBy:
+            fields["anonymous"] = True
         up = self._up
         fields.setdefault("key_type", up.key_type)
         fields.setdefault("value_type", up.value_type)
@@ -226,64 +324,83 @@ class Stream(Generic[K, V]):
             fn=func,
             fn_name=_util.fn_name(func),
             is_async=_util.is_async(func),
+            context=with_context,
             where=_util.call_site(),
             **fields,
         )
         return self.graph._add(node)
 
     def map(
-        self, fn: Callable[[V], Any], *, name: str | None = None, value_type: object = None
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        value_type: object = None,
+        context: bool = False,
     ) -> Stream[K, Any]:
-        """Replace each value by ``fn(value)``; keys are kept (use `key_by` to change them)."""
+        """Replace each value by ``fn(value)``; keys are kept (use `key_by` to change them).
+
+        With ``context=True`` it is ``fn(value, ctx)``, `ctx` a `RecordContext` (key,
+        timestamp, headers, topic, partition, offset); so for every step below.
+        """
         vt = value_type or _util.return_type(fn)
-        return self._fn_step(lg.Map, "map", fn, name, value_type=vt)
+        return self._fn_step(lg.Map, "map", fn, name, context, value_type=vt)
 
     map_values = map
     """Alias of `map`, for Kafka Streams users: flowgraph changes keys only in `key_by`."""
 
-    def filter(self, fn: Callable[[V], Any], *, name: str | None = None) -> Stream[K, V]:
-        """Keep the records whose value makes ``fn(value)`` true."""
-        return self._fn_step(lg.Filter, "filter", fn, name)
+    def filter(
+        self, fn: Callable[..., Any], *, name: str | None = None, context: bool = False
+    ) -> Stream[K, V]:
+        """Keep the records whose value makes ``fn(value)`` (or ``fn(value, ctx)``) true."""
+        return self._fn_step(lg.Filter, "filter", fn, name, context)
 
     def flat_map(
         self,
-        fn: Callable[[V], Iterable[Any]],
+        fn: Callable[..., Iterable[Any]],
         *,
         name: str | None = None,
         value_type: object = None,
+        context: bool = False,
     ) -> Stream[K, Any]:
         """Replace each value by the values of the iterable ``fn(value)``, keeping the key."""
         vt = value_type or _util.element_type(_util.return_type(fn))
-        return self._fn_step(lg.FlatMap, "flat_map", fn, name, value_type=vt)
+        return self._fn_step(lg.FlatMap, "flat_map", fn, name, context, value_type=vt)
 
-    def peek(self, fn: Callable[[V], Any], *, name: str | None = None) -> Stream[K, V]:
-        """Call ``fn(value)`` for its side effect; records pass unchanged."""
-        return self._fn_step(lg.Peek, "peek", fn, name)
+    def peek(
+        self, fn: Callable[..., Any], *, name: str | None = None, context: bool = False
+    ) -> Stream[K, V]:
+        """Call ``fn(value)`` (or ``fn(value, ctx)``) for its side effect; records pass."""
+        return self._fn_step(lg.Peek, "peek", fn, name, context)
 
     def key_by(
         self,
-        fn: Callable[[V], Any],
+        fn: Callable[..., Any],
         *,
         name: str | None = None,
         key_type: object = None,
         partitions: int | None = None,
+        context: bool = False,
     ) -> Stream[Any, V]:
-        """Re-key each record by ``fn(value)``.
+        """Re-key each record by ``fn(value)`` (or ``fn(value, ctx)``, ``ctx.key`` the old key).
 
         The planner adds a repartition topic named after this step when a stateful step
-        needs it, so a lambda here needs ``name=``.
+        needs it, so a lambda here (or a function another step is already named after)
+        needs ``name=``.
         """
         kt = key_type or _util.return_type(fn)
         if partitions is not None:
             _positive(partitions, "partitions")
-        return self._fn_step(lg.KeyBy, "key_by", fn, name, key_type=kt, partitions=partitions)
+        return self._fn_step(
+            lg.KeyBy, "key_by", fn, name, context, key_type=kt, partitions=partitions
+        )
 
     def merge(self, *others: Stream[Any, Any], name: str | None = None) -> Stream[Any, Any]:
         """The union of this stream and `others` (all from the same graph)."""
         for o in others:
             if not isinstance(o, Stream) or o.graph is not self.graph:
                 msg = f"merge needs streams of graph {self.graph.id!r}, got {o!r}"
-                raise GraphDefinitionError(msg)
+                raise _error(msg)
         ups = [self._up, *(o._up for o in others)]
         kts = {id(u.key_type): u.key_type for u in ups}
         vts = {id(u.value_type): u.value_type for u in ups}
@@ -298,15 +415,26 @@ class Stream(Generic[K, V]):
 
     def to(
         self,
-        target: str | Callable[[Any, Any], Any],
+        target: str | Callable[..., Any],
         *,
         name: str | None = None,
         key_type: object = None,
         value_type: object = None,
         partitions: int | None = None,
+        context: bool = False,
     ) -> None:
-        """Write records to topic `target`, or call ``target(key, value)`` for each record."""
+        """Write records to topic `target`, or call ``target(key, value)`` for each record.
+
+        With ``context=True`` a function sink is called as ``target(key, value, ctx)``.
+        """
         up = self._up
+        with_context = _context_flag(context, "to")
+        if isinstance(target, str) and with_context:
+            msg = (
+                f"to({target!r}, context=True): context= is for a function sink; "
+                "a topic sink writes each record with its headers and timestamp already"
+            )
+            raise _error(msg)
         if isinstance(target, str):
             if name:
                 step = self.graph._claim(name)
@@ -325,18 +453,24 @@ class Stream(Generic[K, V]):
             )
         else:
             func = _callable(target, "to")
-            short = _util.short_name(func)
-            step = (
-                self.graph._claim(name)
-                if name
-                else (self.graph._claim(short) if short else self.graph._auto_name("to"))
-            )
+            if with_context:
+                hint = "with context=True the record context is its third argument"
+                _check_call(func, "to", ("key", "value", "ctx"), hint, context=True)
+            else:
+                hint = (
+                    "a function sink gets each record's key and value; for its timestamp, "
+                    "headers, topic, partition or offset pass context=True and take "
+                    "(key, value, ctx)"
+                )
+                _check_call(func, "to", ("key", "value"), hint)
+            step, _ = self.graph._step_name(name, func, "to")
             node = lg.Sink(
                 id=step,
                 inputs=(self.step,),
                 fn=func,
                 fn_name=_util.fn_name(func),
                 is_async=_util.is_async(func),
+                context=with_context,
                 key_type=up.key_type,
                 value_type=up.value_type,
                 where=_util.call_site(),
@@ -357,13 +491,26 @@ class Stream(Generic[K, V]):
     ) -> str:
         """Add an aggregation step; returns its step id (the table's name)."""
         func = None if fn is None else _callable(fn, agg)
+        if func is not None:
+            if agg == "sum":
+                _check_call(func, agg, ("value",), "it gets the value to add")
+            else:
+                hint = "it folds each value into the key's result so far"
+                _check_call(func, agg, ("accumulated", "value"), hint)
         step_name = name or (_util.short_name(func) if func is not None else None)
+        op = "to_table" if agg == "latest" else agg
         if step_name is None:
             what = "a lambda" if func is not None else "no function to name it"
-            op = "to_table" if agg == "latest" else agg
             msg = (
                 f"{op} at {_util.call_site()} has {what} and no name=; "
                 f"its store and changelog topic are named after the step; pass name=..."
+            )
+            raise GraphDefinitionError(msg)
+        if not name and step_name in self.graph._ids:
+            msg = (
+                f"{op} at {_util.call_site()} would be named {step_name!r} after its function, "
+                "but a step of that name already exists; its store and changelog topic are "
+                "named after the step; pass name=..."
             )
             raise GraphDefinitionError(msg)
         node = lg.Aggregate(
@@ -406,12 +553,13 @@ class Stream(Generic[K, V]):
                 f"window needs fg.Tumbling, fg.Hopping or fg.Sliding, got {spec!r}; "
                 "for example .window(fg.Tumbling(60))"
             )
-            raise GraphDefinitionError(msg)
+            raise _error(msg)
         if timestamp is not None:
             _callable(timestamp, "window timestamp=")
             if _util.is_async(timestamp):
                 msg = "window timestamp= must be a plain function, not async def"
-                raise GraphDefinitionError(msg)
+                raise _error(msg)
+            _check_call(timestamp, "window timestamp=", ("value",), "it gets the value")
         return WindowedStream(self, spec, timestamp)
 
     def count(self, *, name: str | None = None) -> Table[K, int]:

@@ -306,6 +306,8 @@ def _step(node: Node, stores: dict[str, str]) -> StepDescription:
     function = ""
     if isinstance(node, FnNode | Sink):
         function = node.fn_name
+        if node.context:  # the step also reads the record's context (key, headers, offset...)
+            function += " +context"
     elif isinstance(node, Source) and node.timestamp_name:
         function = f"timestamp {node.timestamp_name}"
     topic = ""

@@ -58,7 +58,8 @@ class Node:
     id: str
     inputs: tuple[str, ...] = attrs.field(default=(), converter=_ids)
     where: str = attrs.field(default="", eq=False)
-    """Where the user created the step (``file.py:14``), for explanations only."""
+    """Where the user created the step (``file.py:14``), for explanations and error messages
+    only: it takes no part in plan equality."""
     key_type: object = None
     """Type of the keys this step emits, if known (`None`: unknown)."""
     value_type: object = None
@@ -78,6 +79,9 @@ class FnNode(Node):
     fn_name: str = attrs.field(default="", eq=False)
     """``module.qualname`` of `fn`, for explanations."""
     is_async: bool = False
+    context: bool = False
+    """True when `fn` also takes the record's context (key, timestamp, headers, topic,
+    partition, offset) as its last argument: ``map(fn, context=True)``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -123,7 +127,8 @@ class KeyBy(FnNode):
     partitions: int | None = None
     """Partitions of the repartition topic, if one is needed; default: the widest input."""
     anonymous: bool = attrs.field(default=False, eq=False)
-    """True when the user gave neither ``name=`` nor a named function (a lambda)."""
+    """True when the step's name is made up: the user gave no ``name=`` and a lambda, or a
+    function an earlier step is already named after (the step is then ``by_user-2``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -168,6 +173,8 @@ class Sink(Node):
     fn: object = None
     fn_name: str = attrs.field(default="", eq=False)
     is_async: bool = False
+    context: bool = False
+    """True when `fn` is called as ``fn(key, value, context)`` (see `FnNode.context`)."""
     partitions: int | None = None
 
 

@@ -6,6 +6,11 @@ over its records that calls the entry's push: no queue and no intermediate list 
 stateless steps, and no await for sync functions. `offset` is the source offset of the input
 record a record came from (see `aggregate.py` for why it travels).
 
+A step built with ``context=True`` gets its own closure that also makes a `RecordContext`
+(through the task's `MakeContext`, which knows the topic and partition being run) and passes
+it as the function's last argument; the closures of other steps are untouched by it, so a
+graph that asks for no context pays nothing for the feature.
+
 Each push catches what its user function raises and hands that record to `fail` (the
 dead-letter path) with its step id; the loop goes on with the next record, so a failing
 record never takes a good one with it.
@@ -30,6 +35,7 @@ __all__ = [
     "MAX_CONCURRENCY",
     "AsyncStep",
     "Fail",
+    "MakeContext",
     "Push",
     "Rec",
     "fanout",
@@ -40,6 +46,8 @@ __all__ = [
 
 Rec = tuple[Any, Any, float, int, Any]
 Fail = Callable[[BaseException, Rec], None]
+MakeContext = Callable[[Any, float, int, Any], Any]
+"""``(key, timestamp, offset, headers) -> RecordContext`` for the record a task is running."""
 
 MAX_CONCURRENCY = 64
 """How many awaits of one async step run at once over a batch."""
@@ -72,11 +80,22 @@ def _noop(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
     return None
 
 
-def stateless_push(node: lg.Node, nxt: Push | None, fail: Fail) -> Push:
-    """The push function of a sync stateless step (map, filter, flat_map, peek, key_by, sink fn)."""
+def stateless_push(
+    node: lg.Node, nxt: Push | None, fail: Fail, context: MakeContext | None = None
+) -> Push:
+    """The push function of a sync stateless step (map, filter, flat_map, peek, key_by, sink fn).
+
+    A step built with ``context=True`` gets `context`'s record context as its last argument;
+    its push is a separate closure, so the others stay exactly as they were.
+    """
     f: Any = getattr(node, "fn", None)
     out = nxt or _noop
     kind = type(node)
+    if getattr(node, "context", False):
+        if context is None:
+            msg = f"step {node.id!r} takes a record context, but its task gives none"
+            raise TypeError(msg)
+        return _context_push(kind, f, out, fail, context)
     if kind is lg.Map:
 
         def push_map(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
@@ -150,6 +169,49 @@ def stateless_push(node: lg.Node, nxt: Push | None, fail: Fail) -> Push:
     raise TypeError(msg)
 
 
+def _context_push(kind: type, f: Any, out: Push, fail: Fail, ctx: MakeContext) -> Push:
+    """`stateless_push` for a step that also takes the record's context."""
+    if kind is lg.Sink:
+
+        def push_sink_ctx(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            try:
+                f(k, v, ctx(k, ts, o, h))
+            except Exception as exc:
+                fail(exc, (k, v, ts, o, h))
+                return
+            out(k, v, ts, o, h)
+
+        return push_sink_ctx
+
+    def push_ctx(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+        try:
+            r = f(v, ctx(k, ts, o, h))
+            if kind is lg.FlatMap:
+                r = list(r)  # a generator that raises halfway must emit nothing
+        except Exception as exc:
+            fail(exc, (k, v, ts, o, h))
+            return
+        _emit(kind, out, r, k, v, ts, o, h)
+
+    return push_ctx
+
+
+def _emit(kind: type, out: Push, r: Any, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+    """Push on what step `kind` makes of its input record, given its function's result `r`."""
+    if kind is lg.Map:
+        out(k, r, ts, o, h)
+    elif kind is lg.Filter:
+        if r:
+            out(k, v, ts, o, h)
+    elif kind is lg.KeyBy:
+        out(r, v, ts, o, h)
+    elif kind is lg.FlatMap:
+        for x in r:
+            out(k, x, ts, o, h)
+    else:  # Peek, Sink
+        out(k, v, ts, o, h)
+
+
 async def gather_bounded(
     fn: Callable[..., Awaitable[Any]], args: Iterable[tuple[Any, ...]], limit: int = MAX_CONCURRENCY
 ) -> list[Any]:
@@ -174,15 +236,25 @@ def _collecting(agen_fn: Callable[..., Any]) -> Callable[..., Awaitable[list[Any
 class AsyncStep:
     """An ``async def`` stateless step: collects records during the loop, awaits them after."""
 
-    def __init__(self, node: lg.Node, fail: Fail) -> None:
+    def __init__(self, node: lg.Node, fail: Fail, context: MakeContext | None = None) -> None:
         self.node = node
         self.fail = fail
         self.pending: list[Rec] = []
         self.next: Push = _noop
+        self.context = context if getattr(node, "context", False) else None
+        """Makes the record context a ``context=True`` step is called with, at push time."""
+        self.contexts: list[Any] = []
+        if self.context is not None:
+            self.push = self._push_with_context  # type: ignore[method-assign]
 
     def push(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
         """Collect a record; it is processed by `drain`."""
         self.pending.append((k, v, ts, o, h))
+
+    def _push_with_context(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+        """`push` for a ``context=True`` step: its context is made now, where it was read."""
+        self.pending.append((k, v, ts, o, h))
+        self.contexts.append(self.context(k, ts, o, h))  # type: ignore[misc]
 
     async def drain(self) -> bool:
         """Await the collected records and push the results on; False if there were none."""
@@ -193,10 +265,13 @@ class AsyncStep:
         kind = type(self.node)
         if inspect.isasyncgenfunction(f):
             f = _collecting(f)
-        if kind is lg.Sink:
-            results = await gather_bounded(f, ((r[0], r[1]) for r in batch))
-        else:
-            results = await gather_bounded(f, ((r[1],) for r in batch))
+        args: Iterable[tuple[Any, ...]] = (
+            ((r[0], r[1]) for r in batch) if kind is lg.Sink else ((r[1],) for r in batch)
+        )
+        if self.context is not None:
+            contexts, self.contexts = self.contexts, []
+            args = ((*a, c) for a, c in zip(args, contexts, strict=True))
+        results = await gather_bounded(f, args)
         out = self.next
         for (k, v, ts, o, h), res in zip(batch, results, strict=True):
             if isinstance(res, BaseException):

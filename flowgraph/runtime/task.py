@@ -17,10 +17,11 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from flowgraph._context import RecordContext
 from flowgraph._util import f_repr
 from flowgraph.errors import SerializationError
 from flowgraph.runtime.aggregate import AggregateOp
-from flowgraph.runtime.ops import AsyncStep, Rec, fanout, stateless_push
+from flowgraph.runtime.ops import AsyncStep, MakeContext, Rec, fanout, stateless_push
 from flowgraph.runtime.state.base import StorePartition
 from flowgraph.runtime.transport import OutRecord, Push, Write
 from flowgraph.runtime.window_push import event_time
@@ -243,17 +244,29 @@ class Task:
             elif isinstance(step, lg.Sink) and step.topic is not None:
                 push = self._writer(step.topic, fail)
             elif isinstance(step, lg.FnNode | lg.Sink):
+                ctx = self._context_maker() if step.context else None
                 if step.is_async:
-                    astep = AsyncStep(step, fail)
+                    astep = AsyncStep(step, fail, ctx)
                     astep.next = nxt or (lambda k, v, ts, o, h: None)
                     async_steps.append(astep)
                     push = astep.push
                 else:
-                    push = stateless_push(step, nxt, fail)
+                    push = stateless_push(step, nxt, fail, ctx)
             else:  # Source, Repartition, Merge, Changes, Late: records pass through
                 push = nxt
             self._pushes[step.id] = push
         self._async = list(reversed(async_steps))  # topological order
+
+    def _context_maker(self) -> MakeContext:
+        """Makes the context of a ``context=True`` step's record: the topic is the entry
+        being run (`_topic`, set per run and per direct delivery), the partition this task's."""
+        task = self
+        partition = self.partition
+
+        def make(k: Any, ts: float, o: int, h: Any) -> RecordContext:
+            return RecordContext(k, ts, h, task._topic, partition, o)
+
+        return make
 
     def _writer(self, topic: str, fail: Callable[[BaseException, Rec], None]) -> Push:
         """A push that writes records to `topic`, partitioned by key."""

@@ -156,7 +156,8 @@ def _add_after(plan: LogicalPlan, changer: KeyBy, reason: str) -> LogicalPlan:
         at = f" at {changer.where}" if changer.where else ""
         msg = (
             f"key_by{at} needs a repartition topic, which is named after the step, but it has "
-            "a lambda and no name=; pass name=... or use a named function"
+            "a lambda (or a function an earlier step is named after) and no name=; "
+            "pass name=..."
         )
         raise GraphValidationError([msg])
     width = changer.partitions or _width(plan)[changer.id]

@@ -3,8 +3,9 @@
 Preconditions: a validated `LogicalPlan`.
 Postconditions: ``Source.key_read`` is False when every path from the source reaches a
 `key_by` (which replaces the key) before any step that reads keys (an aggregation, a
-repartition, a sink, a table's changes). `map`, `filter`, `flat_map`, `peek` and `merge` pass
-keys on without reading them. Returns the input when nothing changes.
+repartition, a sink, a table's changes, a step with ``context=True``). `map`, `filter`,
+`flat_map`, `peek` and `merge` pass keys on without reading them. Returns the input when
+nothing changes.
 
 Example: ``clicks -> filter -> key_by(by_url) -> count`` never reads the keys of ``clicks``;
 decoding them would cost a call per record for nothing.
@@ -14,7 +15,18 @@ from __future__ import annotations
 
 import attrs
 
-from planner.logical import Filter, FlatMap, KeyBy, LogicalPlan, Map, Merge, Node, Peek, Source
+from planner.logical import (
+    Filter,
+    FlatMap,
+    FnNode,
+    KeyBy,
+    LogicalPlan,
+    Map,
+    Merge,
+    Node,
+    Peek,
+    Source,
+)
 from planner.options import PlanOptions
 
 __all__ = ["mark_unread_keys"]
@@ -28,6 +40,8 @@ def _reads_key(plan: LogicalPlan, source: Source) -> bool:
     while todo:
         node_id = todo.pop()
         for consumer in plan.consumers(node_id):
+            if isinstance(consumer, FnNode) and consumer.context:
+                return True  # its function reads the key in the record's context
             if consumer.id in seen or isinstance(consumer, KeyBy):
                 continue
             if not isinstance(consumer, _PASS_KEYS_ON):

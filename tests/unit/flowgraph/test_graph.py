@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,12 +152,16 @@ def test_aggregations_named_by_function_or_name():
 
 def test_duplicate_names():
     _g, raw = graph()
-    raw.map(parse)
+    first = raw.map(parse, name="p")
     with pytest.raises(fg.GraphDefinitionError) as info:
-        raw.map(parse)
+        raw.map(parse, name="p")
+    line = sys._getframe().f_lineno - 1
+    where = first.graph._node("p").where
     assert str(info.value) == (
-        "step 'parse' already exists in graph 'g'; step names must be unique; rename one of them"
+        "step 'p' already exists in graph 'g'; step names must be unique; rename one of them "
+        f"(at test_graph.py:{line}; the other is at {where})"
     )
+    assert where == f"test_graph.py:{line - 2}"
 
 
 @pytest.mark.parametrize(
@@ -345,11 +350,16 @@ def test_builders_record_only_nodes():
     """Building calls no user function and makes no topic or store (that is the planner's job)."""
     g, raw = graph()
 
-    def explode(v: object) -> object:
+    def explode(*args: object) -> object:
         raise AssertionError("called while building")
 
-    (raw.map(explode, name="m").filter(explode, name="f").flat_map(explode, name="fm")
-        .key_by(explode, name="k").aggregate(0, explode, name="c"))
+    (
+        raw.map(explode, name="m")
+        .filter(explode, name="f")
+        .flat_map(explode, name="fm")
+        .key_by(explode, name="k")
+        .aggregate(0, explode, name="c")
+    )
     kinds = [type(n) for n in g.to_logical().nodes]
     assert kinds == [Source, Map, Filter, FlatMap, KeyBy, Aggregate]
     assert repr(g) == "Graph('g', steps=6)"
