@@ -72,9 +72,16 @@ def _noop(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
     return None
 
 
-def stateless_push(node: lg.Node, nxt: Push | None, fail: Fail) -> Push:
-    """The push function of a sync stateless step (map, filter, flat_map, peek, key_by, sink fn)."""
+def stateless_push(
+    node: lg.Node, nxt: Push | None, fail: Fail, cell: list[int] | None = None
+) -> Push:
+    """The push function of a sync stateless step (map, filter, flat_map, peek, key_by, sink fn).
+
+    `cell[0]` counts what a filter drops and what a flat_map emits, the only steps whose
+    records out do not follow from their records in and dead letters (see `Task.tally`).
+    """
     f: Any = getattr(node, "fn", None)
+    tally = cell if cell is not None else [0]
     out = nxt or _noop
     kind = type(node)
     if kind is lg.Map:
@@ -98,6 +105,8 @@ def stateless_push(node: lg.Node, nxt: Push | None, fail: Fail) -> Push:
                 return
             if keep:
                 out(k, v, ts, o, h)
+            else:
+                tally[0] += 1
 
         return push_filter
     if kind is lg.KeyBy:
@@ -120,6 +129,7 @@ def stateless_push(node: lg.Node, nxt: Push | None, fail: Fail) -> Push:
             except Exception as exc:
                 fail(exc, (k, v, ts, o, h))
                 return
+            tally[0] += len(items)
             for x in items:
                 out(k, x, ts, o, h)
 
@@ -174,9 +184,11 @@ def _collecting(agen_fn: Callable[..., Any]) -> Callable[..., Awaitable[list[Any
 class AsyncStep:
     """An ``async def`` stateless step: collects records during the loop, awaits them after."""
 
-    def __init__(self, node: lg.Node, fail: Fail) -> None:
+    def __init__(self, node: lg.Node, fail: Fail, cell: list[int] | None = None) -> None:
         self.node = node
         self.fail = fail
+        self.cell = cell if cell is not None else [0]
+        """Filter drops or flat_map outputs, as in `stateless_push`."""
         self.pending: list[Rec] = []
         self.next: Push = _noop
 
@@ -206,6 +218,8 @@ class AsyncStep:
             elif kind is lg.Filter:
                 if res:
                     out(k, v, ts, o, h)
+                else:
+                    self.cell[0] += 1
             elif kind is lg.KeyBy:
                 out(res, v, ts, o, h)
             elif kind is lg.FlatMap:
@@ -214,6 +228,7 @@ class AsyncStep:
                 except Exception as exc:
                     self.fail(exc, (k, v, ts, o, h))
                     continue
+                self.cell[0] += len(items)
                 for x in items:
                     out(k, x, ts, o, h)
             else:  # Peek, Sink
