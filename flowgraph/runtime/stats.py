@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
-from flowgraph.errors import ConfigurationError, DeadLetterLimitError
+from flowgraph.errors import ConfigurationError, DeadLetterLimitError, FlowgraphError
 from flowgraph.runtime.transport import TP
 from planner import logical as lg
 
@@ -138,13 +138,20 @@ class DeadLetterLog:
         lines = [json.dumps(_jsonable(f), ensure_ascii=False) + "\n" for f in failures]
         if not lines:
             return
-        if self._file is None:
-            directory = os.path.dirname(self.path)
-            if directory:
-                os.makedirs(directory, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
-        self._file.writelines(lines)
-        self._file.flush()
+        try:
+            if self._file is None:
+                directory = os.path.dirname(self.path)
+                if directory:
+                    os.makedirs(directory, exist_ok=True)
+                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+            self._file.writelines(lines)
+            self._file.flush()
+        except OSError as exc:
+            msg = (
+                f"cannot write dead letters to {self.path!r}: {exc.strerror or exc}; "
+                "name a writable file with --dead-letters (dead_letters_file=)"
+            )
+            raise FlowgraphError(msg) from exc
         self.written += len(lines)
 
     def close(self) -> None:

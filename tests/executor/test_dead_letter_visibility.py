@@ -273,3 +273,21 @@ def test_step_counts_survive_a_revoke_and_a_reassignment() -> None:
     assert counts["in"] == len(codec_values)
     assert counts["even"] == len(even)
     assert counts["look"] == counts["mod"] == counts["total"] == len(looked)
+
+
+def test_a_file_that_cannot_be_written_is_one_sentence(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file, not a directory")
+    with pytest.raises(fg.FlowgraphError, match=r"cannot write dead letters to .*taken/dl\.jsonl"):
+        fg.run(two_failing_steps(LINES), dead_letters_file=tmp_path / "taken" / "dl.jsonl")
+
+
+def test_a_windowed_table_counts_what_it_applied_and_late_counts_the_late() -> None:
+    g = fg.Graph("windowed")
+    per_10s = g.source("in", value_type=int).window(fg.Tumbling(10)).count(name="w")
+    per_10s.late(name="late").to("late-out", name="late_sink")
+    with TestDriver(g) as driver:
+        for t in (1.0, 2.0, 15.0, 3.0, 25.0, 4.0):  # 3.0 and 4.0 come after [0, 10) closed
+            driver.send("in", None, 1, timestamp=t)
+        counts = driver._worker.step_counts()
+    assert (counts["in"], counts["w"]) == (6, 4)
+    assert counts["late"] == counts["late_sink"] == 2

@@ -59,7 +59,9 @@ def test_the_summary_lists_dead_letters_by_step_and_error_type(job: Path) -> Non
     assert int(parse_line.group(1)) == BAD_PARSE
     assert parse_line.group(2) == "invalid literal for int() with base 10: 'x10'"
     assert parse_line.group(3) == "dl-lines-feed[0] offset 9, record 'x10'"
-    assert re.search(rf"^\s+lookup: KeyError x{BAD_LOOKUP} \(e\.g\. \"'no entry for 7'\"", out, re.M)
+    assert re.search(
+        rf"^\s+lookup: KeyError x{BAD_LOOKUP} \(e\.g\. \"'no entry for 7'\"", out, re.M
+    )
     # every step has its row, with its own dead letters
     assert summary_row(out, "lines") == "100"
     assert summary_row(out, "parse") == f"{100 - BAD_PARSE}  ({BAD_PARSE} dead letters)"
@@ -102,8 +104,9 @@ def test_no_file_when_nothing_fails(tmp_path: Path) -> None:
 
 
 def test_max_dead_letters_stops_with_exit_1_and_one_sentence(job: Path) -> None:
-    done = flowgraph("run", "job.py", "--store", "rocksdb://state", "--max-dead-letters", "5",
-                     cwd=job)
+    done = flowgraph(
+        "run", "job.py", "--store", "rocksdb://state", "--max-dead-letters", "5", cwd=job
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     count = summary_number(done.stdout, "dead letters")
     assert count > 5
@@ -118,8 +121,7 @@ def test_max_dead_letters_stops_with_exit_1_and_one_sentence(job: Path) -> None:
 
 
 def test_max_dead_letters_above_the_count_finishes(job: Path) -> None:
-    done = flowgraph("run", "job.py", "--store", "memory://", "--max-dead-letters", "0.5",
-                     cwd=job)
+    done = flowgraph("run", "job.py", "--store", "memory://", "--max-dead-letters", "0.5", cwd=job)
     assert done.returncode == 0, done.stderr
     assert summary_number(done.stdout, "dead letters") == BAD_PARSE + BAD_LOOKUP
 
