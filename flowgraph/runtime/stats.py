@@ -248,6 +248,10 @@ class RunStats:
         for k, n in tally.items():
             self.retired[k] = self.retired.get(k, 0) + n
 
+    def retired_sum(self, kind: str) -> int:
+        """The `kind` counters (``skip``, ``late``) of the tasks a rebalance took away."""
+        return sum(n for (k, _), n in self.retired.items() if k == kind)
+
     @property
     def first_dead_letter(self) -> DeadLetterSummary | None:
         """The kind of the first dead letter of the run, if any."""

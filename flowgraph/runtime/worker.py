@@ -536,8 +536,12 @@ class Worker:
                 if dirty:
                     changes.append((task, agg, dirty))
             self.stats.add_dead_letters(task.take_failures())
-        self.stats.skipped = sum(a.skipped for t in self._all_tasks for a in t.aggregates.values())
-        self.stats.late = sum(w.late for t in self._all_tasks for w in t.windowed)
+        self.stats.skipped = self.stats.retired_sum("skip") + sum(
+            a.skipped for t in self._all_tasks for a in t.aggregates.values()
+        )
+        self.stats.late = self.stats.retired_sum("late") + sum(
+            w.late for t in self._all_tasks for w in t.windowed
+        )
         now = time.time()
         changelog_writes = []
         for task, agg, dirty in changes:

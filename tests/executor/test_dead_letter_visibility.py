@@ -291,3 +291,21 @@ def test_a_windowed_table_counts_what_it_applied_and_late_counts_the_late() -> N
         counts = driver._worker.step_counts()
     assert (counts["in"], counts["w"]) == (6, 4)
     assert counts["late"] == counts["late_sink"] == 2
+
+
+def test_late_records_and_window_counts_survive_a_revoke() -> None:
+    g = fg.Graph("windowed-moved")
+    g.source("in", value_type=int).window(fg.Tumbling(10)).count(name="w").late().to("late-out")
+    with TestDriver(g) as driver:
+        for t in (1.0, 15.0, 3.0):  # 3.0 is late
+            driver.send("in", None, 1, timestamp=t)
+        worker = driver._worker
+        assert worker._consumer is not None
+        assignment = worker._consumer.assignment()
+        driver._run(worker._on_revoked(assignment))
+        driver._run(worker._on_assigned(assignment))
+        for t in (25.0, 4.0):  # 4.0 is late
+            driver.send("in", None, 1, timestamp=t)
+        counts = worker.step_counts()
+        assert worker.stats.late == 2
+    assert (counts["in"], counts["w"], counts["w-late"]) == (5, 3, 2)
