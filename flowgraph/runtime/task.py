@@ -108,7 +108,7 @@ class Task:
         self.partition = partition
         self.stores = stores
         self.failed = 0
-        """Records sent to the dead-letter topic since the last `take_failed`."""
+        """Records sent to the dead-letter topic since the last `take_failures`."""
         self.failures: list[Failure] = []
         """Those records, for the run's summary and dead-letter log (see `take_failures`)."""
         self.failed_by_step: dict[str, int] = {}
