@@ -9,8 +9,10 @@ Over the two workers, every step's count must add up to what the input holds.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -39,7 +41,7 @@ async def until(what: str, predicate: Callable[[], bool], timeout: float = 60.0)
         await asyncio.sleep(0.05)
 
 
-def test_step_counts_add_up_over_a_rebalance(kafka: Broker) -> None:
+def test_step_counts_add_up_over_a_rebalance(kafka: Broker, tmp_path: Path) -> None:
     job = Job.new("step-counts", factory="make_dead_letter_graph")
     graph = job.graph()
     source = next(
@@ -57,7 +59,12 @@ def test_step_counts_add_up_over_a_rebalance(kafka: Broker) -> None:
         def start(i: int) -> Awaitable[fg.RunResult]:
             return asyncio.ensure_future(
                 fg.run_async(
-                    graph, broker=broker, store="memory://", stop=stops[i], on_start=workers.append
+                    graph,
+                    broker=broker,
+                    store="memory://",
+                    stop=stops[i],
+                    on_start=workers.append,
+                    dead_letters_file=tmp_path / f"w{i}.jsonl" if i else None,
                 )
             )
 
@@ -103,3 +110,8 @@ def test_step_counts_add_up_over_a_rebalance(kafka: Broker) -> None:
     assert {(k.step, k.error_type) for k in kinds} == {("reject_bots", "ValueError")}
     assert sum(k.count for k in kinds) == result_a.dead_letters + result_b.dead_letters == bots
     assert result_a.dead_letter_file is None  # on Kafka the dead-letter topic keeps them
+    assert result_b.dead_letter_file == str(tmp_path / "w1.jsonl")  # unless a file is named
+    lines = (tmp_path / "w1.jsonl").read_text().splitlines()
+    assert len(lines) == result_b.dead_letters > 0
+    assert all(json.loads(line)["step"] == "reject_bots" for line in lines)
+    assert list(tmp_path.iterdir()) == [tmp_path / "w1.jsonl"]
