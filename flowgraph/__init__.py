@@ -16,6 +16,7 @@ from flowgraph._run import run_async as run_async
 from flowgraph._windowed import WindowedStream as WindowedStream
 from flowgraph._windowed import WindowedTable as WindowedTable
 from flowgraph.errors import ConfigurationError as ConfigurationError
+from flowgraph.errors import DeadLetterLimitError as DeadLetterLimitError
 from flowgraph.errors import FlowgraphError as FlowgraphError
 from flowgraph.errors import GraphDefinitionError as GraphDefinitionError
 from flowgraph.errors import GraphValidationError as GraphValidationError
@@ -37,6 +38,7 @@ from planner import plan as plan
 __all__ = [  # noqa: RUF022 - plain sorted() order, which the API test pins
     "ConfigurationError",
     "DELETE",
+    "DeadLetterLimitError",
     "FlowgraphError",
     "Graph",
     "GraphDefinitionError",

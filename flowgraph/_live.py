@@ -217,19 +217,26 @@ def _count(n: int, one: str, many: str | None = None) -> str:
 
 
 def summary(result: RunResult, plan: PhysicalPlan) -> str:
-    """The end-of-run report: events, time, rate, dead letters, records per step, table sizes."""
+    """The end-of-run report: events, time, rate, dead letters (by step and error type, with
+    an example each, and the file that keeps them), records per step, table sizes."""
     stats = result.stats
     order = {n.id: i for i, n in enumerate(plan.logical.nodes)}
     steps = sorted(
         result.step_counts.items(), key=lambda item: (order.get(item[0], len(order)), item[0])
     )
     width = max([len(s) for s, _ in steps] + [len(t) for t in result.tables] + [4])
+    dead: dict[str, int] = {}
+    for kind in result.dead_letters_by_step:
+        dead[kind.step] = dead.get(kind.step, 0) + kind.count
+    where = f"topic {plan.dlq!r}"
+    if result.dead_letter_file is not None:
+        where += f", also in {result.dead_letter_file}"
     lines = [
         f"summary of graph {plan.graph_id!r}",
         f"  events:       {stats.events} in {stats.elapsed:.2f} s ({stats.rate:.0f} events/s)",
-        f"  dead letters: {stats.dead_letters}"
-        + (f" (topic {plan.dlq!r})" if stats.dead_letters else ""),
+        f"  dead letters: {stats.dead_letters}" + (f" ({where})" if stats.dead_letters else ""),
     ]
+    lines += [f"    {kind.describe()}" for kind in result.dead_letters_by_step]
     if stats.skipped:
         lines.append(f"  skipped:      {stats.skipped} (already applied before a restart)")
     if stats.late:
@@ -237,7 +244,11 @@ def summary(result: RunResult, plan: PhysicalPlan) -> str:
     if stats.restored:
         lines.append(f"  restored:     {stats.restored} changelog records")
     lines.append("  steps:")
-    lines += [f"    {step:<{width}}  {n:>10}" for step, n in steps]
+    lines += [
+        f"    {step:<{width}}  {n:>10}"
+        + (f"  ({dead[step]} dead letters)" if dead.get(step) else "")
+        for step, n in steps
+    ]
     if result.tables:
         lines.append("  tables:")
         for name, table in result.tables.items():

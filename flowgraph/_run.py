@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -13,12 +14,22 @@ import attrs
 from flowgraph._graph import Graph
 from flowgraph.errors import GroupStalledError
 from flowgraph.runtime import open_transport
-from flowgraph.runtime.state import open_backend
+from flowgraph.runtime.state import RocksDBBackend, StateBackend, open_backend
+from flowgraph.runtime.stats import (
+    DeadLetterLimit,
+    DeadLetterLimitError,
+    DeadLetterLog,
+    DeadLetterSummary,
+)
+from flowgraph.runtime.transport import Transport
 from flowgraph.runtime.worker import RunStats, Worker
 from planner import plan as make_plan
 from planner.physical import PhysicalPlan
 
-__all__ = ["RunResult", "run", "run_async", "run_blocking"]
+__all__ = ["RunResult", "dead_letter_file", "run", "run_async", "run_blocking"]
+
+DEAD_LETTER_DIR = "flowgraph-dead-letters"
+"""Where `flowgraph run` keeps the dead letters of a ``memory://`` broker and store."""
 
 T = TypeVar("T")
 
@@ -31,6 +42,12 @@ class RunResult:
     tables: dict[str, Any]
     """Per table name: a dict of keys and values, or a `WindowedTableView` for a windowed one."""
     step_counts: dict[str, int]
+    """Records out of each step (see docs/concepts/graph.md, "Dead letters")."""
+    dead_letters_by_step: list[DeadLetterSummary] = attrs.field(factory=list)
+    """The dead letters per step and error type, in the order first met, with the first
+    of each kind as an example."""
+    dead_letter_file: str | None = None
+    """The JSON-lines file the dead letters were also written to, if any were."""
 
     def table(self, name: str) -> Any:
         """The final contents of the table made by step `name` (a dict, or for a windowed
@@ -70,6 +87,8 @@ async def run_async(
     max_skew: float | None = None,
     max_idle: float | None = None,
     stall_timeout: float | None = None,
+    max_dead_letters: int | float | None = None,
+    dead_letters_file: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Async form of `run`, for callers that already have an event loop.
 
@@ -78,6 +97,7 @@ async def run_async(
     `crash_point` is a fault-injection hook for tests (`flowgraph.runtime.faults`).
     """
     plan = graph if isinstance(graph, PhysicalPlan) else make_plan(graph)
+    DeadLetterLimit.of(max_dead_letters)  # a bad limit is a usage error before anything runs
     transport = open_transport(broker)
     backend = open_backend(store)
     commits: dict[str, Any] = {}
@@ -89,6 +109,10 @@ async def run_async(
         if value is not None:
             commits[name] = value
     worker = Worker(plan, transport, backend, crash_point=crash_point, **commits)
+    path = dead_letter_file(plan.graph_id, transport, backend, dead_letters_file)
+    log = DeadLetterLog(path) if path is not None else None
+    if log is not None:
+        worker.stats.on_dead_letters = log.write
     # On memory:// nothing outside this process can write, so an idle run is a finished one.
     idle_ends = transport.in_process if until_idle is None else until_idle
     try:
@@ -97,22 +121,56 @@ async def run_async(
         await worker.start()
         if on_start is not None:
             on_start(worker)
-        stalled: GroupStalledError | None = None
+        stalled: GroupStalledError | DeadLetterLimitError | None = None
         try:
             await worker.run(
-                until_idle=idle_ends, max_events=max_events, stop=stop, stall_timeout=stall_timeout
+                until_idle=idle_ends,
+                max_events=max_events,
+                stop=stop,
+                stall_timeout=stall_timeout,
+                max_dead_letters=max_dead_letters,
             )
-        except GroupStalledError as exc:
+        except (GroupStalledError, DeadLetterLimitError) as exc:
             stalled = exc
         tables = {s.step: worker.table(s.step) for s in plan.stores}
         counts = worker.step_counts()
     finally:
-        await worker.stop()
-    result = RunResult(stats=worker.stats, tables=tables, step_counts=counts)
+        try:
+            await worker.stop()
+        finally:
+            if log is not None:
+                log.close()
+    result = RunResult(
+        stats=worker.stats,
+        tables=tables,
+        step_counts=counts,
+        dead_letters_by_step=list(worker.stats.dead_letter_kinds.values()),
+        dead_letter_file=log.path if log is not None and log.written else None,
+    )
     if stalled is not None:
         stalled.result = result  # what this worker did, for a summary next to the error
         raise stalled
     return result
+
+
+def dead_letter_file(
+    graph_id: str,
+    transport: Transport,
+    backend: StateBackend,
+    given: str | os.PathLike[str] | None,
+) -> str | None:
+    """Where a run also writes its dead letters as JSON lines, or None for nowhere.
+
+    `given` if set; else, on an in-process broker (whose dead-letter topic ends with the
+    process), ``<graph>-dead-letters.jsonl`` in a ``rocksdb://`` store's directory; else
+    nowhere (on Kafka the topic keeps them; `flowgraph run` names a file for a ``memory://``
+    store itself, see `DEAD_LETTER_DIR`).
+    """
+    if given is not None:
+        return os.fspath(given)
+    if transport.in_process and isinstance(backend, RocksDBBackend):
+        return os.path.join(backend.directory, f"{graph_id}-dead-letters.jsonl")
+    return None
 
 
 def run(
@@ -131,6 +189,8 @@ def run(
     max_skew: float | None = None,
     max_idle: float | None = None,
     stall_timeout: float | None = None,
+    max_dead_letters: int | float | None = None,
+    dead_letters_file: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Run `graph` until it is idle (memory://, or `until_idle=True`), `max_events`, or a signal.
 
@@ -144,6 +204,13 @@ def run(
     When the group makes no progress for `stall_timeout` seconds (default: three session
     timeouts, at least 30 s), an until-idle run stops and raises `GroupStalledError`, which
     says what is left and holds this worker's `RunResult` in its `result`.
+
+    `max_dead_letters` stops the run once its dead letters exceed a count (an int), or a
+    fraction of the source records processed (a float below 1, judged once 1,000 source
+    records are in): everything processed is committed, then `DeadLetterLimitError` is
+    raised, with this worker's `RunResult` in its `result`. Each dead letter is also
+    appended as a JSON line to `dead_letters_file`; by default, with the embedded broker
+    and a ``rocksdb://DIR`` store, to ``DIR/<graph>-dead-letters.jsonl``.
     """
 
     async def main() -> RunResult:
@@ -173,6 +240,8 @@ def run(
                 max_skew=max_skew,
                 max_idle=max_idle,
                 stall_timeout=stall_timeout,
+                max_dead_letters=max_dead_letters,
+                dead_letters_file=dead_letters_file,
             )
         finally:
             for sig in installed:

@@ -13,8 +13,9 @@ that does not exist is told apart from one that fails while importing (as bytewa
 do), and a factory called with the wrong arguments from one that raises inside. A graph that
 fails validation prints every problem, also with exit code 2; any other flowgraph error while
 running exits with 1. An ``--until-idle`` run whose consumer group cannot finish prints its
-summary and one sentence saying what is left, and exits with 3. ``--debug`` adds the
-traceback.
+summary and one sentence saying what is left, and exits with 3. A run stopped by
+``--max-dead-letters`` prints its summary and one sentence, and exits with 1. ``--debug``
+adds the traceback.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 from flowgraph._graph import Graph
 from flowgraph.errors import (
     ConfigurationError,
+    DeadLetterLimitError,
     FlowgraphError,
     GraphDefinitionError,
     GroupStalledError,
@@ -253,12 +255,17 @@ def _a(noun: str) -> str:
 def _cmd_run(args: argparse.Namespace) -> int:
     import flowgraph as fg
     from flowgraph._live import LiveView, summary
+    from flowgraph._run import DEAD_LETTER_DIR
     from flowgraph.runtime import faults
 
     if args.stall_timeout is not None and not args.until_idle:
         msg = "--stall-timeout applies only with --until-idle; add --until-idle or drop it"
         raise ConfigurationError(msg)
     plan = locate_graph(args.target).plan()
+    dead_letters = args.dead_letters
+    if dead_letters is None and _scheme(args.broker) == _scheme(args.store) == "memory":
+        # nothing of this run outlives it but what it writes to a file
+        dead_letters = os.path.join(DEAD_LETTER_DIR, f"{plan.graph_id}.jsonl")
     view = LiveView(plan)
     try:
         result = fg.run(
@@ -276,12 +283,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
             on_start=view.started,
             crash_point=faults.from_env(os.environ),
             stall_timeout=args.stall_timeout,
+            max_dead_letters=args.max_dead_letters,
+            dead_letters_file=dead_letters,
         )
     except GroupStalledError as exc:
         view.close()
         if exc.result is not None:
             _write(summary(exc.result, plan))
         return _fail(exc, EXIT_UNFINISHED, args.debug)
+    except DeadLetterLimitError as exc:
+        view.close()
+        if exc.result is not None:
+            _write(summary(exc.result, plan))
+        if args.debug:
+            traceback.print_exception(exc)
+        print(f"flowgraph: error: {exc.sentence('--max-dead-letters ')}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         view.close()
     _write(summary(result, plan))
@@ -338,6 +355,26 @@ def _seconds(text: str, *, positive: bool = False) -> float:
     if not (value > 0 if positive else value >= 0):  # also refuses nan
         what = "a positive number of seconds" if positive else "a number of seconds >= 0"
         msg = f"expected {what}, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _scheme(url: str) -> str:
+    return url.partition("://")[0].lower()
+
+
+def _dead_letter_arg(text: str) -> int | float:
+    """A count of dead letters (an int >= 0) or a fraction of source records in (0, 1)."""
+    value: int | float
+    try:
+        value = int(text) if text.strip().isdigit() else float(text)
+    except ValueError:
+        value = -1.0
+    if isinstance(value, float) and not 0.0 < value < 1.0:  # also refuses nan
+        msg = (
+            "expected a count (like 100) or a fraction of the source records between 0 and 1 "
+            f"(like 0.01), got {text!r}"
+        )
         raise argparse.ArgumentTypeError(msg)
     return value
 
@@ -433,6 +470,22 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="with --until-idle, give up (exit 3) after the group made no progress for this "
         "long (default: 3 session timeouts, at least 30)",
+    )
+    run.add_argument(
+        "--max-dead-letters",
+        type=_dead_letter_arg,
+        metavar="N",
+        default=None,
+        help="stop (exit 1) once dead letters exceed N (a count), or a fraction of the source "
+        "records (like 0.01, judged after 1000 records); what was processed is committed",
+    )
+    run.add_argument(
+        "--dead-letters",
+        metavar="FILE",
+        default=None,
+        help="also append each dead letter to FILE as a JSON line (default with the embedded "
+        "broker: DIR/<graph>-dead-letters.jsonl of a rocksdb://DIR store, "
+        "flowgraph-dead-letters/<graph>.jsonl with a memory:// store)",
     )
     run.set_defaults(handler=_cmd_run)
     explain = commands.add_parser(

@@ -10,7 +10,8 @@
     ├── ConfigurationError (ValueError)        bad broker/store URL, bad CLI target
     ├── SerializationError (ValueError)        bytes that do not decode into the declared type
     ├── RuntimeFailure                         a user step raised; wraps it with the step id
-    └── GroupStalledError                      an until-idle run gave up: the group cannot finish
+    ├── GroupStalledError                      an until-idle run gave up: the group cannot finish
+    └── DeadLetterLimitError                   a run stopped: too many dead letters
 
 The planner-side classes are defined in `planner.errors` (the pure layer) and re-exported here.
 """
@@ -30,6 +31,7 @@ from planner.errors import (
 
 __all__ = [
     "ConfigurationError",
+    "DeadLetterLimitError",
     "FlowgraphError",
     "GraphDefinitionError",
     "GraphValidationError",
@@ -115,3 +117,34 @@ class GroupStalledError(FlowgraphError):
             f"{stalled_for:.0f} s; another member holds these partitions or cannot process "
             "them; check the group's other workers, or give them more time with --stall-timeout"
         )
+
+
+class DeadLetterLimitError(FlowgraphError):
+    """A run stopped because its dead letters went over ``max_dead_letters``.
+
+    Raised after everything processed is committed; `result` holds the run's `RunResult`.
+    """
+
+    def __init__(self, count: int, limit: int | float, first: Any) -> None:
+        """`first` is the `DeadLetterSummary` of the first dead letter's kind, or None."""
+        self.count = count
+        self.limit = limit
+        self.first = first
+        self.result: Any = None
+        super().__init__(self.sentence("max_dead_letters="))
+
+    def sentence(self, option: str = "max_dead_letters=") -> str:
+        """One sentence naming the limit as `option` spells it (``--max-dead-letters ``)."""
+        limit = (
+            f"{self.limit}"
+            if isinstance(self.limit, int)
+            else f"{self.limit:g} ({self.limit * 100:g}% of the source records)"
+        )
+        first = ""
+        if self.first is not None:
+            f = self.first
+            first = (
+                f'; the first: {f.step}: {f.error_type} "{f.message}" at {f.topic}[{f.partition}] '
+                f"offset {f.offset}"
+            )
+        return f"stopped: {self.count} dead letters exceed {option}{limit}{first}"

@@ -81,21 +81,28 @@ def _noop(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
 
 
 def stateless_push(
-    node: lg.Node, nxt: Push | None, fail: Fail, context: MakeContext | None = None
+    node: lg.Node,
+    nxt: Push | None,
+    fail: Fail,
+    context: MakeContext | None = None,
+    cell: list[int] | None = None,
 ) -> Push:
     """The push function of a sync stateless step (map, filter, flat_map, peek, key_by, sink fn).
 
     A step built with ``context=True`` gets `context`'s record context as its last argument;
-    its push is a separate closure, so the others stay exactly as they were.
+    its push is a separate closure, so the others stay exactly as they were. `cell[0]` counts
+    what a filter drops and what a flat_map emits, the only steps whose records out do not
+    follow from their records in and dead letters (see `Task.tally`).
     """
     f: Any = getattr(node, "fn", None)
+    tally = cell if cell is not None else [0]
     out = nxt or _noop
     kind = type(node)
     if getattr(node, "context", False):
         if context is None:
             msg = f"step {node.id!r} takes a record context, but its task gives none"
             raise TypeError(msg)
-        return _context_push(kind, f, out, fail, context)
+        return _context_push(kind, f, out, fail, context, tally)
     if kind is lg.Map:
 
         def push_map(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
@@ -117,6 +124,8 @@ def stateless_push(
                 return
             if keep:
                 out(k, v, ts, o, h)
+            else:
+                tally[0] += 1
 
         return push_filter
     if kind is lg.KeyBy:
@@ -139,6 +148,7 @@ def stateless_push(
             except Exception as exc:
                 fail(exc, (k, v, ts, o, h))
                 return
+            tally[0] += len(items)
             for x in items:
                 out(k, x, ts, o, h)
 
@@ -169,7 +179,9 @@ def stateless_push(
     raise TypeError(msg)
 
 
-def _context_push(kind: type, f: Any, out: Push, fail: Fail, ctx: MakeContext) -> Push:
+def _context_push(
+    kind: type, f: Any, out: Push, fail: Fail, ctx: MakeContext, tally: list[int]
+) -> Push:
     """`stateless_push` for a step that also takes the record's context."""
     if kind is lg.Sink:
 
@@ -191,21 +203,27 @@ def _context_push(kind: type, f: Any, out: Push, fail: Fail, ctx: MakeContext) -
         except Exception as exc:
             fail(exc, (k, v, ts, o, h))
             return
-        _emit(kind, out, r, k, v, ts, o, h)
+        _emit(kind, out, r, k, v, ts, o, h, tally)
 
     return push_ctx
 
 
-def _emit(kind: type, out: Push, r: Any, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
-    """Push on what step `kind` makes of its input record, given its function's result `r`."""
+def _emit(
+    kind: type, out: Push, r: Any, k: Any, v: Any, ts: float, o: int, h: Any, tally: list[int]
+) -> None:
+    """Push on what step `kind` makes of its input record, given its function's result `r`
+    (`tally` counts filter drops and flat_map outputs, as in `stateless_push`)."""
     if kind is lg.Map:
         out(k, r, ts, o, h)
     elif kind is lg.Filter:
         if r:
             out(k, v, ts, o, h)
+        else:
+            tally[0] += 1
     elif kind is lg.KeyBy:
         out(r, v, ts, o, h)
     elif kind is lg.FlatMap:
+        tally[0] += len(r)
         for x in r:
             out(k, x, ts, o, h)
     else:  # Peek, Sink
@@ -236,9 +254,17 @@ def _collecting(agen_fn: Callable[..., Any]) -> Callable[..., Awaitable[list[Any
 class AsyncStep:
     """An ``async def`` stateless step: collects records during the loop, awaits them after."""
 
-    def __init__(self, node: lg.Node, fail: Fail, context: MakeContext | None = None) -> None:
+    def __init__(
+        self,
+        node: lg.Node,
+        fail: Fail,
+        context: MakeContext | None = None,
+        cell: list[int] | None = None,
+    ) -> None:
         self.node = node
         self.fail = fail
+        self.cell = cell if cell is not None else [0]
+        """Filter drops or flat_map outputs, as in `stateless_push`."""
         self.pending: list[Rec] = []
         self.next: Push = _noop
         self.context = context if getattr(node, "context", False) else None
@@ -281,6 +307,8 @@ class AsyncStep:
             elif kind is lg.Filter:
                 if res:
                     out(k, v, ts, o, h)
+                else:
+                    self.cell[0] += 1
             elif kind is lg.KeyBy:
                 out(res, v, ts, o, h)
             elif kind is lg.FlatMap:
@@ -289,6 +317,7 @@ class AsyncStep:
                 except Exception as exc:
                     self.fail(exc, (k, v, ts, o, h))
                     continue
+                self.cell[0] += len(items)
                 for x in items:
                     out(k, x, ts, o, h)
             else:  # Peek, Sink

@@ -50,7 +50,17 @@ AT_COMMIT = 0xFFFF
 class Failure:
     """A record that could not be processed, on its way to the dead-letter topic."""
 
-    __slots__ = ("error", "key", "offset", "partition", "step", "timestamp", "topic", "value")
+    __slots__ = (
+        "error",
+        "headers",
+        "key",
+        "offset",
+        "partition",
+        "step",
+        "timestamp",
+        "topic",
+        "value",
+    )
 
     def __init__(
         self, step: str, error: BaseException, rec: Rec, topic: str, partition: int
@@ -58,6 +68,7 @@ class Failure:
         self.step = step
         self.error = error
         self.key, self.value, self.timestamp, self.offset = rec[0], rec[1], rec[2], rec[3]
+        self.headers = rec[4]
         self.topic = topic
         self.partition = partition
 
@@ -98,7 +109,13 @@ class Task:
         self.partition = partition
         self.stores = stores
         self.failed = 0
-        """Records sent to the dead-letter topic since the last `take_failed`."""
+        """Records sent to the dead-letter topic since the last `take_failures`."""
+        self.failures: list[Failure] = []
+        """Those records, for the run's summary and dead-letter log (see `take_failures`)."""
+        self.failed_by_step: dict[str, int] = {}
+        """Dead letters per step since the task began (for the step counts)."""
+        self.cells: dict[str, list[int]] = {}
+        """Per filter, records it dropped; per flat_map, records it emitted (`tally`)."""
         self._writers = writers
         self.clock = clock
         """Wall-clock time, for idle timeouts and `now()` queries (the TestDriver's own clock)."""
@@ -176,9 +193,15 @@ class Task:
         Written like a sink record, with an origin, so a replay after a crash skips the dead
         letters already written instead of writing them twice.
         """
-        self.failed += 1
+        self._count_failure(failure)
         _, k, v, ts, h = dead_letter(failure)
         self._dead_letter(k, v, ts, failure.offset, h)
+
+    def _count_failure(self, failure: Failure) -> None:
+        self.failed += 1
+        self.failures.append(failure)
+        step = failure.step
+        self.failed_by_step[step] = self.failed_by_step.get(step, 0) + 1
 
     def fail_at_commit(self, failure: Failure, position: int) -> None:
         """Dead-letter a value that cannot be stored, found at a commit (not by an input).
@@ -186,7 +209,7 @@ class Task:
         Its origin is (entry `AT_COMMIT`, the key's position); a replay that finds the same
         failure at a position already dead-lettered before the crash skips it.
         """
-        self.failed += 1
+        self._count_failure(failure)
         _, kb, vb, ts, h = dead_letter(failure)
         if not self.tag_origins:
             self._writers[self._dlq](0, kb, vb, ts, h)
@@ -245,13 +268,16 @@ class Task:
                 push = self._writer(step.topic, fail)
             elif isinstance(step, lg.FnNode | lg.Sink):
                 ctx = self._context_maker() if step.context else None
+                cell = None
+                if isinstance(step, lg.Filter | lg.FlatMap):
+                    cell = self.cells[step.id] = [0]
                 if step.is_async:
-                    astep = AsyncStep(step, fail, ctx)
+                    astep = AsyncStep(step, fail, ctx, cell)
                     astep.next = nxt or (lambda k, v, ts, o, h: None)
                     async_steps.append(astep)
                     push = astep.push
                 else:
-                    push = stateless_push(step, nxt, fail, ctx)
+                    push = stateless_push(step, nxt, fail, ctx, cell)
             else:  # Source, Repartition, Merge, Changes, Late: records pass through
                 push = nxt
             self._pushes[step.id] = push
@@ -442,6 +468,8 @@ class Task:
                 self._stamp_failure(entry, fn, got, rec, topic)
                 continue
             out.append((k, v, t, o, h))
+        if len(out) < len(messages):  # its dead letters were read, though never scheduled
+            self.counts[entry] = self.counts.get(entry, 0) + len(messages) - len(out)
         return out
 
     def _stamp_failure(self, step: str, fn: Any, got: Any, rec: Rec, topic: str) -> None:
@@ -561,6 +589,26 @@ class Task:
         """Records dead-lettered since the last call."""
         failed, self.failed = self.failed, 0
         return failed
+
+    def take_failures(self) -> list[Failure]:
+        """The records dead-lettered since the last call (`failed` is reset too)."""
+        failures, self.failures = self.failures, []
+        self.failed = 0
+        return failures
+
+    def tally(self) -> dict[tuple[str, str], int]:
+        """Raw per-step counters, summable over tasks: records into each entry (``in``),
+        dead letters (``dead``), filter drops and flat_map outputs (``cell``), records
+        skipped as already applied (``skip``) and late records (``late``) of each table.
+        `flowgraph.runtime.stats.derive_step_counts` turns them into records per step."""
+        out: dict[tuple[str, str], int] = {("in", s): n for s, n in self.counts.items()}
+        out.update((("dead", s), n) for s, n in self.failed_by_step.items())
+        out.update((("cell", s), c[0]) for s, c in self.cells.items())
+        for s, agg in self.aggregates.items():
+            out["skip", s] = agg.skipped
+            if isinstance(agg, WindowedAggregateOp):
+                out["late", s] = agg.late
+        return out
 
 
 def _never_fails(exc: BaseException, rec: Rec) -> None:

@@ -41,7 +41,12 @@ from flowgraph.runtime.schedule import (
     time_ordered,
 )
 from flowgraph.runtime.state.base import Entry, StateBackend, StorePartition
-from flowgraph.runtime.stats import RunStats
+from flowgraph.runtime.stats import (
+    DeadLetterLimit,
+    DeadLetterLimitError,
+    RunStats,
+    derive_step_counts,
+)
 from flowgraph.runtime.task import Failure, Task
 from flowgraph.runtime.transport import TP, Consumer, InProcessTransport, OutRecord, Transport
 from flowgraph.runtime.window_views import WindowedTableView
@@ -193,6 +198,7 @@ class Worker:
             gone = {id(t) for tp, t in self.tasks.items() if tp in revoked}
             for task in self._all_tasks:
                 if id(task) in gone:
+                    self.stats.retire(task.tally())  # its step counts outlive it
                     for name in task.stores:
                         self.stores.pop((name, task.partition), None)
             self.tasks = {tp: t for tp, t in self.tasks.items() if id(t) not in gone}
@@ -303,6 +309,7 @@ class Worker:
         stop: asyncio.Event | None = None,
         idle_wait: float = 0.05,
         stall_timeout: float | None = None,
+        max_dead_letters: int | float | None = None,
     ) -> RunStats:
         """Process batches until stopped, idle (if asked) or `max_events` source records.
 
@@ -310,8 +317,12 @@ class Worker:
         the group (`flowgraph.runtime.idle`); on an in-process transport this worker is the
         whole group. When the group makes no progress for `stall_timeout` seconds (default:
         `default_stall_timeout` of the session timeout) an until-idle run gives up with
-        `GroupStalledError`. Whatever ends the run, everything processed is committed first.
+        `GroupStalledError`. Past `max_dead_letters` (a count, or a fraction of source
+        records: `DeadLetterLimit`) the run stops with `DeadLetterLimitError`. Whatever ends
+        the run, everything processed is committed first.
         """
+        limit = DeadLetterLimit.of(max_dead_letters)
+        over = False
         group = None
         if until_idle and not self.transport.in_process:
             assert self._consumer is not None, "start() first"
@@ -321,6 +332,12 @@ class Worker:
         with quiet_gc():
             while stop is None or not stop.is_set():
                 if max_events is not None and self.stats.events >= max_events:
+                    break
+                if limit is not None and limit.exceeded(
+                    self.stats.dead_letters + sum(t.failed for t in self._all_tasks),
+                    self.stats.events,
+                ):
+                    over = True
                     break
                 budget = None if max_events is None else max_events - self.stats.events
                 wait = 0.0 if self.transport.in_process else idle_wait
@@ -357,6 +374,9 @@ class Worker:
                 if self.transport.in_process:
                     await asyncio.sleep(idle_wait)
             await self.commit()
+        if over and limit is not None:
+            stats = self.stats
+            raise DeadLetterLimitError(stats.dead_letters, limit.limit, stats.first_dead_letter)
         if stalled is not None:
             raise stalled
         return self.stats
@@ -515,9 +535,13 @@ class Worker:
                 dirty = agg.flush()
                 if dirty:
                     changes.append((task, agg, dirty))
-            self.stats.dead_letters += task.take_failed()
-        self.stats.skipped = sum(a.skipped for t in self._all_tasks for a in t.aggregates.values())
-        self.stats.late = sum(w.late for t in self._all_tasks for w in t.windowed)
+            self.stats.add_dead_letters(task.take_failures())
+        self.stats.skipped = self.stats.retired_sum("skip") + sum(
+            a.skipped for t in self._all_tasks for a in t.aggregates.values()
+        )
+        self.stats.late = self.stats.retired_sum("late") + sum(
+            w.late for t in self._all_tasks for w in t.windowed
+        )
         now = time.time()
         changelog_writes = []
         for task, agg, dirty in changes:
@@ -551,7 +575,8 @@ class Worker:
                     if not records:
                         continue
             changelog_writes.append((store, dirty, changelog, records))
-        self.stats.dead_letters += sum(task.take_failed() for task in touched)
+        for task in touched:
+            self.stats.add_dead_letters(task.take_failures())
         for task in touched:
             if task.dedupe:
                 task.retire_commit_marks()
@@ -640,11 +665,11 @@ class Worker:
         return result
 
     def step_counts(self) -> dict[str, int]:
-        """Records out of each step, over all tasks."""
-        counts: dict[str, int] = {}
+        """Records out of each step, over all tasks, those a rebalance took away included."""
+        counts = dict(self.stats.retired)
         for task in self._all_tasks:
-            for step, n in task.counts.items():
-                counts[step] = counts.get(step, 0) + n
+            for k, n in task.tally().items():
+                counts[k] = counts.get(k, 0) + n
         entries = {
             s.topic: s.id
             for sub in self.plan.subtopologies
@@ -655,5 +680,5 @@ class Worker:
             step = entries[topic]
             transport: Any = self.transport
             ends = [transport.end(topic, p) for p in range(len(first))]
-            counts[step] = counts.get(step, 0) + sum(ends) - sum(first)
-        return counts
+            counts["in", step] = counts.get(("in", step), 0) + sum(ends) - sum(first)
+        return derive_step_counts(self.plan, counts)

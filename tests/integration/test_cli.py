@@ -137,7 +137,9 @@ def test_run_example_to_the_end(tmp_path: Path) -> None:
     assert dead == 8
     assert "topic 'clickstream-dlq'" in out
     table = persisted(state, "clickstream-per_url", partitions=4)
-    assert summary_row(out, "per_url").endswith(f"{len(table)} keys")
+    steps, tables = out.split("\n  tables:\n")
+    assert summary_row(tables, "per_url").endswith(f"{len(table)} keys")
+    assert int(summary_row(steps, "per_url")) == sum(table.values())  # records it applied
     assert 0 < len(table) <= 500
     assert 0.9 * events < sum(table.values()) < events - dead  # a few percent are bots
 

@@ -9,6 +9,7 @@ import flowgraph as fg
 PUBLIC = [
     "ConfigurationError",
     "DELETE",
+    "DeadLetterLimitError",
     "FlowgraphError",
     "Graph",
     "GraphDefinitionError",
