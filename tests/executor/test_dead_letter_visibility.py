@@ -235,6 +235,23 @@ def test_every_step_is_counted_under_the_driver() -> None:
     assert counts["look"] == counts["to-out"] == len([n for n in threes if n % 7])
 
 
+@pytest.mark.parametrize("encode", [True, False])
+def test_context_steps_are_counted_like_the_others(encode: bool) -> None:
+    """A ``context=True`` filter counts its drops and a flat_map its outputs, as plain ones do."""
+    values = list(range(1, 60))
+    g = fg.Graph("ctx-counted")
+    src = g.source("in", value_type=int)
+    kept = src.filter(lambda n, ctx: n % 3 == 0 and ctx.offset >= 0, name="threes", context=True)
+    kept.flat_map(lambda n, ctx: [n] * (n % 4), name="copies", context=True).to("out")
+    with TestDriver(g, encode=encode) as driver:
+        for v in values:
+            driver.send("in", None, v)
+        counts = driver._worker.step_counts()
+    threes = [n for n in values if n % 3 == 0]
+    assert counts["threes"] == len(threes)
+    assert counts["copies"] == counts["to-out"] == sum(n % 4 for n in threes)
+
+
 def test_step_counts_survive_a_revoke_and_a_reassignment() -> None:
     """A rebalance drops the tasks of revoked partitions; their counts stay on the worker."""
     g = fg.Graph("moved")
