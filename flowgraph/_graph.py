@@ -189,6 +189,21 @@ def _timestamp(fn: object) -> dict[str, Any]:
     return {"timestamp": fn, "timestamp_name": _util.fn_name(fn)}
 
 
+def _concurrency(value: int | None, fn: Callable[..., Any], op: str) -> dict[str, Any]:
+    """The node field of a step's ``concurrency=`` (none if not given); only an ``async
+    def`` function has calls that can overlap, so it is an error on any other."""
+    if value is None:
+        return {}
+    _positive(value, f"{op} concurrency=")
+    if not _util.is_async(fn):
+        msg = (
+            f"{op} concurrency={value} needs an async def function, got {_util.fn_name(fn)}; "
+            "a plain function runs one record at a time"
+        )
+        raise GraphDefinitionError(msg)
+    return {"concurrency": value}
+
+
 def _callable(fn: object, op: str) -> Callable[..., Any]:
     if not callable(fn):
         msg = f"{op} needs a function, got {fn!r}"
@@ -208,9 +223,16 @@ class Stream(Generic[K, V]):
         return self.graph._node(self.step)
 
     def _fn_step(
-        self, cls: type[lg.FnNode], op: str, fn: object, name: str | None, **fields: Any
+        self,
+        cls: type[lg.FnNode],
+        op: str,
+        fn: object,
+        name: str | None,
+        concurrency: int | None = None,
+        **fields: Any,
     ) -> Stream[Any, Any]:
         func = _callable(fn, op)
+        fields.update(_concurrency(concurrency, func, op))
         step = self.graph._claim(name) if name else None
         if step is None:
             short = _util.short_name(func)
@@ -232,18 +254,28 @@ class Stream(Generic[K, V]):
         return self.graph._add(node)
 
     def map(
-        self, fn: Callable[[V], Any], *, name: str | None = None, value_type: object = None
+        self,
+        fn: Callable[[V], Any],
+        *,
+        name: str | None = None,
+        value_type: object = None,
+        concurrency: int | None = None,
     ) -> Stream[K, Any]:
-        """Replace each value by ``fn(value)``; keys are kept (use `key_by` to change them)."""
+        """Replace each value by ``fn(value)``; keys are kept (use `key_by` to change them).
+
+        For an ``async def`` `fn`, `concurrency` bounds its calls in flight (default 64).
+        """
         vt = value_type or _util.return_type(fn)
-        return self._fn_step(lg.Map, "map", fn, name, value_type=vt)
+        return self._fn_step(lg.Map, "map", fn, name, concurrency, value_type=vt)
 
     map_values = map
     """Alias of `map`, for Kafka Streams users: flowgraph changes keys only in `key_by`."""
 
-    def filter(self, fn: Callable[[V], Any], *, name: str | None = None) -> Stream[K, V]:
+    def filter(
+        self, fn: Callable[[V], Any], *, name: str | None = None, concurrency: int | None = None
+    ) -> Stream[K, V]:
         """Keep the records whose value makes ``fn(value)`` true."""
-        return self._fn_step(lg.Filter, "filter", fn, name)
+        return self._fn_step(lg.Filter, "filter", fn, name, concurrency)
 
     def flat_map(
         self,
@@ -251,14 +283,17 @@ class Stream(Generic[K, V]):
         *,
         name: str | None = None,
         value_type: object = None,
+        concurrency: int | None = None,
     ) -> Stream[K, Any]:
         """Replace each value by the values of the iterable ``fn(value)``, keeping the key."""
         vt = value_type or _util.element_type(_util.return_type(fn))
-        return self._fn_step(lg.FlatMap, "flat_map", fn, name, value_type=vt)
+        return self._fn_step(lg.FlatMap, "flat_map", fn, name, concurrency, value_type=vt)
 
-    def peek(self, fn: Callable[[V], Any], *, name: str | None = None) -> Stream[K, V]:
+    def peek(
+        self, fn: Callable[[V], Any], *, name: str | None = None, concurrency: int | None = None
+    ) -> Stream[K, V]:
         """Call ``fn(value)`` for its side effect; records pass unchanged."""
-        return self._fn_step(lg.Peek, "peek", fn, name)
+        return self._fn_step(lg.Peek, "peek", fn, name, concurrency)
 
     def key_by(
         self,
@@ -267,6 +302,7 @@ class Stream(Generic[K, V]):
         name: str | None = None,
         key_type: object = None,
         partitions: int | None = None,
+        concurrency: int | None = None,
     ) -> Stream[Any, V]:
         """Re-key each record by ``fn(value)``.
 
@@ -276,7 +312,9 @@ class Stream(Generic[K, V]):
         kt = key_type or _util.return_type(fn)
         if partitions is not None:
             _positive(partitions, "partitions")
-        return self._fn_step(lg.KeyBy, "key_by", fn, name, key_type=kt, partitions=partitions)
+        return self._fn_step(
+            lg.KeyBy, "key_by", fn, name, concurrency, key_type=kt, partitions=partitions
+        )
 
     def merge(self, *others: Stream[Any, Any], name: str | None = None) -> Stream[Any, Any]:
         """The union of this stream and `others` (all from the same graph)."""
@@ -304,10 +342,17 @@ class Stream(Generic[K, V]):
         key_type: object = None,
         value_type: object = None,
         partitions: int | None = None,
+        concurrency: int | None = None,
     ) -> None:
-        """Write records to topic `target`, or call ``target(key, value)`` for each record."""
+        """Write records to topic `target`, or call ``target(key, value)`` for each record.
+
+        For an ``async def`` `target`, `concurrency` bounds its calls in flight (default 64).
+        """
         up = self._up
         if isinstance(target, str):
+            if concurrency is not None:
+                msg = f"to({target!r}) concurrency= needs an async def function, not a topic"
+                raise GraphDefinitionError(msg)
             if name:
                 step = self.graph._claim(name)
             elif f"to-{target}" not in self.graph._ids:
@@ -325,6 +370,7 @@ class Stream(Generic[K, V]):
             )
         else:
             func = _callable(target, "to")
+            bound = _concurrency(concurrency, func, "to")
             short = _util.short_name(func)
             step = (
                 self.graph._claim(name)
@@ -340,6 +386,7 @@ class Stream(Generic[K, V]):
                 key_type=up.key_type,
                 value_type=up.value_type,
                 where=_util.call_site(),
+                **bound,
             )
         self.graph._add(node)
 

@@ -21,6 +21,7 @@ import attrs
 import networkx as nx
 
 __all__ = [
+    "DEFAULT_CONCURRENCY",
     "Aggregate",
     "AggregateKind",
     "Changes",
@@ -38,6 +39,9 @@ __all__ = [
     "Sink",
     "Source",
 ]
+
+DEFAULT_CONCURRENCY = 64
+"""Calls of an ``async def`` step in flight at once when the step sets no ``concurrency=``."""
 
 AggregateKind = Literal["count", "sum", "reduce", "aggregate", "latest"]
 """``latest`` keeps the last value per key (a table read from a topic); a None value deletes."""
@@ -78,6 +82,8 @@ class FnNode(Node):
     fn_name: str = attrs.field(default="", eq=False)
     """``module.qualname`` of `fn`, for explanations."""
     is_async: bool = False
+    concurrency: int | None = None
+    """For an ``async def`` step: how many calls may be in flight at once (None: the default)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -168,6 +174,8 @@ class Sink(Node):
     fn: object = None
     fn_name: str = attrs.field(default="", eq=False)
     is_async: bool = False
+    concurrency: int | None = None
+    """For an ``async def`` callable: how many calls may be in flight (None: the default)."""
     partitions: int | None = None
 
 

@@ -10,15 +10,16 @@ Each push catches what its user function raises and hands that record to `fail` 
 dead-letter path) with its step id; the loop goes on with the next record, so a failing
 record never takes a good one with it.
 
-An ``async def`` step cannot run inside a sync chain: its push only collects records, and the
-task awaits them all at once after the loop (bounded concurrency, batch order kept, so order
-per key is preserved), then pushes the results on.
+An ``async def`` step cannot run inside a sync chain: its push starts the record's call (at
+most ``concurrency`` in flight, a sliding window: see `AsyncStep`), and the task emits the
+results in input order after the loop, and again before each commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -27,6 +28,7 @@ from flowgraph.runtime.transport import Push
 from planner import logical as lg
 
 __all__ = [
+    "BACKLOG",
     "MAX_CONCURRENCY",
     "AsyncStep",
     "Fail",
@@ -41,8 +43,8 @@ __all__ = [
 Rec = tuple[Any, Any, float, int, Any]
 Fail = Callable[[BaseException, Rec], None]
 
-MAX_CONCURRENCY = 64
-"""How many awaits of one async step run at once over a batch."""
+MAX_CONCURRENCY = lg.DEFAULT_CONCURRENCY
+"""How many awaits of an async aggregation's fold run at once over a batch."""
 
 
 def fanout(targets: list[Push]) -> Push | None:
@@ -171,54 +173,153 @@ def _collecting(agen_fn: Callable[..., Any]) -> Callable[..., Awaitable[list[Any
     return collect
 
 
+BACKLOG = 64
+"""Records an async step may hold per call slot (running, waiting to start, or done and
+waiting for an earlier one) before the task stops taking more: bounds the memory a slow call
+ties up while the calls after it go on."""
+
+
+class _Slot:
+    """One record in an async step: its fields, where it came from, and its call."""
+
+    __slots__ = ("ctx", "fut", "h", "k", "o", "ts", "v")
+
+    def __init__(self, k: Any, v: Any, ts: float, o: int, h: Any, ctx: Any) -> None:
+        self.k, self.v, self.ts, self.o, self.h, self.ctx = k, v, ts, o, h, ctx
+        self.fut: asyncio.Future[Any] | None = None
+
+
 class AsyncStep:
-    """An ``async def`` stateless step: collects records during the loop, awaits them after."""
+    """An ``async def`` stateless step: a sliding window of at most `limit` calls in flight.
+
+    `push` (called from the sync chain) starts the record's call at once if fewer than
+    `limit` run, else queues it; each call that finishes starts the next queued one, so a slow
+    call holds one slot and never the others. Results leave in input order: `pump` emits
+    the finished records at the head of the queue and stops at the first one still running.
+    Emitting in input order keeps order per key, keeps a downstream aggregation's offsets
+    increasing, and keeps the origins of written records increasing, which the replay after a
+    crash relies on to skip what was written (see `Task.note_written`).
+
+    Emitting happens only when the task pumps (in `Task.process` and `Task.settle`), never
+    from a call's completion, so outputs are never made in the middle of a commit. The
+    task's context of each record (input topic and entry) is captured at `push` and restored
+    around its emission by `enter` and `leave`, which the task sets.
+    """
 
     def __init__(self, node: lg.Node, fail: Fail) -> None:
         self.node = node
         self.fail = fail
-        self.pending: list[Rec] = []
         self.next: Push = _noop
+        self.limit = getattr(node, "concurrency", None) or lg.DEFAULT_CONCURRENCY
+        self.backlog = self.limit * BACKLOG
+        self.queue: deque[_Slot] = deque()
+        """Every record not emitted yet, in input order."""
+        self.waiting: deque[_Slot] = deque()
+        """Records whose call has not started (the window was full)."""
+        self.running = 0
+        self.closed = False
+        self.capture: Callable[[], Any] = _nothing
+        self.enter: Callable[[Any], None] = _ignore
+        self.leave: Callable[[], None] = _nothing
+        f: Any = getattr(node, "fn", None)
+        self._fn = _collecting(f) if inspect.isasyncgenfunction(f) else f
+        self._two_args = isinstance(node, lg.Sink)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def over(self) -> bool:
+        """True when the step holds more records than its backlog allows."""
+        return len(self.queue) > self.backlog
 
     def push(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
-        """Collect a record; it is processed by `drain`."""
-        self.pending.append((k, v, ts, o, h))
-
-    async def drain(self) -> bool:
-        """Await the collected records and push the results on; False if there were none."""
-        if not self.pending:
-            return False
-        batch, self.pending = self.pending, []
-        f: Any = getattr(self.node, "fn", None)
-        kind = type(self.node)
-        if inspect.isasyncgenfunction(f):
-            f = _collecting(f)
-        if kind is lg.Sink:
-            results = await gather_bounded(f, ((r[0], r[1]) for r in batch))
+        """Take a record: start its call now if a slot is free, else queue it."""
+        slot = _Slot(k, v, ts, o, h, self.capture())
+        self.queue.append(slot)
+        if self.running < self.limit:
+            self._start(slot)
         else:
-            results = await gather_bounded(f, ((r[1],) for r in batch))
+            self.waiting.append(slot)
+
+    def _start(self, slot: _Slot) -> None:
+        self.running += 1
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any]
+        try:
+            aw = self._fn(slot.k, slot.v) if self._two_args else self._fn(slot.v)
+            fut = asyncio.ensure_future(aw)
+        except Exception as exc:  # the call itself failed (wrong arguments, not awaitable)
+            fut = loop.create_future()
+            fut.set_exception(exc)
+        slot.fut = fut
+        fut.add_done_callback(self._done)
+
+    def _done(self, fut: asyncio.Future[Any]) -> None:
+        """A call finished: start the next queued record's call in its slot."""
+        self.running -= 1
+        if fut.cancelled():  # the loop is shutting down (a worker abandoned mid-flight)
+            self.closed = True
+            return
+        fut.exception()  # retrieved here, so an abandoned failure is not logged
+        if self.waiting and not self.closed:
+            self._start(self.waiting.popleft())
+
+    def head(self) -> asyncio.Future[Any] | None:
+        """The call of the oldest record not emitted yet (None if there is none)."""
+        return self.queue[0].fut if self.queue else None
+
+    def pump(self) -> bool:
+        """Emit the finished records at the head of the queue, in order; True if any."""
+        queue = self.queue
+        if not queue:
+            return False
+        fut = queue[0].fut
+        if fut is None or not fut.done():
+            return False
+        kind = type(self.node)
         out = self.next
-        for (k, v, ts, o, h), res in zip(batch, results, strict=True):
-            if isinstance(res, BaseException):
-                self.fail(res, (k, v, ts, o, h))
+        enter, leave = self.enter, self.leave
+        while queue:
+            slot = queue[0]
+            fut = slot.fut
+            if fut is None or not fut.done():
+                break
+            queue.popleft()
+            if fut.cancelled():
+                continue
+            k, v, ts, o, h = slot.k, slot.v, slot.ts, slot.o, slot.h
+            enter(slot.ctx)
+            exc = fut.exception()
+            if exc is not None:
+                self.fail(exc, (k, v, ts, o, h))
             elif kind is lg.Map:
-                out(k, res, ts, o, h)
+                out(k, fut.result(), ts, o, h)
             elif kind is lg.Filter:
-                if res:
+                if fut.result():
                     out(k, v, ts, o, h)
             elif kind is lg.KeyBy:
-                out(res, v, ts, o, h)
+                out(fut.result(), v, ts, o, h)
             elif kind is lg.FlatMap:
                 try:
-                    items = list(res)
-                except Exception as exc:
-                    self.fail(exc, (k, v, ts, o, h))
-                    continue
-                for x in items:
-                    out(k, x, ts, o, h)
+                    items = list(fut.result())
+                except Exception as err:
+                    self.fail(err, (k, v, ts, o, h))
+                else:
+                    for x in items:
+                        out(k, x, ts, o, h)
             else:  # Peek, Sink
                 out(k, v, ts, o, h)
+            leave()
         return True
+
+
+def _nothing() -> None:
+    return None
+
+
+def _ignore(ctx: Any) -> None:
+    return None
 
 
 def unstorable(

@@ -503,6 +503,9 @@ class Worker:
         changelog offset in one atomic batch; then the source offsets are committed.
         """
         self._last_commit = time.monotonic()
+        if self._touched and await self._settle():
+            for mark in self._direct_marks:
+                mark()
         if not self._touched:
             return
         touched = list(self._touched.values())
@@ -576,6 +579,16 @@ class Worker:
             high = self._consumer.highwater(tp)
             if high is not None and tp[0] in self._source_topics:
                 self.stats.lag[tp] = max(high - position, 0)
+
+    async def _settle(self) -> bool:
+        """Wait for the async calls in flight in touched tasks and make their outputs, so
+        the offsets about to be committed cover only records whose outputs are all made;
+        True if anything was emitted."""
+        emitted = False
+        for task in list(self._touched.values()):
+            if task.has_async and await task.settle():
+                emitted = True
+        return emitted
 
     def _storable(
         self,
