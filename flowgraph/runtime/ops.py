@@ -34,6 +34,7 @@ __all__ = [
     "Fail",
     "Push",
     "Rec",
+    "Window",
     "fanout",
     "gather_bounded",
     "stateless_push",
@@ -189,16 +190,67 @@ class _Slot:
         self.fut: asyncio.Future[Any] | None = None
 
 
-class AsyncStep:
-    """An ``async def`` stateless step: a sliding window of at most `limit` calls in flight.
+class Window:
+    """The calls in flight of one async step, shared by its tasks in a worker: at most
+    `limit` run at once, and each call that finishes starts the oldest waiting one."""
 
-    `push` (called from the sync chain) starts the record's call at once if fewer than
-    `limit` run, else queues it; each call that finishes starts the next queued one, so a slow
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+        self.waiting: deque[tuple[AsyncStep, _Slot]] = deque()
+        """Records whose call has not started (the window was full), oldest first."""
+        self.closed = False
+        self._turn: asyncio.Future[None] | None = None
+
+    def submit(self, step: AsyncStep, slot: _Slot) -> None:
+        """Start the call of `slot` now if a slot is free, else when one frees up."""
+        if self.running < self.limit:
+            self._start(step, slot)
+        else:
+            self.waiting.append((step, slot))
+
+    def _start(self, step: AsyncStep, slot: _Slot) -> None:
+        self.running += 1
+        fut: asyncio.Future[Any]
+        try:
+            fut = asyncio.ensure_future(step.call(slot))
+        except Exception as exc:  # the call itself failed (wrong arguments, not awaitable)
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(exc)
+        slot.fut = fut
+        fut.add_done_callback(self._done)
+
+    def _done(self, fut: asyncio.Future[Any]) -> None:
+        """A call finished: start the next waiting record's call in its slot."""
+        self.running -= 1
+        if fut.cancelled():  # the loop is shutting down (a worker abandoned mid-flight)
+            self.closed = True
+        else:
+            fut.exception()  # retrieved here, so an abandoned failure is not logged
+            if self.waiting and not self.closed:
+                self._start(*self.waiting.popleft())
+        turn = self._turn
+        if turn is not None and not turn.done():
+            turn.set_result(None)
+
+    async def turn(self) -> None:
+        """Wait until some call of this window finishes."""
+        if self._turn is None or self._turn.done():
+            self._turn = asyncio.get_running_loop().create_future()
+        await self._turn
+
+
+class AsyncStep:
+    """An ``async def`` stateless step of one task: its calls run in a sliding `window` of at
+    most ``concurrency`` calls in flight (shared by the step's tasks in a worker).
+
+    `push` (called from the sync chain) starts the record's call at once if the window has a
+    free slot, else queues it; each call that finishes starts the next queued one, so a slow
     call holds one slot and never the others. Results leave in input order: `pump` emits
-    the finished records at the head of the queue and stops at the first one still running.
-    Emitting in input order keeps order per key, keeps a downstream aggregation's offsets
-    increasing, and keeps the origins of written records increasing, which the replay after a
-    crash relies on to skip what was written (see `Task.note_written`).
+    the finished records at the head of the task's queue and stops at the first one not
+    finished. Emitting in input order keeps order per key, keeps a downstream aggregation's
+    offsets increasing, and keeps the origins of written records increasing, which the
+    replay after a crash relies on to skip what was written (see `Task.note_written`).
 
     Emitting happens only when the task pumps (in `Task.process` and `Task.settle`), never
     from a call's completion, so outputs are never made in the middle of a commit. The
@@ -206,25 +258,21 @@ class AsyncStep:
     around its emission by `enter` and `leave`, which the task sets.
     """
 
-    def __init__(self, node: lg.Node, fail: Fail) -> None:
+    def __init__(self, node: lg.Node, fail: Fail, window: Window | None = None) -> None:
         self.node = node
         self.fail = fail
         self.next: Push = _noop
-        self.limit = getattr(node, "concurrency", None) or lg.DEFAULT_CONCURRENCY
-        self.backlog = self.limit * BACKLOG
+        limit = getattr(node, "concurrency", None) or lg.DEFAULT_CONCURRENCY
+        self.window = window or Window(limit)
+        self.backlog = self.window.limit * BACKLOG
         self.queue: deque[_Slot] = deque()
-        """Every record not emitted yet, in input order."""
-        self.waiting: deque[_Slot] = deque()
-        """Records whose call has not started (the window was full)."""
-        self.running = 0
-        self.closed = False
+        """Every record of this task not emitted yet, in input order."""
         self.capture: Callable[[], Any] = _nothing
         self.enter: Callable[[Any], None] = _ignore
         self.leave: Callable[[], None] = _nothing
         f: Any = getattr(node, "fn", None)
         self._fn = _collecting(f) if inspect.isasyncgenfunction(f) else f
         self._two_args = isinstance(node, lg.Sink)
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def over(self) -> bool:
@@ -232,42 +280,22 @@ class AsyncStep:
         return len(self.queue) > self.backlog
 
     def push(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
-        """Take a record: start its call now if a slot is free, else queue it."""
+        """Take a record: its call starts now if the window has room, else when it has."""
         slot = _Slot(k, v, ts, o, h, self.capture())
         self.queue.append(slot)
-        if self.running < self.limit:
-            self._start(slot)
+        self.window.submit(self, slot)
+
+    def call(self, slot: _Slot) -> Awaitable[Any]:
+        """The user function's awaitable for `slot`."""
+        return self._fn(slot.k, slot.v) if self._two_args else self._fn(slot.v)
+
+    async def wait_head(self) -> None:
+        """Wait until the oldest record not emitted has its result."""
+        head = self.queue[0].fut if self.queue else None
+        if head is None:  # not started: the window is full, or a finished call's
+            await self.window.turn()  # callback starts it on the next turn of the loop
         else:
-            self.waiting.append(slot)
-
-    def _start(self, slot: _Slot) -> None:
-        self.running += 1
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any]
-        try:
-            aw = self._fn(slot.k, slot.v) if self._two_args else self._fn(slot.v)
-            fut = asyncio.ensure_future(aw)
-        except Exception as exc:  # the call itself failed (wrong arguments, not awaitable)
-            fut = loop.create_future()
-            fut.set_exception(exc)
-        slot.fut = fut
-        fut.add_done_callback(self._done)
-
-    def _done(self, fut: asyncio.Future[Any]) -> None:
-        """A call finished: start the next queued record's call in its slot."""
-        self.running -= 1
-        if fut.cancelled():  # the loop is shutting down (a worker abandoned mid-flight)
-            self.closed = True
-            return
-        fut.exception()  # retrieved here, so an abandoned failure is not logged
-        if self.waiting and not self.closed:
-            self._start(self.waiting.popleft())
-
-    def head(self) -> asyncio.Future[Any] | None:
-        """The call of the oldest record not emitted yet (None if there is none)."""
-        return self.queue[0].fut if self.queue else None
+            await asyncio.wait((head,))
 
     def pump(self) -> bool:
         """Emit the finished records at the head of the queue, in order; True if any."""

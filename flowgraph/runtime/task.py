@@ -23,7 +23,7 @@ from typing import Any
 from flowgraph._util import f_repr
 from flowgraph.errors import SerializationError
 from flowgraph.runtime.aggregate import AggregateOp
-from flowgraph.runtime.ops import AsyncStep, Rec, fanout, stateless_push
+from flowgraph.runtime.ops import AsyncStep, Rec, Window, fanout, stateless_push
 from flowgraph.runtime.state.base import StorePartition
 from flowgraph.runtime.transport import OutRecord, Push, Write
 from flowgraph.runtime.window_push import event_time
@@ -99,8 +99,12 @@ class Task:
         writers: Mapping[str, Write],
         tag_origins: bool = False,
         clock: Callable[[], float] = time.time,
+        windows: dict[str, Window] | None = None,
     ) -> None:
         self.plan = plan
+        self._shared = {} if windows is None else windows
+        """Per ``async def`` step, its window of calls in flight, shared by the tasks of a
+        worker so that the step's bound holds across its partitions."""
         self.sub = sub
         self.partition = partition
         self.stores = stores
@@ -256,7 +260,11 @@ class Task:
                 push = self._writer(step.topic, fail)
             elif isinstance(step, lg.FnNode | lg.Sink):
                 if step.is_async:
-                    astep = AsyncStep(step, fail)
+                    limit = step.concurrency or lg.DEFAULT_CONCURRENCY
+                    window = self._shared.get(step.id) or self._shared.setdefault(
+                        step.id, Window(limit)
+                    )
+                    astep = AsyncStep(step, fail, window)
                     astep.next = nxt or (lambda k, v, ts, o, h: None)
                     async_steps.append(astep)
                     push = astep.push
@@ -400,6 +408,7 @@ class Task:
         since a mark is only passed once the outputs it covers are made.
         """
         emitted = False
+        yielded = settle
         while True:
             progressed = False
             for step in self._async:
@@ -410,11 +419,15 @@ class Task:
             emitted = emitted or progressed
             if progressed:
                 continue
+            if not yielded and any(w.queue for w in self._windows):
+                # one turn of the loop: the calls just started run, and those that finish
+                # without waiting are emitted now rather than at the next run or commit
+                yielded = True
+                await asyncio.sleep(0)
+                continue
             for w in self._windows:
                 if w.queue and (settle or w.over):
-                    head = w.head()
-                    assert head is not None  # the oldest record's call starts first
-                    await asyncio.wait((head,))
+                    await w.wait_head()
                     break
             else:
                 return emitted

@@ -32,7 +32,7 @@ from flowgraph.runtime.codecs import codec_or, topic_codecs
 from flowgraph.runtime.collector import quiet_gc
 from flowgraph.runtime.feeder import Feeder
 from flowgraph.runtime.idle import CHECK_INTERVAL, GroupIdle
-from flowgraph.runtime.ops import unstorable
+from flowgraph.runtime.ops import Window, unstorable
 from flowgraph.runtime.recovery import POSITION_HEADER, Recovery, encode_position
 from flowgraph.runtime.schedule import (
     DEFAULT_MAX_IDLE,
@@ -143,6 +143,8 @@ class Worker:
         self._direct: dict[str, list[int]] = {}
         """Per directly wired topic: the end offsets of its partitions when it was wired."""
         self._direct_marks: list[Callable[[], None]] = []
+        self._windows: dict[str, Window] = {}
+        """Per ``async def`` step, its calls in flight, shared by its tasks (`Task`)."""
         self.recovery = Recovery(plan, transport, self.codecs, self.stats, self._crash_point)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -228,6 +230,7 @@ class Worker:
                     self._writers,
                     tag_origins=self.transport.encoded,
                     clock=lambda: self.clock(),  # noqa: PLW0108 - read late: drivers replace it
+                    windows=self._windows,
                 )
                 if task.tag_origins:
                     await self.recovery.recover_writes(task)
