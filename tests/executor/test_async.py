@@ -51,11 +51,13 @@ def pipeline(wrap: Callable[..., Any], seen: list[int]) -> Callable[[fg.Stream],
     """The same graph with every user function passed through `wrap`."""
 
     def build(s: fg.Stream) -> None:
-        keyed = (s.map(wrap(lambda v: v * 3), name="triple")
-                 .filter(wrap(lambda v: v % 2 == 0), name="even")
-                 .flat_map(wrap(lambda v: [v, v + 1]), name="pair")
-                 .peek(wrap(seen.append), name="look")
-                 .key_by(wrap(lambda v: v % 5), name="mod5"))
+        keyed = (
+            s.map(wrap(lambda v: v * 3), name="triple")
+            .filter(wrap(lambda v: v % 2 == 0), name="even")
+            .flat_map(wrap(lambda v: [v, v + 1]), name="pair")
+            .peek(wrap(seen.append), name="look")
+            .key_by(wrap(lambda v: v % 5), name="mod5")
+        )
         keyed.to("keyed")
         keyed.aggregate(list, wrap(lambda acc, v: [*acc, v]), name="history")
         keyed.sum(wrap(lambda v: v * v), name="squares")
@@ -75,9 +77,7 @@ def test_async_steps_match_their_sync_versions(execute):
     assert done.dead_letters == sync.dead_letters == []
     expected = [w for v in VALUES if v * 3 % 2 == 0 for w in (v * 3, v * 3 + 1)]
     assert sync_seen == expected
-    assert sync.tables["history"] == {
-        k: [w for w in expected if w % 5 == k] for k in range(5)
-    }
+    assert sync.tables["history"] == {k: [w for w in expected if w % 5 == k] for k in range(5)}
 
 
 def test_async_map_keeps_order_per_key(execute):
@@ -109,8 +109,12 @@ def test_async_aggregate_keeps_order_per_key(execute):
         return [*acc, v]
 
     out = execute(
-        lambda s: s.key_by(lambda v: v % 4, name="mod4").aggregate(list, append, name="a")
-        .changes().to("out"),
+        lambda s: (
+            s.key_by(lambda v: v % 4, name="mod4")
+            .aggregate(list, append, name="a")
+            .changes()
+            .to("out")
+        ),
         VALUES,
     )
     assert out.tables == {"a": {k: [v for v in VALUES if v % 4 == k] for k in range(4)}}
@@ -241,8 +245,12 @@ def test_order_per_key_is_kept_under_random_delays(records, concurrency, max_bat
     cluster = Cluster(g)
     parts = [zlib.crc32(k.encode()) % 2 for k, _ in records]
     cluster.run(
-        {"in": [(p, k.encode(), b"%d" % (10 * i + d))
-                for i, ((k, d), p) in enumerate(zip(records, parts, strict=True))]},
+        {
+            "in": [
+                (p, k.encode(), b"%d" % (10 * i + d))
+                for i, ((k, d), p) in enumerate(zip(records, parts, strict=True))
+            ]
+        },
         max_batch=max_batch,
     )
     by_key: dict[str, list[int]] = {}
@@ -258,8 +266,9 @@ def test_order_per_key_is_kept_under_random_delays(records, concurrency, max_bat
         offsets.append((p, ends[p]))
         ends[p] += 1
     letters = _dead_letters(cluster.broker, DLQ)
-    assert sorted((int(d.headers["source.partition"]), int(d.headers["source.offset"]))
-                  for d in letters) == sorted(offsets[i] for i in range(0, len(records), 5))
+    assert sorted(
+        (int(d.headers["source.partition"]), int(d.headers["source.offset"])) for d in letters
+    ) == sorted(offsets[i] for i in range(0, len(records), 5))
     assert 1 <= gauge.most <= concurrency
 
 
@@ -302,8 +311,14 @@ def test_a_crash_with_calls_in_flight_replays_exactly_the_unfinished_records():
     decode = topic_codecs(plan, in_process=False)["out"][1].decode
 
     async def one(crash: Any) -> None:
-        worker = Worker(plan, MemoryTransport(broker, encoded=True), MemoryBackend(),
-                        max_batch=5, commit_interval=3600.0, crash_point=crash)
+        worker = Worker(
+            plan,
+            MemoryTransport(broker, encoded=True),
+            MemoryBackend(),
+            max_batch=5,
+            commit_interval=3600.0,
+            crash_point=crash,
+        )
         await worker.start()
         await worker.run(until_idle=True, idle_wait=0.0)
         await worker.stop()
