@@ -331,7 +331,7 @@ def test_concurrency_must_be_a_positive_int(bad):
 
 
 def test_concurrency_needs_an_async_function():
-    g, raw = graph()
+    _, raw = graph()
     with pytest.raises(fg.GraphDefinitionError, match="needs an async def function"):
         raw.map(bytes.upper, concurrency=4)
     with pytest.raises(fg.GraphDefinitionError, match="needs an async def function"):
