@@ -273,6 +273,9 @@ class AsyncStep:
         f: Any = getattr(node, "fn", None)
         self._fn = _collecting(f) if inspect.isasyncgenfunction(f) else f
         self._two_args = isinstance(node, lg.Sink)
+        self.split = False
+        """Stop each `pump` where the context changes: set when an async aggregation of
+        several inputs follows, whose fold reads the entry of its records when it runs."""
 
     @property
     def over(self) -> bool:
@@ -339,6 +342,8 @@ class AsyncStep:
             else:  # Peek, Sink
                 out(k, v, ts, o, h)
             leave()
+            if self.split and queue and queue[0].ctx != slot.ctx:
+                break
         return True
 
 

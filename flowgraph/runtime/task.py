@@ -275,8 +275,10 @@ class Task:
             self._pushes[step.id] = push
         self._async = list(reversed(async_steps))  # topological order
         self._windows = [s for s in self._async if isinstance(s, AsyncStep)]
+        split = inputs > 1 and len(self._windows) < len(self._async)
         for j, astep in enumerate(self._windows, start=1):
             self._bind(astep, j * ASYNC_ENTRIES)
+            astep.split = split
 
     def _bind(self, step: AsyncStep, shift: int) -> None:
         """Give `step` the task's context: captured at push, restored around each emission.
