@@ -7,8 +7,8 @@ calls may still be in flight when `process` returns, and `settle` waits for them
 commit. Records for repartition topics, sinks and the dead-letter topic go to the
 transport's buffered writers as they are made (a failed record is written when it fails, so
 it gets an origin like any other); each aggregation's changed keys wait for the worker's
-commit. The worker owns the order of side effects (flush, changelog,
-local store, offsets); the task only computes.
+commit. The worker owns the order of side effects (flush, changelog, local store, offsets);
+the task only computes.
 """
 
 from __future__ import annotations
