@@ -190,6 +190,24 @@ class _Slot:
         self.fut: asyncio.Future[Any] | None = None
 
 
+class CallCancelledError(Exception):
+    """A user call that raised `asyncio.CancelledError` without being cancelled itself."""
+
+
+async def _guarded(aw: Awaitable[Any]) -> Any:
+    """Await a user call; a cancellation that comes from inside it is the call's failure (a
+    dead letter), so that only a cancellation of the call from outside, as when the loop
+    shuts down under an abandoned worker, leaves the call cancelled."""
+    try:
+        return await aw
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        msg = "the call raised CancelledError"
+        raise CallCancelledError(msg) from exc
+
+
 class Window:
     """The calls in flight of one async step, shared by its tasks in a worker: at most
     `limit` run at once, and each call that finishes starts the oldest waiting one."""
@@ -213,7 +231,7 @@ class Window:
         self.running += 1
         fut: asyncio.Future[Any]
         try:
-            fut = asyncio.ensure_future(step.call(slot))
+            fut = asyncio.ensure_future(_guarded(step.call(slot)))
         except Exception as exc:  # the call itself failed (wrong arguments, not awaitable)
             fut = asyncio.get_running_loop().create_future()
             fut.set_exception(exc)

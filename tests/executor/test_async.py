@@ -379,3 +379,19 @@ def test_an_async_map_into_an_aggregation_of_two_inputs_replays_exactly():
     assert sorted(v for vs in sync["hist"].values() for v in vs) == sorted(
         int(v) * 10 for recs in records.values() for _, _, v in recs
     )
+
+
+def test_a_call_that_raises_cancelled_error_is_a_dead_letter_and_the_rest_go_on(execute):
+    """Only a call cancelled from outside (the loop shutting down) is dropped; one whose
+    function raises `CancelledError` itself fails like any other, and its slot is reused."""
+
+    async def touchy(v: int) -> int:
+        await asyncio.sleep(0)
+        if v % 10 == 4:
+            raise asyncio.CancelledError
+        return v
+
+    out = execute(lambda s: s.map(touchy, concurrency=1).to("out"), VALUES)
+    assert out.values("out") == [v for v in VALUES if v % 10 != 4]
+    assert [int(d.value) for d in out.dead_letters] == [4, 14, 24, 34]
+    assert {d.headers["error.type"] for d in out.dead_letters} == {"CallCancelledError"}
