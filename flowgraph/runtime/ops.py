@@ -194,12 +194,13 @@ class CallCancelledError(Exception):
     """A user call that raised `asyncio.CancelledError` without being cancelled itself."""
 
 
-async def _guarded(aw: Awaitable[Any]) -> Any:
-    """Await a user call; a cancellation that comes from inside it is the call's failure (a
-    dead letter), so that only a cancellation of the call from outside, as when the loop
-    shuts down under an abandoned worker, leaves the call cancelled."""
+async def _guarded(step: AsyncStep, slot: _Slot) -> Any:
+    """Make and await a user call; a cancellation that comes from inside it is the call's
+    failure (a dead letter), so that only a cancellation of the call from outside, as when
+    the loop shuts down under an abandoned worker, leaves the call cancelled. The call is
+    made here, in its task, so a task cancelled before it starts leaves nothing unawaited."""
     try:
-        return await aw
+        return await step.call(slot)
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
@@ -229,12 +230,7 @@ class Window:
 
     def _start(self, step: AsyncStep, slot: _Slot) -> None:
         self.running += 1
-        fut: asyncio.Future[Any]
-        try:
-            fut = asyncio.ensure_future(_guarded(step.call(slot)))
-        except Exception as exc:  # the call itself failed (wrong arguments, not awaitable)
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_exception(exc)
+        fut = asyncio.ensure_future(_guarded(step, slot))
         slot.fut = fut
         fut.add_done_callback(self._done)
 
