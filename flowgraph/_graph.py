@@ -223,6 +223,21 @@ def _timestamp(fn: object) -> dict[str, Any]:
     return {"timestamp": fn, "timestamp_name": _util.fn_name(fn)}
 
 
+def _concurrency(value: int | None, fn: Callable[..., Any], op: str) -> dict[str, Any]:
+    """The node field of a step's ``concurrency=`` (none if not given); only an ``async
+    def`` function has calls that can overlap, so it is an error on any other."""
+    if value is None:
+        return {}
+    _positive(value, f"{op} concurrency=")
+    if not _util.is_async(fn):
+        msg = (
+            f"{op} concurrency={value} needs an async def function, got {_util.fn_name(fn)}; "
+            "a plain function runs one record at a time"
+        )
+        raise GraphDefinitionError(msg)
+    return {"concurrency": value}
+
+
 def _callable(fn: object, op: str) -> Callable[..., Any]:
     if not callable(fn):
         msg = f"{op} needs a function, got {fn!r}"
@@ -307,9 +322,11 @@ class Stream(Generic[K, V]):
         fn: object,
         name: str | None,
         context: object = False,
+        concurrency: int | None = None,
         **fields: Any,
     ) -> Stream[Any, Any]:
         func = _callable(fn, op)
+        fields.update(_concurrency(concurrency, func, op))
         with_context = _context_flag(context, op)
         _check_step_call(func, op, with_context)
         step, made_up = self.graph._step_name(name, func, op)
@@ -337,23 +354,30 @@ class Stream(Generic[K, V]):
         name: str | None = None,
         value_type: object = None,
         context: bool = False,
+        concurrency: int | None = None,
     ) -> Stream[K, Any]:
         """Replace each value by ``fn(value)``; keys are kept (use `key_by` to change them).
 
         With ``context=True`` it is ``fn(value, ctx)``, `ctx` a `RecordContext` (key,
-        timestamp, headers, topic, partition, offset); so for every step below.
+        timestamp, headers, topic, partition, offset); so for every step below. For an
+        ``async def`` `fn`, `concurrency` bounds its calls in flight (default 64).
         """
         vt = value_type or _util.return_type(fn)
-        return self._fn_step(lg.Map, "map", fn, name, context, value_type=vt)
+        return self._fn_step(lg.Map, "map", fn, name, context, concurrency, value_type=vt)
 
     map_values = map
     """Alias of `map`, for Kafka Streams users: flowgraph changes keys only in `key_by`."""
 
     def filter(
-        self, fn: Callable[..., Any], *, name: str | None = None, context: bool = False
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        context: bool = False,
+        concurrency: int | None = None,
     ) -> Stream[K, V]:
         """Keep the records whose value makes ``fn(value)`` (or ``fn(value, ctx)``) true."""
-        return self._fn_step(lg.Filter, "filter", fn, name, context)
+        return self._fn_step(lg.Filter, "filter", fn, name, context, concurrency)
 
     def flat_map(
         self,
@@ -362,16 +386,22 @@ class Stream(Generic[K, V]):
         name: str | None = None,
         value_type: object = None,
         context: bool = False,
+        concurrency: int | None = None,
     ) -> Stream[K, Any]:
         """Replace each value by the values of the iterable ``fn(value)``, keeping the key."""
         vt = value_type or _util.element_type(_util.return_type(fn))
-        return self._fn_step(lg.FlatMap, "flat_map", fn, name, context, value_type=vt)
+        return self._fn_step(lg.FlatMap, "flat_map", fn, name, context, concurrency, value_type=vt)
 
     def peek(
-        self, fn: Callable[..., Any], *, name: str | None = None, context: bool = False
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        context: bool = False,
+        concurrency: int | None = None,
     ) -> Stream[K, V]:
         """Call ``fn(value)`` (or ``fn(value, ctx)``) for its side effect; records pass."""
-        return self._fn_step(lg.Peek, "peek", fn, name, context)
+        return self._fn_step(lg.Peek, "peek", fn, name, context, concurrency)
 
     def key_by(
         self,
@@ -381,6 +411,7 @@ class Stream(Generic[K, V]):
         key_type: object = None,
         partitions: int | None = None,
         context: bool = False,
+        concurrency: int | None = None,
     ) -> Stream[Any, V]:
         """Re-key each record by ``fn(value)`` (or ``fn(value, ctx)``, ``ctx.key`` the old key).
 
@@ -392,7 +423,7 @@ class Stream(Generic[K, V]):
         if partitions is not None:
             _positive(partitions, "partitions")
         return self._fn_step(
-            lg.KeyBy, "key_by", fn, name, context, key_type=kt, partitions=partitions
+            lg.KeyBy, "key_by", fn, name, context, concurrency, key_type=kt, partitions=partitions
         )
 
     def merge(self, *others: Stream[Any, Any], name: str | None = None) -> Stream[Any, Any]:
@@ -422,10 +453,12 @@ class Stream(Generic[K, V]):
         value_type: object = None,
         partitions: int | None = None,
         context: bool = False,
+        concurrency: int | None = None,
     ) -> None:
         """Write records to topic `target`, or call ``target(key, value)`` for each record.
 
-        With ``context=True`` a function sink is called as ``target(key, value, ctx)``.
+        With ``context=True`` a function sink is called as ``target(key, value, ctx)``. For an
+        ``async def`` `target`, `concurrency` bounds its calls in flight (default 64).
         """
         up = self._up
         with_context = _context_flag(context, "to")
@@ -436,6 +469,9 @@ class Stream(Generic[K, V]):
             )
             raise _error(msg)
         if isinstance(target, str):
+            if concurrency is not None:
+                msg = f"to({target!r}) concurrency= needs an async def function, not a topic"
+                raise GraphDefinitionError(msg)
             if name:
                 step = self.graph._claim(name)
             elif f"to-{target}" not in self.graph._ids:
@@ -453,6 +489,7 @@ class Stream(Generic[K, V]):
             )
         else:
             func = _callable(target, "to")
+            bound = _concurrency(concurrency, func, "to")
             if with_context:
                 hint = "with context=True the record context is its third argument"
                 _check_call(func, "to", ("key", "value", "ctx"), hint, context=True)
@@ -474,6 +511,7 @@ class Stream(Generic[K, V]):
                 key_type=up.key_type,
                 value_type=up.value_type,
                 where=_util.call_site(),
+                **bound,
             )
         self.graph._add(node)
 

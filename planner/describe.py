@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 
 from planner.logical import (
+    DEFAULT_CONCURRENCY,
     Aggregate,
     Changes,
     Filter,
@@ -118,6 +119,8 @@ class StepDescription:
     store: str = ""
     reason: str = ""
     window: str = ""
+    concurrency: int = 0
+    """For an ``async def`` step, its calls in flight at most (0 for any other step)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -304,10 +307,13 @@ def _kind(node: Node) -> str:
 
 def _step(node: Node, stores: dict[str, str]) -> StepDescription:
     function = ""
+    concurrency = 0
     if isinstance(node, FnNode | Sink):
         function = node.fn_name
         if node.context:  # the step also reads the record's context (key, headers, offset...)
             function += " +context"
+        if node.is_async and not isinstance(node, Aggregate):
+            concurrency = node.concurrency or DEFAULT_CONCURRENCY
     elif isinstance(node, Source) and node.timestamp_name:
         function = f"timestamp {node.timestamp_name}"
     topic = ""
@@ -325,6 +331,7 @@ def _step(node: Node, stores: dict[str, str]) -> StepDescription:
         store=stores.get(node.id, ""),
         reason=node.reason if isinstance(node, Repartition) else "",
         window=_window(node),
+        concurrency=concurrency,
     )
 
 

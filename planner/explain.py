@@ -131,6 +131,8 @@ def _chain(d: PlanDescription, steps: Sequence[str]) -> str:
 def _detail(s: StepDescription) -> str:
     """The function a step runs, or the topic or store it uses."""
     parts = [s.function] if s.function else []
+    if s.concurrency:
+        parts.append(f"async, {s.concurrency} calls in flight")
     if s.window:
         parts.append(s.window)
     if s.topic:

@@ -21,6 +21,7 @@ import attrs
 import networkx as nx
 
 __all__ = [
+    "DEFAULT_CONCURRENCY",
     "Aggregate",
     "AggregateKind",
     "Changes",
@@ -38,6 +39,9 @@ __all__ = [
     "Sink",
     "Source",
 ]
+
+DEFAULT_CONCURRENCY = 64
+"""Calls of an ``async def`` step in flight at once when the step sets no ``concurrency=``."""
 
 AggregateKind = Literal["count", "sum", "reduce", "aggregate", "latest"]
 """``latest`` keeps the last value per key (a table read from a topic); a None value deletes."""
@@ -82,6 +86,8 @@ class FnNode(Node):
     context: bool = False
     """True when `fn` also takes the record's context (key, timestamp, headers, topic,
     partition, offset) as its last argument: ``map(fn, context=True)``."""
+    concurrency: int | None = None
+    """For an ``async def`` step: how many calls may be in flight at once (None: the default)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -175,6 +181,8 @@ class Sink(Node):
     is_async: bool = False
     context: bool = False
     """True when `fn` is called as ``fn(key, value, context)`` (see `FnNode.context`)."""
+    concurrency: int | None = None
+    """For an ``async def`` callable: how many calls may be in flight (None: the default)."""
     partitions: int | None = None
 
 

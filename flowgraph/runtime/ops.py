@@ -15,15 +15,16 @@ Each push catches what its user function raises and hands that record to `fail` 
 dead-letter path) with its step id; the loop goes on with the next record, so a failing
 record never takes a good one with it.
 
-An ``async def`` step cannot run inside a sync chain: its push only collects records, and the
-task awaits them all at once after the loop (bounded concurrency, batch order kept, so order
-per key is preserved), then pushes the results on.
+An ``async def`` step cannot run inside a sync chain: its push starts the record's call (at
+most ``concurrency`` in flight, a sliding window: see `AsyncStep`), and the task emits the
+results in input order after the loop, and again before each commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -32,12 +33,14 @@ from flowgraph.runtime.transport import Push
 from planner import logical as lg
 
 __all__ = [
+    "BACKLOG",
     "MAX_CONCURRENCY",
     "AsyncStep",
     "Fail",
     "MakeContext",
     "Push",
     "Rec",
+    "Window",
     "fanout",
     "gather_bounded",
     "stateless_push",
@@ -49,8 +52,8 @@ Fail = Callable[[BaseException, Rec], None]
 MakeContext = Callable[[Any, float, int, Any], Any]
 """``(key, timestamp, offset, headers) -> RecordContext`` for the record a task is running."""
 
-MAX_CONCURRENCY = 64
-"""How many awaits of one async step run at once over a batch."""
+MAX_CONCURRENCY = lg.DEFAULT_CONCURRENCY
+"""How many awaits of an async aggregation's fold run at once over a batch."""
 
 
 def fanout(targets: list[Push]) -> Push | None:
@@ -251,13 +254,111 @@ def _collecting(agen_fn: Callable[..., Any]) -> Callable[..., Awaitable[list[Any
     return collect
 
 
+BACKLOG = 64
+"""Records an async step may hold per call slot (running, waiting to start, or done and
+waiting for an earlier one) before the task stops taking more: bounds the memory a slow call
+ties up while the calls after it go on."""
+
+
+class _Slot:
+    """One record in an async step: its fields, where it came from, and its call."""
+
+    __slots__ = ("ctx", "fut", "h", "k", "o", "rc", "ts", "v")
+
+    def __init__(self, k: Any, v: Any, ts: float, o: int, h: Any, ctx: Any) -> None:
+        self.k, self.v, self.ts, self.o, self.h, self.ctx = k, v, ts, o, h, ctx
+        self.fut: asyncio.Future[Any] | None = None
+        self.rc: Any = None
+        """The record context of a ``context=True`` step, made when the record was read."""
+
+
+class CallCancelledError(Exception):
+    """A user call that raised `asyncio.CancelledError` without being cancelled itself."""
+
+
+async def _guarded(step: AsyncStep, slot: _Slot) -> Any:
+    """Make and await a user call; a cancellation that comes from inside it is the call's
+    failure (a dead letter), so that only a cancellation of the call from outside, as when
+    the loop shuts down under an abandoned worker, leaves the call cancelled. The call is
+    made here, in its task, so a task cancelled before it starts leaves nothing unawaited."""
+    try:
+        return await step.call(slot)
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        msg = "the call raised CancelledError"
+        raise CallCancelledError(msg) from exc
+
+
+class Window:
+    """The calls in flight of one async step, shared by its tasks in a worker: at most
+    `limit` run at once, and each call that finishes starts the oldest waiting one."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+        self.waiting: deque[tuple[AsyncStep, _Slot]] = deque()
+        """Records whose call has not started (the window was full), oldest first."""
+        self.closed = False
+        self._turn: asyncio.Future[None] | None = None
+
+    def submit(self, step: AsyncStep, slot: _Slot) -> None:
+        """Start the call of `slot` now if a slot is free, else when one frees up."""
+        if self.running < self.limit:
+            self._start(step, slot)
+        else:
+            self.waiting.append((step, slot))
+
+    def _start(self, step: AsyncStep, slot: _Slot) -> None:
+        self.running += 1
+        fut = asyncio.ensure_future(_guarded(step, slot))
+        slot.fut = fut
+        fut.add_done_callback(self._done)
+
+    def _done(self, fut: asyncio.Future[Any]) -> None:
+        """A call finished: start the next waiting record's call in its slot."""
+        self.running -= 1
+        if fut.cancelled():  # the loop is shutting down (a worker abandoned mid-flight)
+            self.closed = True
+        else:
+            fut.exception()  # retrieved here, so an abandoned failure is not logged
+            if self.waiting and not self.closed:
+                self._start(*self.waiting.popleft())
+        turn = self._turn
+        if turn is not None and not turn.done():
+            turn.set_result(None)
+
+    async def turn(self) -> None:
+        """Wait until some call of this window finishes."""
+        if self._turn is None or self._turn.done():
+            self._turn = asyncio.get_running_loop().create_future()
+        await self._turn
+
+
 class AsyncStep:
-    """An ``async def`` stateless step: collects records during the loop, awaits them after."""
+    """An ``async def`` stateless step of one task: its calls run in a sliding `window` of at
+    most ``concurrency`` calls in flight (shared by the step's tasks in a worker).
+
+    `push` (called from the sync chain) starts the record's call at once if the window has a
+    free slot, else queues it; each call that finishes starts the next queued one, so a slow
+    call holds one slot and never the others. Results leave in input order: `pump` emits
+    the finished records at the head of the task's queue and stops at the first one not
+    finished. Emitting in input order keeps order per key, keeps a downstream aggregation's
+    offsets increasing, and keeps the origins of written records increasing, which the
+    replay after a crash relies on to skip what was written (see `Task.note_written`).
+
+    Emitting happens only when the task pumps (in `Task.process` and `Task.settle`), never
+    from a call's completion, so outputs are never made in the middle of a commit. The
+    task's context of each record (input topic and entry) is captured at `push` and restored
+    around its emission by `enter` and `leave`, which the task sets.
+    """
 
     def __init__(
         self,
         node: lg.Node,
         fail: Fail,
+        window: Window | None = None,
         context: MakeContext | None = None,
         cell: list[int] | None = None,
     ) -> None:
@@ -265,64 +366,108 @@ class AsyncStep:
         self.fail = fail
         self.cell = cell if cell is not None else [0]
         """Filter drops or flat_map outputs, as in `stateless_push`."""
-        self.pending: list[Rec] = []
-        self.next: Push = _noop
         self.context = context if getattr(node, "context", False) else None
         """Makes the record context a ``context=True`` step is called with, at push time."""
-        self.contexts: list[Any] = []
-        if self.context is not None:
-            self.push = self._push_with_context  # type: ignore[method-assign]
+        self.next: Push = _noop
+        limit = getattr(node, "concurrency", None) or lg.DEFAULT_CONCURRENCY
+        self.window = window or Window(limit)
+        self.backlog = self.window.limit * BACKLOG
+        self.queue: deque[_Slot] = deque()
+        """Every record of this task not emitted yet, in input order."""
+        self.capture: Callable[[], Any] = _nothing
+        self.enter: Callable[[Any], None] = _ignore
+        self.leave: Callable[[], None] = _nothing
+        f: Any = getattr(node, "fn", None)
+        self._fn = _collecting(f) if inspect.isasyncgenfunction(f) else f
+        self._two_args = isinstance(node, lg.Sink)
+        self.split = False
+        """Stop each `pump` where the context changes: set when an async aggregation of
+        several inputs follows, whose fold reads the entry of its records when it runs."""
+
+    @property
+    def over(self) -> bool:
+        """True when the step holds more records than its backlog allows."""
+        return len(self.queue) > self.backlog
 
     def push(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
-        """Collect a record; it is processed by `drain`."""
-        self.pending.append((k, v, ts, o, h))
-
-    def _push_with_context(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
-        """`push` for a ``context=True`` step: its context is made now, where it was read."""
-        self.pending.append((k, v, ts, o, h))
-        self.contexts.append(self.context(k, ts, o, h))  # type: ignore[misc]
-
-    async def drain(self) -> bool:
-        """Await the collected records and push the results on; False if there were none."""
-        if not self.pending:
-            return False
-        batch, self.pending = self.pending, []
-        f: Any = getattr(self.node, "fn", None)
-        kind = type(self.node)
-        if inspect.isasyncgenfunction(f):
-            f = _collecting(f)
-        args: Iterable[tuple[Any, ...]] = (
-            ((r[0], r[1]) for r in batch) if kind is lg.Sink else ((r[1],) for r in batch)
-        )
+        """Take a record: its call starts now if the window has room, else when it has."""
+        slot = _Slot(k, v, ts, o, h, self.capture())
         if self.context is not None:
-            contexts, self.contexts = self.contexts, []
-            args = ((*a, c) for a, c in zip(args, contexts, strict=True))
-        results = await gather_bounded(f, args)
+            slot.rc = self.context(k, ts, o, h)
+        self.queue.append(slot)
+        self.window.submit(self, slot)
+
+    def call(self, slot: _Slot) -> Awaitable[Any]:
+        """The user function's awaitable for `slot`."""
+        if self.context is not None:
+            rc = slot.rc
+            return self._fn(slot.k, slot.v, rc) if self._two_args else self._fn(slot.v, rc)
+        return self._fn(slot.k, slot.v) if self._two_args else self._fn(slot.v)
+
+    async def wait_head(self) -> None:
+        """Wait until the oldest record not emitted has its result."""
+        head = self.queue[0].fut if self.queue else None
+        if head is None:  # not started: the window is full, or a finished call's
+            await self.window.turn()  # callback starts it on the next turn of the loop
+        else:
+            await asyncio.wait((head,))
+
+    def pump(self) -> bool:
+        """Emit the finished records at the head of the queue, in order; True if any."""
+        queue = self.queue
+        if not queue:
+            return False
+        fut = queue[0].fut
+        if fut is None or not fut.done():
+            return False
+        kind = type(self.node)
         out = self.next
-        for (k, v, ts, o, h), res in zip(batch, results, strict=True):
-            if isinstance(res, BaseException):
-                self.fail(res, (k, v, ts, o, h))
+        enter, leave = self.enter, self.leave
+        while queue:
+            slot = queue[0]
+            fut = slot.fut
+            if fut is None or not fut.done():
+                break
+            queue.popleft()
+            if fut.cancelled():
+                continue
+            k, v, ts, o, h = slot.k, slot.v, slot.ts, slot.o, slot.h
+            enter(slot.ctx)
+            exc = fut.exception()
+            if exc is not None:
+                self.fail(exc, (k, v, ts, o, h))
             elif kind is lg.Map:
-                out(k, res, ts, o, h)
+                out(k, fut.result(), ts, o, h)
             elif kind is lg.Filter:
-                if res:
+                if fut.result():
                     out(k, v, ts, o, h)
                 else:
                     self.cell[0] += 1
             elif kind is lg.KeyBy:
-                out(res, v, ts, o, h)
+                out(fut.result(), v, ts, o, h)
             elif kind is lg.FlatMap:
                 try:
-                    items = list(res)
-                except Exception as exc:
-                    self.fail(exc, (k, v, ts, o, h))
-                    continue
-                self.cell[0] += len(items)
-                for x in items:
-                    out(k, x, ts, o, h)
+                    items = list(fut.result())
+                except Exception as err:
+                    self.fail(err, (k, v, ts, o, h))
+                else:
+                    self.cell[0] += len(items)
+                    for x in items:
+                        out(k, x, ts, o, h)
             else:  # Peek, Sink
                 out(k, v, ts, o, h)
+            leave()
+            if self.split and queue and queue[0].ctx != slot.ctx:
+                break
         return True
+
+
+def _nothing() -> None:
+    return None
+
+
+def _ignore(ctx: Any) -> None:
+    return None
 
 
 def unstorable(

@@ -2,15 +2,18 @@
 
 At construction the sub-topology is compiled into push functions (`ops.py`), one chain per
 input topic. `process` decodes the records of one input partition and pushes each through;
-`async def` steps are awaited after the loop. Records for repartition topics, sinks and the
-dead-letter topic go to the transport's buffered writers as they are made (a failed record is
-written when it fails, so it gets an origin like any other); each aggregation's changed keys
-wait for the worker's commit. The worker owns the order of side effects (flush, changelog,
-local store, offsets); the task only computes.
+`async def` steps run their calls in a sliding window and emit in input order (`_advance`):
+calls may still be in flight when `process` returns, and `settle` waits for them before a
+commit. Records for repartition topics, sinks and the dead-letter topic go to the
+transport's buffered writers as they are made (a failed record is written when it fails, so
+it gets an origin like any other); each aggregation's changed keys wait for the worker's
+commit. The worker owns the order of side effects (flush, changelog, local store, offsets);
+the task only computes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import time
 import zlib
@@ -21,7 +24,7 @@ from flowgraph._context import RecordContext
 from flowgraph._util import f_repr
 from flowgraph.errors import SerializationError
 from flowgraph.runtime.aggregate import AggregateOp
-from flowgraph.runtime.ops import AsyncStep, MakeContext, Rec, fanout, stateless_push
+from flowgraph.runtime.ops import AsyncStep, MakeContext, Rec, Window, fanout, stateless_push
 from flowgraph.runtime.state.base import StorePartition
 from flowgraph.runtime.transport import OutRecord, Push, Write
 from flowgraph.runtime.window_push import event_time
@@ -45,6 +48,11 @@ writing one sink (or a sink and the dead-letter topic) each recover only their o
 ORIGIN = struct.Struct(">IIHqI")
 AT_COMMIT = 0xFFFF
 """Entry index of records written at a commit, not by an input (a value that cannot be stored)."""
+ASYNC_ENTRIES = 256
+"""Records emitted by the j-th ``async def`` step (j from 1) for entry i carry the entry index
+``i + j * ASYNC_ENTRIES`` in their origin. Such a step emits later than the sync steps before
+it write (dead letters, other branches), so its writes get their own sequence of origins,
+increasing in input order like every other, for the replay to compare against."""
 
 
 class Failure:
@@ -103,8 +111,12 @@ class Task:
         writers: Mapping[str, Write],
         tag_origins: bool = False,
         clock: Callable[[], float] = time.time,
+        windows: dict[str, Window] | None = None,
     ) -> None:
         self.plan = plan
+        self._shared = {} if windows is None else windows
+        """Per ``async def`` step, its window of calls in flight, shared by the tasks of a
+        worker so that the step's bound holds across its partitions."""
         self.sub = sub
         self.partition = partition
         self.stores = stores
@@ -139,6 +151,10 @@ class Task:
         self.windowed: list[WindowedAggregateOp] = []
         self._deleting: list[AggregateOp] = []
         self._async: list[AsyncStep | AggregateOp | WindowedAggregateOp] = []
+        self._windows: list[AsyncStep] = []
+        """The ``async def`` stateless steps, whose calls may be in flight between calls."""
+        self._index = 0
+        """Entry index of the input being processed or emitted (async tasks only)."""
         self._pushes: dict[str, Push | None] = {}
         self._dlq = plan.dlq
         self._dead_letter = self._writer(plan.dlq, _never_fails)
@@ -272,7 +288,11 @@ class Task:
                 if isinstance(step, lg.Filter | lg.FlatMap):
                     cell = self.cells[step.id] = [0]
                 if step.is_async:
-                    astep = AsyncStep(step, fail, ctx, cell)
+                    limit = step.concurrency or lg.DEFAULT_CONCURRENCY
+                    window = self._shared.get(step.id) or self._shared.setdefault(
+                        step.id, Window(limit)
+                    )
+                    astep = AsyncStep(step, fail, window, ctx, cell)
                     astep.next = nxt or (lambda k, v, ts, o, h: None)
                     async_steps.append(astep)
                     push = astep.push
@@ -282,6 +302,39 @@ class Task:
                 push = nxt
             self._pushes[step.id] = push
         self._async = list(reversed(async_steps))  # topological order
+        self._windows = [s for s in self._async if isinstance(s, AsyncStep)]
+        split = inputs > 1 and len(self._windows) < len(self._async)
+        for j, astep in enumerate(self._windows, start=1):
+            self._bind(astep, j * ASYNC_ENTRIES)
+            astep.split = split
+
+    def _bind(self, step: AsyncStep, shift: int) -> None:
+        """Give `step` the task's context: captured at push, restored around each emission.
+
+        The context is the input topic (for dead letters) and entry (for aggregations and
+        origins); the origin's entry index is shifted into the step's own range, whose
+        sequence (last offset written, its count) the step keeps between emissions.
+        """
+        seq = self._seq
+        state = [-1, -1, 0]  # origin entry index, offset of its last write, that write's count
+        aggregates = list(self.aggregates.values()) if len(self._entry_index) > 1 else []
+
+        def capture() -> tuple[str, int]:
+            return self._topic, self._index
+
+        def enter(ctx: tuple[str, int]) -> None:
+            self._topic, index = ctx
+            self._index = index
+            for agg in aggregates:
+                agg.index = index
+            if state[0] != index + shift:
+                state[0], state[1], state[2] = index + shift, -1, 0
+            seq[0], seq[1], seq[2] = state
+
+        def leave() -> None:
+            state[1], state[2] = seq[1], seq[2]
+
+        step.capture, step.enter, step.leave = capture, enter, leave
 
     def _context_maker(self) -> MakeContext:
         """Makes the context of a ``context=True`` step's record: the topic is the entry
@@ -369,7 +422,7 @@ class Task:
         push = self._entries[topic]
         entry = self._entry_ids[topic]
         self.counts[entry] = self.counts.get(entry, 0) + len(messages)
-        index = self._entry_index[topic]
+        index = self._index = self._entry_index[topic]
         self._seq[0], self._seq[1] = index, -1  # an input's outputs all come from one call
         if len(self._entry_index) > 1:
             for agg in self.aggregates.values():
@@ -382,14 +435,50 @@ class Task:
                 push(k, v, ts, o, h)
         else:
             self._decode_and_push(topic, messages, push, kc, vc)
-        while self._async:
+        replaying = bool(self.dedupe)
+        await self._advance(settle=replaying)
+        if replaying and messages:
+            self._retire_marks(index, messages[-1][3])
+
+    async def _advance(self, *, settle: bool) -> bool:
+        """Emit what the async steps have finished, in topological order, and wait while
+        one holds more than its backlog (with `settle`: until none holds anything, so every
+        record processed so far has all its outputs made); True if anything was emitted.
+
+        A replay after a crash settles each run before retiring the marks it has passed,
+        since a mark is only passed once the outputs it covers are made.
+        """
+        emitted = False
+        yielded = settle
+        while True:
             progressed = False
             for step in self._async:
-                progressed = await step.drain() or progressed
-            if not progressed:
-                break
-        if self.dedupe and messages:
-            self._retire_marks(index, messages[-1][3])
+                if isinstance(step, AsyncStep):
+                    progressed = step.pump() or progressed
+                else:
+                    progressed = await step.drain() or progressed
+            emitted = emitted or progressed
+            if progressed:
+                continue
+            if not yielded and any(w.queue for w in self._windows):
+                # one turn of the loop: the calls just started run, and those that finish
+                # without waiting are emitted now rather than at the next run or commit
+                yielded = True
+                await asyncio.sleep(0)
+                continue
+            for w in self._windows:
+                if w.queue and (settle or w.over):
+                    await w.wait_head()
+                    break
+            else:
+                return emitted
+
+    async def settle(self) -> bool:
+        """Wait for every async call in flight and make its outputs (before a commit, whose
+        offsets cover every record processed); True if anything was emitted."""
+        if not self._windows:
+            return False
+        return await self._advance(settle=True)
 
     def runner(self, topic: str) -> Callable[[list[Rec]], None] | None:
         """`process` for `topic` as one sync function, or None when some step awaits.
@@ -490,7 +579,11 @@ class Task:
         """Forget the marks of entry `index` once its replay has passed them all."""
         if offset > self._processed:
             self._processed = offset
-        done = [key for key, (o, _) in self.dedupe.items() if key[2] == index and o < offset]
+        done = [
+            key
+            for key, (o, _) in self.dedupe.items()
+            if key[2] != AT_COMMIT and key[2] % ASYNC_ENTRIES == index and o < offset
+        ]
         for key in done:
             del self.dedupe[key]
 

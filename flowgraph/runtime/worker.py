@@ -32,7 +32,7 @@ from flowgraph.runtime.codecs import codec_or, topic_codecs
 from flowgraph.runtime.collector import quiet_gc
 from flowgraph.runtime.feeder import Feeder
 from flowgraph.runtime.idle import CHECK_INTERVAL, GroupIdle
-from flowgraph.runtime.ops import unstorable
+from flowgraph.runtime.ops import Window, unstorable
 from flowgraph.runtime.recovery import POSITION_HEADER, Recovery, encode_position
 from flowgraph.runtime.schedule import (
     DEFAULT_MAX_IDLE,
@@ -148,6 +148,8 @@ class Worker:
         self._direct: dict[str, list[int]] = {}
         """Per directly wired topic: the end offsets of its partitions when it was wired."""
         self._direct_marks: list[Callable[[], None]] = []
+        self._windows: dict[str, Window] = {}
+        """Per ``async def`` step, its calls in flight, shared by its tasks (`Task`)."""
         self.recovery = Recovery(plan, transport, self.codecs, self.stats, self._crash_point)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -234,6 +236,7 @@ class Worker:
                     self._writers,
                     tag_origins=self.transport.encoded,
                     clock=lambda: self.clock(),  # noqa: PLW0108 - read late: drivers replace it
+                    windows=self._windows,
                 )
                 if task.tag_origins:
                     await self.recovery.recover_writes(task)
@@ -523,6 +526,9 @@ class Worker:
         changelog offset in one atomic batch; then the source offsets are committed.
         """
         self._last_commit = time.monotonic()
+        if self._touched and await self._settle():
+            for mark in self._direct_marks:
+                mark()
         if not self._touched:
             return
         touched = list(self._touched.values())
@@ -601,6 +607,16 @@ class Worker:
             high = self._consumer.highwater(tp)
             if high is not None and tp[0] in self._source_topics:
                 self.stats.lag[tp] = max(high - position, 0)
+
+    async def _settle(self) -> bool:
+        """Wait for the async calls in flight in touched tasks and make their outputs, so
+        the offsets about to be committed cover only records whose outputs are all made;
+        True if anything was emitted."""
+        emitted = False
+        for task in list(self._touched.values()):
+            if task.has_async and await task.settle():
+                emitted = True
+        return emitted
 
     def _storable(
         self,

@@ -7,7 +7,9 @@ broker, e.g. ``tests/integration/kafka_jobs.py:make_graph('g-1a2b', 'clicks-1a2b
 
 from __future__ import annotations
 
+import asyncio
 import time
+import zlib
 
 import flowgraph as fg
 
@@ -80,6 +82,21 @@ def make_dead_letter_graph(graph_id: str, topic: str, partitions: int = 4) -> fg
     g = fg.Graph(graph_id)
     clicks = g.source(topic, key_type=str, value_type=Click, partitions=partitions)
     clicks.map(reject_bots, name="reject_bots").count(name=TABLE)
+    return g
+
+
+async def reject_bots_later(click: Click) -> Click:
+    """`reject_bots` as an async call that waits 0 to 2 ms, so calls are in flight at a kill
+    and later clicks often finish first."""
+    await asyncio.sleep(0.001 * (zlib.crc32(click.user.encode()) % 3))
+    return reject_bots(click)
+
+
+def make_async_dead_letter_graph(graph_id: str, topic: str, partitions: int = 4) -> fg.Graph:
+    """`make_dead_letter_graph` with the rejecting step ``async def`` (8 calls in flight)."""
+    g = fg.Graph(graph_id)
+    clicks = g.source(topic, key_type=str, value_type=Click, partitions=partitions)
+    clicks.map(reject_bots_later, name="reject_bots", concurrency=8).count(name=TABLE)
     return g
 
 

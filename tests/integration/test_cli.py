@@ -226,6 +226,37 @@ def test_explain_text(tmp_path: Path) -> None:
         assert name in done.stdout
 
 
+ASYNC_JOB = """
+import flowgraph as fg
+
+async def enrich(v):
+    return v
+
+def graph():
+    g = fg.Graph("enriched")
+    g.source("in", value_type=int).map(enrich, concurrency=12).map(str, name="plain").to("out")
+    return g
+
+def bad():
+    g = fg.Graph("bad")
+    g.source("in", value_type=int).map(str, concurrency=12).to("out")
+    return g
+"""
+
+
+def test_explain_shows_the_calls_in_flight_of_an_async_step(tmp_path: Path) -> None:
+    (tmp_path / "ajob.py").write_text(ASYNC_JOB)
+    done = flowgraph("explain", "ajob.py:graph", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.strip()}
+    assert "async, 12 calls in flight" in rows["enrich"]
+    assert "calls in flight" not in rows["plain"]
+    bad = flowgraph("explain", "ajob.py:bad", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "concurrency=12 needs an async def function" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 @pytest.mark.parametrize("stage", ["logical", "partitioned"])
 def test_explain_text_of_earlier_stages(tmp_path: Path, stage: str) -> None:
     done = flowgraph("explain", f"{EXAMPLE}:graph", "--stage", stage, cwd=tmp_path)

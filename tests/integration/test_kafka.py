@@ -833,6 +833,41 @@ def test_kill_9_after_produce_writes_each_dead_letter_once(kafka: Broker, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("crash_at", ["in-batch:6", "after-produce:2"])
+def test_kill_9_with_async_calls_in_flight_keeps_counts_and_dead_letters_exact(
+    kafka: Broker, tmp_path: Path, crash_at: str
+) -> None:
+    """An async step's calls are in flight when the worker is killed (right after a run, or
+    once a commit has produced its records); the restart replays what was not committed and
+    writes no dead letter twice and counts no click twice."""
+    job = Job.new("async-kill", factory="make_async_dead_letter_graph")
+    clicks = make_clicks(24_000, seed=15)  # a dozen runs of 2,000 records, a commit or two
+    state = tmp_path / "state"
+    broker = f"{kafka.url}?{FAST_GROUP}"
+    by_partition = write_input(kafka, job.topic, clicks)
+    crashed = flowgraph_run(job.target, broker, state, "--until-idle", crash_at=crash_at)
+    assert crashed.returncode == -signal.SIGKILL, crashed.why()
+    before = sum(dead_letter_positions(kafka, job.graph_id).values())
+    done_before = sum(committed(kafka, job.graph_id, job.topic, job.partitions).values())
+    assert done_before < len(clicks), "the kill came after the last commit: not mid-run"
+
+    done = flowgraph_run(job.target, broker, state, "--until-idle")
+    assert done.returncode == 0, done.why()
+    assert done.summary_number("events") == len(clicks) - done_before
+    letters = dead_letter_positions(kafka, job.graph_id)
+    assert letters == bot_positions(by_partition), (
+        f"{sum(letters.values())} dead letters for {sum(bot_positions(by_partition).values())} "
+        "bot clicks"
+    )
+    assert_same(changelog_table(kafka, job.graph()), counts(clicks), "changelog")
+    assert_same(stored_table(state, job.store), counts(clicks), "worker's store")
+    print(
+        f"[kafka] async kill at {crash_at}: {before} dead letters before, "
+        f"{done_before} of {len(clicks)} committed"
+    )
+
+
+@pytest.mark.slow
 def test_keyless_records_into_a_count_are_dead_lettered(kafka: Broker, tmp_path: Path) -> None:
     """A keyless record reaching a count by source key cannot be stored: it is a dead letter,
     the run goes on and ends cleanly, and a restart runs too."""

@@ -301,6 +301,48 @@ def test_async_functions_are_flagged():
     assert node(g, "enrich").is_async is True
     assert node(g, "sink").is_async is True
     assert node(g, "raw").key_type is str
+    assert node(g, "enrich").concurrency is None  # the runtime's default
+
+
+def test_concurrency_is_set_per_async_step():
+    g, raw = graph()
+
+    async def enrich(v: bytes) -> bytes:
+        return v
+
+    async def keep(v: bytes) -> bool:
+        return True
+
+    async def save(k: object, v: object) -> None:
+        return None
+
+    s = raw.map(enrich, concurrency=8).filter(keep, concurrency=1)
+    s.flat_map(enrich, name="each", concurrency=2).peek(enrich, name="look", concurrency=3)
+    s.key_by(enrich, name="by", concurrency=4).to(save, concurrency=5)
+    got = {n: node(g, n).concurrency for n in ("enrich", "keep", "each", "look", "by", "save")}
+    assert got == {"enrich": 8, "keep": 1, "each": 2, "look": 3, "by": 4, "save": 5}
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.5, "8"])
+def test_concurrency_must_be_a_positive_int(bad):
+    g, raw = graph()
+
+    async def enrich(v: bytes) -> bytes:
+        return v
+
+    with pytest.raises(fg.GraphDefinitionError, match="concurrency= must be a positive integer"):
+        raw.map(enrich, concurrency=bad)
+    assert "enrich" not in g._ids  # nothing was added
+
+
+def test_concurrency_needs_an_async_function():
+    _, raw = graph()
+    with pytest.raises(fg.GraphDefinitionError, match="needs an async def function"):
+        raw.map(bytes.upper, concurrency=4)
+    with pytest.raises(fg.GraphDefinitionError, match="needs an async def function"):
+        raw.to(lambda k, v: None, concurrency=4)
+    with pytest.raises(fg.GraphDefinitionError, match="not a topic"):
+        raw.to("out", concurrency=4)
 
 
 # -- types -----------------------------------------------------------------------------------

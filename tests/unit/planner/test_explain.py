@@ -272,6 +272,7 @@ steps = st.builds(
     topic=text,
     store=text,
     reason=text,
+    concurrency=ints,
 )
 subtopologies = st.builds(
     SubtopologyDescription,
@@ -331,3 +332,26 @@ def test_json_round_trip(d):
 def test_from_json_rejects_what_it_cannot_read(bad):
     with pytest.raises(ValueError, match="flowgraph plan description"):
         PlanDescription.from_json(bad)
+
+
+def test_async_steps_show_their_calls_in_flight():
+    async def enrich(v: int) -> int:
+        return v
+
+    async def save(k: object, v: object) -> None:
+        return None
+
+    g = fg.Graph("g")
+    src = g.source("in", value_type=int)
+    src.map(enrich, concurrency=8).map(lambda v: v, name="plain").to(save)
+    d = describe(g.plan())
+    assert [(s.id, s.concurrency) for s in d.steps] == [
+        ("in", 0),
+        ("enrich", 8),
+        ("plain", 0),
+        ("save", 64),
+    ]
+    rows = {line.split()[0]: line for line in to_text(g.plan()).splitlines()[5:9]}
+    assert "async, 8 calls in flight" in rows["enrich"]
+    assert "async, 64 calls in flight" in rows["save"]
+    assert "calls in flight" not in rows["plain"]
