@@ -20,11 +20,19 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    IllegalStateError,
+    KafkaError,
+    RebalanceInProgressError,
+    TopicAlreadyExistsError,
+    UnknownMemberIdError,
+)
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from flowgraph.errors import ConfigurationError
-from flowgraph.runtime.transport import TP, Message, OutRecord, Write
+from flowgraph.runtime.transport import TP, MembershipLost, Message, OutRecord, Write
 from planner.physical import TopicSpec
 
 __all__ = ["KafkaConsumer", "KafkaTransport"]
@@ -192,11 +200,41 @@ class KafkaConsumer:
         }
 
     async def commit(self, offsets: Mapping[TP, int]) -> None:
-        """Commit the group's offsets (the next offset to read per partition)."""
-        if offsets:
+        """Commit the group's offsets (the next offset to read per partition).
+
+        Raises `MembershipLost` when the group no longer counts this member as the owner
+        (expelled after a silent session, or a rebalance went on without it); aiokafka
+        rejoins by itself.
+        """
+        if not offsets:
+            return
+        try:
             await self._consumer.commit(
                 {TopicPartition(*tp): OffsetAndMetadata(o, "") for tp, o in offsets.items()}
             )
+        except (
+            CommitFailedError,
+            UnknownMemberIdError,
+            RebalanceInProgressError,
+            IllegalGenerationError,
+            IllegalStateError,  # a partition is no longer assigned
+        ) as exc:
+            msg = f"{type(exc).__name__}: {exc}"
+            raise MembershipLost(msg) from exc
+
+    def pause(self, tps: Sequence[TP]) -> None:
+        """Fetch nothing from `tps` until `resume` (their tasks are not built yet)."""
+        owned = self._consumer.assignment()
+        parts = [tp for p in tps if (tp := TopicPartition(*p)) in owned]
+        if parts:
+            self._consumer.pause(*parts)
+
+    def resume(self, tps: Sequence[TP]) -> None:
+        """Fetch from `tps` again."""
+        owned = self._consumer.assignment()
+        parts = [tp for p in tps if (tp := TopicPartition(*p)) in owned]
+        if parts:
+            self._consumer.resume(*parts)
 
     async def committed(self, tp: TP) -> int | None:
         """The group's committed offset of `tp`, or None."""
