@@ -59,8 +59,9 @@ async def first_run(url: str, plan: PhysicalPlan, events: int) -> None:
             await worker.stop()
 
 
-async def timed_start(url: str, plan: PhysicalPlan, timeout: float) -> tuple[float, float]:
-    """Seconds from start to the group's assignment, and to the first record processed."""
+async def timed_start(url: str, plan: PhysicalPlan, timeout: float) -> tuple[float, float, int]:
+    """Seconds from start to the group's assignment, and to the first record processed;
+    changelog records restored."""
     with tempfile.TemporaryDirectory() as tmp:
         worker = Worker(plan, open_transport(url + GROUP), open_backend(f"rocksdb://{tmp}"))
         started = time.perf_counter()
@@ -80,9 +81,9 @@ async def timed_start(url: str, plan: PhysicalPlan, timeout: float) -> tuple[flo
             await worker.start()
             while worker.stats.events == 0:
                 if time.perf_counter() - started > timeout:
-                    return joined, float("inf")
+                    return joined, float("inf"), worker.stats.restored
                 await worker.step(1, 0.05)
-            return joined, time.perf_counter() - started
+            return joined, time.perf_counter() - started, worker.stats.restored
         finally:
             watcher.cancel()
             await worker.stop()
@@ -102,9 +103,9 @@ async def case(
     records = make_records(n)
     await produce(bootstrap, topic, [(zlib.crc32(k) % partitions, k, v) for k, v in records])
     await first_run(url, plan, n // 2)
-    joined, first = await timed_start(url, plan, timeout)
+    joined, first, restored = await timed_start(url, plan, timeout)
     shown = f"{first:8.1f} s" if first != float("inf") else f" > {timeout:.0f} s"
-    return f"{partitions:>10}{n:>10,}{joined:>10.1f} s{shown:>16}"
+    return f"{partitions:>10}{n:>10,}{restored:>10,}{joined:>10.1f} s{shown:>16}"
 
 
 async def main() -> None:
@@ -116,7 +117,7 @@ async def main() -> None:
     broker = open_broker()
     try:
         print("start of a worker with a fresh store after an earlier run (key_by + count)")
-        print(f"{'partitions':>10}{'records':>10}{'join':>12}{'first record':>16}")
+        print(f"{'partitions':>10}{'records':>10}{'restored':>10}{'join':>12}{'first record':>16}")
         for partitions in args.partitions:
             line = await case(
                 broker.url, broker.bootstrap, partitions, args.records_per_partition, args.timeout

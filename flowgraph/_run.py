@@ -70,6 +70,7 @@ async def run_async(
     max_skew: float | None = None,
     max_idle: float | None = None,
     stall_timeout: float | None = None,
+    waiting_report: float | None = None,
 ) -> RunResult:
     """Async form of `run`, for callers that already have an event loop.
 
@@ -85,7 +86,12 @@ async def run_async(
         commits["commit_every"] = commit_every
     if commit_interval is not None:
         commits["commit_interval"] = commit_interval
-    for name, value in (("max_batch", max_batch), ("max_skew", max_skew), ("max_idle", max_idle)):
+    for name, value in (
+        ("max_batch", max_batch),
+        ("max_skew", max_skew),
+        ("max_idle", max_idle),
+        ("waiting_report", waiting_report),
+    ):
         if value is not None:
             commits[name] = value
     worker = Worker(plan, transport, backend, crash_point=crash_point, **commits)
@@ -131,6 +137,7 @@ def run(
     max_skew: float | None = None,
     max_idle: float | None = None,
     stall_timeout: float | None = None,
+    waiting_report: float | None = None,
 ) -> RunResult:
     """Run `graph` until it is idle (memory://, or `until_idle=True`), `max_events`, or a signal.
 
@@ -144,6 +151,8 @@ def run(
     When the group makes no progress for `stall_timeout` seconds (default: three session
     timeouts, at least 30 s), an until-idle run stops and raises `GroupStalledError`, which
     says what is left and holds this worker's `RunResult` in its `result`.
+    A worker that has no partition, or no progress, for `waiting_report` seconds (default
+    30) logs what it waits for (logger ``flowgraph``; see `Worker.waiting_for`).
     """
 
     async def main() -> RunResult:
@@ -173,6 +182,7 @@ def run(
                 max_skew=max_skew,
                 max_idle=max_idle,
                 stall_timeout=stall_timeout,
+                waiting_report=waiting_report,
             )
         finally:
             for sig in installed:

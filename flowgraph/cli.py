@@ -276,6 +276,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             on_start=view.started,
             crash_point=faults.from_env(os.environ),
             stall_timeout=args.stall_timeout,
+            waiting_report=args.report_after,
         )
     except GroupStalledError as exc:
         view.close()
@@ -433,6 +434,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="with --until-idle, give up (exit 3) after the group made no progress for this "
         "long (default: 3 session timeouts, at least 30)",
+    )
+    run.add_argument(
+        "--report-after",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        default=None,
+        help="say what the worker waits for (no partition, restoring, no records) once it "
+        "has waited this long (default 30)",
     )
     run.set_defaults(handler=_cmd_run)
     explain = commands.add_parser(

@@ -1,0 +1,176 @@
+"""Rebalances on Kafka: workers joining a busy group, a member the group expelled, an extra one.
+
+Real `flowgraph run` workers in subprocesses against the session's broker (see test_kafka.py,
+whose helpers these tests share). A worker restores its partitions outside the rebalance
+callback, so a member that joins while another restores does not get it expelled; a member
+that the group expelled anyway (its event loop blocked past the session timeout) finds out at
+its next commit, drops its partitions and rejoins; the tables stay exact throughout.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.integration import rebalance_jobs
+from tests.integration.test_kafka import (
+    FAST_GROUP,
+    FLOWGRAPH,
+    ROOT,
+    Job,
+    assert_exact,
+    assert_same,
+    changelog_table,
+    counts,
+    flowgraph_run,
+    make_clicks,
+    owned,
+    start_worker,
+    stop_all,
+    wait_for,
+    worker_env,
+    write_input,
+)
+from tests.kafka_broker import Broker
+
+pytestmark = pytest.mark.integration
+
+REBALANCE_JOBS = Path(rebalance_jobs.__file__).resolve()
+SAID = ": no partitions assigned for"
+"""What the logged report of a worker without partitions says after the group name."""
+
+
+@pytest.mark.slow
+def test_a_worker_joining_a_busy_group_of_16_partitions_shares_the_work(
+    kafka: Broker, tmp_path: Path
+) -> None:
+    """The second worker starts while the first processes: both end up processing, neither
+    is expelled for restoring inside a rebalance, and the table is exact."""
+    job = Job.new("stagger", "make_repartition_graph", partitions=16)
+    broker = f"{kafka.url}?{FAST_GROUP}"
+    inputs = [make_clicks(4_000, seed=300 + i) for i in range(8)]
+    write_input(kafka, job.topic, inputs[0], 16, key="user")
+    states = [tmp_path / "w1", tmp_path / "w2"]
+    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
+    procs = [start_worker(job.target, broker, states[0], logs[0])]
+    try:
+        wait_for(
+            "the first worker counts",
+            lambda: bool(changelog_table(kafka, job.graph())),
+            60,
+            logs,
+        )
+        procs.append(start_worker(job.target, broker, states[1], logs[1]))
+        for part in inputs[1:]:
+            write_input(kafka, job.topic, part, 16, create=False, key="user")
+            time.sleep(0.5)
+        wait_for(
+            "both workers own partitions",
+            lambda: all(owned(s, job.store) for s in states),
+            60,
+            logs,
+        )
+        expected = counts(*inputs)
+        wait_for(
+            "everything is counted",
+            lambda: changelog_table(kafka, job.graph()) == expected,
+            90,
+            logs,
+        )
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc, log in zip(procs, logs, strict=True):
+            assert proc.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        stop_all(procs)
+    for log in logs:
+        out = log.read_text()
+        assert "Traceback" not in out, out[-3000:]
+        assert "lost its membership" not in out, out[-3000:]
+        events = [int(line.split()[1]) for line in out.splitlines() if "events:" in line]
+        assert events and events[-1] > 0, f"{log.name} processed nothing:\n{out[-3000:]}"
+    assert_exact(job, kafka, tmp_path, expected)
+
+
+@pytest.mark.slow
+def test_an_expelled_worker_rejoins_and_its_table_stays_exact(
+    kafka: Broker, tmp_path: Path
+) -> None:
+    """A worker whose event loop blocks past the session timeout is expelled; its next
+    commit says so in one line, it drops its partitions, rejoins, and finishes exactly."""
+    suffix = uuid.uuid4().hex[:8]
+    job = Job(f"kt-expel-{suffix}", f"kt-expel-{suffix}-clicks", "make_repartition_graph", 4)
+    flag = tmp_path / "blocked"
+    target = (
+        f"{REBALANCE_JOBS}:make_blocking_graph({job.graph_id!r}, {job.topic!r}, 4, "
+        f"{str(flag)!r}, 5.0)"
+    )
+    clicks = make_clicks(20_000, seed=400)
+    write_input(kafka, job.topic, clicks, key="user")
+    broker = f"{kafka.url}?session_timeout_ms=1500&heartbeat_interval_ms=300"
+    done = flowgraph_run(target, broker, tmp_path / "w", "--until-idle", "--commit-every", "500")
+    assert done.returncode == 0, done.why()
+    assert flag.exists(), "the worker never blocked"
+    lost = [line for line in done.stderr.splitlines() if "lost its membership" in line]
+    assert len(lost) == 1, done.why()
+    assert "Traceback" not in done.stderr, done.why()
+    expected = counts(clicks)
+    assert_same(changelog_table(kafka, job.graph()), expected, "changelog")
+    assert_exact(job, kafka, tmp_path, expected)
+
+
+def test_a_worker_without_partitions_says_so(kafka: Broker, tmp_path: Path) -> None:
+    """Two workers of a group on a one-partition topic: one of them owns nothing and, after
+    --report-after seconds, says that the group has more members than partitions."""
+    job = Job.new("extra", partitions=1)
+    write_input(kafka, job.topic, make_clicks(100, seed=500), 1)
+    broker = f"{kafka.url}?{FAST_GROUP}"
+    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
+    procs = []
+    try:
+        for i, log in enumerate(logs):
+            cmd = [
+                *FLOWGRAPH,
+                "run",
+                job.target,
+                "--broker",
+                broker,
+                "--store",
+                f"rocksdb://{tmp_path / f'w{i}'}",
+                "--report-after",
+                "1",
+            ]
+            with open(log, "wb") as out:
+                procs.append(
+                    subprocess.Popen(
+                        cmd, cwd=ROOT, env=worker_env(), stdout=out, stderr=subprocess.STDOUT
+                    )
+                )
+            if i == 0:
+                wait_for(
+                    "the first worker counts",
+                    lambda: bool(changelog_table(kafka, job.graph())),
+                    60,
+                    logs,
+                )
+        wait_for(
+            "a worker says it has no partition",
+            lambda: any(SAID in log.read_text() for log in logs),
+            60,
+            logs,
+        )
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc, log in zip(procs, logs, strict=True):
+            assert proc.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        stop_all(procs)
+    said = next(log.read_text() for log in logs if SAID in log.read_text())
+    line = next(x for x in said.splitlines() if SAID in x)
+    assert f"the group has more members than partitions of {job.topic!r}?" in line, line
+    assert "Traceback" not in said
