@@ -221,6 +221,10 @@ class MemoryConsumer:
         """Fetch from `tps` again."""
         self._paused.difference_update(tps)
 
+    async def still_member(self) -> bool:
+        """Always: the only member of its group."""
+        return True
+
     async def committed(self, tp: TP) -> int | None:
         """The committed offset of `tp`, or None."""
         return self._committed.get(tp)
@@ -311,6 +315,9 @@ class MemoryTransport:
     def written_end(self, tp: TP) -> int:
         """One past the last offset written to `tp`: every write is acknowledged at once."""
         return self.broker.logs[tp[0]][tp[1]].end
+
+    def discard(self) -> None:
+        """Nothing to drop: records land in their logs as they are written."""
 
     async def flush(self) -> None:
         """Writes are already in the log."""

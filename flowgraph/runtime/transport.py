@@ -81,6 +81,11 @@ class Consumer(Protocol):
         the group gave the partitions away meanwhile."""
         ...
 
+    async def still_member(self) -> bool:
+        """False when the group has expelled this member (asked before a commit that comes
+        late, when heartbeats may have been held up); True when in doubt."""
+        ...
+
     def pause(self, tps: Sequence[TP]) -> None:
         """Fetch nothing from `tps` (assigned, tasks still restoring) until `resume`."""
         ...
@@ -150,6 +155,10 @@ class Transport(Protocol):
 
     async def flush(self) -> None:
         """Wait until every record given to a `writer` is acknowledged."""
+        ...
+
+    def discard(self) -> None:
+        """Drop records given to a `writer` and not flushed yet (their tasks are gone)."""
         ...
 
     async def produce(self, topic: str, records: Sequence[OutRecord]) -> dict[int, int]:

@@ -177,7 +177,7 @@ class Worker:
         """The run's stop event, checked between the partitions a build restores."""
         self.restoring = Restoring()
         """Progress of the restore under way (or the last one)."""
-        self._progress_at = self._phase_since = time.monotonic()
+        self._progress_at = self._phase_since = self._fetched_at = time.monotonic()
         """When the worker last processed a record, and when its phase last changed."""
         self._reported = 0.0
         """When `waiting_for` was last logged."""
@@ -294,6 +294,7 @@ class Worker:
         self._joined = False
         self._generation += 1
         self._drop(lost)
+        self._since_commit = 0
         self.lost_memberships += 1
 
     def _interrupted(self, generation: int) -> bool:
@@ -627,6 +628,7 @@ class Worker:
             if wanted or not pending  # every buffer full: no fetch; none assigned yet: all
             else {}
         )
+        self._fetched_at = time.monotonic()  # the event loop ran (heartbeats went out)
         if self._failure is not None:  # a rebalance during the fetch could not assign
             raise self._failure
         async with self._lock:
@@ -737,6 +739,17 @@ class Worker:
         """
         self._last_commit = time.monotonic()
         if not self._touched:
+            return
+        assert self._consumer is not None
+        if (
+            self._last_commit - self._fetched_at > self.transport.session_timeout / 2
+            and not await self._consumer.still_member()
+        ):
+            # Blocked so long that no heartbeat went out, and the group expelled this
+            # worker: another member may own its partitions by now, so nothing processed
+            # since the last commit is written (it is replayed there).
+            self.transport.discard()
+            self._lost(MembershipLost("expelled from the group"))
             return
         touched = list(self._touched.values())
         self._touched.clear()  # cleared in place: direct writers hold this dict

@@ -1,30 +1,50 @@
-"""Graphs the rebalance tests (test_kafka_rebalance.py) run in `flowgraph run` subprocesses."""
+"""Graphs the rebalance tests (test_kafka_rebalance.py) run in `flowgraph run` subprocesses.
+
+Loaded by file path, so it imports nothing from the tests package; its graph plans like
+`kafka_jobs.make_repartition_graph` (same topics, store and changelog).
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import flowgraph as fg
-from tests.integration.kafka_jobs import TABLE, Click, by_url, drop_bots
 
-BLOCK_AFTER = 3_000
-"""Clicks a blocking worker filters before it blocks."""
+TABLE = "per_url"
+
+
+class Click(fg.Record):
+    """One page view, JSON on the input topic."""
+
+    url: str
+    user: str
+    ts: float
+
+
+def drop_bots(click: Click) -> bool:
+    """Keep the clicks of people."""
+    return not click.user.startswith("bot-")
+
+
+def by_url(click: Click) -> str:
+    """The key to count by (names the repartition topic)."""
+    return click.url
 
 
 def make_blocking_graph(
-    graph_id: str, topic: str, partitions: int, flag: str, seconds: float
+    graph_id: str, topic: str, partitions: int, trigger: str, seconds: float
 ) -> fg.Graph:
-    """`kafka_jobs.make_repartition_graph` whose filter, once `BLOCK_AFTER` clicks have passed
-    in this process, blocks the event loop for `seconds` (no heartbeat goes out meanwhile),
-    the first time only: the file `flag` remembers that it did, across restarts and rejoins."""
-    seen = 0
+    """`kafka_jobs.make_repartition_graph` whose filter blocks the event loop for `seconds`
+    (no heartbeat goes out meanwhile) at the first click it sees once the file `trigger`
+    exists; only once in all the workers sharing `trigger`: ``<trigger>.done`` says one did.
+    """
+    done = Path(trigger + ".done")
 
     def keep(click: Click) -> bool:
-        nonlocal seen
-        seen += 1
-        if seen == BLOCK_AFTER and not Path(flag).exists():
-            Path(flag).write_text(str(time.time()))
+        if os.path.exists(trigger) and not done.exists():
+            done.write_text(str(os.getpid()))
             time.sleep(seconds)  # a step stuck in sync code longer than the session
         return drop_bots(click)
 

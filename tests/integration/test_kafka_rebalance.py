@@ -24,10 +24,8 @@ from tests.integration.test_kafka import (
     ROOT,
     Job,
     assert_exact,
-    assert_same,
     changelog_table,
     counts,
-    flowgraph_run,
     make_clicks,
     owned,
     start_worker,
@@ -41,6 +39,7 @@ from tests.kafka_broker import Broker
 pytestmark = pytest.mark.integration
 
 REBALANCE_JOBS = Path(rebalance_jobs.__file__).resolve()
+LOST = "lost its membership"
 SAID = ": no partitions assigned for"
 """What the logged report of a worker without partitions says after the group name."""
 
@@ -91,36 +90,67 @@ def test_a_worker_joining_a_busy_group_of_16_partitions_shares_the_work(
     for log in logs:
         out = log.read_text()
         assert "Traceback" not in out, out[-3000:]
-        assert "lost its membership" not in out, out[-3000:]
+        assert LOST not in out, out[-3000:]
         events = [int(line.split()[1]) for line in out.splitlines() if "events:" in line]
         assert events and events[-1] > 0, f"{log.name} processed nothing:\n{out[-3000:]}"
     assert_exact(job, kafka, tmp_path, expected)
 
 
 @pytest.mark.slow
-def test_an_expelled_worker_rejoins_and_its_table_stays_exact(
+def test_an_expelled_worker_rejoins_and_the_table_stays_exact(
     kafka: Broker, tmp_path: Path
 ) -> None:
-    """A worker whose event loop blocks past the session timeout is expelled; its next
-    commit says so in one line, it drops its partitions, rejoins, and finishes exactly."""
+    """Of two workers, the one whose event loop blocks past the session timeout is expelled
+    (the other takes its partitions); its next commit says so in one line, it drops its
+    partitions, rejoins and goes on; the table is exact."""
     suffix = uuid.uuid4().hex[:8]
     job = Job(f"kt-expel-{suffix}", f"kt-expel-{suffix}-clicks", "make_repartition_graph", 4)
-    flag = tmp_path / "blocked"
+    trigger = tmp_path / "block"
     target = (
         f"{REBALANCE_JOBS}:make_blocking_graph({job.graph_id!r}, {job.topic!r}, 4, "
-        f"{str(flag)!r}, 5.0)"
+        f"{str(trigger)!r}, 6.0)"
     )
-    clicks = make_clicks(20_000, seed=400)
-    write_input(kafka, job.topic, clicks, key="user")
+    inputs = [make_clicks(5_000, seed=400 + i) for i in range(3)]
+    write_input(kafka, job.topic, inputs[0], key="user")
     broker = f"{kafka.url}?session_timeout_ms=1500&heartbeat_interval_ms=300"
-    done = flowgraph_run(target, broker, tmp_path / "w", "--until-idle", "--commit-every", "500")
-    assert done.returncode == 0, done.why()
-    assert flag.exists(), "the worker never blocked"
-    lost = [line for line in done.stderr.splitlines() if "lost its membership" in line]
-    assert len(lost) == 1, done.why()
-    assert "Traceback" not in done.stderr, done.why()
-    expected = counts(clicks)
-    assert_same(changelog_table(kafka, job.graph()), expected, "changelog")
+    states = [tmp_path / "w1", tmp_path / "w2"]
+    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
+    procs = [start_worker(target, broker, s, log) for s, log in zip(states, logs, strict=True)]
+    try:
+        wait_for(
+            "both workers own partitions and count",
+            lambda: (
+                all(owned(s, job.store) for s in states)
+                and changelog_table(kafka, job.graph()) == counts(inputs[0])
+            ),
+            60,
+            logs,
+        )
+        trigger.write_text("")
+        write_input(kafka, job.topic, inputs[1], create=False, key="user")
+        wait_for(
+            "a worker lost its membership",
+            lambda: any(LOST in log.read_text() for log in logs),
+            60,
+            logs,
+        )
+        write_input(kafka, job.topic, inputs[2], create=False, key="user")
+        expected = counts(*inputs)
+        wait_for(
+            "everything is counted",
+            lambda: changelog_table(kafka, job.graph()) == expected,
+            60,
+            logs,
+        )
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc, log in zip(procs, logs, strict=True):
+            assert proc.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        stop_all(procs)
+    outs = [log.read_text() for log in logs]
+    assert sum(out.count(LOST) for out in outs) == 1, "\n".join(outs)
+    assert not any("Traceback" in out for out in outs), "\n".join(outs)
     assert_exact(job, kafka, tmp_path, expected)
 
 
