@@ -171,17 +171,17 @@ class Recovery:
         self,
         stores: Sequence[tuple[StorePartition, TP]],
         interrupted: Callable[[], bool] = lambda: False,
-        restored: Callable[[], None] = lambda: None,
+        restored: Callable[[int], None] = lambda index: None,
     ) -> bool:
         """Restore each store from its changelog partition; one end-offset lookup for all.
 
         Checks `interrupted()` before each store (False: given up, the rest not restored)
-        and calls `restored()` after each one, for progress.
+        and calls `restored(i)` after the i-th one, for progress.
         """
         if not stores:
             return True
         ends = await self.transport.end_offsets([tp for _, tp in stores])
-        for store, tp in stores:
+        for index, (store, tp) in enumerate(stores):
             if interrupted():
                 return False
             start = store.changelog_offset()
@@ -195,7 +195,7 @@ class Recovery:
             start = 0 if start is None else start + 1
             with quiet_gc():
                 await self._restore_range(store, tp, start, end)
-            restored()
+            restored(index)
         return True
 
     async def _restore_range(self, store: StorePartition, tp: TP, start: int, end: int) -> None:

@@ -293,6 +293,8 @@ class Worker:
         )
         self._joined = False
         self._generation += 1
+        if self._consumer is not None:  # fetch nothing more for what is no longer ours
+            self._consumer.pause(sorted(lost))
         self._drop(lost)
         self._since_commit = 0
         self.lost_memberships += 1
@@ -320,22 +322,28 @@ class Worker:
             and not any((t, p) in self.tasks for t in sub.source_topics)
         ]
         progress = self.restoring
-        progress.done, progress.total = 0, len(units)
-        progress.records = self.stats.restored
+        progress.done, progress.total, progress.records = 0, len(units), 0
         restored_before = self.stats.restored
         try:
             restores: list[tuple[StorePartition, TP]] = []
             unit_stores: list[dict[str, StorePartition]] = []
+            last_store: set[int] = set()  # indexes in `restores` that complete a task
             for sub, p in units:
                 stores: dict[str, StorePartition] = {}
                 for spec in self.plan.stores:
                     if any(s.id == spec.step for s in sub.steps):
                         stores[spec.name] = store = self.backend.open(spec.name, p)
                         restores.append((store, (spec.changelog, p)))
+                if stores:
+                    last_store.add(len(restores) - 1)
+                else:
+                    progress.done += 1  # nothing to restore
                 unit_stores.append(stores)
 
-            def restored() -> None:
+            def restored(index: int) -> None:
                 progress.records = self.stats.restored - restored_before
+                if index in last_store:
+                    progress.done += 1
                 self._report_waiting()
 
             def interrupted() -> bool:
@@ -403,7 +411,6 @@ class Worker:
             handle = (tp, task, id(task), task.runner(tp[0]), source)
             self.schedule.assign(tp, group, handle)
         self._pending.difference_update(mine)
-        self.restoring.done += 1
         assert self._consumer is not None
         self._consumer.resume(mine)
 
