@@ -2,12 +2,13 @@
 
 For a source topic of 4, 16 and 64 partitions on the test broker (tansu, started here, or
 FLOWGRAPH_TEST_BROKER), a graph re-keys clicks (`key_by`, so a repartition topic) and counts
-them (a store, so a changelog). A first worker processes half of the input and stops, leaving
-changelogs, repartition records and checkpoints. Then a second worker with a fresh store
-directory starts, as a new machine would: it joins the group, restores every store from its
-changelog, scans its output topics for what the first run wrote (`recover_writes`), and
-processes. Printed per partition count: the join (start until the group assigned partitions),
-and the time to the first record processed, from start.
+them (a store, so a changelog). A first worker processes the first half of the input and
+stops, leaving changelogs, repartition records and checkpoints; the other half is written
+after it. Then a second worker with a fresh store directory starts, as a new machine would:
+it joins the group, restores every store from its changelog, scans its output topics for
+what the first run wrote (`recover_writes`), and processes. Printed per partition count: the
+join (start until the group assigned partitions), and the time to the first record
+processed, from start.
 
     python bench/bench_startup.py [--partitions 4 16 64] [--records-per-partition N]
 """
@@ -48,13 +49,14 @@ def graph(graph_id: str, topic: str, partitions: int) -> fg.Graph:
     return g
 
 
-async def first_run(url: str, plan: PhysicalPlan, events: int) -> None:
-    """The earlier run whose changelogs, repartition records and checkpoints are recovered."""
+async def first_run(url: str, plan: PhysicalPlan) -> None:
+    """The earlier run whose changelogs, repartition records and checkpoints are recovered:
+    it processes all the input there is so far."""
     with tempfile.TemporaryDirectory() as tmp:
         worker = Worker(plan, open_transport(url + GROUP), open_backend(f"rocksdb://{tmp}"))
         await worker.start()
         try:
-            await worker.run(max_events=events)
+            await worker.run(until_idle=True)
         finally:
             await worker.stop()
 
@@ -100,9 +102,10 @@ async def case(
     await transport.create_topics(plan.topics[:1])
     await transport.stop()
     n = per_partition * partitions
-    records = make_records(n)
-    await produce(bootstrap, topic, [(zlib.crc32(k) % partitions, k, v) for k, v in records])
-    await first_run(url, plan, n // 2)
+    records = [(zlib.crc32(k) % partitions, k, v) for k, v in make_records(n)]
+    await produce(bootstrap, topic, records[: n // 2])
+    await first_run(url, plan)
+    await produce(bootstrap, topic, records[n // 2 :])
     joined, first, restored = await timed_start(url, plan, timeout)
     shown = f"{first:8.1f} s" if first != float("inf") else f" > {timeout:.0f} s"
     return f"{partitions:>10}{n:>10,}{restored:>10,}{joined:>10.1f} s{shown:>16}"
