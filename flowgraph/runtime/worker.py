@@ -352,7 +352,6 @@ class Worker:
 
             if not await self.recovery.restore_all(restores, interrupted, restored):
                 return False
-            tasks: list[Task] = []
             recovering: list[Task] = []
             for (sub, p), stores in zip(units, unit_stores, strict=True):
                 task = Task(
@@ -366,7 +365,6 @@ class Worker:
                     tag_origins=self.transport.encoded,
                     clock=lambda: self.clock(),  # noqa: PLW0108 - read late: drivers replace it
                 )
-                tasks.append(task)
                 if task.tag_origins:
                     recovering.append(task)
                 else:
