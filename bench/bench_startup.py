@@ -56,7 +56,7 @@ async def first_run(url: str, plan: PhysicalPlan) -> None:
         worker = Worker(plan, open_transport(url + GROUP), open_backend(f"rocksdb://{tmp}"))
         await worker.start()
         try:
-            await worker.run(until_idle=True)
+            await worker.run(until_idle=True, stall_timeout=900)  # slow on an old build
         finally:
             await worker.stop()
 
