@@ -47,6 +47,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_windows.py", *session.posargs)
     session.run("python", "bench/bench_kafka.py")
     session.run("python", "bench/bench_async.py")
+    session.run("python", "bench/bench_startup.py")
 
 
 @nox.session(python=PYTHON)

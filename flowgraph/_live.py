@@ -3,9 +3,9 @@
 The view never sees a record: a task on the worker's event loop reads the worker's counters
 (`Worker.stats`, `Worker.step_counts()`) every half second, between batches, so a view costs
 the same whether the graph does a thousand events a second or a million. On a terminal it is a
-rich `Live` panel (events/s, records per step, lag per partition, dead letters, restore);
-anywhere else it is one plain log line every two seconds, flushed, so it reads well in a log
-file or a CI job.
+rich `Live` panel (events/s, records per step, lag per partition, dead letters, restore, and
+the worker's phase with what it waits for while it is not processing); anywhere else it is one
+plain log line every two seconds, flushed, so it reads well in a log file or a CI job.
 """
 
 from __future__ import annotations
@@ -138,6 +138,9 @@ class LiveView:
             line += f", late {stats.late}"
         if stats.restored:
             line += f", restored {stats.restored} changelog records"
+        waiting = self._worker.waiting_for()
+        if waiting:
+            line += f"; {waiting}"
         return line
 
     def _render(self) -> Group:
@@ -155,6 +158,10 @@ class LiveView:
             (f"{stats.dead_letters}", "bold red" if stats.dead_letters else "bold"),
         )
         parts: list[Any] = [head]
+        phase, waiting = worker.phase, worker.waiting_for()
+        if phase != "running" or waiting:
+            style = "yellow" if phase in ("waiting", "running") else "cyan"
+            parts.append(Text.assemble((phase, f"bold {style}"), f"  {waiting or ''}"))
         if stats.late:
             parts.append(Text(f"late records {stats.late} (too late for a closed window)"))
         if stats.restored:

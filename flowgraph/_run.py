@@ -89,6 +89,7 @@ async def run_async(
     stall_timeout: float | None = None,
     max_dead_letters: int | float | None = None,
     dead_letters_file: str | os.PathLike[str] | None = None,
+    waiting_report: float | None = None,
 ) -> RunResult:
     """Async form of `run`, for callers that already have an event loop.
 
@@ -105,7 +106,12 @@ async def run_async(
         commits["commit_every"] = commit_every
     if commit_interval is not None:
         commits["commit_interval"] = commit_interval
-    for name, value in (("max_batch", max_batch), ("max_skew", max_skew), ("max_idle", max_idle)):
+    for name, value in (
+        ("max_batch", max_batch),
+        ("max_skew", max_skew),
+        ("max_idle", max_idle),
+        ("waiting_report", waiting_report),
+    ):
         if value is not None:
             commits[name] = value
     worker = Worker(plan, transport, backend, crash_point=crash_point, **commits)
@@ -191,6 +197,7 @@ def run(
     stall_timeout: float | None = None,
     max_dead_letters: int | float | None = None,
     dead_letters_file: str | os.PathLike[str] | None = None,
+    waiting_report: float | None = None,
 ) -> RunResult:
     """Run `graph` until it is idle (memory://, or `until_idle=True`), `max_events`, or a signal.
 
@@ -211,6 +218,9 @@ def run(
     raised, with this worker's `RunResult` in its `result`. Each dead letter is also
     appended as a JSON line to `dead_letters_file`; by default, with the embedded broker
     and a ``rocksdb://DIR`` store, to ``DIR/<graph>-dead-letters.jsonl``.
+
+    A worker that has no partition, or no progress, for `waiting_report` seconds (default
+    30) logs what it waits for (logger ``flowgraph``; see `Worker.waiting_for`).
     """
 
     async def main() -> RunResult:
@@ -242,6 +252,7 @@ def run(
                 stall_timeout=stall_timeout,
                 max_dead_letters=max_dead_letters,
                 dead_letters_file=dead_letters_file,
+                waiting_report=waiting_report,
             )
         finally:
             for sig in installed:

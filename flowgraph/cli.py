@@ -285,6 +285,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             stall_timeout=args.stall_timeout,
             max_dead_letters=args.max_dead_letters,
             dead_letters_file=dead_letters,
+            waiting_report=args.report_after,
         )
     except GroupStalledError as exc:
         view.close()
@@ -486,6 +487,14 @@ def _parser() -> argparse.ArgumentParser:
         help="also append each dead letter to FILE as a JSON line (default with the embedded "
         "broker: DIR/<graph>-dead-letters.jsonl of a rocksdb://DIR store, "
         "flowgraph-dead-letters/<graph>.jsonl with a memory:// store)",
+    )
+    run.add_argument(
+        "--report-after",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        default=None,
+        help="say what the worker waits for (no partition, restoring, no records) once it "
+        "has waited this long (default 30)",
     )
     run.set_defaults(handler=_cmd_run)
     explain = commands.add_parser(

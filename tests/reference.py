@@ -168,7 +168,6 @@ class _Interpreter:
         table[key] = new
         return new
 
-
     def windowed_fold(self, node: Aggregate) -> Aggregation:
         """The oracle's view of `node`'s fold: an initial value and ``fold(acc, value)``."""
         if node.agg in ("count", "sum"):

@@ -158,8 +158,9 @@ class _Builder:
             text = f"filter(v % {m} != {r})"
         elif kind == "flat_map":
             c = self.ints(0, 2)
-            out = src.flat_map(wrap(lambda v: [(v + i) % MOD for i in range((v + c) % 3)]),
-                               name=name)
+            out = src.flat_map(
+                wrap(lambda v: [(v + i) % MOD for i in range((v + c) % 3)]), name=name
+            )
             text = f"flat_map([v + i for i in range((v + {c}) % 3)])"
         elif kind == "peek":
             out = src.peek(wrap(lambda v: v + 1), name=name)
@@ -173,8 +174,9 @@ class _Builder:
 
     def merge(self, h: _Handle, other: _Handle) -> None:
         out = self.use(h).merge(self.use(other), name=self.name("merge"))
-        self.add(_Handle(out, h.origins | other.origins),
-                 f"{h.stream.step}.merge({other.stream.step})")
+        self.add(
+            _Handle(out, h.origins | other.origins), f"{h.stream.step}.merge({other.stream.step})"
+        )
 
     def window(self) -> tuple[Any, str]:
         """A tumbling or hopping spec with grace 0 (`RETENTION` keeps every window)."""
@@ -242,6 +244,7 @@ class _Builder:
             collector = self.collectors[name] = Collector()
             target: Any = collector
             if self.draw(st.booleans()):
+
                 async def call(k: Any, v: Any) -> None:
                     collector(k, v)
 
@@ -256,8 +259,7 @@ class _Builder:
         # Half the time grow the newest stream, so chains (key_by -> ... -> count) are common.
         h = self.pool[-1] if self.draw(st.booleans()) else self.draw(st.sampled_from(self.pool))
         kinds = ["map", "filter", "flat_map", "peek", "sink"]
-        partners = [o for o in self.pool
-                    if not o.after_changes and not (o.origins & h.origins)]
+        partners = [o for o in self.pool if not o.after_changes and not (o.origins & h.origins)]
         if not h.after_changes:
             kinds += ["key_by"] * 2 + ["aggregate"] * (5 if h.rekeyed else 2)
             if partners:
@@ -289,13 +291,14 @@ def cases(draw: Draw, max_steps: int = 10, max_records: int = 20) -> Case:
         topic = f"src{i}"
         topics.append(topic)
         stream = b.g.source(topic, key_type=int, value_type=int, partitions=parts)
-        b.add(_Handle(stream, frozenset({topic})),
-              f"g.source({topic!r}, partitions={parts})")
+        b.add(_Handle(stream, frozenset({topic})), f"g.source({topic!r}, partitions={parts})")
     for _ in range(draw(st.integers(1, max_steps))):
         b.step()
     b.finish()
-    inputs = draw(st.lists(
-        st.tuples(st.sampled_from(topics), st.integers(0, KEYS - 1), st.integers(0, MOD - 1)),
-        max_size=max_records,
-    ))
+    inputs = draw(
+        st.lists(
+            st.tuples(st.sampled_from(topics), st.integers(0, KEYS - 1), st.integers(0, MOD - 1)),
+            max_size=max_records,
+        )
+    )
     return Case(graph=b.g, inputs=inputs, collectors=b.collectors, script=b.script)

@@ -20,11 +20,20 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    IllegalStateError,
+    KafkaError,
+    RebalanceInProgressError,
+    TopicAlreadyExistsError,
+    UnknownMemberIdError,
+    for_code,
+)
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from flowgraph.errors import ConfigurationError
-from flowgraph.runtime.transport import TP, Message, OutRecord, Write
+from flowgraph.runtime.transport import TP, MembershipLost, Message, OutRecord, Write
 from planner.physical import TopicSpec
 
 __all__ = ["KafkaConsumer", "KafkaTransport"]
@@ -192,11 +201,67 @@ class KafkaConsumer:
         }
 
     async def commit(self, offsets: Mapping[TP, int]) -> None:
-        """Commit the group's offsets (the next offset to read per partition)."""
-        if offsets:
+        """Commit the group's offsets (the next offset to read per partition).
+
+        Raises `MembershipLost` when the group no longer counts this member as the owner
+        (expelled after a silent session, or a rebalance went on without it); aiokafka
+        rejoins by itself.
+        """
+        if not offsets:
+            return
+        try:
             await self._consumer.commit(
                 {TopicPartition(*tp): OffsetAndMetadata(o, "") for tp, o in offsets.items()}
             )
+        except (
+            CommitFailedError,
+            UnknownMemberIdError,
+            RebalanceInProgressError,
+            IllegalGenerationError,
+            IllegalStateError,  # a partition is no longer assigned
+        ) as exc:
+            cause = exc.__cause__ if isinstance(exc, CommitFailedError) else None
+            msg = type(cause or exc).__name__
+            raise MembershipLost(msg) from exc
+
+    async def still_member(self) -> bool:
+        """False when the group no longer counts this member (it was expelled: a blocked
+        event loop sent no heartbeat for a session); asks the coordinator with a heartbeat.
+
+        True when it cannot tell: the commit that follows then finds out.
+        """
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        member = getattr(coordinator, "member_id", None)
+        if coordinator is None or member is None:
+            return True
+        if not member:  # aiokafka knows already: it rejoins under a new member id
+            return False
+        from aiokafka.protocol.group import HeartbeatRequest  # internals, guarded
+
+        try:
+            request = HeartbeatRequest(self._group, coordinator.generation, member)
+            response = await coordinator._send_req(request)
+        except Exception:
+            return True
+        error = for_code(response.error_code)
+        if error in (UnknownMemberIdError, IllegalGenerationError):
+            coordinator.reset_generation()  # aiokafka rejoins
+            return False
+        return True
+
+    def pause(self, tps: Sequence[TP]) -> None:
+        """Fetch nothing from `tps` until `resume` (their tasks are not built yet)."""
+        owned = self._consumer.assignment()
+        parts = [tp for p in tps if (tp := TopicPartition(*p)) in owned]
+        if parts:
+            self._consumer.pause(*parts)
+
+    def resume(self, tps: Sequence[TP]) -> None:
+        """Fetch from `tps` again."""
+        owned = self._consumer.assignment()
+        parts = [tp for p in tps if (tp := TopicPartition(*p)) in owned]
+        if parts:
+            self._consumer.resume(*parts)
 
     async def committed(self, tp: TP) -> int | None:
         """The group's committed offset of `tp`, or None."""
@@ -500,6 +565,12 @@ class KafkaTransport:
         for partition, key, value, ts, headers in records:
             parts[partition].add(producer, key, value, ts, headers)
         return (await self._send_buffers({topic: parts})).get(topic, {})
+
+    def discard(self) -> None:
+        """Drop every record written but not flushed (their tasks were dropped)."""
+        for parts in self._buffers.values():
+            for buf in parts:
+                buf.batch, buf.full = None, []
 
     def written_end(self, tp: TP) -> int:
         """One past the last offset this process's acked writes reached in `tp` (0: none)."""

@@ -148,6 +148,7 @@ class MemoryConsumer:
         self._committed = broker.committed.setdefault(group, {})
         self._tps = [(t, p) for t in topics for p in range(len(broker.logs[t]))]
         self._positions = {tp: self._committed.get(tp, 0) for tp in self._tps}
+        self._paused: set[TP] = set()
 
     def assignment(self) -> frozenset[TP]:
         """Every partition of the subscribed topics."""
@@ -160,7 +161,10 @@ class MemoryConsumer:
         logs = self._broker.logs
         positions = self._positions
         result: dict[TP, list[Message]] = {}
-        for tp in self._tps if partitions is None else partitions:
+        tps = self._tps if partitions is None else partitions
+        if self._paused:
+            tps = [tp for tp in tps if tp not in self._paused]
+        for tp in tps:
             pos = positions[tp]
             part = logs[tp[0]][tp[1]]
             if isinstance(part, Log) and pos < part.base:
@@ -208,6 +212,18 @@ class MemoryConsumer:
     async def commit(self, offsets: Mapping[TP, int]) -> None:
         """Store the group's positions."""
         self._committed.update(offsets)
+
+    def pause(self, tps: Sequence[TP]) -> None:
+        """Fetch nothing from `tps` until `resume` (their tasks are not built yet)."""
+        self._paused.update(tps)
+
+    def resume(self, tps: Sequence[TP]) -> None:
+        """Fetch from `tps` again."""
+        self._paused.difference_update(tps)
+
+    async def still_member(self) -> bool:
+        """Always: the only member of its group."""
+        return True
 
     async def committed(self, tp: TP) -> int | None:
         """The committed offset of `tp`, or None."""
@@ -299,6 +315,9 @@ class MemoryTransport:
     def written_end(self, tp: TP) -> int:
         """One past the last offset written to `tp`: every write is acknowledged at once."""
         return self.broker.logs[tp[0]][tp[1]].end
+
+    def discard(self) -> None:
+        """Nothing to drop: records land in their logs as they are written."""
 
     async def flush(self) -> None:
         """Writes are already in the log."""

@@ -13,8 +13,9 @@ Two things must be true before a task processes a record:
 
 from __future__ import annotations
 
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -33,6 +34,10 @@ __all__ = ["POSITION_HEADER", "Recovery", "encode_position"]
 
 POSITION_HEADER = "fg.pos"
 """Changelog header holding the source offset(s) a stored value reflects."""
+
+
+_ORIGIN_WRITER = struct.Struct(">II")
+"""The start of an origin header (see `task.ORIGIN`): sub-topology id and task partition."""
 
 
 class Recovery:
@@ -60,32 +65,58 @@ class Recovery:
         """A new assignment: read the checkpoints afresh when a task first needs them."""
         self._noted = None
 
-    async def recover_writes(self, task: Task) -> None:
-        """Learn what `task` wrote after its last commit, so its replay writes nothing twice.
+    async def recover_writes(
+        self, tasks: Task | Sequence[Task], interrupted: Callable[[], bool] = lambda: False
+    ) -> bool:
+        """Learn what `tasks` wrote after their last commits, so their replays write nothing
+        twice; False if `interrupted()` said to give up first.
 
-        Its checkpoint says where its output topics ended at its last commit; everything of
-        its own from there on (origin header with its partition) was written by the run that
-        crashed, for inputs it will now process again. Those (entry, offset, sequence) marks
-        let the task's writers skip exactly those records.
+        Each task's checkpoint says where its output topics ended at its last commit;
+        everything of its own from there on (origin header with its sub-topology and
+        partition) was written by the run that crashed, for inputs it will now process
+        again. Those (entry, offset, sequence) marks let the task's writers skip exactly
+        those records. All tasks of an assignment are recovered together: one end-offset
+        lookup for every output partition, and each partition read once, from the earliest
+        checkpoint among the tasks that write it, each origin going to the task it names.
         """
+        if isinstance(tasks, Task):
+            tasks = [tasks]
+        if not tasks:
+            return True
         if self._noted is None:  # read once per assignment, not once per task
             self._noted = await self._checkpoints()
-        noted = self._noted.get(_task_key(task), {})
-        for topic in task.written_topics():
-            for r in range(self.plan.topic(topic).partitions):
-                tp = (topic, r)
-                start = int(noted.get(topic, {}).get(r, 0))
-                end = await self.transport.end_offset(tp)
-                self.scan_from[tp] = max(self.scan_from.get(tp, 0), end)
-                while start < end:
-                    chunk = await self.transport.read(tp, start, min(end, start + 50_000))
-                    if not chunk:
-                        break
-                    for _k, _v, _ts, _o, headers in chunk:
-                        for name, value in headers or ():
-                            if name == ORIGIN_HEADER:
-                                task.note_written(topic, r, value)
-                    start = chunk[-1][3] + 1
+        starts: dict[TP, int] = {}
+        owners: dict[tuple[int, int], tuple[Task, dict[TP, int]]] = {}
+        for task in tasks:
+            noted = self._noted.get(_task_key(task), {})
+            own: dict[TP, int] = {}
+            for topic in task.written_topics():
+                for r in range(self.plan.topic(topic).partitions):
+                    start = own[(topic, r)] = int(noted.get(topic, {}).get(r, 0))
+                    starts[(topic, r)] = min(starts.get((topic, r), start), start)
+            owners[(task.sub.id, task.partition)] = (task, own)
+        ends = await self.transport.end_offsets(list(starts))
+        unpack = _ORIGIN_WRITER.unpack_from
+        for tp, first in starts.items():
+            if interrupted():
+                return False
+            end = ends[tp]
+            self.scan_from[tp] = max(self.scan_from.get(tp, 0), end)
+            topic, r = tp
+            start = first
+            while start < end:
+                chunk = await self.transport.read(tp, start, min(end, start + 50_000))
+                if not chunk:
+                    break
+                for _k, _v, _ts, offset, headers in chunk:
+                    for name, value in headers or ():
+                        if name == ORIGIN_HEADER:
+                            owner = owners.get(unpack(value))
+                            # only what the task wrote after its own checkpoint
+                            if owner is not None and offset >= owner[1].get(tp, 0):
+                                owner[0].note_written(topic, r, value)
+                start = chunk[-1][3] + 1
+        return True
 
     async def _checkpoints(self) -> dict[str, dict[str, dict[int, int]]]:
         """The latest checkpoint of every task of this graph, by task key."""
@@ -134,17 +165,38 @@ class Recovery:
 
     async def restore(self, store: StorePartition, tp: TP) -> None:
         """Bring `store` up to the end of its changelog before any record is processed."""
-        start = store.changelog_offset()
-        end = await self.transport.end_offset(tp)
-        if start is not None and start >= end:
-            # The local state is ahead of its changelog: it was written against another
-            # broker (a fresh memory:// one, or a recreated topic), so its offsets mean
-            # nothing here. As Kafka Streams does, drop it and rebuild from the changelog.
-            store.clear()
-            start = None
-        start = 0 if start is None else start + 1
-        with quiet_gc():
-            await self._restore_range(store, tp, start, end)
+        await self.restore_all([(store, tp)])
+
+    async def restore_all(
+        self,
+        stores: Sequence[tuple[StorePartition, TP]],
+        interrupted: Callable[[], bool] = lambda: False,
+        restored: Callable[[int], None] = lambda index: None,
+    ) -> bool:
+        """Restore each store from its changelog partition; one end-offset lookup for all.
+
+        Checks `interrupted()` before each store (False: given up, the rest not restored)
+        and calls `restored(i)` after the i-th one, for progress.
+        """
+        if not stores:
+            return True
+        ends = await self.transport.end_offsets([tp for _, tp in stores])
+        for index, (store, tp) in enumerate(stores):
+            if interrupted():
+                return False
+            start = store.changelog_offset()
+            end = ends[tp]
+            if start is not None and start >= end:
+                # The local state is ahead of its changelog: it was written against another
+                # broker (a fresh memory:// one, or a recreated topic), so its offsets mean
+                # nothing here. As Kafka Streams does, drop it and rebuild from the changelog.
+                store.clear()
+                start = None
+            start = 0 if start is None else start + 1
+            with quiet_gc():
+                await self._restore_range(store, tp, start, end)
+            restored(index)
+        return True
 
     async def _restore_range(self, store: StorePartition, tp: TP, start: int, end: int) -> None:
         kc, vc = self.codecs[tp[0]]

@@ -13,7 +13,15 @@ from typing import Any, Protocol, runtime_checkable
 
 from planner.physical import TopicSpec
 
-__all__ = ["TP", "Consumer", "InProcessTransport", "Message", "OutRecord", "Transport"]
+__all__ = [
+    "TP",
+    "Consumer",
+    "InProcessTransport",
+    "MembershipLost",
+    "Message",
+    "OutRecord",
+    "Transport",
+]
 
 TP = tuple[str, int]
 """A topic partition."""
@@ -25,6 +33,11 @@ Push = Callable[[Any, Any, float, int, Any], None]
 """``push(key, value, timestamp, offset, headers)``: hand one record to a step."""
 Write = Callable[[int, Any, Any, float, Any], None]
 """``write(partition, key, value, timestamp, headers)``: send one record to a topic."""
+
+
+class MembershipLost(Exception):
+    """A commit found that the group no longer counts this member as the owner of its
+    partitions (expelled after a silent session, or a rebalance went on without it)."""
 
 
 class Consumer(Protocol):
@@ -64,7 +77,21 @@ class Consumer(Protocol):
         ...
 
     async def commit(self, offsets: Mapping[TP, int]) -> None:
-        """Record that everything before these offsets is processed."""
+        """Record that everything before these offsets is processed; `MembershipLost` if
+        the group gave the partitions away meanwhile."""
+        ...
+
+    async def still_member(self) -> bool:
+        """False when the group has expelled this member (asked before a commit that comes
+        late, when heartbeats may have been held up); True when in doubt."""
+        ...
+
+    def pause(self, tps: Sequence[TP]) -> None:
+        """Fetch nothing from `tps` (assigned, tasks still restoring) until `resume`."""
+        ...
+
+    def resume(self, tps: Sequence[TP]) -> None:
+        """Fetch from `tps` again."""
         ...
 
     async def committed(self, tp: TP) -> int | None:
@@ -128,6 +155,10 @@ class Transport(Protocol):
 
     async def flush(self) -> None:
         """Wait until every record given to a `writer` is acknowledged."""
+        ...
+
+    def discard(self) -> None:
+        """Drop records given to a `writer` and not flushed yet (their tasks are gone)."""
         ...
 
     async def produce(self, topic: str, records: Sequence[OutRecord]) -> dict[int, int]:

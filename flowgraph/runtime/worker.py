@@ -21,6 +21,7 @@ graves takes part in the next commit even if it processes nothing.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,14 +49,31 @@ from flowgraph.runtime.stats import (
     derive_step_counts,
 )
 from flowgraph.runtime.task import Failure, Task
-from flowgraph.runtime.transport import TP, Consumer, InProcessTransport, OutRecord, Transport
+from flowgraph.runtime.transport import (
+    TP,
+    Consumer,
+    InProcessTransport,
+    MembershipLost,
+    OutRecord,
+    Transport,
+)
 from flowgraph.runtime.window_views import WindowedTableView
 from flowgraph.runtime.windowed import WindowedAggregateOp
 from flowgraph.serde import AutoCodec, Codec
 from planner import logical as lg
 from planner.physical import PhysicalPlan
 
-__all__ = ["DEFAULT_MAX_IDLE", "DEFAULT_MAX_SKEW", "RunStats", "Worker", "topic_codecs"]
+__all__ = [
+    "DEFAULT_MAX_IDLE",
+    "DEFAULT_MAX_SKEW",
+    "PHASES",
+    "Restoring",
+    "RunStats",
+    "Worker",
+    "topic_codecs",
+]
+
+log = logging.getLogger("flowgraph")
 
 
 DEFAULT_MAX_BATCH = 2_000
@@ -66,6 +84,24 @@ COMMIT_EVERY = 100_000
 COMMIT_INTERVAL = 1.0
 """Seconds at most between commits while records flow."""
 FEED_CHUNK = 5_000
+WAITING_REPORT = 30.0
+"""Seconds without an assignment or progress after which a worker logs what it waits for."""
+PHASES = ("connecting", "joining", "restoring", "running", "waiting")
+"""`Worker.phase` values; waiting: in the group, but owning no partition."""
+
+
+class Restoring:
+    """Progress of the restore under way: tasks restored of those to restore, records read."""
+
+    __slots__ = ("done", "records", "total")
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.total = 0
+        self.records = 0
+
+    def __repr__(self) -> str:
+        return f"Restoring(done={self.done}, total={self.total}, records={self.records})"
 
 
 def _position_header(entry: Entry) -> tuple[tuple[str, bytes], ...]:
@@ -99,11 +135,20 @@ class Worker:
         max_skew: float = DEFAULT_MAX_SKEW,
         max_idle: float = DEFAULT_MAX_IDLE,
         crash_point: Callable[[str], None] | None = None,
+        waiting_report: float = WAITING_REPORT,
     ) -> None:
         """`crash_point` is fault injection for tests: called with the name of each point
         passed (in-batch, after-produce, after-store, after-commit, in-restore), it may raise
-        or kill the process there (see `flowgraph.runtime.faults`)."""
+        or kill the process there (see `flowgraph.runtime.faults`). After `waiting_report`
+        seconds with no partition or no progress, the worker logs what it waits for
+        (`waiting_for`), and again every `waiting_report` seconds while that lasts."""
         _check_settings(max_batch, max_skew, max_idle)
+        if isinstance(waiting_report, bool) or not (
+            isinstance(waiting_report, int | float) and waiting_report > 0
+        ):
+            msg = f"waiting_report must be a number of seconds > 0, got {waiting_report!r}"
+            raise ConfigurationError(msg)
+        self.waiting_report = float(waiting_report)
         self.plan = plan
         self.transport = transport
         self.backend = backend
@@ -127,6 +172,25 @@ class Worker:
         self._joined = False
         """True once the group gave this worker its partitions (maybe none), and no
         rebalance has begun since."""
+        self._pending: set[TP] = set()
+        """Assigned partitions whose tasks are not built yet: `_build` restores their state
+        in `step`, outside the rebalance callback (fetching them is paused meanwhile)."""
+        self._generation = 0
+        """Counts the assignments taken away (revoked or lost): a build under way that sees
+        it change gives up, since what it builds is no longer this worker's."""
+        self._stop: asyncio.Event | None = None
+        """The run's stop event, checked between the partitions a build restores."""
+        self.restoring = Restoring()
+        """Progress of the restore under way (or the last one)."""
+        self._progress_at = self._phase_since = self._fetched_at = time.monotonic()
+        """When the worker last processed a record, and when its phase last changed."""
+        self._reported = 0.0
+        """When `waiting_for` was last logged."""
+        self._phase = "connecting"
+        self._inputs = ", ".join(repr(t.name) for t in plan.topics if t.role == "source")
+        self.lost_memberships = 0
+        """Times a commit found this worker out of its group (it then rejoined)."""
+        self._reader = {t: sub for sub in plan.subtopologies for t in sub.source_topics}
         self._lock = asyncio.Lock()
         """Held while processing and committing, so a rebalance never cuts a batch in two."""
         self._positions: dict[TP, int] = {}
@@ -173,59 +237,131 @@ class Worker:
             self.plan.graph_id, entry_topics, self._on_assigned, self._on_revoked
         )
         if self.transport.in_process:  # one member owns everything, at once
-            await self._assign(self._consumer.assignment())
-            self._joined = True
+            await self._on_assigned(self._consumer.assignment())
+            await self._build()
+            if self._failure is not None:
+                raise self._failure
 
     async def _on_assigned(self, assignment: frozenset[TP]) -> None:
-        """A rebalance gave this worker `assignment`: restore its stores, build its tasks.
+        """A rebalance gave this worker `assignment`: note it, and fetch nothing from it yet.
 
-        The consumer calls this and only logs what it raises, so a failure (a changelog
-        that cannot be restored) is kept and raised by the next `step`: the run stops on it
-        instead of going on without the state.
+        Nothing slow happens here: the consumer sends no heartbeat while a rebalance
+        callback runs, so restoring state here (seconds to minutes) would get the member
+        expelled. The next `step` restores the stores and builds the tasks (`_build`).
         """
-        async with self._lock:
-            try:
-                await self._assign(assignment)
-            except Exception as exc:
-                self._failure = exc
-            self._joined = True
+        new = {tp for tp in assignment if tp not in self.tasks}
+        if self._consumer is not None and new:
+            self._consumer.pause(sorted(new))
+        self._pending |= new
+        self.recovery.begin()  # checkpoints are read afresh for this assignment
+        self._joined = True
 
     async def _on_revoked(self, revoked: frozenset[TP]) -> None:
         """A rebalance takes `revoked` away: commit everything, then drop their tasks."""
         self._joined = False  # until the rebalance settles: an idle worker then leaves cleanly
+        self._generation += 1  # a build under way stops: its partitions may be gone
         async with self._lock:
             await self.commit()
             if self._touched:  # graves this commit wrote: one more deletes them for good
                 await self.commit()
-            gone = {id(t) for tp, t in self.tasks.items() if tp in revoked}
-            for task in self._all_tasks:
-                if id(task) in gone:
-                    self.stats.retire(task.tally())  # its step counts outlive it
-                    for name in task.stores:
-                        self.stores.pop((name, task.partition), None)
-            self.tasks = {tp: t for tp, t in self.tasks.items() if id(t) not in gone}
-            self.schedule.drop(revoked)
-            for tp in revoked:
-                self._tails.pop(tp, None)
-            self._all_tasks = [t for t in self._all_tasks if id(t) not in gone]
+            self._drop(revoked)
 
-    async def _assign(self, assignment: frozenset[TP]) -> None:
-        self.recovery.begin()
-        by_topic = {t: sub for sub in self.plan.subtopologies for t in sub.source_topics}
-        # Downstream first, so a repartition topic read in this process can be wired to its
-        # readers before the tasks that write it are compiled.
-        for sub in reversed(self.plan.subtopologies):
-            for p in range(sub.partitions):
-                if not any((t, p) in assignment for t in sub.source_topics):
-                    continue
-                if any((t, p) in self.tasks for t in sub.source_topics):
-                    continue  # already running here
+    def _drop(self, tps: frozenset[TP] | set[TP]) -> None:
+        """Forget the tasks of `tps` (and their stores, buffers and pending builds)."""
+        self._pending -= tps
+        gone = {id(t) for tp, t in self.tasks.items() if tp in tps}
+        for task in self._all_tasks:
+            if id(task) in gone:
+                self.stats.retire(task.tally())  # its step counts outlive it
+                for name in task.stores:
+                    self.stores.pop((name, task.partition), None)
+                self._touched.pop(id(task), None)
+        self.tasks = {tp: t for tp, t in self.tasks.items() if id(t) not in gone}
+        self.schedule.drop(tps)
+        for tp in tps:
+            self._tails.pop(tp, None)
+            self._positions.pop(tp, None)
+        self._all_tasks = [t for t in self._all_tasks if id(t) not in gone]
+
+    def _lost(self, exc: MembershipLost) -> None:
+        """A commit found this worker out of the group: drop every task, wait for the rejoin.
+
+        Its partitions are another member's (or will be this one's again after the
+        rejoin), which replays them from the last committed offsets. That is exact: stored
+        entries carry the offsets applied to them (a replayed record is not applied twice)
+        and written records carry origins (a replayed input writes nothing twice).
+        """
+        lost = set(self.tasks) | self._pending
+        log.warning(
+            "worker of group %r lost its membership (%s): dropped %d partitions and their "
+            "uncommitted positions; rejoining",
+            self.plan.graph_id,
+            exc,
+            len(lost),
+        )
+        self._joined = False
+        self._generation += 1
+        if self._consumer is not None:  # fetch nothing more for what is no longer ours
+            self._consumer.pause(sorted(lost))
+        self._drop(lost)
+        self._since_commit = 0
+        self.lost_memberships += 1
+
+    def _interrupted(self, generation: int) -> bool:
+        """True when a build must stop: the run is stopping or the assignment changed."""
+        return self._generation != generation or (self._stop is not None and self._stop.is_set())
+
+    async def _build(self) -> bool:
+        """Restore the stores and build the tasks of the pending partitions; False when
+        interrupted (see `_interrupted`): what is left stays pending for the next step.
+
+        Every task is restored and has recovered what it wrote before it processes a
+        record: its stores hold what their changelogs hold, its writers know the records a
+        crashed run wrote for the inputs it replays (see recovery.py). The end offsets of
+        all changelogs, and of all output partitions, are each read in one request.
+        """
+        generation = self._generation
+        pending = set(self._pending)
+        units = [
+            (sub, p)
+            for sub in reversed(self.plan.subtopologies)  # downstream first: see below
+            for p in range(sub.partitions)
+            if any((t, p) in pending for t in sub.source_topics)
+            and not any((t, p) in self.tasks for t in sub.source_topics)
+        ]
+        progress = self.restoring
+        progress.done, progress.total, progress.records = 0, len(units), 0
+        restored_before = self.stats.restored
+        try:
+            restores: list[tuple[StorePartition, TP]] = []
+            unit_stores: list[dict[str, StorePartition]] = []
+            last_store: set[int] = set()  # indexes in `restores` that complete a task
+            for sub, p in units:
                 stores: dict[str, StorePartition] = {}
                 for spec in self.plan.stores:
                     if any(s.id == spec.step for s in sub.steps):
-                        store = self.backend.open(spec.name, p)
-                        await self.recovery.restore(store, (spec.changelog, p))
-                        stores[spec.name] = self.stores[(spec.name, p)] = store
+                        stores[spec.name] = store = self.backend.open(spec.name, p)
+                        restores.append((store, (spec.changelog, p)))
+                if stores:
+                    last_store.add(len(restores) - 1)
+                else:
+                    progress.done += 1  # nothing to restore
+                unit_stores.append(stores)
+
+            def restored(index: int) -> None:
+                progress.records = self.stats.restored - restored_before
+                if index in last_store:
+                    progress.done += 1
+                self._report_waiting()
+
+            def interrupted() -> bool:
+                progress.records = self.stats.restored - restored_before
+                return self._interrupted(generation)
+
+            if not await self.recovery.restore_all(restores, interrupted, restored):
+                return False
+            recovering: list[Task] = []
+            for (sub, p), stores in zip(units, unit_stores, strict=True):
                 task = Task(
                     self.plan,
                     sub,
@@ -239,21 +375,51 @@ class Worker:
                     windows=self._windows,
                 )
                 if task.tag_origins:
-                    await self.recovery.recover_writes(task)
-                self._all_tasks.append(task)
-                # All its partitions are merged when what it writes reaches windows
-                # through repartition topics (its order is their readers' order); else
-                # only its task's own inputs, as in Kafka Streams.
-                group = sub.id if sub.id in self._time_ordered else (sub.id, p)
-                for t in sub.source_topics:
-                    if (t, p) in assignment and by_topic[t] is sub:
-                        self.tasks[(t, p)] = task
-                        source = t in self._source_topics
-                        handle = ((t, p), task, id(task), task.runner(t), source)
-                        self.schedule.assign((t, p), group, handle)
-            for t in sub.source_topics:
-                if self.plan.topic(t).role == "repartition":
-                    await self._wire_direct(t)
+                    recovering.append(task)
+                else:
+                    # In process, records of a repartition topic read here may skip the log:
+                    # its readers (downstream, built first) are wired before the tasks that
+                    # write it are compiled. No recovery is needed there.
+                    self._publish(task, pending)
+                    for t in sub.source_topics:
+                        if self.plan.topic(t).role == "repartition":
+                            await self._wire_direct(t)
+            if not await self.recovery.recover_writes(recovering, interrupted):
+                return False
+            if self._interrupted(generation):
+                return False
+            for task in recovering:
+                self._publish(task, pending)
+        except Exception as exc:
+            # A changelog that cannot be restored: the run stops on it (raised by `step`)
+            # instead of going on without the state.
+            self._failure = exc
+            return False
+        progress.done = progress.total
+        progress.records = self.stats.restored - restored_before
+        return True
+
+    def _publish(self, task: Task, assignment: set[TP]) -> None:
+        """Hand `task` its partitions: it is restored and knows what it wrote."""
+        sub, p = task.sub, task.partition
+        self._all_tasks.append(task)
+        for name, store in task.stores.items():
+            self.stores[(name, p)] = store
+        # All its partitions are merged when what it writes reaches windows through
+        # repartition topics (its order is their readers' order); else only its task's
+        # own inputs, as in Kafka Streams.
+        group = sub.id if sub.id in self._time_ordered else (sub.id, p)
+        mine = [
+            (t, p) for t in sub.source_topics if (t, p) in assignment and self._reader[t] is sub
+        ]
+        for tp in mine:
+            self.tasks[tp] = task
+            source = tp[0] in self._source_topics
+            handle = (tp, task, id(task), task.runner(tp[0]), source)
+            self.schedule.assign(tp, group, handle)
+        self._pending.difference_update(mine)
+        assert self._consumer is not None
+        self._consumer.resume(mine)
 
     async def _wire_direct(self, topic: str) -> None:
         """Hand records for `topic` straight to the tasks that read it, when that is exact.
@@ -268,6 +434,7 @@ class Worker:
             not isinstance(transport, InProcessTransport)
             or transport.encoded
             or self._consumer is None
+            or topic in self._direct
         ):
             return
         parts = self.plan.topic(topic).partitions
@@ -302,6 +469,62 @@ class Worker:
             await self.transport.stop()
             self.stats.finished = time.monotonic()
 
+    # -- what it waits for -------------------------------------------------------------
+
+    @property
+    def phase(self) -> str:
+        """What the worker does now, one of `PHASES`: connecting (to the broker), joining
+        (its group), restoring (state of partitions just assigned), running, or waiting
+        (in the group, but owning no partition)."""
+        if self._consumer is None:
+            phase = "connecting"
+        elif not self._joined:
+            phase = "joining"
+        elif self._pending:
+            phase = "restoring"
+        elif not self.tasks:
+            phase = "waiting"
+        else:
+            phase = "running"
+        if phase != self._phase:
+            self._phase, self._phase_since = phase, time.monotonic()
+        return phase
+
+    def waiting_for(self) -> str | None:
+        """One short sentence saying what the worker waits for; None while records flow."""
+        phase = self.phase
+        now = time.monotonic()
+        if phase == "connecting":
+            return f"connecting to {self.transport.url}"
+        if phase == "joining":
+            return f"joining group {self.plan.graph_id!r}"
+        if phase == "restoring":
+            r = self.restoring
+            return f"restoring {r.done} of {r.total} tasks ({r.records:,} records)"
+        if phase == "waiting":
+            return (
+                f"no partitions assigned for {now - self._phase_since:.0f} s: the group has "
+                f"more members than partitions of {self._inputs}?"
+            )
+        quiet = now - max(self._progress_at, self._phase_since)
+        if quiet < self.waiting_report:
+            return None
+        return f"no records for {quiet:.0f} s on {self._inputs}"
+
+    def _report_waiting(self) -> None:
+        """Log what the worker waits for, once it has waited `waiting_report` seconds (and
+        again every `waiting_report` seconds while it still waits)."""
+        now = time.monotonic()
+        if now - self._reported < self.waiting_report:
+            return
+        sentence = self.waiting_for()
+        if sentence is None or now - max(self._progress_at, self._phase_since) < (
+            self.waiting_report
+        ):
+            return
+        self._reported = now
+        log.warning("flowgraph worker of group %r: %s", self.plan.graph_id, sentence)
+
     # -- running -------------------------------------------------------------------------
 
     async def run(
@@ -326,6 +549,7 @@ class Worker:
         """
         limit = DeadLetterLimit.of(max_dead_letters)
         over = False
+        self._stop = stop
         group = None
         if until_idle and not self.transport.in_process:
             assert self._consumer is not None, "start() first"
@@ -350,6 +574,7 @@ class Worker:
                     continue
                 async with self._lock:
                     await self.commit()
+                self._report_waiting()
                 if until_idle and all(f.done for f in self._feeders):
                     if group is None:  # in process: one member, owning every partition
                         if await self._consumer_caught_up():
@@ -400,7 +625,10 @@ class Worker:
             return
         async with self._lock:  # a rebalance waits; one that began since leaves `_joined` off
             if self._joined and set(ahead) <= self._consumer.assignment():
-                await self._consumer.commit(ahead)
+                try:
+                    await self._consumer.commit(ahead)
+                except MembershipLost as exc:
+                    self._lost(exc)
 
     async def step(self, budget: int | None = None, timeout: float = 0.0) -> bool:
         """Fetch for the partitions whose buffers run low, then run what the schedule hands
@@ -412,6 +640,10 @@ class Worker:
         assert self._consumer is not None, "start() first"
         if self._failure is not None:
             raise self._failure
+        if self._pending and not await self._build():
+            if self._failure is not None:
+                raise self._failure
+            return False  # stopping, or the assignment changed meanwhile
         for feeder in self._feeders:
             if not feeder.done:
                 await self.transport.produce(feeder.topic, feeder.chunk(FEED_CHUNK))
@@ -424,12 +656,15 @@ class Worker:
             if wanted or not pending  # every buffer full: no fetch; none assigned yet: all
             else {}
         )
+        self._fetched_at = time.monotonic()  # the event loop ran (heartbeats went out)
         if self._failure is not None:  # a rebalance during the fetch could not assign
             raise self._failure
         async with self._lock:
             for tp, messages in batches.items():
                 task = self.tasks.get(tp)
-                if task is None:  # revoked by a rebalance since the fetch
+                if task is None:  # revoked by a rebalance since the fetch, or not built yet
+                    if tp in self._pending:  # assigned during the fetch: read them once built
+                        self._consumer.seek(tp, messages[0][3])
                     continue
                 if task.stampers and tp[0] in task.stampers:
                     messages = self._stamp(task, tp, messages)
@@ -442,9 +677,12 @@ class Worker:
             for mark in self._direct_marks:
                 mark()
             self._tick_tasks()
+            now = time.monotonic()
+            if processed:
+                self._progress_at = now
             if (
                 self._since_commit >= self.commit_every
-                or time.monotonic() - self._last_commit >= self.commit_interval
+                or now - self._last_commit >= self.commit_interval
             ):
                 await self.commit()
         return True
@@ -516,7 +754,9 @@ class Worker:
     async def _consumer_caught_up(self) -> bool:
         """True when every assigned partition (if any) has been read to its end and processed."""
         assert self._consumer is not None
-        return not self.schedule.pending() and await self._consumer.caught_up()
+        return (
+            not self._pending and not self.schedule.pending() and await self._consumer.caught_up()
+        )
 
     async def commit(self) -> None:
         """Make everything processed since the last commit durable, in the durability order.
@@ -530,6 +770,17 @@ class Worker:
             for mark in self._direct_marks:
                 mark()
         if not self._touched:
+            return
+        assert self._consumer is not None
+        if (
+            self._last_commit - self._fetched_at > self.transport.session_timeout / 2
+            and not await self._consumer.still_member()
+        ):
+            # Blocked so long that no heartbeat went out, and the group expelled this
+            # worker: another member may own its partitions by now, so nothing processed
+            # since the last commit is written (it is replayed there).
+            self.transport.discard()
+            self._lost(MembershipLost("expelled from the group"))
             return
         touched = list(self._touched.values())
         self._touched.clear()  # cleared in place: direct writers hold this dict
@@ -597,7 +848,14 @@ class Worker:
             store.write(dirty, changelog_offset=last[store.partition])
         self._crash_point("after-store")
         assert self._consumer is not None
-        await self._consumer.commit(positions)
+        try:
+            await self._consumer.commit(positions)
+        except MembershipLost as exc:
+            # The stores and changelogs hold what was processed, which is fine: whoever
+            # owns the partitions now replays them from the committed offsets, and the
+            # offsets in the stored entries keep those records from being applied twice.
+            self._lost(exc)
+            return
         self._crash_point("after-commit")
         for task in touched:
             if task.has_graves:  # deleted keys: the next commit deletes their graves for good

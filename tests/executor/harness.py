@@ -56,25 +56,37 @@ class Outcome:
         return result
 
 
-def _decode_log(codecs: Mapping[str, tuple[Any, Any]], broker: MemoryBroker,
-                topic: str) -> list[tuple[Any, Any]]:
+def _decode_log(
+    codecs: Mapping[str, tuple[Any, Any]], broker: MemoryBroker, topic: str
+) -> list[tuple[Any, Any]]:
     kc, vc = codecs[topic]
     return [
-        (k if k is None or kc is None else kc.decode(k),
-         v if v is None or vc is None else vc.decode(v))
-        for part in broker.logs[topic] for k, v, _ts, _o, _h in part
+        (
+            k if k is None or kc is None else kc.decode(k),
+            v if v is None or vc is None else vc.decode(v),
+        )
+        for part in broker.logs[topic]
+        for k, v, _ts, _o, _h in part
     ]
 
 
 def _dead_letters(broker: MemoryBroker, topic: str) -> list[DeadLetter]:
     return [
         DeadLetter(k, v, {name: value.decode() for name, value in (h or ()) if name != "fg.o"})
-        for part in broker.logs[topic] for k, v, _ts, _o, h in part
+        for part in broker.logs[topic]
+        for k, v, _ts, _o, h in part
     ]
 
 
-def via_driver(build: Build, values: Iterable[Any], *, value_type: object = int,
-               store: str = "memory://", partitions: int = 1, encode: bool = True) -> Outcome:
+def via_driver(
+    build: Build,
+    values: Iterable[Any],
+    *,
+    value_type: object = int,
+    store: str = "memory://",
+    partitions: int = 1,
+    encode: bool = True,
+) -> Outcome:
     """`TestDriver`: a source topic ``in``; each value sent (key None) and processed at once.
 
     `encode=False` lets internal topics hold Python objects: only there can a table keep a
@@ -94,8 +106,15 @@ def via_driver(build: Build, values: Iterable[Any], *, value_type: object = int,
         )
 
 
-def via_run(build: Build, values: Iterable[Any], *, value_type: object = int,
-            store: str = "memory://", partitions: int = 1, encode: bool = True) -> Outcome:
+def via_run(
+    build: Build,
+    values: Iterable[Any],
+    *,
+    value_type: object = int,
+    store: str = "memory://",
+    partitions: int = 1,
+    encode: bool = True,
+) -> Outcome:
     """`fg.run` over ``source_from(values)``, batched; outputs read from its memory broker.
 
     `encode` is ignored: `fg.run` on memory:// passes Python objects through internal topics.
@@ -109,8 +128,11 @@ def via_run(build: Build, values: Iterable[Any], *, value_type: object = int,
     plan = worker.plan
     return Outcome(
         tables=result.tables,
-        outputs={t.name: _decode_log(worker.codecs, broker, t.name)
-                 for t in plan.topics if t.role == "sink"},
+        outputs={
+            t.name: _decode_log(worker.codecs, broker, t.name)
+            for t in plan.topics
+            if t.role == "sink"
+        },
         dead_letters=_dead_letters(broker, plan.dlq),
         source_topic=f"{GRAPH}-in-feed",
     )
@@ -134,17 +156,23 @@ class Cluster:
     last_tables: dict[str, dict[Any, Any]] = attrs.field(factory=dict)
     """Every table as the last run left it."""
 
-    def run(self, records: Mapping[str, Iterable[tuple[int, Any, Any]]] | None = None,
-            *, max_batch: int = 1000) -> Worker:
+    def run(
+        self,
+        records: Mapping[str, Iterable[tuple[int, Any, Any]]] | None = None,
+        *,
+        max_batch: int = 1000,
+    ) -> Worker:
         """Start a worker, append ``(partition, key bytes, value bytes)`` records, run idle."""
         return asyncio.run(self._run(records or {}, max_batch))
 
-    async def _run(self, records: Mapping[str, Iterable[tuple[int, Any, Any]]],
-                   max_batch: int) -> Worker:
+    async def _run(
+        self, records: Mapping[str, Iterable[tuple[int, Any, Any]]], max_batch: int
+    ) -> Worker:
         if self.backend is None or self.store != "memory://":
             self.backend = open_backend(self.store)
-        worker = Worker(self.graph.plan(), MemoryTransport(self.broker), self.backend,
-                        max_batch=max_batch)
+        worker = Worker(
+            self.graph.plan(), MemoryTransport(self.broker), self.backend, max_batch=max_batch
+        )
         await worker.start()
         for topic, recs in records.items():
             self.broker.append(topic, [(p, k, v, 0.0, None) for p, k, v in recs])

@@ -64,14 +64,14 @@ def test_reduce(execute):
 
 
 def test_aggregate_with_a_value_initial(execute):
-    out = execute(lambda s: s.key_by(mod3).aggregate(100, lambda acc, v: acc - v, name="a"),
-                  VALUES)
+    out = execute(lambda s: s.key_by(mod3).aggregate(100, lambda acc, v: acc - v, name="a"), VALUES)
     assert out.tables == {"a": {k: 100 - sum(vs) for k, vs in GROUPS.items()}}
 
 
 def test_aggregate_with_a_factory_initial(execute):
-    out = execute(lambda s: s.key_by(mod3).aggregate(list, lambda acc, v: [*acc, v], name="a"),
-                  VALUES)
+    out = execute(
+        lambda s: s.key_by(mod3).aggregate(list, lambda acc, v: [*acc, v], name="a"), VALUES
+    )
     assert out.tables == {"a": GROUPS}
 
 
@@ -108,7 +108,8 @@ def test_changes_through_stateless_steps(execute):
     out = execute(build, VALUES)
     assert out.by_key("even") == {
         k: [n * 100 for n in range(1, len(vs) + 1) if n % 2 == 0]
-        for k, vs in GROUPS.items() if len(vs) >= 2
+        for k, vs in GROUPS.items()
+        if len(vs) >= 2
     }
 
 
@@ -121,8 +122,7 @@ def test_two_aggregates_over_one_key_by(execute):
     out = execute(build, VALUES)
     assert out.tables == {
         "c": {k: len(vs) for k, vs in GROUPS.items()},
-        "s": {k: sum(v for v in vs if v > 2) for k, vs in GROUPS.items()
-              if any(v > 2 for v in vs)},
+        "s": {k: sum(v for v in vs if v > 2) for k, vs in GROUPS.items() if any(v > 2 for v in vs)},
     }
 
 
@@ -170,15 +170,15 @@ def test_co_partitioned_merge_of_keyed_sources():
     b = g.source("b", key_type=int, value_type=int, partitions=2)
     a.merge(b).count(name="c").changes().to("out")
     cluster = Cluster(g)
-    cluster.run({
-        "a": [(k % 2, b"%d" % k, b"1") for k in (0, 1, 2, 3, 0)],
-        "b": [(k % 2, b"%d" % k, b"1") for k in (0, 3, 3)],
-    })
+    cluster.run(
+        {
+            "a": [(k % 2, b"%d" % k, b"1") for k in (0, 1, 2, 3, 0)],
+            "b": [(k % 2, b"%d" % k, b"1") for k in (0, 3, 3)],
+        }
+    )
     assert cluster.last_tables == {"c": {0: 3, 1: 1, 2: 1, 3: 3}}
     assert sorted(cluster.output("out"))[-1] == (3, 3)
     assert isinstance(cluster.broker, MemoryBroker)
-
-
 
 
 def test_key_by_merged_back_with_its_own_source():

@@ -70,8 +70,9 @@ class RecordingTransport(MemoryTransport):
         await super().flush()
         self.events.append(("flushed",))
 
-    async def consumer(self, group: str, topics: Sequence[str], on_assigned: Any = None,
-                       on_revoked: Any = None) -> MemoryConsumer:
+    async def consumer(
+        self, group: str, topics: Sequence[str], on_assigned: Any = None, on_revoked: Any = None
+    ) -> MemoryConsumer:
         consumer = RecordingConsumer(self.broker, group, topics)
         consumer.events = self.events
         return consumer
@@ -93,8 +94,7 @@ def run_recorded(values: list[int]) -> tuple[list[Event], Any]:
 
     async def main() -> Any:
         transport = RecordingTransport(events)
-        worker = Worker(g.plan(), transport, RecordingBackend(events), max_batch=2,
-                        commit_every=4)
+        worker = Worker(g.plan(), transport, RecordingBackend(events), max_batch=2, commit_every=4)
         await worker.start()
         for i, v in enumerate(values):
             transport.broker.append("in", [(i % 2, b"%d" % (i % 3), b"%d" % v, float(i), None)])

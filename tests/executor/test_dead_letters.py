@@ -26,8 +26,15 @@ def choke(v: int) -> int:
     return v
 
 
-def headers(out, step: str, *, error: str = "ValueError", message: str = f"bad {BAD}",
-            topic: str | None = None, offset: int = 2) -> dict[str, str]:
+def headers(
+    out,
+    step: str,
+    *,
+    error: str = "ValueError",
+    message: str = f"bad {BAD}",
+    topic: str | None = None,
+    offset: int = 2,
+) -> dict[str, str]:
     return {
         "error.type": error,
         "error.message": message,
@@ -42,21 +49,29 @@ GOOD = [v for v in VALUES if v != BAD]
 
 # (build, expected sink outputs or tables) per failing step; the failing step is named "x".
 CASES: dict[str, tuple[Callable[[fg.Stream], object], dict[str, object]]] = {
-    "map": (lambda s: s.map(lambda v: choke(v) * 10, name="x").to("out"),
-            {"out": [(None, v * 10) for v in GOOD]}),
-    "filter": (lambda s: s.filter(lambda v: choke(v) > 0, name="x").to("out"),
-               {"out": [(None, v) for v in GOOD]}),
-    "flat_map": (lambda s: s.flat_map(lambda v: [choke(v)] * 2, name="x").to("out"),
-                 {"out": [(None, v) for v in GOOD for _ in range(2)]}),
-    "key_by": (lambda s: s.key_by(lambda v: choke(v) % 2, name="x").to("out"),
-               {"out": [(v % 2, v) for v in GOOD]}),
-    "peek": (lambda s: s.peek(choke, name="x").to("out"),
-             {"out": [(None, v) for v in GOOD]}),
+    "map": (
+        lambda s: s.map(lambda v: choke(v) * 10, name="x").to("out"),
+        {"out": [(None, v * 10) for v in GOOD]},
+    ),
+    "filter": (
+        lambda s: s.filter(lambda v: choke(v) > 0, name="x").to("out"),
+        {"out": [(None, v) for v in GOOD]},
+    ),
+    "flat_map": (
+        lambda s: s.flat_map(lambda v: [choke(v)] * 2, name="x").to("out"),
+        {"out": [(None, v) for v in GOOD for _ in range(2)]},
+    ),
+    "key_by": (
+        lambda s: s.key_by(lambda v: choke(v) % 2, name="x").to("out"),
+        {"out": [(v % 2, v) for v in GOOD]},
+    ),
+    "peek": (lambda s: s.peek(choke, name="x").to("out"), {"out": [(None, v) for v in GOOD]}),
     "sum": (lambda s: s.sum(choke, name="x"), {"x": {None: sum(GOOD)}}),
-    "reduce": (lambda s: s.reduce(lambda a, b: a + choke(b), name="x"),
-               {"x": {None: sum(GOOD)}}),
-    "aggregate": (lambda s: s.aggregate(0, lambda acc, v: acc + choke(v), name="x"),
-                  {"x": {None: sum(GOOD)}}),
+    "reduce": (lambda s: s.reduce(lambda a, b: a + choke(b), name="x"), {"x": {None: sum(GOOD)}}),
+    "aggregate": (
+        lambda s: s.aggregate(0, lambda acc, v: acc + choke(v), name="x"),
+        {"x": {None: sum(GOOD)}},
+    ),
 }
 
 
@@ -123,8 +138,9 @@ def test_a_failing_sink_callable(execute):
 
 
 def test_a_value_the_sink_cannot_encode(execute):
-    out = execute(lambda s: s.map(lambda v: "x" if v == BAD else v).to("out", value_type=int),
-                  VALUES)
+    out = execute(
+        lambda s: s.map(lambda v: "x" if v == BAD else v).to("out", value_type=int), VALUES
+    )
     assert out.outputs == {"out": [(None, v) for v in GOOD]}
     (letter,) = out.dead_letters
     assert letter.headers["error.type"] == "SerializationError"
@@ -177,13 +193,15 @@ def test_values_that_do_not_decode():
         assert driver.output("out") == [(1, 10), (2, 30)]
         assert driver.table("c") == {1: 1, 2: 1}
         value_letter, key_letter = driver.dead_letters()
-        assert driver.output(DLQ) == [(value_letter.key, value_letter.value),
-                                      (key_letter.key, key_letter.value)]
+        assert driver.output(DLQ) == [
+            (value_letter.key, value_letter.value),
+            (key_letter.key, key_letter.value),
+        ]
     assert (value_letter.key, value_letter.value) == (b"1", b"not a number")
     assert value_letter.headers == {
         "error.type": "SerializationError",
         "error.message": "cannot decode value of topic 'in': not a decimal integer: "
-                         "b'not a number'",
+        "b'not a number'",
         "error.step": "in",
         "source.topic": "in",
         "source.partition": "0",

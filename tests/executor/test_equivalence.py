@@ -44,12 +44,16 @@ def self_fed(case: Case) -> bool:
     plan = case.graph.plan()
     return any(
         isinstance(s, Repartition) and s.inputs[0] in sub.step_ids
-        for sub in plan.subtopologies for s in sub.steps
+        for sub in plan.subtopologies
+        for s in sub.steps
     )
 
 
-SETTINGS = settings(max_examples=200, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def run_driver(case: Case, max_batch: int) -> Result:
@@ -71,7 +75,7 @@ def run_driver(case: Case, max_batch: int) -> Result:
                 per = noted.setdefault(name, {})
                 for k, values in per_key(pairs).items():
                     run = per.setdefault(k, [])
-                    run += [(i, k, v) for v in values[len(run):]]  # a key's records only grow
+                    run += [(i, k, v) for v in values[len(run) :]]  # a key's records only grow
         assert driver.dead_letters() == []
         tables = {s.step: contents(driver.table(s.step)) for s in plan.stores}
         names = seen()
@@ -107,8 +111,9 @@ def run_worker(case: Case, max_batch: int) -> Result:
         for t in plan.topics:
             if t.role == "sink":
                 kc, vc = worker.codecs[t.name]
-                outputs[t.name] = [(kc.decode(k), vc.decode(v))
-                                   for k, v, *_ in broker.records(t.name)]
+                outputs[t.name] = [
+                    (kc.decode(k), vc.decode(v)) for k, v, *_ in broker.records(t.name)
+                ]
         return Result(tables=tables, outputs=outputs)
 
     result = asyncio.run(main())
@@ -216,10 +221,19 @@ def test_reference_windows_on_a_known_graph():
     inputs = [("src0", 0, 5, 1.0), ("src0", 0, 7, 2.0), ("src0", 1, 1, 3.0)]
     seen = interpret(g.to_logical(), inputs)
     W = fg.WindowKey
-    assert seen.tables == {"s": {W(0, 0, 2): 5, W(0, 1, 3): 12, W(0, 2, 4): 7,
-                                 W(1, 2, 4): 1, W(1, 3, 5): 1}}
-    assert seen.outputs == {"out": [(W(0, 0, 2), 5), (W(0, 1, 3), 5), (W(0, 1, 3), 12),
-                                    (W(0, 2, 4), 7), (W(1, 2, 4), 1), (W(1, 3, 5), 1)]}
+    assert seen.tables == {
+        "s": {W(0, 0, 2): 5, W(0, 1, 3): 12, W(0, 2, 4): 7, W(1, 2, 4): 1, W(1, 3, 5): 1}
+    }
+    assert seen.outputs == {
+        "out": [
+            (W(0, 0, 2), 5),
+            (W(0, 1, 3), 5),
+            (W(0, 1, 3), 12),
+            (W(0, 2, 4), 7),
+            (W(1, 2, 4), 1),
+            (W(1, 3, 5), 1),
+        ]
+    }
     promised = guarantees(g.to_logical())
     assert promised.tables == {"s": "exact"}
 

@@ -110,8 +110,7 @@ def test_replay_of_a_co_partitioned_merge():
     a.merge(b).sum(name="sum")
     cluster = Cluster(g)
     cluster.run({"a": records(range(10)), "b": records(range(100, 110))})
-    expected = {k: sum(per_key(range(10))[k]) + sum(per_key(range(100, 110))[k])
-                for k in range(4)}
+    expected = {k: sum(per_key(range(10))[k]) + sum(per_key(range(100, 110))[k]) for k in range(4)}
     assert cluster.last_tables == {"sum": expected}
     cluster.reset_committed(["a"])
     cluster.run({"b": records(range(1000, 1002))})
@@ -126,8 +125,10 @@ def test_replay_of_a_co_partitioned_merge():
 def repartitioned(async_fold: bool) -> fg.Graph:
     g = fg.Graph("t")
     keyed = g.source("in", key_type=int, value_type=int, partitions=2).key_by(
-        lambda v: v % 3, name="mod3")
+        lambda v: v % 3, name="mod3"
+    )
     if async_fold:
+
         async def plus_one(acc: int, v: int) -> int:
             await asyncio.sleep(0)
             return acc + 1

@@ -50,8 +50,7 @@ def run_batch(g: fg.Graph, values: list[int], ts: float) -> tuple[Any, list[Any]
         finally:
             await worker.stop()
         kc, vc = topic_codecs(plan, in_process=True)["out"]
-        updates = [(kc.decode(k), vc.decode(v)) for part in broker.logs["out"]
-                   for k, v, *_ in part]
+        updates = [(kc.decode(k), vc.decode(v)) for part in broker.logs["out"] for k, v, *_ in part]
         dead = [v for part in broker.logs[plan.dlq] for _, v, *_ in part]
         return table, updates, dead
 
@@ -79,8 +78,9 @@ def graph(window: str, fold: str) -> fg.Graph:
 
 @pytest.mark.parametrize("fold", sorted(FOLDS))
 @pytest.mark.parametrize("window", list(WINDOWS))
-@pytest.mark.parametrize("values", [[1, BAD, 2], [BAD, 1, 2], [1, 2, BAD]],
-                         ids=["middle", "first", "last"])
+@pytest.mark.parametrize(
+    "values", [[1, BAD, 2], [BAD, 1, 2], [1, 2, BAD]], ids=["middle", "first", "last"]
+)
 def test_a_fold_failing_mid_batch_keeps_the_good_records_of_its_key(window, fold, values):
     _, ts, windows = WINDOWS[window]
     table, updates, dead = run_batch(graph(window, fold), values, ts)

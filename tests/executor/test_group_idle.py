@@ -43,8 +43,12 @@ class Script:
 
     def idle(self, stall_timeout: float = 10.0) -> GroupIdle:
         return GroupIdle(
-            "g", [SRC, REP], self.ends, self.committed,
-            stall_timeout=stall_timeout, clock=lambda: self.now,
+            "g",
+            [SRC, REP],
+            self.ends,
+            self.committed,
+            stall_timeout=stall_timeout,
+            clock=lambda: self.now,
         )
 
 
@@ -164,9 +168,7 @@ class Member(MemoryTransport):
 
 
 class _Owning(MemoryConsumer):
-    def __init__(
-        self, member: Member, group: str, topics: Sequence[str], on_assigned: Any
-    ) -> None:
+    def __init__(self, member: Member, group: str, topics: Sequence[str], on_assigned: Any) -> None:
         super().__init__(member.broker, group, topics)
         self._tps = [tp for tp in self._tps if tp[1] in member.partitions]
         self._on_assigned = on_assigned
@@ -191,16 +193,24 @@ def write_clicks(broker: MemoryBroker, clicks: list[str], *, skew: int = 1) -> N
     spread = [0, 1] + [2, 3] * skew
     broker.ensure("gi-clicks", PARTS)
     broker.append(
-        "gi-clicks", [(spread[i % len(spread)], f"user-{i}".encode(), u.encode(), 0.0, None)
-                      for i, u in enumerate(clicks)],
+        "gi-clicks",
+        [
+            (spread[i % len(spread)], f"user-{i}".encode(), u.encode(), 0.0, None)
+            for i, u in enumerate(clicks)
+        ],
     )
 
 
 async def member(
     broker: MemoryBroker, partitions: set[int], fetch_time: float = 0.0, **run: Any
 ) -> Worker:
-    worker = Worker(make_graph().plan(), Member(broker, partitions, fetch_time),
-                    open_backend("memory://"), max_batch=50, commit_every=100)
+    worker = Worker(
+        make_graph().plan(),
+        Member(broker, partitions, fetch_time),
+        open_backend("memory://"),
+        max_batch=50,
+        commit_every=100,
+    )
     await worker.start()
     try:
         await worker.run(until_idle=True, idle_wait=0.001, **run)
@@ -228,10 +238,12 @@ def test_two_members_started_together_both_stop_only_when_the_group_is_done() ->
     write_clicks(broker, clicks, skew=4)
 
     async def both() -> list[Worker]:
-        return list(await asyncio.gather(
-            member(broker, {0, 1}, stall_timeout=5.0),
-            member(broker, {2, 3}, fetch_time=0.002, stall_timeout=5.0),
-        ))
+        return list(
+            await asyncio.gather(
+                member(broker, {0, 1}, stall_timeout=5.0),
+                member(broker, {2, 3}, fetch_time=0.002, stall_timeout=5.0),
+            )
+        )
 
     workers = asyncio.run(both())
     assert left_in(broker) == {}

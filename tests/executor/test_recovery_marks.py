@@ -39,10 +39,21 @@ class Rig:
         self.hash_codecs = {t.name: codec_or(t.key_type, AutoCodec()) for t in self.plan.topics}
 
     def task(self, partition: int) -> Task:
-        writers = {t.name: self.transport.writer(t.name) for t in self.plan.topics
-                   if t.role in ("repartition", "sink", "dlq")}
-        return Task(self.plan, self.plan.subtopologies[0], partition, {}, self.codecs,
-                    self.hash_codecs, writers, tag_origins=True)
+        writers = {
+            t.name: self.transport.writer(t.name)
+            for t in self.plan.topics
+            if t.role in ("repartition", "sink", "dlq")
+        }
+        return Task(
+            self.plan,
+            self.plan.subtopologies[0],
+            partition,
+            {},
+            self.codecs,
+            self.hash_codecs,
+            writers,
+            tag_origins=True,
+        )
 
     def recovery(self) -> Recovery:
         return Recovery(self.plan, self.transport, self.codecs, RunStats(), lambda _: None)
@@ -50,8 +61,9 @@ class Rig:
     def inputs(self, values: list[int], first: int = 0, topic: str = "in") -> list[Any]:
         """Input records of `values`, at offsets from `first`."""
         kc, vc = self.codecs[topic]
-        return [(kc.encode(v % 3), vc.encode(v), float(o), o, None)
-                for o, v in enumerate(values, first)]
+        return [
+            (kc.encode(v % 3), vc.encode(v), float(o), o, None) for o, v in enumerate(values, first)
+        ]
 
     def out(self, topic: str = "out") -> list[int]:
         _, vc = self.codecs[topic]
@@ -74,8 +86,9 @@ def test_a_replay_after_a_crash_writes_every_output_once():
         await recovery.write_checkpoints([first, other])  # a commit
         await first.process("in", records[2:5])  # written, then a crash before the commit
         await other.process("in", rig.inputs([52], first=20))  # the other task goes on
-        assert rig.out() == sorted([*values[:5], *(v + 100 for v in values[:5]),
-                                    50, 51, 52, 150, 151, 152])
+        assert rig.out() == sorted(
+            [*values[:5], *(v + 100 for v in values[:5]), 50, 51, 52, 150, 151, 152]
+        )
         again = rig.task(0)
         await rig.recovery().recover_writes(again)
         marks = dict(again.dedupe)

@@ -85,8 +85,9 @@ def test_a_restarted_worker_continues_after_a_repartition(tmp_path):
     cluster.run({"in": batch(range(10))})
     assert cluster.last_tables["sum"] == {0: 0 + 3 + 6 + 9, 1: 1 + 4 + 7, 2: 2 + 5 + 8}
     cluster.run({"in": batch(range(10, 16))})
-    assert cluster.last_tables["sum"] == {k: sum(v for v in range(16) if v % 3 == k)
-                                          for k in range(3)}
+    assert cluster.last_tables["sum"] == {
+        k: sum(v for v in range(16) if v % 3 == k) for k in range(3)
+    }
 
 
 def test_state_lost_on_disk_is_restored_from_the_changelog(tmp_path):

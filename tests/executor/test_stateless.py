@@ -142,6 +142,7 @@ def test_records_as_json(execute):
     rows = [{"user": "a", "n": 1}, {"user": "b", "n": 2}, {"user": "a", "n": 3}]
     out = execute(
         lambda s: s.key_by(lambda r: r["user"], name="user").map(lambda r: r["n"]).to("out"),
-        rows, value_type="json",
+        rows,
+        value_type="json",
     )
     assert out.outputs["out"] == [("a", 1), ("b", 2), ("a", 3)]

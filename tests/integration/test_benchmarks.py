@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
         ),
         ("bench_kafka.py", ["--records", "5000", "--restore-records", "5000"], "restore from"),
         ("bench_async.py", ["--records", "1000", "--rounds", "1"], "slow"),
+        ("bench_startup.py", ["--partitions", "4", "--records-per-partition", "100"], "first"),
     ],
 )
 def test_a_benchmark_runs_on_a_small_input(script: str, args: list[str], expect: str) -> None:

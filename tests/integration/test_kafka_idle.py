@@ -89,7 +89,10 @@ def test_two_workers_started_together_stop_when_the_group_is_done(
     procs = [
         subprocess.Popen(
             worker_cmd(job.target, broker, tmp_path / f"w{i}", "--until-idle"),
-            cwd=ROOT, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=ROOT,
+            env=worker_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         )
         for i in (1, 2)
@@ -137,26 +140,46 @@ def test_a_group_that_cannot_finish_exits_3_saying_what_is_left(
     by_partition = write_input(kafka, job.topic, first, key="user")
     holder_log = tmp_path / "holder.log"
     holder = start_worker(
-        job.target, f"{kafka.url}?session_timeout_ms=15000&heartbeat_interval_ms=1000",
-        tmp_path / "holder", holder_log,
+        job.target,
+        f"{kafka.url}?session_timeout_ms=15000&heartbeat_interval_ms=1000",
+        tmp_path / "holder",
+        holder_log,
     )
     try:
-        wait_for("the holder owns every partition",
-                 lambda: owned(tmp_path / "holder", job.store) == {0, 1, 2, 3}, 60, [holder_log])
+        wait_for(
+            "the holder owns every partition",
+            lambda: owned(tmp_path / "holder", job.store) == {0, 1, 2, 3},
+            60,
+            [holder_log],
+        )
         wait_for(
             "the holder committed the first input, repartitioned records too",
-            lambda: sum(committed(kafka, job.graph_id, job.topic, 4).values()) == len(first)
-            and set(left_in_group(kafka, job).values()) == {0},
-            60, [holder_log],
+            lambda: (
+                sum(committed(kafka, job.graph_id, job.topic, 4).values()) == len(first)
+                and set(left_in_group(kafka, job).values()) == {0}
+            ),
+            60,
+            [holder_log],
         )
         holder.send_signal(signal.SIGSTOP)
         by_partition = write_input(kafka, job.topic, later, create=False, key="user")
         stall = 4.0
         started = time.monotonic()
         proc = subprocess.run(
-            worker_cmd(job.target, f"{kafka.url}?{FAST_GROUP}", tmp_path / "w", "--until-idle",
-                       "--stall-timeout", str(stall)),
-            cwd=ROOT, env=worker_env(), capture_output=True, text=True, timeout=90, check=False,
+            worker_cmd(
+                job.target,
+                f"{kafka.url}?{FAST_GROUP}",
+                tmp_path / "w",
+                "--until-idle",
+                "--stall-timeout",
+                str(stall),
+            ),
+            cwd=ROOT,
+            env=worker_env(),
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
         )
         took = time.monotonic() - started
     finally:

@@ -29,8 +29,10 @@ def imported_roots(tree: ast.AST) -> set[str]:
             roots.add(node.module.split(".")[0])
         elif (
             isinstance(node, ast.Call)
-            and (getattr(node.func, "id", None) == "__import__"
-                 or getattr(node.func, "attr", None) == "import_module")
+            and (
+                getattr(node.func, "id", None) == "__import__"
+                or getattr(node.func, "attr", None) == "import_module"
+            )
             and node.args
             and isinstance(node.args[0], ast.Constant)
             and isinstance(node.args[0].value, str)
@@ -69,7 +71,11 @@ def test_importing_every_planner_module_loads_nothing_forbidden():
         "print(len(sys.modules))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=PLANNER.parent,
-        timeout=60, check=False,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=PLANNER.parent,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr

@@ -43,24 +43,45 @@ def test_one_store_per_aggregate_named_after_the_step():
         Source(id="in", topic="in", partitions=2, key_type=str, value_type=int),
         Aggregate(id="per_user", inputs=("in",), agg="count", value_type=int),
         KeyBy(id="parity", inputs=("in",), fn=parity, key_type=int, value_type=int),
-        Repartition(id="parity-repartition", inputs=("parity",),
-                    topic="clicks-parity-repartition", partitions=5,
-                    key_type=int, value_type=int),
+        Repartition(
+            id="parity-repartition",
+            inputs=("parity",),
+            topic="clicks-parity-repartition",
+            partitions=5,
+            key_type=int,
+            value_type=int,
+        ),
         Map(id="half", inputs=("parity-repartition",), fn=parity, key_type=int, value_type=int),
         Aggregate(id="total", inputs=("half",), agg="sum", value_type=float),
     )
     assert stores_of(plan) == (
-        StoreSpec(name="clicks-per_user", step="per_user", changelog="clicks-per_user-changelog",
-                  partitions=2, key_type=str, value_type=int),
-        StoreSpec(name="clicks-total", step="total", changelog="clicks-total-changelog",
-                  partitions=5, key_type=int, value_type=float),
+        StoreSpec(
+            name="clicks-per_user",
+            step="per_user",
+            changelog="clicks-per_user-changelog",
+            partitions=2,
+            key_type=str,
+            value_type=int,
+        ),
+        StoreSpec(
+            name="clicks-total",
+            step="total",
+            changelog="clicks-total-changelog",
+            partitions=5,
+            key_type=int,
+            value_type=float,
+        ),
     )
 
 
 def test_store_for():
-    plan = assign_stores(physical(
-        Source(id="in", topic="in"), Aggregate(id="count", inputs=("in",), agg="count"),
-    ), OPTS)
+    plan = assign_stores(
+        physical(
+            Source(id="in", topic="in"),
+            Aggregate(id="count", inputs=("in",), agg="count"),
+        ),
+        OPTS,
+    )
     assert plan.store_for("count").name == "clicks-count"
 
 
@@ -70,6 +91,12 @@ def test_a_table_from_a_topic_gets_a_store_like_an_aggregation():
         Aggregate(id="profile", inputs=("users",), agg="latest", value_type=dict),
     )
     assert stores_of(plan) == (
-        StoreSpec(name="clicks-profile", step="profile", changelog="clicks-profile-changelog",
-                  partitions=3, key_type=str, value_type=dict),
+        StoreSpec(
+            name="clicks-profile",
+            step="profile",
+            changelog="clicks-profile-changelog",
+            partitions=3,
+            key_type=str,
+            value_type=dict,
+        ),
     )

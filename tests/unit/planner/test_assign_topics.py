@@ -39,7 +39,11 @@ def topics_of(plan: PhysicalPlan) -> tuple[TopicSpec, ...]:
 
 DLQ = TopicSpec(name="g-dlq", partitions=1, role="dlq", value_type=bytes)
 CHECKPOINTS = TopicSpec(
-    name="g-checkpoints", partitions=1, role="checkpoint", key_type=str, value_type=bytes,
+    name="g-checkpoints",
+    partitions=1,
+    role="checkpoint",
+    key_type=str,
+    value_type=bytes,
     configs=COMPACT,
 )
 
@@ -63,8 +67,14 @@ def test_repartition_and_compacted_changelog():
     plan = stored(
         Source(id="in", topic="clicks", partitions=4, value_type=dict),
         KeyBy(id="by_url", inputs=("in",), fn=by_url, key_type=str, value_type=dict),
-        Repartition(id="by_url-repartition", inputs=("by_url",), topic="g-by_url-repartition",
-                    partitions=4, key_type=str, value_type=dict),
+        Repartition(
+            id="by_url-repartition",
+            inputs=("by_url",),
+            topic="g-by_url-repartition",
+            partitions=4,
+            key_type=str,
+            value_type=dict,
+        ),
         Aggregate(id="per_url", inputs=("by_url-repartition",), agg="count", value_type=int),
         Changes(id="updates", inputs=("per_url",), key_type=str, value_type=int),
         Sink(id="out", inputs=("updates",), topic="per-url", key_type=str, value_type=int),
@@ -72,11 +82,22 @@ def test_repartition_and_compacted_changelog():
     topics = topics_of(plan)
     assert topics == (
         TopicSpec(name="clicks", partitions=4, role="source", value_type=dict),
-        TopicSpec(name="g-by_url-repartition", partitions=4, role="repartition",
-                  key_type=str, value_type=dict),
+        TopicSpec(
+            name="g-by_url-repartition",
+            partitions=4,
+            role="repartition",
+            key_type=str,
+            value_type=dict,
+        ),
         TopicSpec(name="per-url", partitions=4, role="sink", key_type=str, value_type=int),
-        TopicSpec(name="g-per_url-changelog", partitions=4, role="changelog",
-                  key_type=str, value_type=int, configs=COMPACT),
+        TopicSpec(
+            name="g-per_url-changelog",
+            partitions=4,
+            role="changelog",
+            key_type=str,
+            value_type=int,
+            configs=COMPACT,
+        ),
         DLQ,
         CHECKPOINTS,
     )

@@ -78,11 +78,13 @@ def test_stateful_step_is_a_task_of_its_own():
         Map(id="inc2", inputs=("updates",), fn=inc),
         Sink(id="out", inputs=("inc2",), topic="out"),
     )
-    assert tasks_of(fused(plan)) == [(
-        task("in", "inc"),
-        task("count", stateful=True),
-        task("updates", "inc2", "out"),
-    )]
+    assert tasks_of(fused(plan)) == [
+        (
+            task("in", "inc"),
+            task("count", stateful=True),
+            task("updates", "inc2", "out"),
+        )
+    ]
 
 
 def test_branches_of_one_entry_fuse_into_one_task_in_order():
@@ -143,8 +145,9 @@ def test_fuse_off_gives_one_task_per_step():
 
 
 def test_switching_the_option_refuses_a_fused_plan():
-    plan = physical(SRC, Map(id="inc", inputs=("in",), fn=inc),
-                    Sink(id="out", inputs=("inc",), topic="out"))
+    plan = physical(
+        SRC, Map(id="inc", inputs=("in",), fn=inc), Sink(id="out", inputs=("inc",), topic="out")
+    )
     on = fused(plan)
     off = fused(on, UNFUSED)
     assert off is not on
@@ -163,8 +166,10 @@ def test_tasks_never_cross_a_repartition():
     )
     (sub,) = plan.subtopologies
     assert sub.step_ids == ("in", "kb", "kb-repartition", "count", "both", "out")
-    assert tasks_of(fused(plan)) == [(
-        task("in", "kb"),
-        task("kb-repartition", "both", "out"),
-        task("count", stateful=True),
-    )]
+    assert tasks_of(fused(plan)) == [
+        (
+            task("in", "kb"),
+            task("kb-repartition", "both", "out"),
+            task("count", stateful=True),
+        )
+    ]

@@ -118,8 +118,9 @@ def test_merge_of_sources_with_different_partitions_repartitions_before_the_aggr
     b = Source(id="b", topic="b", partitions=4)
     merged = Merge(id="both", inputs=("a", "b"))
     count = Aggregate(id="count", inputs=("both",), agg="count")
-    rep = Repartition(id="count-repartition", inputs=("both",), topic="g-count-repartition",
-                      partitions=4)
+    rep = Repartition(
+        id="count-repartition", inputs=("both",), topic="g-count-repartition", partitions=4
+    )
     assert assert_fixed_point(plan_of(a, b, merged, count)) == plan_of(
         a, b, merged, rep, rewire(count, rep.id)
     )
@@ -142,8 +143,9 @@ def test_merge_of_two_key_bys_repartitions_before_the_aggregate():
     kb = KeyBy(id="kb", inputs=("b",), fn=by_user)
     merged = Merge(id="both", inputs=("ka", "kb"))
     count = Aggregate(id="count", inputs=("both",), agg="count")
-    rep = Repartition(id="count-repartition", inputs=("both",), topic="g-count-repartition",
-                      partitions=2)
+    rep = Repartition(
+        id="count-repartition", inputs=("both",), topic="g-count-repartition", partitions=2
+    )
     assert assert_fixed_point(plan_of(a, b, ka, kb, merged, count)) == plan_of(
         a, b, ka, kb, merged, rep, rewire(count, rep.id)
     )
@@ -166,8 +168,12 @@ def test_anonymous_key_by_feeding_only_a_sink_is_fine():
 
 
 def test_key_by_feeding_only_a_sink_needs_no_repartition():
-    plan = plan_of(SRC, KB, Map(id="shout", inputs=("by_user",), fn=shout),
-                   Sink(id="out", inputs=("shout",), topic="out"))
+    plan = plan_of(
+        SRC,
+        KB,
+        Map(id="shout", inputs=("by_user",), fn=shout),
+        Sink(id="out", inputs=("shout",), topic="out"),
+    )
     assert assert_fixed_point(plan) is plan
 
 
@@ -213,7 +219,9 @@ def test_partitioning_of():
     b = Source(id="b", topic="b", partitions=2)
     c = Source(id="c", topic="c", partitions=3)
     plan = plan_of(
-        a, b, c,
+        a,
+        b,
+        c,
         Map(id="m", inputs=("a",), fn=shout),
         KeyBy(id="k", inputs=("m",), fn=shout),
         Filter(id="f", inputs=("k",), fn=is_long),
@@ -237,7 +245,9 @@ def test_partitioning_of():
 def test_repartition_id_clashing_with_a_user_step_is_a_clear_error():
     clash = Map(id="by_user-repartition", inputs=("by_user",), fn=shout)
     logical = plan_of(
-        SRC, KB, clash,
+        SRC,
+        KB,
+        clash,
         Sink(id="out", inputs=("by_user-repartition",), topic="out"),
         Aggregate(id="count", inputs=("by_user",), agg="count"),
     )

@@ -42,8 +42,11 @@ def test_pass_order():
 
 @pytest.mark.parametrize(
     ("stage", "kind"),
-    [(Stage.LOGICAL, LogicalPlan), (Stage.PARTITIONED, LogicalPlan),
-     (Stage.PHYSICAL, PhysicalPlan)],
+    [
+        (Stage.LOGICAL, LogicalPlan),
+        (Stage.PARTITIONED, LogicalPlan),
+        (Stage.PHYSICAL, PhysicalPlan),
+    ],
 )
 def test_plan_until_returns_the_stage_type(stage, kind):
     assert type(planner.plan_until(build(), stage)) is kind

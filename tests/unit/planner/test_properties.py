@@ -21,8 +21,11 @@ from planner.passes.insert_repartitions import partitioning_of
 from tests.strategies import Case, cases
 
 OPTS = PlanOptions()
-SETTINGS = settings(max_examples=150, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @SETTINGS
@@ -85,8 +88,7 @@ def test_physical_plan_shape(case: Case):
         if t.role == "changelog":
             assert dict(t.configs) == {"cleanup.policy": "compact"}
     assert [s.name for s in plan.stores] == [
-        f"{gid}-{n.id}" for sub in plan.subtopologies for n in sub.steps
-        if isinstance(n, STATEFUL)
+        f"{gid}-{n.id}" for sub in plan.subtopologies for n in sub.steps if isinstance(n, STATEFUL)
     ]
     assert {s.changelog for s in plan.stores} == {
         t.name for t in plan.topics if t.role == "changelog"

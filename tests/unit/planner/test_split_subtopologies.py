@@ -58,8 +58,13 @@ def test_stateless_chain_is_one_subtopology():
 
 def test_repartition_cuts_the_plan():
     kb = KeyBy(id="parity", inputs=("in",), fn=parity)
-    rep = Repartition(id="parity-repartition", inputs=("parity",),
-                      topic="g-parity-repartition", partitions=5, reason="key changed")
+    rep = Repartition(
+        id="parity-repartition",
+        inputs=("parity",),
+        topic="g-parity-repartition",
+        partitions=5,
+        reason="key changed",
+    )
     count = Aggregate(id="count", inputs=("parity-repartition",), agg="count")
     updates = Changes(id="updates", inputs=("count",))
     sink = Sink(id="out", inputs=("updates",), topic="out")
@@ -69,10 +74,19 @@ def test_repartition_cuts_the_plan():
         graph_id="g",
         logical=plan,
         subtopologies=[
-            Subtopology(id=0, steps=(SRC, kb), partitions=3, source_topics=("in",),
-                        outputs=(("parity", "g-parity-repartition"),)),
-            Subtopology(id=1, steps=(rep, count, updates, sink), partitions=5,
-                        source_topics=("g-parity-repartition",)),
+            Subtopology(
+                id=0,
+                steps=(SRC, kb),
+                partitions=3,
+                source_topics=("in",),
+                outputs=(("parity", "g-parity-repartition"),),
+            ),
+            Subtopology(
+                id=1,
+                steps=(rep, count, updates, sink),
+                partitions=5,
+                source_topics=("g-parity-repartition",),
+            ),
         ],
     )
     assert result.subtopologies[1].cuts == ("key changed",)
@@ -105,8 +119,7 @@ def test_subtopology_width_is_its_widest_entry():
     """A source and a repartition topic that meet in one merge share a sub-topology."""
     a = Source(id="a", topic="a", partitions=2)
     kb = KeyBy(id="kb", inputs=("a",), fn=parity)
-    rep = Repartition(id="kb-repartition", inputs=("kb",), topic="g-kb-repartition",
-                      partitions=6)
+    rep = Repartition(id="kb-repartition", inputs=("kb",), topic="g-kb-repartition", partitions=6)
     b = Source(id="b", topic="b", partitions=3)
     merged = Merge(id="both", inputs=("kb-repartition", "b"))
     sink = Sink(id="out", inputs=("both",), topic="out")
