@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 import attrs
 
 from flowgraph._graph import Graph
-from flowgraph.errors import GroupStalledError
+from flowgraph.errors import GroupStalledError, Interrupted
 from flowgraph.runtime import open_transport
 from flowgraph.runtime.state import open_backend
 from flowgraph.runtime.worker import RunStats, Worker
@@ -21,6 +22,10 @@ from planner.physical import PhysicalPlan
 __all__ = ["RunResult", "run", "run_async", "run_blocking"]
 
 T = TypeVar("T")
+
+STOP_GRACE = 3.0
+"""Seconds a running worker gets after a stop request to finish its batch and commit before
+it is cancelled (a worker still starting is cancelled at once)."""
 
 
 @attrs.frozen
@@ -88,13 +93,21 @@ async def run_async(
     for name, value in (("max_batch", max_batch), ("max_skew", max_skew), ("max_idle", max_idle)):
         if value is not None:
             commits[name] = value
-    worker = Worker(plan, transport, backend, crash_point=crash_point, **commits)
+    try:
+        worker = Worker(plan, transport, backend, crash_point=crash_point, **commits)
+    except BaseException:
+        backend.close()
+        raise
     # On memory:// nothing outside this process can write, so an idle run is a finished one.
     idle_ends = transport.in_process if until_idle is None else until_idle
-    try:
+    started = False
+
+    async def work() -> tuple[dict[str, Any], dict[str, int], GroupStalledError | None]:
+        nonlocal started
         if on_worker is not None:
             on_worker(worker)
         await worker.start()
+        started = True
         if on_start is not None:
             on_start(worker)
         stalled: GroupStalledError | None = None
@@ -105,14 +118,83 @@ async def run_async(
         except GroupStalledError as exc:
             stalled = exc
         tables = {s.step: worker.table(s.step) for s in plan.stores}
-        counts = worker.step_counts()
-    finally:
-        await worker.stop()
+        return tables, worker.step_counts(), stalled
+
+    task = asyncio.ensure_future(work())
+    safe = [True]  # whether stop() may commit: False once a batch was cut short
+    try:
+        tables, counts, stalled = await _finish(task, stop, lambda: started, worker, safe)
+    except BaseException as first:
+        # The first error is what the caller sees; one from closing only goes with it.
+        try:
+            await worker.stop(commit=safe[0])
+        except BaseException as late:  # a note on the first error, never instead of it
+            first.add_note(f"while stopping after it: {type(late).__name__}: {late}")
+        raise
+    await worker.stop()
     result = RunResult(stats=worker.stats, tables=tables, step_counts=counts)
     if stalled is not None:
         stalled.result = result  # what this worker did, for a summary next to the error
         raise stalled
     return result
+
+
+async def _finish(
+    task: asyncio.Future[T],
+    stop: asyncio.Event | None,
+    started: Callable[[], bool],
+    worker: Worker,
+    safe: list[bool],
+) -> T:
+    """The result of `task` (a run's body), racing it against `stop`.
+
+    Once `stop` is set, a worker that has started gets `STOP_GRACE` seconds to finish its
+    batch, commit and return by itself (`Worker.run` checks `stop`); one still starting
+    (connecting, joining, restoring) is cancelled at once. Cancelling this coroutine (a
+    second signal) cancels the task at once too. Either way `Interrupted` (or the
+    cancellation) is raised, and `safe[0]` says whether committing what was processed is
+    still safe: not if the task was cut inside a batch or a commit.
+    """
+    try:
+        if stop is not None and not task.done():
+            stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if not task.done() and started():
+                await asyncio.wait({task}, timeout=STOP_GRACE)
+            if not task.done():
+                await _cut(task, worker, safe)
+                if started():
+                    msg = f"stopped while it was running; {_committed(safe)}"
+                else:
+                    msg = "stopped before the worker started; nothing was processed"
+                raise Interrupted(msg)
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await _cut(task, worker, safe)
+        raise
+
+
+async def _cut(task: asyncio.Future[Any], worker: Worker, safe: list[bool]) -> None:
+    """Cancel `task` and wait for it to end, noting whether it was inside a batch or a commit
+    (the worker holds its lock there): then nothing is committed, as after a crash."""
+    if task.done():
+        return
+    safe[0] = not worker._lock.locked()  # held by a batch, a commit or an assignment
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+
+
+def _committed(safe: list[bool]) -> str:
+    if safe[0]:
+        return "everything it processed is committed"
+    return (
+        "in the middle of a batch, a commit or a restore; what it processed since its last "
+        "commit is processed again by the next run"
+    )
 
 
 def run(
@@ -135,7 +217,10 @@ def run(
     """Run `graph` until it is idle (memory://, or `until_idle=True`), `max_events`, or a signal.
 
     SIGINT and SIGTERM stop it cleanly: the current batch finishes, state is flushed and
-    offsets are committed. `max_batch` (records fetched per partition at a time),
+    offsets are committed. A worker still starting (connecting, joining, restoring) stops at
+    once, and one that has not stopped `STOP_GRACE` seconds after the signal, or gets a
+    second one, is cut short; both raise `Interrupted`. Kafka clients and stores are closed
+    on every way out. `max_batch` (records fetched per partition at a time),
     `max_skew` (seconds of timestamp a run of one partition may go past another's next
     record; 0: strict timestamp order) and `max_idle` (seconds to wait for a partition not
     read to its end) tune how records are scheduled; see docs/concepts/windows.md.
@@ -149,10 +234,20 @@ def run(
     async def main() -> RunResult:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        this = asyncio.current_task()
+        forced = [False]
+
+        def on_signal() -> None:
+            if not stop.is_set():
+                stop.set()  # finish the batch, commit, return (see `_finish`)
+            elif this is not None:
+                forced[0] = True
+                this.cancel()  # a second signal: stop now
+
         installed = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, on_signal)
                 installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread, or no signal support: run without handlers
@@ -174,6 +269,12 @@ def run(
                 max_idle=max_idle,
                 stall_timeout=stall_timeout,
             )
+        except asyncio.CancelledError:
+            if not forced[0]:
+                raise
+            msg = "stopped at once by a second signal; what it processed since its last commit "
+            msg += "is processed again by the next run"
+            raise Interrupted(msg) from None
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)

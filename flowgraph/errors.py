@@ -10,7 +10,9 @@
     ├── ConfigurationError (ValueError)        bad broker/store URL, bad CLI target
     ├── SerializationError (ValueError)        bytes that do not decode into the declared type
     ├── RuntimeFailure                         a user step raised; wraps it with the step id
-    └── GroupStalledError                      an until-idle run gave up: the group cannot finish
+    ├── StorageError                           a state store's directory cannot be written
+    ├── GroupStalledError                      an until-idle run gave up: the group cannot finish
+    └── Interrupted                            a signal stopped a run before it could finish cleanly
 
 The planner-side classes are defined in `planner.errors` (the pure layer) and re-exported here.
 """
@@ -34,10 +36,12 @@ __all__ = [
     "GraphDefinitionError",
     "GraphValidationError",
     "GroupStalledError",
+    "Interrupted",
     "PlannerInternalError",
     "PlanningError",
     "RuntimeFailure",
     "SerializationError",
+    "StorageError",
 ]
 
 
@@ -115,3 +119,24 @@ class GroupStalledError(FlowgraphError):
             f"{stalled_for:.0f} s; another member holds these partitions or cannot process "
             "them; check the group's other workers, or give them more time with --stall-timeout"
         )
+
+
+class StorageError(FlowgraphError):
+    """A state store on disk failed: its directory cannot be written, is gone, or the disk is
+    full. `path` is where, `cause` what (e.g. "no space left on device"), in one sentence.
+
+    Found while opening, the same problem is a `ConfigurationError` (the setup is wrong);
+    found while running, it is this error, since the run stops with state not written.
+    """
+
+    def __init__(self, path: str, cause: str, *, what: str = "write state store") -> None:
+        self.path = path
+        self.cause = cause
+        super().__init__(f"cannot {what} at {path!r}: {cause}")
+
+
+class Interrupted(FlowgraphError):
+    """SIGINT/SIGTERM (or the `stop` event of `run_async`) ended a run that could not stop
+    cleanly: it was still starting (connecting, joining the group, restoring state), did not
+    stop within a few seconds (`STOP_GRACE`), or got a second signal. The message says
+    whether what was processed is committed."""

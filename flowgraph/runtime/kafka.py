@@ -340,6 +340,9 @@ class KafkaTransport:
                 await producer.stop()
                 await asyncio.sleep(0.5)
                 continue
+            except BaseException:  # cancelled (a stop request): leave nothing open
+                await producer.stop()
+                raise
             self._producer = producer
             break
         if self._producer is None:
@@ -362,19 +365,30 @@ class KafkaTransport:
         await self._reader.start()
 
     async def stop(self) -> None:
-        """Flush what is buffered and disconnect."""
-        try:
-            if self._producer is not None:
+        """Flush what is buffered and disconnect; every client is closed even if flushing or
+        closing another fails, and the first failure is raised after."""
+        failures: list[BaseException] = []
+        if self._producer is not None:
+            try:
                 await self.flush()
-        finally:
-            if self._producer is not None:
-                await self._producer.stop()
-            for reader in (self._reader, self._ends_reader):
-                if reader is not None:
-                    await reader.stop()
-            if self._admin is not None:
-                await self._admin.close()
-            self._producer = self._admin = self._reader = self._ends_reader = None
+            except BaseException as exc:
+                failures.append(exc)
+        closing = [self._producer, self._reader, self._ends_reader]
+        self._producer = self._reader = self._ends_reader = None
+        for client in closing:
+            if client is not None:
+                try:
+                    await client.stop()
+                except BaseException as exc:
+                    failures.append(exc)
+        if self._admin is not None:
+            admin, self._admin = self._admin, None
+            try:
+                await admin.close()
+            except BaseException as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
     # -- topics --------------------------------------------------------------------------
 

@@ -280,18 +280,37 @@ class Worker:
         self._direct_marks.append(mark)
         self._writers[topic] = transport.direct_writer(topic, delivers)
 
-    async def stop(self) -> None:
-        """Commit what is processed, leave the group and close every store."""
-        try:
-            if self._consumer is not None:
-                await self.commit()
-                if self._touched:  # graves this commit wrote: one more deletes them for good
+    async def stop(self, *, commit: bool = True) -> None:
+        """Commit what is processed (unless `commit` is False: a batch was cut short), leave
+        the group and close every store and client.
+
+        Each part runs even if one before it failed or was cancelled, so nothing is left
+        open; the first failure is raised once all have run (a later one never hides it).
+        """
+        failures: list[BaseException] = []
+        if self._consumer is not None:
+            if commit:
+                try:
                     await self.commit()
+                    if self._touched:  # graves this commit wrote: one more deletes them for good
+                        await self.commit()
+                except BaseException as exc:
+                    failures.append(exc)
+            try:
                 await self._consumer.stop()
-        finally:
+            except BaseException as exc:
+                failures.append(exc)
+        try:
             self.backend.close()
+        except BaseException as exc:
+            failures.append(exc)
+        try:
             await self.transport.stop()
-            self.stats.finished = time.monotonic()
+        except BaseException as exc:
+            failures.append(exc)
+        self.stats.finished = time.monotonic()
+        if failures:
+            raise failures[0]
 
     # -- running -------------------------------------------------------------------------
 
