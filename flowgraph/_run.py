@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import signal
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -150,8 +151,8 @@ async def _finish(
 
     Once `stop` is set, a worker that has started gets `STOP_GRACE` seconds to finish its
     batch, commit and return by itself (`Worker.run` checks `stop`); one still starting
-    (connecting, joining, restoring) is cancelled at once. Cancelling this coroutine (a
-    second signal) cancels the task at once too. Either way `Interrupted` (or the
+    (connecting, joining) or in a rebalance (restoring) is cancelled at once. Cancelling
+    this coroutine (a second signal) cancels the task at once too. Either way `Interrupted` (or the
     cancellation) is raised, and `safe[0]` says whether committing what was processed is
     still safe: not if the task was cut inside a batch or a commit.
     """
@@ -162,8 +163,12 @@ async def _finish(
                 await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopping.cancel()
-            if not task.done() and started():
-                await asyncio.wait({task}, timeout=STOP_GRACE)
+            grace = time.monotonic() + STOP_GRACE
+            while started() and not task.done() and not _rebalancing(worker):
+                left = grace - time.monotonic()
+                if left <= 0:
+                    break
+                await asyncio.wait([task], timeout=min(left, 0.1))
             if not task.done():
                 await _cut(task, worker, safe)
                 if started():
@@ -175,6 +180,13 @@ async def _finish(
     except asyncio.CancelledError:
         await _cut(task, worker, safe)
         raise
+
+
+def _rebalancing(worker: Worker) -> bool:
+    """True while a rebalance holds the worker (committing for it, or restoring state for
+    an assignment): the run loop cannot see a stop request until it ends, so waiting for
+    the loop would waste the grace period."""
+    return not worker.transport.in_process and not worker._joined and worker._lock.locked()
 
 
 async def _cut(task: asyncio.Future[Any], worker: Worker, safe: list[bool]) -> None:

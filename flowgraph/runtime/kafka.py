@@ -60,12 +60,18 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, on_assigned: Assigned, on_revoked: Assigned) -> None:
         self.on_assigned = on_assigned
         self.on_revoked = on_revoked
+        self.assigning: asyncio.Task[Any] | None = None
+        """The task running `on_assigned` (it may restore state for long), for `stop`."""
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         await self.on_revoked(frozenset((tp.topic, tp.partition) for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.on_assigned(frozenset((tp.topic, tp.partition) for tp in assigned))
+        self.assigning = asyncio.current_task()
+        try:
+            await self.on_assigned(frozenset((tp.topic, tp.partition) for tp in assigned))
+        finally:
+            self.assigning = None
 
 
 class KafkaConsumer:
@@ -228,6 +234,11 @@ class KafkaConsumer:
             with contextlib.suppress(asyncio.CancelledError, KafkaError):
                 await self._fetch
             self._fetch = None
+        listener = getattr(getattr(self._consumer, "_subscription", None), "listener", None)
+        if isinstance(listener, _Listener) and listener.assigning is not None:
+            # Stopping in the middle of an assignment (a restore): aiokafka would wait for
+            # it to end before leaving; cancel it (and the group task it runs in) instead.
+            listener.assigning.cancel()
         owns = bool(self._consumer.assignment())
         coordinator = getattr(self._consumer, "_coordinator", None)
         member = getattr(coordinator, "member_id", "")

@@ -1,0 +1,272 @@
+"""Faults met by the real ``flowgraph run``, in subprocesses: signals in every state of a worker
+(connecting, waiting for partitions, restoring, running) and state stores that cannot be
+written. Each must end in seconds, with one line on stderr and the documented exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from tests.integration.test_cli import FLOWGRAPH, line_queue
+from tests.kafka_broker import Broker
+
+pytestmark = pytest.mark.integration
+
+STOPPED_WITHIN = 8.0
+"""Seconds a worker may take from a signal to its exit (a few, plus a loaded machine)."""
+FAST_GROUP = "session_timeout_ms=2000&heartbeat_interval_ms=300"
+
+JOB = """\
+import itertools
+
+import flowgraph as fg
+
+
+def counts(graph_id, topic, partitions=1):
+    g = fg.Graph(graph_id)
+    g.source(topic, key_type=str, value_type=str, partitions=partitions).count(name="total")
+    return g
+
+
+ticks = fg.Graph("ticks")
+ticks.source_from(itertools.count(), name="ticks").count(name="total")
+
+few = fg.Graph("few")
+few.source_from(range(50_000), name="numbers").key_by(lambda n: n % 1000).count(name="total")
+"""
+
+
+class Running:
+    """A `flowgraph run` subprocess whose stdout lines are read as they come."""
+
+    def __init__(
+        self,
+        args: list[str],
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen(
+            [*FLOWGRAPH, "run", *args],
+            cwd=cwd,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=preexec_fn,  # noqa: PLW1509 - only setrlimit/signal, no threads yet
+        )
+        assert self.proc.stdout is not None
+        self.lines = line_queue(self.proc.stdout)
+        self.seen: list[str] = []
+        self._err: str | None = None
+
+    def wait_for_line(self, start: str, timeout: float = 60) -> None:
+        """Wait for a stdout line starting with `start`."""
+        deadline = time.monotonic() + timeout
+        while not any(line.startswith(start) for line in self.seen):
+            try:
+                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line {start!r} in {timeout} s: {self.out()}") from None
+            assert line is not None, f"exited before {start!r}: {self.out()}{self.err()}"
+            self.seen.append(line)
+
+    def stop(self, sig: signal.Signals = signal.SIGINT) -> tuple[int, float]:
+        """Send `sig`; the exit code and the seconds it took to exit."""
+        sent = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"still running 60 s after {sig.name}") from None
+        return code, time.monotonic() - sent
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def out(self) -> str:
+        while True:
+            try:
+                line = self.lines.get(timeout=2 if self.proc.poll() is not None else 0.01)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.seen.append(line)
+        return "".join(self.seen)
+
+    def err(self) -> str:
+        """Its stderr, once it has exited."""
+        assert self.proc.stderr is not None
+        if self._err is None and self.proc.poll() is not None:
+            self._err = self.proc.stderr.read()
+        return self._err or ""
+
+    def close(self) -> None:
+        """Kill it if still running, then close its pipes once the reader reached their end."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.out()
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> Path:
+    (tmp_path / "job.py").write_text(JOB)
+    return tmp_path
+
+
+@pytest.fixture
+def running() -> Iterator[list[Running]]:
+    """Workers a test starts; killed at its end if still running."""
+    started: list[Running] = []
+    yield started
+    for worker in started:
+        worker.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def new_topic(kafka: Broker, partitions: int, records: int = 0) -> tuple[str, str]:
+    """A fresh graph id and input topic (with `records` records spread over its partitions)."""
+    suffix = uuid.uuid4().hex[:8]
+    graph_id, topic = f"faults-{suffix}", f"faults-{suffix}-in"
+
+    async def body() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, partitions, 1)])
+        finally:
+            await admin.close()
+        if not records:
+            return
+        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+        await producer.start()
+        try:
+            sent = [
+                await producer.send(
+                    topic, key=f"k{i}".encode(), value=b"v", partition=i % partitions
+                )
+                for i in range(records)
+            ]
+            await asyncio.gather(*sent)
+        finally:
+            await producer.stop()
+
+    asyncio.run(body())
+    return graph_id, topic
+
+
+# -- Goal: always stoppable ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_a_worker_connecting_to_an_unreachable_broker(
+    job: Path, running: list[Running], sig: signal.Signals
+) -> None:
+    """It would retry for 15 s; a signal ends that at once, exit 130 and one line."""
+    worker = Running(
+        ["job.py:ticks", "--broker", f"kafka://127.0.0.1:{closed_port()}", "--store", "memory://"],
+        job,
+    )
+    running.append(worker)
+    worker.wait_for_line("processed ")  # the live view runs: handlers are installed
+    code, took = worker.stop(sig)
+    err = worker.err()
+    assert code == 130, err
+    assert took < STOPPED_WITHIN
+    assert err.startswith("flowgraph: interrupted: stopped before the worker started"), err
+    assert len(err.splitlines()) == 1, err
+    print(f"[faults] {sig.name} while connecting: exited in {took:.2f} s")
+
+
+@pytest.mark.slow
+def test_a_signal_stops_a_worker_waiting_for_partitions_and_one_running(
+    kafka: Broker, job: Path, running: list[Running], tmp_path: Path
+) -> None:
+    """On a 1-partition topic the second worker of the group never gets a partition; both
+    stop cleanly (exit 0) within seconds, the waiting one and the running one."""
+    graph_id, topic = new_topic(kafka, partitions=1, records=1_000)
+    target = f"job.py:counts('{graph_id}', '{topic}')"
+    broker = f"{kafka.url}?{FAST_GROUP}"
+    holder = Running([target, "--broker", broker, "--store", f"rocksdb://{tmp_path / 'a'}"], job)
+    running.append(holder)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "a" / f"{graph_id}-total" / "0").exists():  # it owns the partition
+        assert holder.proc.poll() is None and time.monotonic() < deadline, holder.out()
+        time.sleep(0.2)
+    waiting = Running([target, "--broker", broker, "--store", f"rocksdb://{tmp_path / 'b'}"], job)
+    running.append(waiting)
+    waiting.wait_for_line("running graph")
+    time.sleep(3)  # in the group, rebalanced, still without a partition
+    assert not (tmp_path / "b" / f"{graph_id}-total").exists()
+    code, took = waiting.stop(signal.SIGTERM)
+    assert code == 0, waiting.err()
+    assert took < STOPPED_WITHIN
+    code, held = holder.stop(signal.SIGINT)
+    assert code == 0, holder.err()
+    assert held < STOPPED_WITHIN
+    assert "events:       1000" in holder.out()
+    print(f"[faults] stopped while waiting for partitions in {took:.2f} s, running in {held:.2f} s")
+
+
+@pytest.mark.slow
+def test_a_signal_stops_a_worker_restoring_a_changelog(
+    kafka: Broker, job: Path, running: list[Running], tmp_path: Path
+) -> None:
+    """Restoring 8 changelog partitions takes 8 x 1.5 s here (FLOWGRAPH_SLOW_AT makes each
+    restored chunk slow); a signal in the middle stops it in seconds, with exit 130."""
+    graph_id, topic = new_topic(kafka, partitions=8, records=400)
+    target = f"job.py:counts('{graph_id}', '{topic}', 8)"
+    broker = f"{kafka.url}?{FAST_GROUP}"
+    first = subprocess.run(
+        [*FLOWGRAPH, "run", target, "--broker", broker, "--store", "memory://", "--until-idle"],
+        cwd=job,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert first.returncode == 0, first.stderr  # the changelog now holds 400 counts
+    state = tmp_path / "state"
+    worker = Running(
+        [target, "--broker", broker, "--store", f"rocksdb://{state}"],
+        job,
+        env={"FLOWGRAPH_SLOW_AT": "in-restore:1.5"},
+    )
+    running.append(worker)
+    deadline = time.monotonic() + 60
+    while not (state / f"{graph_id}-total" / "0").exists():  # restoring its first partition
+        assert worker.proc.poll() is None and time.monotonic() < deadline, worker.out()
+        time.sleep(0.1)
+    time.sleep(1)
+    code, took = worker.stop(signal.SIGINT)
+    err = worker.err()
+    assert code == 130, err
+    assert took < STOPPED_WITHIN
+    assert "flowgraph: interrupted: stopped" in err and "Traceback" not in err, err
+    opened = len(list((state / f"{graph_id}-total").iterdir()))
+    assert opened < 8, "the restore ran to its end before the signal"
+    print(f"[faults] stopped while restoring ({opened} of 8 partitions begun) in {took:.2f} s")
