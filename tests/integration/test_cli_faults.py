@@ -5,8 +5,11 @@ written. Each must end in seconds, with one line on stderr and the documented ex
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import queue
+import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,8 +46,14 @@ def counts(graph_id, topic, partitions=1):
 ticks = fg.Graph("ticks")
 ticks.source_from(itertools.count(), name="ticks").count(name="total")
 
-few = fg.Graph("few")
-few.source_from(range(50_000), name="numbers").key_by(lambda n: n % 1000).count(name="total")
+
+
+def spread(n):
+    return n % 200_000
+
+
+many = fg.Graph("many")  # 200,000 keys: every commit writes megabytes of state
+many.source_from(range(50_000_000), name="numbers").key_by(spread).count(name="total")
 """
 
 
@@ -56,7 +65,6 @@ class Running:
         args: list[str],
         cwd: Path,
         env: dict[str, str] | None = None,
-        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
@@ -66,7 +74,6 @@ class Running:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=preexec_fn,  # noqa: PLW1509 - only setrlimit/signal, no threads yet
         )
         assert self.proc.stdout is not None
         self.lines = line_queue(self.proc.stdout)
@@ -270,3 +277,116 @@ def test_a_signal_stops_a_worker_restoring_a_changelog(
     opened = len(list((state / f"{graph_id}-total").iterdir()))
     assert opened < 8, "the restore ran to its end before the signal"
     print(f"[faults] stopped while restoring ({opened} of 8 partitions begun) in {took:.2f} s")
+
+
+# -- Goal: storage faults are one sentence ----------------------------------------------------
+
+
+def one_error_line(err: str, *parts: str) -> None:
+    """`err` is one ``flowgraph: error:`` line holding each of `parts`, and no traceback."""
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("flowgraph: error: "), err
+    for part in parts:
+        assert part in err, err
+
+
+def run_to_end(
+    job: Path, *args: str, preexec_fn: Callable[[], None] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*FLOWGRAPH, "run", *args],
+        cwd=job,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=preexec_fn,  # only setrlimit, prctl and signal: safe before exec
+    )
+
+
+def without_root_override() -> None:
+    """Make permission bits bind even for root (as in a container): drop the capabilities
+    that bypass them from the bounding set, so the command run after exec lacks them."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop, cap_dac_override, cap_dac_read_search = 24, 1, 2
+    for cap in (cap_dac_override, cap_dac_read_search):
+        if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
+            os._exit(99)  # cannot: the test skips on this exit code
+
+
+def file_size_limit(limit: int) -> Callable[[], None]:
+    """A full disk without root: writes past `limit` bytes of one file fail with EFBIG."""
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write, do not kill
+
+    return apply
+
+
+def test_an_unwritable_store_directory_is_a_usage_error(job: Path) -> None:
+    state = job / "state"
+    state.mkdir()
+    state.chmod(0o555)
+    done = run_to_end(
+        job, "job.py:ticks", "--store", f"rocksdb://{state}", preexec_fn=without_root_override
+    )
+    if done.returncode == 99:
+        pytest.skip("cannot drop root's permission override here")
+    assert done.returncode == 2, done.stderr
+    one_error_line(done.stderr, f"state directory {str(state)!r}", "permission denied")
+
+
+def test_a_file_where_the_store_directory_goes_is_a_usage_error(job: Path) -> None:
+    (job / "state").write_text("")
+    done = run_to_end(job, "job.py:ticks", "--store", "rocksdb://state")
+    assert done.returncode == 2, done.stderr
+    one_error_line(done.stderr, "'state'", "is a file, not a directory")
+    (job / "nested").mkdir()
+    (job / "nested" / "ticks-total").write_text("")  # where the store's directory goes
+    done = run_to_end(job, "job.py:ticks", "--store", "rocksdb://nested")
+    assert done.returncode == 2, done.stderr
+    one_error_line(done.stderr, "'nested/ticks-total/0'", "not a directory")
+
+
+def test_a_full_disk_at_start_is_a_usage_error(job: Path) -> None:
+    """RLIMIT_FSIZE of 0: no byte can be written, as on a full disk; the probe finds it."""
+    done = run_to_end(
+        job, "job.py:ticks", "--store", "rocksdb://state", preexec_fn=file_size_limit(0)
+    )
+    assert done.returncode == 2, done.stderr
+    one_error_line(done.stderr, "state directory 'state'", "file too large")
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_up_while_running_fails_in_one_line(job: Path) -> None:
+    """RLIMIT_FSIZE of 2 MB: the store's write-ahead log outgrows it within a few commits
+    (EFBIG, as a full disk gives ENOSPC); the run stops with exit 1, naming the store."""
+    done = run_to_end(
+        job, "job.py:many", "--store", "rocksdb://state", preexec_fn=file_size_limit(2_000_000)
+    )
+    assert done.returncode == 1, done.stderr
+    one_error_line(
+        done.stderr, "store 'many-total' partition", "at 'state/many-total/", "file too large"
+    )
+
+
+@pytest.mark.slow
+def test_a_store_directory_removed_while_running_fails_in_one_line(
+    job: Path, running: list[Running]
+) -> None:
+    """RocksDB would go on writing into its deleted files and lose everything; the next
+    commit sees the directory is gone and the run stops with exit 1."""
+    worker = Running(["job.py:many", "--store", "rocksdb://state"], job)
+    running.append(worker)
+    worker.wait_for_line("processed ")
+    assert (job / "state" / "many-total").is_dir()
+    shutil.rmtree(job / "state")
+    removed = time.monotonic()
+    code = worker.wait(timeout=60)
+    took = time.monotonic() - removed
+    assert code == 1, worker.err()
+    one_error_line(worker.err(), "at 'state/many-total/", "the directory was removed")
+    assert took < STOPPED_WITHIN
