@@ -170,12 +170,9 @@ async def _finish(
                     break
                 await asyncio.wait([task], timeout=min(left, 0.1))
             if not task.done():
+                rebalancing = started() and _rebalancing(worker)
                 await _cut(task, worker, safe)
-                if started():
-                    msg = f"stopped while it was running; {_committed(safe)}"
-                else:
-                    msg = "stopped before the worker started; nothing was processed"
-                raise Interrupted(msg)
+                raise Interrupted(_why_cut(started(), rebalancing, safe[0]))
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         await _cut(task, worker, safe)
@@ -200,11 +197,19 @@ async def _cut(task: asyncio.Future[Any], worker: Worker, safe: list[bool]) -> N
         await task
 
 
-def _committed(safe: list[bool]) -> str:
-    if safe[0]:
-        return "everything it processed is committed"
+def _why_cut(started: bool, rebalancing: bool, safe: bool) -> str:
+    """What a run cut short by a stop request did and left, in one sentence."""
+    if not started:
+        return "stopped before the worker started; nothing was processed"
+    if rebalancing:
+        return (
+            "stopped in a rebalance (restoring state, or committing before partitions move); "
+            "the next run goes on from what is committed and restored"
+        )
+    if safe:
+        return "stopped while it was running; everything it processed is committed"
     return (
-        "in the middle of a batch, a commit or a restore; what it processed since its last "
+        "stopped in the middle of a batch or a commit; what it processed since its last "
         "commit is processed again by the next run"
     )
 

@@ -32,6 +32,7 @@ STOPPED_WITHIN = 8.0
 FAST_GROUP = "session_timeout_ms=2000&heartbeat_interval_ms=300"
 
 JOB = """\
+import asyncio
 import itertools
 
 import flowgraph as fg
@@ -46,6 +47,15 @@ def counts(graph_id, topic, partitions=1):
 ticks = fg.Graph("ticks")
 ticks.source_from(itertools.count(), name="ticks").count(name="total")
 
+
+
+async def slow(n):
+    await asyncio.sleep(60)
+    return n
+
+
+stuck = fg.Graph("stuck")  # its first batch takes a minute
+stuck.source_from(itertools.count(), name="ticks").map(slow).count(name="total")
 
 
 def spread(n):
@@ -273,10 +283,42 @@ def test_a_signal_stops_a_worker_restoring_a_changelog(
     err = worker.err()
     assert code == 130, err
     assert took < STOPPED_WITHIN
-    assert "flowgraph: interrupted: stopped" in err and "Traceback" not in err, err
+    assert err.startswith("flowgraph: interrupted: stopped in a rebalance (restoring state"), err
+    assert len(err.splitlines()) == 1, err
     opened = len(list((state / f"{graph_id}-total").iterdir()))
     assert opened < 8, "the restore ran to its end before the signal"
     print(f"[faults] stopped while restoring ({opened} of 8 partitions begun) in {took:.2f} s")
+
+
+def test_a_batch_that_does_not_end_is_cut_after_the_grace_period(
+    job: Path, running: list[Running]
+) -> None:
+    """The loop cannot see the stop request inside a minute-long batch: after STOP_GRACE
+    seconds the run is cancelled, commits nothing of that batch, and exits with 130."""
+    worker = Running(["job.py:stuck", "--store", "rocksdb://state"], job)
+    running.append(worker)
+    worker.wait_for_line("processed ")
+    code, took = worker.stop(signal.SIGTERM)
+    err = worker.err()
+    assert code == 130, err
+    assert 2.5 < took < STOPPED_WITHIN  # the grace period, then at once
+    assert "interrupted: stopped in the middle of a batch or a commit" in err, err
+    assert len(err.splitlines()) == 1, err
+    print(f"[faults] a stuck batch was cut {took:.2f} s after the signal")
+
+
+def test_a_second_signal_stops_at_once(job: Path, running: list[Running]) -> None:
+    worker = Running(["job.py:stuck", "--store", "rocksdb://state"], job)
+    running.append(worker)
+    worker.wait_for_line("processed ")
+    worker.proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    code, took = worker.stop(signal.SIGINT)
+    err = worker.err()
+    assert code == 130, err
+    assert took < 2.0, took  # not the grace period
+    assert err.startswith("flowgraph: interrupted: stopped at once by a second signal"), err
+    assert len(err.splitlines()) == 1, err
 
 
 # -- Goal: storage faults are one sentence ----------------------------------------------------
