@@ -125,10 +125,17 @@ async def run_async(
     safe = [True]  # whether stop() may commit: False once a batch was cut short
     try:
         tables, counts, stalled = await _finish(task, stop, lambda: started, worker, safe)
+    except _Cut as cut:
+        failed: BaseException | None = None
+        try:
+            await worker.stop(commit=safe[0], commit_timeout=STOP_GRACE)
+        except BaseException as exc:
+            failed = exc
+        raise Interrupted(cut.why(safe[0], failed)) from None
     except BaseException as first:
         # The first error is what the caller sees; one from closing only goes with it.
         try:
-            await worker.stop(commit=safe[0])
+            await worker.stop(commit=safe[0], commit_timeout=STOP_GRACE)
         except BaseException as late:  # a note on the first error, never instead of it
             first.add_note(f"while stopping after it: {type(late).__name__}: {late}")
         raise
@@ -170,9 +177,9 @@ async def _finish(
                     break
                 await asyncio.wait([task], timeout=min(left, 0.1))
             if not task.done():
-                rebalancing = started() and _rebalancing(worker)
+                cut = _Cut(started(), started() and _rebalancing(worker))
                 await _cut(task, worker, safe)
-                raise Interrupted(_why_cut(started(), rebalancing, safe[0]))
+                raise cut
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         await _cut(task, worker, safe)
@@ -197,21 +204,36 @@ async def _cut(task: asyncio.Future[Any], worker: Worker, safe: list[bool]) -> N
         await task
 
 
-def _why_cut(started: bool, rebalancing: bool, safe: bool) -> str:
-    """What a run cut short by a stop request did and left, in one sentence."""
-    if not started:
-        return "stopped before the worker started; nothing was processed"
-    if rebalancing:
-        return (
-            "stopped in a rebalance (restoring state, or committing before partitions move); "
-            "the next run goes on from what is committed and restored"
-        )
-    if safe:
+class _Cut(Exception):
+    """`_finish` cancelled the run's body after a stop request; `why` says what that left."""
+
+    def __init__(self, started: bool, rebalancing: bool) -> None:
+        super().__init__()
+        self.started = started
+        self.rebalancing = rebalancing
+
+    def why(self, safe: bool, failed: BaseException | None) -> str:
+        """One sentence: where the run was cut and what is committed (`failed`: what
+        stopping raised, e.g. a commit to a broker that went away)."""
+        if not self.started:
+            return "stopped before the worker started; nothing was processed"
+        if self.rebalancing:
+            return (
+                "stopped in a rebalance (restoring state, or committing before partitions "
+                "move); the next run goes on from what is committed and restored"
+            )
+        if not safe:
+            return (
+                "stopped in the middle of a batch or a commit; what it processed since its "
+                "last commit is processed again by the next run"
+            )
+        if failed is not None:
+            reason = " ".join(str(failed).split()) or type(failed).__name__
+            return (
+                f"stopped while it was running, but committing what it processed failed "
+                f"({reason}); that is processed again by the next run"
+            )
         return "stopped while it was running; everything it processed is committed"
-    return (
-        "stopped in the middle of a batch or a commit; what it processed since its last "
-        "commit is processed again by the next run"
-    )
 
 
 def run(

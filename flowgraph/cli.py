@@ -471,6 +471,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # aiokafka logs every failed connection attempt; our own message says it once
         logging.getLogger("aiokafka").addHandler(logging.NullHandler())
         logging.getLogger("aiokafka").propagate = False
+        # ...and asyncio logs the errors of aiokafka's own requests still in flight when a
+        # worker whose broker went away stops; the run's own error says what matters
+        logging.getLogger("asyncio").addHandler(logging.NullHandler())
+        logging.getLogger("asyncio").propagate = False
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

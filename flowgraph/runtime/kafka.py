@@ -40,6 +40,9 @@ FETCH_WAIT = 0.2
 """Seconds a restore read waits for a fetch before deciding a partition is read to its end."""
 LEAVE_TIMEOUT = 5.0
 """Seconds at most to leave the group when a worker stops."""
+CLOSE_TIMEOUT = 3.0
+"""Seconds at most for each part of closing the transport (a last flush, each client), so a
+worker whose broker went away still exits."""
 JOINING_LEAVE_TIMEOUT = 1.0
 """Seconds at most to leave the group for a worker that owns no partitions."""
 FETCH_GRACE = 0.1
@@ -379,25 +382,26 @@ class KafkaTransport:
         """Flush what is buffered and disconnect; every client is closed even if flushing or
         closing another fails, and the first failure is raised after."""
         failures: list[BaseException] = []
-        if self._producer is not None:
+
+        async def bounded(step: Awaitable[None], what: str) -> None:
             try:
-                await self.flush()
+                await asyncio.wait_for(step, CLOSE_TIMEOUT)
+            except TimeoutError:  # the broker is gone: give up on it, go on closing
+                msg = f"{what} did not finish within {CLOSE_TIMEOUT:.0f} s"
+                failures.append(TimeoutError(msg))
             except BaseException as exc:
                 failures.append(exc)
+
+        if self._producer is not None:
+            await bounded(self.flush(), "sending the last records to Kafka")
         closing = [self._producer, self._reader, self._ends_reader]
         self._producer = self._reader = self._ends_reader = None
         for client in closing:
             if client is not None:
-                try:
-                    await client.stop()
-                except BaseException as exc:
-                    failures.append(exc)
+                await bounded(client.stop(), "closing a Kafka client")
         if self._admin is not None:
             admin, self._admin = self._admin, None
-            try:
-                await admin.close()
-            except BaseException as exc:
-                failures.append(exc)
+            await bounded(admin.close(), "closing the Kafka admin client")
         if failures:
             raise failures[0]
 

@@ -280,20 +280,28 @@ class Worker:
         self._direct_marks.append(mark)
         self._writers[topic] = transport.direct_writer(topic, delivers)
 
-    async def stop(self, *, commit: bool = True) -> None:
+    async def stop(self, *, commit: bool = True, commit_timeout: float | None = None) -> None:
         """Commit what is processed (unless `commit` is False: a batch was cut short), leave
         the group and close every store and client.
 
         Each part runs even if one before it failed or was cancelled, so nothing is left
         open; the first failure is raised once all have run (a later one never hides it).
+        A commit that takes over `commit_timeout` seconds (a broker gone) is given up.
         """
         failures: list[BaseException] = []
+
+        async def commit_all() -> None:
+            await self.commit()
+            if self._touched:  # graves this commit wrote: one more deletes them for good
+                await self.commit()
+
         if self._consumer is not None:
             if commit:
                 try:
-                    await self.commit()
-                    if self._touched:  # graves this commit wrote: one more deletes them for good
-                        await self.commit()
+                    await asyncio.wait_for(commit_all(), commit_timeout)
+                except TimeoutError:
+                    msg = f"the last commit did not finish within {commit_timeout:.0f} s"
+                    failures.append(TimeoutError(msg))
                 except BaseException as exc:
                     failures.append(exc)
             try:

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.integration.test_cli import FLOWGRAPH, line_queue
-from tests.kafka_broker import Broker
+from tests.kafka_broker import Broker, BrokerUnavailable, start_broker
 
 pytestmark = pytest.mark.integration
 
@@ -319,6 +319,40 @@ def test_a_second_signal_stops_at_once(job: Path, running: list[Running]) -> Non
     assert took < 2.0, took  # not the grace period
     assert err.startswith("flowgraph: interrupted: stopped at once by a second signal"), err
     assert len(err.splitlines()) == 1, err
+
+
+@pytest.mark.slow
+def test_a_worker_whose_broker_went_away_still_stops(
+    kafka: Broker, job: Path, running: list[Running], tmp_path: Path
+) -> None:
+    """A broker of its own, killed while the worker runs: its commit, its leaving the group
+    and its clients' closing are each given up after a few seconds, and it says so."""
+    del kafka  # only so that no broker means a skip (or, in CI, a failure) like the others
+    try:
+        broker = start_broker(log_dir=tmp_path)
+    except BrokerUnavailable as exc:
+        pytest.skip(f"cannot start a broker of its own: {exc}")
+    try:
+        worker = Running(
+            ["job.py:ticks", "--broker", f"{broker.url}?{FAST_GROUP}", "--store", "memory://"],
+            job,
+        )
+        running.append(worker)
+        worker.wait_for_line("running graph")
+        worker.wait_for_line("processed ")
+        assert broker.process is not None
+        broker.process.kill()
+        broker.process.wait()
+        time.sleep(1)
+        code, took = worker.stop(signal.SIGTERM)
+    finally:
+        broker.stop()
+    err = worker.err()
+    assert code == 130, err
+    assert took < 15, took  # grace 3 s, commit 3 s, leaving and closing a few more
+    assert err.startswith("flowgraph: interrupted: stopped "), err
+    assert len(err.splitlines()) == 1, err
+    print(f"[faults] stopped {took:.2f} s after SIGTERM with its broker gone: {err.strip()}")
 
 
 # -- Goal: storage faults are one sentence ----------------------------------------------------
