@@ -158,10 +158,10 @@ async def _finish(
 
     Once `stop` is set, a worker that has started gets `STOP_GRACE` seconds to finish its
     batch, commit and return by itself (`Worker.run` checks `stop`); one still starting
-    (connecting, joining) or in a rebalance (restoring) is cancelled at once. Cancelling
-    this coroutine (a second signal) cancels the task at once too. Either way `Interrupted` (or the
-    cancellation) is raised, and `safe[0]` says whether committing what was processed is
-    still safe: not if the task was cut inside a batch or a commit.
+    (connecting, joining) or in a rebalance (restoring) is cancelled at once, and `_Cut`
+    is raised. Cancelling this coroutine (a second signal) cancels the task at once too.
+    `safe[0]` then says whether committing what was processed is still safe: not if the
+    task was cut inside a batch or a commit.
     """
     try:
         if stop is not None and not task.done():

@@ -466,7 +466,11 @@ class KafkaTransport:
             max_partition_fetch_bytes=4 * MAX_BATCH_BYTES,
             fetch_max_bytes=16 * MAX_BATCH_BYTES,
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:  # cancelled (a stop request) or failed: leave nothing open
+            await consumer.stop()
+            raise
         consumer.subscribe(
             topics=list(topics),
             listener=_Listener(on_assigned or nothing, on_revoked or nothing),
