@@ -428,12 +428,21 @@ def test_a_file_where_the_store_directory_goes_is_a_usage_error(job: Path) -> No
 
 
 def test_a_full_disk_at_start_is_a_usage_error(job: Path) -> None:
-    """RLIMIT_FSIZE of 0: no byte can be written, as on a full disk; the probe finds it."""
+    """RLIMIT_FSIZE of 0: no byte can be written, as on a full disk; the probe finds it.
+    (EFBIG stands in for ENOSPC: both are a write the OS refuses for want of room.)"""
     done = run_to_end(
         job, "job.py:ticks", "--store", "rocksdb://state", preexec_fn=file_size_limit(0)
     )
     assert done.returncode == 2, done.stderr
     one_error_line(done.stderr, "state directory 'state'", "file too large")
+    # 1,000 bytes: the probe passes, but RocksDB cannot write its first files
+    done = run_to_end(
+        job, "job.py:ticks", "--store", "rocksdb://state", preexec_fn=file_size_limit(1_000)
+    )
+    assert done.returncode == 2, done.stderr
+    one_error_line(
+        done.stderr, "store 'ticks-total' partition 0 at 'state/ticks-total/0'", "file too large"
+    )
 
 
 @pytest.mark.slow

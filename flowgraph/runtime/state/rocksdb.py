@@ -198,6 +198,15 @@ class RocksDBStorePartition:
         self._scans: weakref.WeakSet[Generator[Any, None, None]] = weakref.WeakSet()
         try:
             self._check_format()
+        except ConfigurationError:
+            self.close()
+            raise
+        except Exception as exc:  # stamping a new database failed: a full disk, say
+            self._broken = True
+            self.close()
+            where = f"store {name!r} partition {partition} at {str(path)!r}"
+            msg = f"cannot open {where}: {storage_cause(exc)}"
+            raise ConfigurationError(msg) from exc
         except BaseException:
             self.close()
             raise
