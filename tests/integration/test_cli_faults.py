@@ -89,6 +89,7 @@ class Running:
         self.lines = line_queue(self.proc.stdout)
         self.seen: list[str] = []
         self._err: str | None = None
+        self._ended = False
 
     def wait_for_line(self, start: str, timeout: float = 60) -> None:
         """Wait for a stdout line starting with `start`."""
@@ -116,14 +117,16 @@ class Running:
         return self.proc.wait(timeout=timeout)
 
     def out(self) -> str:
-        while True:
+        """Its stdout so far (all of it once it has exited)."""
+        while not self._ended:
             try:
                 line = self.lines.get(timeout=2 if self.proc.poll() is not None else 0.01)
             except queue.Empty:
                 break
             if line is None:
-                break
-            self.seen.append(line)
+                self._ended = True
+            else:
+                self.seen.append(line)
         return "".join(self.seen)
 
     def err(self) -> str:
@@ -289,6 +292,7 @@ def test_a_signal_stops_a_worker_restoring_a_changelog(
     print(f"[faults] stopped while restoring ({opened} of 8 partitions begun) in {took:.2f} s")
 
 
+@pytest.mark.slow
 def test_a_batch_that_does_not_end_is_cut_after_the_grace_period(
     job: Path, running: list[Running]
 ) -> None:
