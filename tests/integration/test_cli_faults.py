@@ -1,6 +1,7 @@
 """Faults met by the real ``flowgraph run``, in subprocesses: signals in every state of a worker
-(connecting, waiting for partitions, restoring, running) and state stores that cannot be
-written. Each must end in seconds, with one line on stderr and the documented exit code."""
+(connecting, waiting for partitions, restoring, running, stuck in a batch, its broker gone)
+and state stores that cannot be written. Each must end in seconds, with one line on stderr and
+the documented exit code. Last, closing the Kafka transport when one client's close fails."""
 
 from __future__ import annotations
 
@@ -478,3 +479,29 @@ def test_a_store_directory_removed_while_running_fails_in_one_line(
     assert code == 1, worker.err()
     one_error_line(worker.err(), "at 'state/many-total/", "the directory was removed")
     assert took < STOPPED_WITHIN
+
+
+def test_closing_the_kafka_transport_closes_every_client_when_one_fails(kafka: Broker) -> None:
+    """The reader's close fails (after really closing): the producer, the other reader and
+    the admin client are closed all the same, and that first failure is raised."""
+    from flowgraph.runtime.kafka import KafkaTransport
+
+    async def body() -> None:
+        transport = KafkaTransport(kafka.bootstrap)
+        await transport.start()
+        clients = [transport._producer, transport._reader, transport._admin]
+        reader = transport._reader
+        assert reader is not None
+        close_reader = reader.stop
+
+        async def failing_stop() -> None:
+            await close_reader()
+            msg = "the reader's connection broke"
+            raise OSError(msg)
+
+        reader.stop = failing_stop  # type: ignore[method-assign]
+        with pytest.raises(OSError, match="the reader's connection broke"):
+            await transport.stop()
+        assert all(client is not None and client._closed for client in clients)
+
+    asyncio.run(body())
