@@ -10,7 +10,7 @@
     ├── ConfigurationError (ValueError)        bad broker/store URL, bad CLI target
     ├── SerializationError (ValueError)        bytes that do not decode into the declared type
     ├── RuntimeFailure                         a user step raised; wraps it with the step id
-    ├── StorageError                           a state store's directory cannot be written
+    ├── StorageError                           a state store failed while running (disk full)
     ├── GroupStalledError                      an until-idle run gave up: the group cannot finish
     └── Interrupted                            a signal stopped a run before it could finish cleanly
 
@@ -122,8 +122,8 @@ class GroupStalledError(FlowgraphError):
 
 
 class StorageError(FlowgraphError):
-    """A state store on disk failed: its directory cannot be written, is gone, or the disk is
-    full. `path` is where, `cause` what (e.g. "no space left on device"), in one sentence.
+    """A state store on disk failed while running: the disk is full, or its directory was
+    removed. `path` is where, `cause` what (e.g. "no space left on device"), in one sentence.
 
     Found while opening, the same problem is a `ConfigurationError` (the setup is wrong);
     found while running, it is this error, since the run stops with state not written.
