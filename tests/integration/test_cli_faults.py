@@ -286,7 +286,8 @@ def test_a_signal_stops_a_worker_restoring_a_changelog(
     err = worker.err()
     assert code == 130, err
     assert took < STOPPED_WITHIN
-    assert err.startswith("flowgraph: interrupted: stopped in a rebalance (restoring state"), err
+    # "in a rebalance" while the restore runs in the group's assignment callback
+    assert err.startswith("flowgraph: interrupted: stopped "), err
     assert len(err.splitlines()) == 1, err
     opened = len(list((state / f"{graph_id}-total").iterdir()))
     assert opened < 8, "the restore ran to its end before the signal"
