@@ -157,9 +157,9 @@ async def _finish(
     """The result of `task` (a run's body), racing it against `stop`.
 
     Once `stop` is set, a worker that has started gets `STOP_GRACE` seconds to finish its
-    batch, commit and return by itself (`Worker.run` checks `stop`); one still starting
-    (connecting, joining) or in a rebalance (restoring) is cancelled at once, and `_Cut`
-    is raised. Cancelling this coroutine (a second signal) cancels the task at once too.
+    batch (or a rebalance: a commit, a restore), commit and return by itself (`Worker.run`
+    checks `stop`); one still starting (connecting, joining) is cancelled at once. Then
+    `_Cut` is raised. Cancelling this coroutine (a second signal) cancels the task at once too.
     `safe[0]` then says whether committing what was processed is still safe: not if the
     task was cut inside a batch or a commit.
     """
@@ -171,7 +171,7 @@ async def _finish(
             finally:
                 stopping.cancel()
             grace = time.monotonic() + STOP_GRACE
-            while started() and not task.done() and not _rebalancing(worker):
+            while started() and not task.done():
                 left = grace - time.monotonic()
                 if left <= 0:
                     break
@@ -188,8 +188,7 @@ async def _finish(
 
 def _rebalancing(worker: Worker) -> bool:
     """True while a rebalance holds the worker (committing for it, or restoring state for
-    an assignment): the run loop cannot see a stop request until it ends, so waiting for
-    the loop would waste the grace period."""
+    an assignment), which the run loop waits for: a stop that cuts it says so."""
     return not worker.transport.in_process and not worker._joined and worker._lock.locked()
 
 
@@ -256,13 +255,15 @@ def run(
     """Run `graph` until it is idle (memory://, or `until_idle=True`), `max_events`, or a signal.
 
     SIGINT and SIGTERM stop it cleanly: the current batch finishes, state is flushed and
-    offsets are committed. A worker still starting (connecting, joining, restoring) stops at
-    once, and one that has not stopped `STOP_GRACE` seconds after the signal, or gets a
-    second one, is cut short; both raise `Interrupted`. Kafka clients and stores are closed
-    on every way out. `max_batch` (records fetched per partition at a time),
-    `max_skew` (seconds of timestamp a run of one partition may go past another's next
-    record; 0: strict timestamp order) and `max_idle` (seconds to wait for a partition not
-    read to its end) tune how records are scheduled; see docs/concepts/windows.md.
+    offsets are committed. A worker still starting (connecting, joining) stops at once, and
+    one that has not stopped `STOP_GRACE` seconds after the signal (a batch or a restore
+    that goes on), or gets a second one, is cut short; both raise `Interrupted`. Kafka
+    clients and stores are closed on every way out.
+
+    `max_batch` (records fetched per partition at a time), `max_skew` (seconds of timestamp
+    a run of one partition may go past another's next record; 0: strict timestamp order)
+    and `max_idle` (seconds to wait for a partition not read to its end) tune how records
+    are scheduled; see docs/concepts/windows.md.
     On Kafka, idle means the whole consumer group is done: every
     partition of every input topic, repartition topics included, consumed and committed.
     When the group makes no progress for `stall_timeout` seconds (default: three session

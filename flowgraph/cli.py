@@ -15,8 +15,9 @@ fails validation prints every problem, also with exit code 2; any other flowgrap
 running exits with 1 (a state store that cannot be written, found at start, is a setup
 mistake: 2). An ``--until-idle`` run whose consumer group cannot finish prints its summary and
 one sentence saying what is left, and exits with 3. Ctrl-C or SIGTERM stops a running worker
-cleanly (exit 0); one still starting (connecting, joining, restoring), one that does not stop
-within a few seconds, or a second signal exits with 130. ``--debug`` adds the traceback.
+cleanly (exit 0); one still starting (connecting, joining), one that does not stop within a
+few seconds (a long restore, a batch that hangs), or a second signal exits with 130.
+``--debug`` adds the traceback.
 """
 
 from __future__ import annotations

@@ -137,6 +137,6 @@ class StorageError(FlowgraphError):
 
 class Interrupted(FlowgraphError):
     """SIGINT/SIGTERM (or the `stop` event of `run_async`) ended a run that could not stop
-    cleanly: it was still starting (connecting, joining the group, restoring state), did not
-    stop within a few seconds (`STOP_GRACE`), or got a second signal. The message says
-    whether what was processed is committed."""
+    cleanly: it was still starting (connecting, joining the group), did not stop within a
+    few seconds (`STOP_GRACE`: a batch or a restore went on), or got a second signal. The
+    message says whether what was processed is committed."""
