@@ -6,7 +6,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import signal
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -170,12 +169,8 @@ async def _finish(
                 await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopping.cancel()
-            grace = time.monotonic() + STOP_GRACE
-            while started() and not task.done():
-                left = grace - time.monotonic()
-                if left <= 0:
-                    break
-                await asyncio.wait([task], timeout=min(left, 0.1))
+            if started() and not task.done():
+                await asyncio.wait([task], timeout=STOP_GRACE)
             if not task.done():
                 cut = _Cut(started(), started() and _rebalancing(worker))
                 await _cut(task, worker, safe)
