@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import signal
 from collections.abc import Callable, Coroutine
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 import attrs
 
 from flowgraph._graph import Graph
-from flowgraph.errors import GroupStalledError
+from flowgraph.errors import GroupStalledError, Interrupted
 from flowgraph.runtime import open_transport
 from flowgraph.runtime.state import RocksDBBackend, StateBackend, open_backend
 from flowgraph.runtime.stats import (
@@ -32,6 +33,10 @@ DEAD_LETTER_DIR = "flowgraph-dead-letters"
 """Where `flowgraph run` keeps the dead letters of a ``memory://`` broker and store."""
 
 T = TypeVar("T")
+
+STOP_GRACE = 3.0
+"""Seconds a running worker gets after a stop request to finish its batch and commit before
+it is cancelled (a worker still starting is cancelled at once)."""
 
 
 @attrs.frozen
@@ -114,17 +119,27 @@ async def run_async(
     ):
         if value is not None:
             commits[name] = value
-    worker = Worker(plan, transport, backend, crash_point=crash_point, **commits)
+    try:
+        worker = Worker(plan, transport, backend, crash_point=crash_point, **commits)
+    except BaseException:
+        backend.close()
+        raise
     path = dead_letter_file(plan.graph_id, transport, backend, dead_letters_file)
     log = DeadLetterLog(path) if path is not None else None
     if log is not None:
         worker.stats.on_dead_letters = log.write
     # On memory:// nothing outside this process can write, so an idle run is a finished one.
     idle_ends = transport.in_process if until_idle is None else until_idle
-    try:
+    started = False
+
+    Ended = GroupStalledError | DeadLetterLimitError | None
+
+    async def work() -> tuple[dict[str, Any], dict[str, int], Ended]:
+        nonlocal started
         if on_worker is not None:
             on_worker(worker)
         await worker.start()
+        started = True
         if on_start is not None:
             on_start(worker)
         stalled: GroupStalledError | DeadLetterLimitError | None = None
@@ -139,13 +154,31 @@ async def run_async(
         except (GroupStalledError, DeadLetterLimitError) as exc:
             stalled = exc
         tables = {s.step: worker.table(s.step) for s in plan.stores}
-        counts = worker.step_counts()
-    finally:
+        return tables, worker.step_counts(), stalled
+
+    task = asyncio.ensure_future(work())
+    safe = [True]  # whether stop() may commit: False once a batch was cut short
+    try:
         try:
-            await worker.stop()
-        finally:
-            if log is not None:
-                log.close()
+            tables, counts, stalled = await _finish(task, stop, lambda: started, worker, safe)
+        except _Cut as cut:
+            failed: BaseException | None = None
+            try:
+                await worker.stop(commit=safe[0], commit_timeout=STOP_GRACE)
+            except BaseException as exc:
+                failed = exc
+            raise Interrupted(cut.why(safe[0], failed)) from None
+        except BaseException as first:
+            # The first error is what the caller sees; one from closing only goes with it.
+            try:
+                await worker.stop(commit=safe[0], commit_timeout=STOP_GRACE)
+            except BaseException as late:  # a note on the first error, never instead of it
+                first.add_note(f"while stopping after it: {type(late).__name__}: {late}")
+            raise
+        await worker.stop()
+    finally:
+        if log is not None:
+            log.close()
     result = RunResult(
         stats=worker.stats,
         tables=tables,
@@ -179,6 +212,92 @@ def dead_letter_file(
     return None
 
 
+async def _finish(
+    task: asyncio.Future[T],
+    stop: asyncio.Event | None,
+    started: Callable[[], bool],
+    worker: Worker,
+    safe: list[bool],
+) -> T:
+    """The result of `task` (a run's body), racing it against `stop`.
+
+    Once `stop` is set, a worker that has started gets `STOP_GRACE` seconds to finish its
+    batch (or a rebalance: a commit, a restore), commit and return by itself (`Worker.run`
+    checks `stop`); one still starting (connecting, joining) is cancelled at once. Then
+    `_Cut` is raised. Cancelling this coroutine (a second signal) cancels the task at once too.
+    `safe[0]` then says whether committing what was processed is still safe: not if the
+    task was cut inside a batch or a commit.
+    """
+    try:
+        if stop is not None and not task.done():
+            stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if started() and not task.done():
+                await asyncio.wait([task], timeout=STOP_GRACE)
+            if not task.done():
+                cut = _Cut(started(), started() and _rebalancing(worker))
+                await _cut(task, worker, safe)
+                raise cut
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await _cut(task, worker, safe)
+        raise
+
+
+def _rebalancing(worker: Worker) -> bool:
+    """True while a rebalance holds the worker (committing for it, or restoring state for
+    an assignment), which the run loop waits for: a stop that cuts it says so."""
+    if worker.phase == "restoring":
+        return True
+    return not worker.transport.in_process and not worker._joined and worker._lock.locked()
+
+
+async def _cut(task: asyncio.Future[Any], worker: Worker, safe: list[bool]) -> None:
+    """Cancel `task` and wait for it to end, noting whether it was inside a batch or a commit
+    (the worker holds its lock there): then nothing is committed, as after a crash."""
+    if task.done():
+        return
+    safe[0] = not worker._lock.locked()  # held by a batch, a commit or an assignment
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+
+
+class _Cut(Exception):
+    """`_finish` cancelled the run's body after a stop request; `why` says what that left."""
+
+    def __init__(self, started: bool, rebalancing: bool) -> None:
+        super().__init__()
+        self.started = started
+        self.rebalancing = rebalancing
+
+    def why(self, safe: bool, failed: BaseException | None) -> str:
+        """One sentence: where the run was cut and what is committed (`failed`: what
+        stopping raised, e.g. a commit to a broker that went away)."""
+        if not self.started:
+            return "stopped before the worker started; nothing was processed"
+        if self.rebalancing:
+            return (
+                "stopped in a rebalance (restoring state, or committing before partitions "
+                "move); the next run goes on from what is committed and restored"
+            )
+        if not safe:
+            return (
+                "stopped in the middle of a batch or a commit; what it processed since its "
+                "last commit is processed again by the next run"
+            )
+        if failed is not None:
+            reason = " ".join(str(failed).split()) or type(failed).__name__
+            return (
+                f"stopped while it was running, but committing what it processed failed "
+                f"({reason}); that is processed again by the next run"
+            )
+        return "stopped while it was running; everything it processed is committed"
+
+
 def run(
     graph: Graph | PhysicalPlan,
     *,
@@ -202,10 +321,15 @@ def run(
     """Run `graph` until it is idle (memory://, or `until_idle=True`), `max_events`, or a signal.
 
     SIGINT and SIGTERM stop it cleanly: the current batch finishes, state is flushed and
-    offsets are committed. `max_batch` (records fetched per partition at a time),
-    `max_skew` (seconds of timestamp a run of one partition may go past another's next
-    record; 0: strict timestamp order) and `max_idle` (seconds to wait for a partition not
-    read to its end) tune how records are scheduled; see docs/concepts/windows.md.
+    offsets are committed. A worker still starting (connecting, joining) stops at once, and
+    one that has not stopped `STOP_GRACE` seconds after the signal (a batch or a restore
+    that goes on), or gets a second one, is cut short; both raise `Interrupted`. Kafka
+    clients and stores are closed on every way out.
+
+    `max_batch` (records fetched per partition at a time), `max_skew` (seconds of timestamp
+    a run of one partition may go past another's next record; 0: strict timestamp order)
+    and `max_idle` (seconds to wait for a partition not read to its end) tune how records
+    are scheduled; see docs/concepts/windows.md.
     On Kafka, idle means the whole consumer group is done: every
     partition of every input topic, repartition topics included, consumed and committed.
     When the group makes no progress for `stall_timeout` seconds (default: three session
@@ -226,10 +350,20 @@ def run(
     async def main() -> RunResult:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        this = asyncio.current_task()
+        forced = [False]
+
+        def on_signal() -> None:
+            if not stop.is_set():
+                stop.set()  # finish the batch, commit, return (see `_finish`)
+            elif this is not None:
+                forced[0] = True
+                this.cancel()  # a second signal: stop now
+
         installed = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, on_signal)
                 installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread, or no signal support: run without handlers
@@ -254,6 +388,12 @@ def run(
                 dead_letters_file=dead_letters_file,
                 waiting_report=waiting_report,
             )
+        except asyncio.CancelledError:
+            if not forced[0]:
+                raise
+            msg = "stopped at once by a second signal; what it processed since its last commit "
+            msg += "is processed again by the next run"
+            raise Interrupted(msg) from None
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)

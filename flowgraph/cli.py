@@ -12,10 +12,13 @@ Mistakes in the target or the options are one sentence on stderr and exit code 2
 that does not exist is told apart from one that fails while importing (as bytewax and Flask
 do), and a factory called with the wrong arguments from one that raises inside. A graph that
 fails validation prints every problem, also with exit code 2; any other flowgraph error while
-running exits with 1. An ``--until-idle`` run whose consumer group cannot finish prints its
-summary and one sentence saying what is left, and exits with 3. A run stopped by
-``--max-dead-letters`` prints its summary and one sentence, and exits with 1. ``--debug``
-adds the traceback.
+running exits with 1 (a state store that cannot be written, found at start, is a setup
+mistake: 2). An ``--until-idle`` run whose consumer group cannot finish prints its summary and
+one sentence saying what is left, and exits with 3. A run stopped by ``--max-dead-letters``
+prints its summary and one sentence, and exits with 1. Ctrl-C or SIGTERM stops a running
+worker cleanly (exit 0); one still starting (connecting, joining), one that does not stop within a
+few seconds (a long restore, a batch that hangs), or a second signal exits with 130.
+``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from flowgraph.errors import (
     FlowgraphError,
     GraphDefinitionError,
     GroupStalledError,
+    Interrupted,
 )
 
 __all__ = ["TargetError", "locate_graph", "main"]
@@ -530,11 +534,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         # aiokafka logs every failed connection attempt; our own message says it once
         logging.getLogger("aiokafka").addHandler(logging.NullHandler())
         logging.getLogger("aiokafka").propagate = False
+        # ...and asyncio logs the errors of aiokafka's own requests still in flight when a
+        # worker whose broker went away stops; the run's own error says what matters
+        logging.getLogger("asyncio").addHandler(logging.NullHandler())
+        logging.getLogger("asyncio").propagate = False
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
     except (ConfigurationError, GraphDefinitionError) as exc:
         return _fail(exc, EXIT_USAGE, args.debug)
+    except Interrupted as exc:  # a signal while starting, or one the run could not wait for
+        if args.debug:
+            traceback.print_exception(exc)
+        print(f"flowgraph: interrupted: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except FlowgraphError as exc:
         return _fail(exc, EXIT_FAILED, args.debug)
     except KeyboardInterrupt:  # Ctrl-C before the run installed its own handlers

@@ -10,8 +10,10 @@
     ├── ConfigurationError (ValueError)        bad broker/store URL, bad CLI target
     ├── SerializationError (ValueError)        bytes that do not decode into the declared type
     ├── RuntimeFailure                         a user step raised; wraps it with the step id
+    ├── StorageError                           a state store failed while running (disk full)
     ├── GroupStalledError                      an until-idle run gave up: the group cannot finish
-    └── DeadLetterLimitError                   a run stopped: too many dead letters
+    ├── DeadLetterLimitError                   a run stopped: too many dead letters
+    └── Interrupted                            a signal stopped a run before it could finish cleanly
 
 The planner-side classes are defined in `planner.errors` (the pure layer) and re-exported here.
 """
@@ -36,10 +38,12 @@ __all__ = [
     "GraphDefinitionError",
     "GraphValidationError",
     "GroupStalledError",
+    "Interrupted",
     "PlannerInternalError",
     "PlanningError",
     "RuntimeFailure",
     "SerializationError",
+    "StorageError",
 ]
 
 
@@ -148,3 +152,24 @@ class DeadLetterLimitError(FlowgraphError):
                 f"offset {f.offset}"
             )
         return f"stopped: {self.count} dead letters exceed {option}{limit}{first}"
+
+
+class StorageError(FlowgraphError):
+    """A state store on disk failed while running: the disk is full, or its directory was
+    removed. `path` is where, `cause` what (e.g. "no space left on device"), in one sentence.
+
+    Found while opening, the same problem is a `ConfigurationError` (the setup is wrong);
+    found while running, it is this error, since the run stops with state not written.
+    """
+
+    def __init__(self, path: str, cause: str, *, what: str = "write state store") -> None:
+        self.path = path
+        self.cause = cause
+        super().__init__(f"cannot {what} at {path!r}: {cause}")
+
+
+class Interrupted(FlowgraphError):
+    """SIGINT/SIGTERM (or the `stop` event of `run_async`) ended a run that could not stop
+    cleanly: it was still starting (connecting, joining the group), did not stop within a
+    few seconds (`STOP_GRACE`: a batch or a restore went on), or got a second signal. The
+    message says whether what was processed is committed."""

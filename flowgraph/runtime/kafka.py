@@ -49,6 +49,9 @@ FETCH_WAIT = 0.2
 """Seconds a restore read waits for a fetch before deciding a partition is read to its end."""
 LEAVE_TIMEOUT = 5.0
 """Seconds at most to leave the group when a worker stops."""
+CLOSE_TIMEOUT = 3.0
+"""Seconds at most for each part of closing the transport (a last flush, each client), so a
+worker whose broker went away still exits."""
 JOINING_LEAVE_TIMEOUT = 1.0
 """Seconds at most to leave the group for a worker that owns no partitions."""
 FETCH_GRACE = 0.1
@@ -69,12 +72,18 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, on_assigned: Assigned, on_revoked: Assigned) -> None:
         self.on_assigned = on_assigned
         self.on_revoked = on_revoked
+        self.assigning: asyncio.Task[Any] | None = None
+        """The task running `on_assigned` (it may restore state for long), for `stop`."""
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         await self.on_revoked(frozenset((tp.topic, tp.partition) for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.on_assigned(frozenset((tp.topic, tp.partition) for tp in assigned))
+        self.assigning = asyncio.current_task()
+        try:
+            await self.on_assigned(frozenset((tp.topic, tp.partition) for tp in assigned))
+        finally:
+            self.assigning = None
 
 
 class KafkaConsumer:
@@ -293,6 +302,11 @@ class KafkaConsumer:
             with contextlib.suppress(asyncio.CancelledError, KafkaError):
                 await self._fetch
             self._fetch = None
+        listener = getattr(getattr(self._consumer, "_subscription", None), "listener", None)
+        if isinstance(listener, _Listener) and listener.assigning is not None:
+            # Stopping in the middle of an assignment (a restore): aiokafka would wait for
+            # it to end before leaving; cancel it (and the group task it runs in) instead.
+            listener.assigning.cancel()
         owns = bool(self._consumer.assignment())
         coordinator = getattr(self._consumer, "_coordinator", None)
         member = getattr(coordinator, "member_id", "")
@@ -405,6 +419,9 @@ class KafkaTransport:
                 await producer.stop()
                 await asyncio.sleep(0.5)
                 continue
+            except BaseException:  # cancelled (a stop request): leave nothing open
+                await producer.stop()
+                raise
             self._producer = producer
             break
         if self._producer is None:
@@ -427,19 +444,31 @@ class KafkaTransport:
         await self._reader.start()
 
     async def stop(self) -> None:
-        """Flush what is buffered and disconnect."""
-        try:
-            if self._producer is not None:
-                await self.flush()
-        finally:
-            if self._producer is not None:
-                await self._producer.stop()
-            for reader in (self._reader, self._ends_reader):
-                if reader is not None:
-                    await reader.stop()
-            if self._admin is not None:
-                await self._admin.close()
-            self._producer = self._admin = self._reader = self._ends_reader = None
+        """Flush what is buffered and disconnect; every client is closed even if flushing or
+        closing another fails, and the first failure is raised after."""
+        failures: list[BaseException] = []
+
+        async def bounded(step: Awaitable[None], what: str) -> None:
+            try:
+                await asyncio.wait_for(step, CLOSE_TIMEOUT)
+            except TimeoutError:  # the broker is gone: give up on it, go on closing
+                msg = f"{what} did not finish within {CLOSE_TIMEOUT:.0f} s"
+                failures.append(TimeoutError(msg))
+            except BaseException as exc:
+                failures.append(exc)
+
+        if self._producer is not None:
+            await bounded(self.flush(), "sending the last records to Kafka")
+        closing = [self._producer, self._reader, self._ends_reader]
+        self._producer = self._reader = self._ends_reader = None
+        for client in closing:
+            if client is not None:
+                await bounded(client.stop(), "closing a Kafka client")
+        if self._admin is not None:
+            admin, self._admin = self._admin, None
+            await bounded(admin.close(), "closing the Kafka admin client")
+        if failures:
+            raise failures[0]
 
     # -- topics --------------------------------------------------------------------------
 
@@ -502,7 +531,11 @@ class KafkaTransport:
             max_partition_fetch_bytes=4 * MAX_BATCH_BYTES,
             fetch_max_bytes=16 * MAX_BATCH_BYTES,
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:  # cancelled (a stop request) or failed: leave nothing open
+            await consumer.stop()
+            raise
         consumer.subscribe(
             topics=list(topics),
             listener=_Listener(on_assigned or nothing, on_revoked or nothing),

@@ -456,18 +456,45 @@ class Worker:
         self._direct_marks.append(mark)
         self._writers[topic] = transport.direct_writer(topic, delivers)
 
-    async def stop(self) -> None:
-        """Commit what is processed, leave the group and close every store."""
-        try:
-            if self._consumer is not None:
+    async def stop(self, *, commit: bool = True, commit_timeout: float | None = None) -> None:
+        """Commit what is processed (unless `commit` is False: a batch was cut short), leave
+        the group and close every store and client.
+
+        Each part runs even if one before it failed or was cancelled, so nothing is left
+        open; the first failure is raised once all have run (a later one never hides it).
+        A commit that takes over `commit_timeout` seconds (a broker gone) is given up.
+        """
+        failures: list[BaseException] = []
+
+        async def commit_all() -> None:
+            await self.commit()
+            if self._touched:  # graves this commit wrote: one more deletes them for good
                 await self.commit()
-                if self._touched:  # graves this commit wrote: one more deletes them for good
-                    await self.commit()
+
+        if self._consumer is not None:
+            if commit:
+                try:
+                    await asyncio.wait_for(commit_all(), commit_timeout)
+                except TimeoutError:
+                    msg = f"the last commit did not finish within {commit_timeout:.0f} s"
+                    failures.append(TimeoutError(msg))
+                except BaseException as exc:
+                    failures.append(exc)
+            try:
                 await self._consumer.stop()
-        finally:
+            except BaseException as exc:
+                failures.append(exc)
+        try:
             self.backend.close()
+        except BaseException as exc:
+            failures.append(exc)
+        try:
             await self.transport.stop()
-            self.stats.finished = time.monotonic()
+        except BaseException as exc:
+            failures.append(exc)
+        self.stats.finished = time.monotonic()
+        if failures:
+            raise failures[0]
 
     # -- what it waits for -------------------------------------------------------------
 

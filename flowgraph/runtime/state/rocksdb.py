@@ -9,6 +9,11 @@ durability mechanism (docs/concepts/planner.md, "Durability order"): a process c
 loses nothing (the WAL is in the OS page cache), and a machine crash rolls the database back
 to a consistent earlier batch, whose stored changelog offset tells the restore where to resume.
 
+Faults: a directory that cannot be created or written, or a file in its place, is a
+`ConfigurationError` when a partition opens (the backend probes its directory at once); a
+write, read or close that fails later (a full disk, a directory removed while the worker runs)
+is a `StorageError`. Both are one sentence naming the path and the cause.
+
 Bytes: keys go through a key codec and must encode deterministically (equal keys, equal bytes;
 ``1``, ``1.0`` and ``True`` are different keys here although equal in a dict). Values go through
 a value codec; the store frames each entry as msgpack ``[position, value bytes]`` itself, so the
@@ -21,7 +26,9 @@ tuple keys come back hashable), values decode them as lists.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import tempfile
 import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -40,7 +47,7 @@ from rocksdict import (
 )
 
 from flowgraph._delete import DELETE
-from flowgraph.errors import ConfigurationError
+from flowgraph.errors import ConfigurationError, StorageError
 from flowgraph.runtime.state import metadata
 from flowgraph.runtime.state.base import Entry, StateCodec, check_address
 
@@ -50,6 +57,41 @@ _WRITE_BUFFER_SIZE = 16 << 20
 """Per-partition memtable, as Kafka Streams' default store: many partitions share one machine."""
 _BLOCK_CACHE_SIZE = 64 << 20
 """One LRU block cache shared by every partition of a backend."""
+
+
+_CAUSES = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "read-only file system",
+    errno.ENOTDIR: "not a directory (a file is in the way)",
+    errno.EEXIST: "not a directory (a file is in the way)",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (a file size limit was reached)",
+    errno.ENOENT: "the directory was removed",
+}
+_PHRASES = (  # RocksDB says what the OS said, in the middle of its own text
+    ("no space left on device", errno.ENOSPC),
+    ("disk quota exceeded", errno.EDQUOT),
+    ("file too large", errno.EFBIG),
+    ("permission denied", errno.EACCES),
+    ("operation not permitted", errno.EPERM),
+    ("read-only file system", errno.EROFS),
+    ("not a directory", errno.ENOTDIR),
+    ("no such file or directory", errno.ENOENT),
+)
+
+
+def storage_cause(exc: BaseException) -> str:
+    """What an OS or RocksDB error means, in a few words ("permission denied")."""
+    if isinstance(exc, OSError) and exc.errno in _CAUSES:
+        return _CAUSES[exc.errno]
+    text = " ".join(str(exc).split())
+    lowered = text.lower()
+    for phrase, code in _PHRASES:
+        if phrase in lowered:
+            return _CAUSES[code]
+    return text or type(exc).__name__
 
 
 def _tuplify(obj: Any) -> Any:
@@ -130,11 +172,19 @@ class RocksDBStorePartition:
                 column_families={metadata.METADATA_COLUMN_FAMILY: Options(raw_mode=True)},
             )
         except Exception as exc:  # rocksdict raises a bare Exception for RocksDB errors
-            busy = "lock" in str(exc).lower()
+            text = str(exc).lower()
+            busy = "lock" in text and "permission denied" not in text
             hint = "; is another worker using the same state directory?" if busy else ""
-            msg = f"cannot open store {name!r} partition {partition} at {str(path)!r}: {exc}{hint}"
+            cause = " ".join(str(exc).split()) if busy else storage_cause(exc)
+            msg = (
+                f"cannot open store {name!r} partition {partition} at {str(path)!r}: {cause}{hint}"
+            )
             raise ConfigurationError(msg) from exc
         self._db = db
+        self._broken = False
+        """A failure was raised: closing then fails the same way, which says nothing new."""
+        self._inode = _inode(path)
+        """The directory's identity: `write` checks it is still there (see `_check_dir`)."""
         self._meta = db.get_column_family(metadata.METADATA_COLUMN_FAMILY)
         self._meta_handle = db.get_column_family_handle(metadata.METADATA_COLUMN_FAMILY)
         self._write_opts = _write_options()
@@ -148,6 +198,15 @@ class RocksDBStorePartition:
         self._scans: weakref.WeakSet[Generator[Any, None, None]] = weakref.WeakSet()
         try:
             self._check_format()
+        except ConfigurationError:
+            self.close()
+            raise
+        except Exception as exc:  # stamping a new database failed: a full disk, say
+            self._broken = True
+            self.close()
+            where = f"store {name!r} partition {partition} at {str(path)!r}"
+            msg = f"cannot open {where}: {storage_cause(exc)}"
+            raise ConfigurationError(msg) from exc
         except BaseException:
             self.close()
             raise
@@ -185,9 +244,29 @@ class RocksDBStorePartition:
             position = _tuplify(position)
         return (position, DELETE if value is None else self._decode_value(value))
 
+    def _failed(self, exc: BaseException, action: str = "write") -> StorageError:
+        """The one-sentence error for a RocksDB or OS failure of this partition."""
+        self._broken = True
+        what = f"{action} store {self.name!r} partition {self.partition}"
+        return StorageError(str(self.path), storage_cause(exc), what=what)
+
+    def _check_dir(self) -> None:
+        """Refuse to write once the directory is gone: RocksDB would go on appending to its
+        deleted files without a word, and everything written after would be lost."""
+        if _inode(self.path) != self._inode:
+            self._broken = True
+            cause = "the directory was removed (or replaced) while the worker ran"
+            what = f"write store {self.name!r} partition {self.partition}"
+            raise StorageError(str(self.path), cause, what=what)
+
     def get(self, key: object) -> Entry | None:
         """Return the entry for `key`, or None."""
-        raw = self._db_get(self._encode_key(key))
+        try:
+            raw = self._db_get(self._encode_key(key))
+        except Exception as exc:
+            if self.closed or not _is_io_error(exc):
+                raise
+            raise self._failed(exc, "read") from exc
         return None if raw is None else self._decode_entry(raw)
 
     def get_many(self, keys: Iterable[object]) -> dict[object, Entry]:
@@ -196,7 +275,13 @@ class RocksDBStorePartition:
         if not keys:
             return {}
         encode_key = self._encode_key
-        raws = cast("list[bytes | None]", self._db_get([encode_key(key) for key in keys]))
+        encoded: list[Any] = [encode_key(key) for key in keys]
+        try:
+            raws = cast("list[bytes | None]", self._db_get(encoded))
+        except Exception as exc:
+            if self.closed or not _is_io_error(exc):
+                raise
+            raise self._failed(exc, "read") from exc
         decode_value = self._decode_value
         found: dict[object, Entry] = {}
         for key, raw in zip(keys, raws, strict=True):  # _decode_entry inlined: the hot loop
@@ -232,7 +317,11 @@ class RocksDBStorePartition:
                 self._meta_handle,
             )
         if batch.len():
-            self._db.write(batch, self._write_opts)
+            self._check_dir()
+            try:
+                self._db.write(batch, self._write_opts)
+            except Exception as exc:
+                raise self._failed(exc) from exc
 
     def changelog_offset(self) -> int | None:
         """Return the last changelog offset written, or None."""
@@ -242,16 +331,21 @@ class RocksDBStorePartition:
     def _scan(self, positions: bool) -> Generator[Any, None, None]:
         decode_key, decode_entry = self._decode_key, self._decode_entry
         # Raw mode: keys and values are bytes.
-        pairs = cast("Iterator[tuple[bytes, bytes]]", self._db.items())
-        if positions:
-            for key, raw in pairs:
-                yield decode_key(key), decode_entry(raw)
-        else:
-            decode_value = self._decode_value
-            for key, raw in pairs:
-                value = _decode_frame(raw)[1]
-                if value is not None:  # graves are deleted keys
-                    yield decode_key(key), decode_value(value)
+        try:
+            pairs = cast("Iterator[tuple[bytes, bytes]]", self._db.items())
+            if positions:
+                for key, raw in pairs:
+                    yield decode_key(key), decode_entry(raw)
+            else:
+                decode_value = self._decode_value
+                for key, raw in pairs:
+                    value = _decode_frame(raw)[1]
+                    if value is not None:  # graves are deleted keys
+                        yield decode_key(key), decode_value(value)
+        except Exception as exc:
+            if not _is_io_error(exc):
+                raise
+            raise self._failed(exc, "read") from exc
 
     def entries(self) -> Iterator[tuple[object, Entry]]:
         """Iterate in encoded-key byte order over a snapshot taken at the first `next()`."""
@@ -283,10 +377,14 @@ class RocksDBStorePartition:
             batch.delete_range(first, last)  # end is exclusive
             batch.delete(last)
         batch.delete(metadata.CHANGELOG_OFFSET_KEY, self._meta_handle)
-        self._db.write(batch, self._write_opts)
-        # A range tombstone only hides the data; compaction drops the files now, since a
-        # restore is about to refill the store.
-        self._db.compact_range(None, None)
+        self._check_dir()
+        try:
+            self._db.write(batch, self._write_opts)
+            # A range tombstone only hides the data; compaction drops the files now, since a
+            # restore is about to refill the store.
+            self._db.compact_range(None, None)
+        except Exception as exc:
+            raise self._failed(exc) from exc
 
     def close(self) -> None:
         """Close the database; open `entries()` iterators are ended first (they pin it)."""
@@ -297,10 +395,14 @@ class RocksDBStorePartition:
             # ValueError: closing from inside that very loop; it ends with the loop.
             with contextlib.suppress(ValueError):
                 scan.close()
-        self._meta.close()
-        # The column family handle also pins the database until it is dropped.
-        del self._meta_handle
-        self._db.close()
+        try:
+            self._meta.close()
+            # The column family handle also pins the database until it is dropped.
+            del self._meta_handle
+            self._db.close()
+        except Exception as exc:
+            if not self._broken:  # else it only repeats the failure already raised
+                raise self._failed(exc, "close") from exc
 
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""
@@ -329,11 +431,7 @@ class RocksDBBackend:
         )
         self._cache = Cache(_BLOCK_CACHE_SIZE)
         self._partitions: dict[tuple[str, int], RocksDBStorePartition] = {}
-        try:  # fail at start, not at the first table write
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            msg = f"cannot create state directory {str(self.directory)!r}: {exc}"
-            raise ConfigurationError(msg) from exc
+        _usable_dir(self.directory, "state directory")  # fail at start, not at the first write
 
     def open(self, store: str, partition: int) -> RocksDBStorePartition:
         """Return the open partition, opening (and creating) its database if needed."""
@@ -342,7 +440,7 @@ class RocksDBBackend:
             return found
         check_address(store, partition)
         path = self.directory / store / str(partition)
-        path.mkdir(parents=True, exist_ok=True)
+        _usable_dir(path, f"store {store!r} partition {partition} at", probe=False)
         opened = RocksDBStorePartition(
             store,
             partition,
@@ -355,10 +453,54 @@ class RocksDBBackend:
         return opened
 
     def close(self) -> None:
-        """Close every partition opened here; `open` works again afterwards."""
+        """Close every partition opened here; `open` works again afterwards.
+
+        Every partition is closed even if closing one fails; the first failure is raised.
+        """
         partitions, self._partitions = list(self._partitions.values()), {}
+        failures: list[Exception] = []
         for opened in partitions:
-            opened.close()
+            try:
+                opened.close()
+            except Exception as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
     def __repr__(self) -> str:
         return f"RocksDBBackend({self.url!r}, {len(self._partitions)} open)"
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    """The identity of the directory at `path`, or None if it is gone."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino)
+
+
+def _is_io_error(exc: BaseException) -> bool:
+    """True for a RocksDB I/O failure (not, e.g., a key that does not encode)."""
+    return type(exc) is Exception and "io error" in str(exc).lower()
+
+
+def _usable_dir(path: Path, what: str, *, probe: bool = True) -> None:
+    """Create `path` if needed and, with `probe`, check a file can be written there (one tiny
+    file, removed at once), so a directory that cannot take state fails in one sentence."""
+    where = f"{what} {str(path)!r}"
+    if path.exists() and not path.is_dir():
+        msg = f"cannot use {where}: it is a file, not a directory; point the store elsewhere"
+        raise ConfigurationError(msg)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if probe:
+            fd, name = tempfile.mkstemp(prefix=".flowgraph-probe-", dir=path)
+            try:
+                os.write(fd, b"x")
+            finally:
+                os.close(fd)
+                os.unlink(name)
+    except OSError as exc:
+        msg = f"cannot use {where}: {storage_cause(exc)}"
+        raise ConfigurationError(msg) from exc

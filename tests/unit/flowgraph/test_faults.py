@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from flowgraph.runtime.faults import InjectedCrash, from_env, raise_at
@@ -26,3 +28,15 @@ def test_from_env_reads_point_and_count():
     assert callable(from_env({"FLOWGRAPH_CRASH_AT": "in-batch:3"}))
     with pytest.raises(ValueError, match="unknown crash point"):
         from_env({"FLOWGRAPH_CRASH_AT": "nowhere:1"})
+
+
+def test_from_env_reads_a_slow_point_in_seconds():
+    hook = from_env({"FLOWGRAPH_SLOW_AT": "in-restore:0.05"})
+    assert hook is not None
+    began = time.monotonic()
+    hook("in-batch")
+    assert time.monotonic() - began < 0.04
+    hook("in-restore")
+    assert time.monotonic() - began >= 0.05
+    with pytest.raises(ValueError, match="unknown crash point"):
+        from_env({"FLOWGRAPH_SLOW_AT": "nowhere:1"})

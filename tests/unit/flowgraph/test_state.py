@@ -376,7 +376,7 @@ def test_rocksdb_custom_codecs_are_used(tmp_path: Path) -> None:
 
 def test_rocksdb_unwritable_directory_fails_at_start(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a directory")
-    with pytest.raises(ConfigurationError, match="cannot create state directory"):
+    with pytest.raises(ConfigurationError, match=r"cannot use state directory .*: not a directory"):
         RocksDBBackend(tmp_path / "file" / "state")
 
 
