@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import attrs
 
 from flowgraph._graph import Graph
-from flowgraph.errors import GroupStalledError
+from flowgraph.errors import ConfigurationError, GroupStalledError
 from flowgraph.runtime import open_transport
 from flowgraph.runtime.state import open_backend
 from flowgraph.runtime.worker import RunStats, Worker
@@ -70,6 +70,7 @@ async def run_async(
     max_skew: float | None = None,
     max_idle: float | None = None,
     stall_timeout: float | None = None,
+    end_of_input: bool | None = None,
 ) -> RunResult:
     """Async form of `run`, for callers that already have an event loop.
 
@@ -91,6 +92,7 @@ async def run_async(
     worker = Worker(plan, transport, backend, crash_point=crash_point, **commits)
     # On memory:// nothing outside this process can write, so an idle run is a finished one.
     idle_ends = transport.in_process if until_idle is None else until_idle
+    close = _closes_windows(plan, idle_ends, end_of_input)
     try:
         if on_worker is not None:
             on_worker(worker)
@@ -100,7 +102,11 @@ async def run_async(
         stalled: GroupStalledError | None = None
         try:
             await worker.run(
-                until_idle=idle_ends, max_events=max_events, stop=stop, stall_timeout=stall_timeout
+                until_idle=idle_ends,
+                max_events=max_events,
+                stop=stop,
+                stall_timeout=stall_timeout,
+                end_of_input=close,
             )
         except GroupStalledError as exc:
             stalled = exc
@@ -131,6 +137,7 @@ def run(
     max_skew: float | None = None,
     max_idle: float | None = None,
     stall_timeout: float | None = None,
+    end_of_input: bool | None = None,
 ) -> RunResult:
     """Run `graph` until it is idle (memory://, or `until_idle=True`), `max_events`, or a signal.
 
@@ -144,6 +151,11 @@ def run(
     When the group makes no progress for `stall_timeout` seconds (default: three session
     timeouts, at least 30 s), an until-idle run stops and raises `GroupStalledError`, which
     says what is left and holds this worker's `RunResult` in its `result`.
+
+    `end_of_input`: when the run is idle, its input has ended: every open window is closed
+    (and, with ``emit="close"``, emitted) before the run stops, as at the end of a bounded
+    source. The default is on for a graph whose sources are all `source_from`, off for one
+    that reads topics; it needs an until-idle run. See docs/concepts/windows.md.
     """
 
     async def main() -> RunResult:
@@ -173,12 +185,27 @@ def run(
                 max_skew=max_skew,
                 max_idle=max_idle,
                 stall_timeout=stall_timeout,
+                end_of_input=end_of_input,
             )
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
 
     return run_blocking(main)
+
+
+def _closes_windows(plan: PhysicalPlan, until_idle: bool, end_of_input: bool | None) -> bool:
+    """Whether an idle run closes its windows: asked for, or by default when every source is
+    a bounded `source_from` feed (a topic may get more records after the run)."""
+    if end_of_input is None:
+        return until_idle and not any(t.role == "source" for t in plan.topics)
+    if end_of_input and not until_idle:
+        msg = (
+            "end_of_input=True closes windows when an until-idle run finds its input ended; "
+            "pass until_idle=True too"
+        )
+        raise ConfigurationError(msg)
+    return end_of_input
 
 
 def run_blocking(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
