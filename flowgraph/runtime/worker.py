@@ -386,6 +386,8 @@ class Worker:
                 for task in sorted(tasks, key=lambda t: t.partition):
                     await task.end_of_input()
                     self._touched[id(task)] = task
+                for mark in self._direct_marks:  # tasks the closes delivered to in process
+                    mark()
                 await self.commit()
                 return True
         return False

@@ -237,3 +237,17 @@ def test_a_crash_while_closing_neither_loses_nor_repeats_a_window(point: str) ->
                 w = (key, float(s), float(s + 10))
                 expected[w] = expected.get(w, 0) + v
     assert dict(out) == expected
+
+
+def test_what_the_close_emits_reaches_a_table_downstream() -> None:
+    """The closed windows feed a plain table behind a repartition (delivered in process):
+    it is stored with the close, so the run's result holds it."""
+    g = fg.Graph("eoi_downstream")
+    src = g.source_from([(f"k{i % 3}", float(i)) for i in range(50)], name="events")
+    windows = src.key_by(lambda e: e[0], name="by_key").window(
+        fg.Tumbling(10, emit="close"), timestamp=lambda e: e[1]
+    )
+    closed = windows.count(name="counts").changes().key_by(lambda n: "all", name="everything")
+    closed.count(name="windows_closed")
+    result = fg.run(g)
+    assert result.table("windows_closed") == {"all": 15}  # 5 windows of 3 keys
