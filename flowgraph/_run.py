@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import attrs
 
 from flowgraph._graph import Graph
-from flowgraph.errors import GroupStalledError, Interrupted
+from flowgraph.errors import ConfigurationError, GroupStalledError, Interrupted
 from flowgraph.runtime import open_transport
 from flowgraph.runtime.state import RocksDBBackend, StateBackend, open_backend
 from flowgraph.runtime.stats import (
@@ -95,6 +95,7 @@ async def run_async(
     max_dead_letters: int | float | None = None,
     dead_letters_file: str | os.PathLike[str] | None = None,
     waiting_report: float | None = None,
+    end_of_input: bool | None = None,
 ) -> RunResult:
     """Async form of `run`, for callers that already have an event loop.
 
@@ -130,6 +131,7 @@ async def run_async(
         worker.stats.on_dead_letters = log.write
     # On memory:// nothing outside this process can write, so an idle run is a finished one.
     idle_ends = transport.in_process if until_idle is None else until_idle
+    close = _closes_windows(plan, idle_ends, end_of_input)
     started = False
 
     Ended = GroupStalledError | DeadLetterLimitError | None
@@ -150,6 +152,7 @@ async def run_async(
                 stop=stop,
                 stall_timeout=stall_timeout,
                 max_dead_letters=max_dead_letters,
+                end_of_input=close,
             )
         except (GroupStalledError, DeadLetterLimitError) as exc:
             stalled = exc
@@ -317,6 +320,7 @@ def run(
     max_dead_letters: int | float | None = None,
     dead_letters_file: str | os.PathLike[str] | None = None,
     waiting_report: float | None = None,
+    end_of_input: bool | None = None,
 ) -> RunResult:
     """Run `graph` until it is idle (memory://, or `until_idle=True`), `max_events`, or a signal.
 
@@ -345,6 +349,11 @@ def run(
 
     A worker that has no partition, or no progress, for `waiting_report` seconds (default
     30) logs what it waits for (logger ``flowgraph``; see `Worker.waiting_for`).
+
+    `end_of_input`: when the run is idle, its input has ended: every open window is closed
+    (and, with ``emit="close"``, emitted) before the run stops, as at the end of a bounded
+    source. The default is on for a graph whose sources are all `source_from`, off for one
+    that reads topics; it needs an until-idle run. See docs/concepts/windows.md.
     """
 
     async def main() -> RunResult:
@@ -387,6 +396,7 @@ def run(
                 max_dead_letters=max_dead_letters,
                 dead_letters_file=dead_letters_file,
                 waiting_report=waiting_report,
+                end_of_input=end_of_input,
             )
         except asyncio.CancelledError:
             if not forced[0]:
@@ -399,6 +409,20 @@ def run(
                 loop.remove_signal_handler(sig)
 
     return run_blocking(main)
+
+
+def _closes_windows(plan: PhysicalPlan, until_idle: bool, end_of_input: bool | None) -> bool:
+    """Whether an idle run closes its windows: asked for, or by default when every source is
+    a bounded `source_from` feed (a topic may get more records after the run)."""
+    if end_of_input is None:
+        return until_idle and not any(t.role == "source" for t in plan.topics)
+    if end_of_input and not until_idle:
+        msg = (
+            "end_of_input=True closes windows when an until-idle run finds its input ended; "
+            "pass until_idle=True too"
+        )
+        raise ConfigurationError(msg)
+    return end_of_input
 
 
 def run_blocking(main: Callable[[], Coroutine[Any, Any, T]]) -> T:

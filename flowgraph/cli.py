@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from flowgraph._graph import Graph
+from flowgraph._input_files import FORMATS
 from flowgraph.errors import (
     ConfigurationError,
     DeadLetterLimitError,
@@ -270,13 +271,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if dead_letters is None and _scheme(args.broker) == _scheme(args.store) == "memory":
         # nothing of this run outlives it but what it writes to a file
         dead_letters = os.path.join(DEAD_LETTER_DIR, f"{plan.graph_id}.jsonl")
+    on_start, close_windows = _inputs(args, plan)
     view = LiveView(plan)
+
+    def started(worker: Any) -> None:
+        on_start(worker)
+        view.started(worker)
+
     try:
         result = fg.run(
             plan,
             broker=args.broker,
             store=args.store,
-            until_idle=True if args.until_idle else None,
+            until_idle=True if args.until_idle or args.input else None,
+            end_of_input=close_windows,
             max_events=args.max_events,
             commit_every=args.commit_every,
             commit_interval=args.commit_interval,
@@ -284,7 +292,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             max_skew=args.max_skew,
             max_idle=args.max_idle,
             on_worker=view.attach,
-            on_start=view.started,
+            on_start=started,
             crash_point=faults.from_env(os.environ),
             stall_timeout=args.stall_timeout,
             max_dead_letters=args.max_dead_letters,
@@ -308,6 +316,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
         view.close()
     _write(summary(result, plan))
     return EXIT_OK
+
+
+def _inputs(args: argparse.Namespace, plan: Any) -> tuple[Callable[[Any], None], bool | None]:
+    """What ``--input`` files hand the run (read and checked now, appended once it has
+    started), and whether the run closes its windows at the end of its input."""
+    close: bool | None = args.close_windows
+    if close and not (args.until_idle or args.input or args.broker.startswith("memory:")):
+        msg = "--close-windows applies when an until-idle run ends; add --until-idle"
+        raise ConfigurationError(msg)
+    if not args.input:
+        return (lambda worker: None), close
+    if args.broker != "memory://":
+        msg = (
+            f"--input feeds the embedded broker (memory://), not {args.broker!r}; "
+            "drop --broker, or write the records to the topic with a Kafka producer"
+        )
+        raise ConfigurationError(msg)
+    from flowgraph._input_files import read_inputs
+    from flowgraph.runtime.codecs import topic_codecs
+
+    records = read_inputs(plan, args.input, topic_codecs(plan, in_process=True), args.input_format)
+
+    def append(worker: Any) -> None:
+        for topic, recs in records.items():
+            worker.transport.broker.append(topic, recs)
+
+    return append, True if close is None else close
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
@@ -499,6 +534,30 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="say what the worker waits for (no partition, restoring, no records) once it "
         "has waited this long (default 30)",
+    )
+    run.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="TOPIC=FILE",
+        help="feed source topic TOPIC from a JSON-lines FILE ('-': stdin) on the embedded "
+        "broker, one record per line; repeatable. The run ends at the end of the files "
+        "(--until-idle) and closes its windows",
+    )
+    run.add_argument(
+        "--input-format",
+        choices=FORMATS,
+        default="values",
+        help="values (default): each line is a record's value; records: each line is "
+        '{"value": ..., "key": ..., "timestamp": SECONDS}, key and timestamp optional',
+    )
+    run.add_argument(
+        "--close-windows",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="when the run ends idle, close every open window first (emit='close' windows "
+        "emit their final values), as at the end of a bounded input; default on for "
+        "source_from graphs and with --input, off for topics",
     )
     run.set_defaults(handler=_cmd_run)
     explain = commands.add_parser(

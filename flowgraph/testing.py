@@ -127,6 +127,15 @@ class TestDriver:
         """Process what bounded sources (`source_from`) still hold."""
         self._drain()
 
+    def end_of_input(self) -> None:
+        """End the input: close every open window, as at the end of a bounded source.
+
+        Each window closes as if stream time had passed its end plus grace (an
+        ``emit="close"`` window emits its final value now) and what that emits is processed
+        downstream; records sent afterwards for those windows are late.
+        """
+        self._run(self._worker.run(until_idle=True, idle_wait=0.0, end_of_input=True))
+
     def advance_time(self, t: float) -> None:
         """Set the driver's clock (seconds) and let idle windows follow it.
 

@@ -53,6 +53,8 @@ ASYNC_ENTRIES = 256
 ``i + j * ASYNC_ENTRIES`` in their origin. Such a step emits later than the sync steps before
 it write (dead letters, other branches), so its writes get their own sequence of origins,
 increasing in input order like every other, for the replay to compare against."""
+AT_END = 0xFFFE
+"""Entry index of records written when the input ends and windows close (`end_of_input`)."""
 
 
 class Failure:
@@ -672,6 +674,30 @@ class Task:
         for op in self.windowed:
             changed = op.tick(now) or changed
         return changed
+
+    def has_open_windows(self) -> bool:
+        """True when a windowed step of this task holds a window not closed yet."""
+        return any(op.has_open_windows() for op in self.windowed)
+
+    async def end_of_input(self) -> int:
+        """The input has ended: close the open windows of every windowed step, upstream first.
+
+        What the closes emit is written with the origin (entry `AT_END`, one past the
+        highest offset applied), so the same close replayed after a crash (the stream time
+        it moved not yet stored) skips what was already written. The number of windows closed.
+        """
+        if not self.windowed:
+            return 0
+        o = 1 + max(op.last_offset() for op in self.windowed)
+        self._seq[0], self._seq[1] = AT_END, -1
+        closed = 0
+        for op in reversed(self.windowed):  # compiled last step first
+            closed += op.end_of_input(o)
+            if self._async:
+                await self._advance(settle=True)
+        for key in [k for k in self.dedupe if k[2] == AT_END]:
+            del self.dedupe[key]  # this close is done; a later one has a higher offset
+        return closed
 
     @property
     def has_graves(self) -> bool:

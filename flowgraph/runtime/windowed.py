@@ -251,8 +251,9 @@ class WindowedAggregateOp:
 
     # -- stream time ----------------------------------------------------------------------
 
-    def _advance(self, ts: float, o: int, h: Any) -> None:
-        """Close, emit and expire what stream time has now passed."""
+    def _advance(self, ts: float, o: int, h: Any, *, expire: bool = True) -> None:
+        """Close, emit and expire what stream time has now passed (`expire` False: only
+        close; what is due to go waits for the next record)."""
         st = self.st
         closing, expiring = self.closing, self.expiring
         nxt = self.next if self.emit_close else None
@@ -265,10 +266,13 @@ class WindowedAggregateOp:
                 for k, ent in list(d.items()):
                     nxt(WindowKey(k, s, e), ent[2], ts, o, h)
             gone = self.expires(e)
-            if gone <= st:  # no retention left: delete now, not through the heap
+            if gone <= st and expire:  # no retention left: delete now, not through the heap
                 self._expire(s, e)
             else:
                 heapq.heappush(expiring, (gone, s, e))
+        if not expire:
+            self._schedule()
+            return
         while expiring and expiring[0][0] <= st:
             _, s, e = heapq.heappop(expiring)
             self._expire(s, e)
@@ -322,6 +326,33 @@ class WindowedAggregateOp:
             self._advance(st, self.pos if type(self.pos) is int else self.last_o, None)
         self._resync()
         return True
+
+    def has_open_windows(self) -> bool:
+        """True when some window of this partition is not closed yet."""
+        windows = self.windows
+        return any((s, e) in windows for _, s, e in self.closing)
+
+    def end_of_input(self, o: int) -> int:
+        """The input has ended: close every open window, as stream time passing its close would.
+
+        Stream time moves to the last open window's close (not to infinity: a later run's
+        records for windows after those are on time), so the closing is stored with the
+        stream time at the next commit and a restart does not reopen what was closed. With
+        ``emit="close"`` each window's final value goes downstream now. Closed windows stay
+        in the table (retention starts counting at the next record), so a bounded run ends
+        with every window's final value queryable. `o` is the offset the emitted records
+        carry (see `Task.end_of_input`). The number of windows closed.
+        """
+        self._sync()
+        live = [c for c in self.closing if c[1:] in self.windows]
+        if not live:
+            return 0
+        target = max(c for c, _, _ in live)
+        if target > self.st:
+            self.st = target
+        self._advance(self.st, o, None, expire=False)
+        self._resync()
+        return len(live)
 
     # -- pushing records --------------------------------------------------------------------
 
@@ -539,6 +570,11 @@ class WindowedAggregateOp:
         d = self.windows.get(found_windows[-1])
         ent = d.get(key) if d is not None else None
         return (False, None) if ent is None else (True, ent[2])
+
+    def last_offset(self) -> int:
+        """The highest input offset applied here (of any input), -1 before any."""
+        self._sync()
+        return self.pos if type(self.pos) is int else max(self.pos)
 
     def stream_time(self) -> float:
         """This partition's stream time (-inf before any record)."""

@@ -563,8 +563,13 @@ class Worker:
         idle_wait: float = 0.05,
         stall_timeout: float | None = None,
         max_dead_letters: int | float | None = None,
+        end_of_input: bool = False,
     ) -> RunStats:
         """Process batches until stopped, idle (if asked) or `max_events` source records.
+
+        With `end_of_input` (until idle only), idle also means the input has ended: the
+        open windows are closed (`close_windows`) and the run goes on until idle again, so
+        what the closes emit is processed downstream, before it stops.
 
         Idle means the whole group is done: every input partition consumed and committed by
         the group (`flowgraph.runtime.idle`); on an in-process transport this worker is the
@@ -605,6 +610,8 @@ class Worker:
                 if until_idle and all(f.done for f in self._feeders):
                     if group is None:  # in process: one member, owning every partition
                         if await self._consumer_caught_up():
+                            if end_of_input and await self.close_windows():
+                                continue
                             break
                     elif time.monotonic() - checked >= CHECK_INTERVAL:
                         checked = time.monotonic()
@@ -619,6 +626,9 @@ class Worker:
                         # join within the stall timeout is done too.
                         caught_up = self._joined and await self._consumer_caught_up()
                         if done and caught_up:
+                            if end_of_input and await self.close_windows():
+                                group.progressed()
+                                continue
                             break
                         if caught_up:
                             await self._commit_read_ends(group)
@@ -635,6 +645,27 @@ class Worker:
         if stalled is not None:
             raise stalled
         return self.stats
+
+    async def close_windows(self) -> bool:
+        """End of input: close the open windows of the most upstream sub-topology that has
+        any, and commit; False when no window is open.
+
+        One sub-topology at a time, in plan order: what its closes emit reaches windows
+        downstream only once the run has processed it, so those close at a later call.
+        """
+        async with self._lock:
+            for sub in self.plan.subtopologies:
+                tasks = [t for t in self._all_tasks if t.sub is sub and t.has_open_windows()]
+                if not tasks:
+                    continue
+                for task in sorted(tasks, key=lambda t: t.partition):
+                    await task.end_of_input()
+                    self._touched[id(task)] = task
+                for mark in self._direct_marks:  # tasks the closes delivered to in process
+                    mark()
+                await self.commit()
+                return True
+        return False
 
     async def _commit_read_ends(self, group: GroupIdle) -> None:
         """Commit the positions of partitions this idle worker has read to their ends where
