@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -70,6 +71,8 @@ async def run_async(
     max_skew: float | None = None,
     max_idle: float | None = None,
     stall_timeout: float | None = None,
+    kafka_config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    create_topics: bool | None = None,
 ) -> RunResult:
     """Async form of `run`, for callers that already have an event loop.
 
@@ -78,7 +81,7 @@ async def run_async(
     `crash_point` is a fault-injection hook for tests (`flowgraph.runtime.faults`).
     """
     plan = graph if isinstance(graph, PhysicalPlan) else make_plan(graph)
-    transport = open_transport(broker)
+    transport = open_transport(broker, kafka_config=kafka_config, create_topics=create_topics)
     backend = open_backend(store)
     commits: dict[str, Any] = {}
     if commit_every is not None:
@@ -91,6 +94,9 @@ async def run_async(
     worker = Worker(plan, transport, backend, crash_point=crash_point, **commits)
     # On memory:// nothing outside this process can write, so an idle run is a finished one.
     idle_ends = transport.in_process if until_idle is None else until_idle
+    stop = asyncio.Event() if stop is None else stop
+    if hasattr(transport, "on_failure"):  # Kafka: the cluster lost its data, stop the run
+        transport.on_failure = stop.set
     try:
         if on_worker is not None:
             on_worker(worker)
@@ -104,6 +110,9 @@ async def run_async(
             )
         except GroupStalledError as exc:
             stalled = exc
+        failure = getattr(transport, "failure", None)
+        if failure is not None:
+            raise failure
         tables = {s.step: worker.table(s.step) for s in plan.stores}
         counts = worker.step_counts()
     finally:
@@ -131,6 +140,8 @@ def run(
     max_skew: float | None = None,
     max_idle: float | None = None,
     stall_timeout: float | None = None,
+    kafka_config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    create_topics: bool | None = None,
 ) -> RunResult:
     """Run `graph` until it is idle (memory://, or `until_idle=True`), `max_events`, or a signal.
 
@@ -144,6 +155,9 @@ def run(
     When the group makes no progress for `stall_timeout` seconds (default: three session
     timeouts, at least 30 s), an until-idle run stops and raises `GroupStalledError`, which
     says what is left and holds this worker's `RunResult` in its `result`.
+    `kafka_config` (a TOML file's path, or its contents as a dict) and the environment
+    configure a ``kafka://`` broker (see docs/how-to/secured-cluster.md); `create_topics`
+    lets the run create missing source topics instead of stopping at start.
     """
 
     async def main() -> RunResult:
@@ -173,6 +187,8 @@ def run(
                 max_skew=max_skew,
                 max_idle=max_idle,
                 stall_timeout=stall_timeout,
+                kafka_config=kafka_config,
+                create_topics=create_topics,
             )
         finally:
             for sig in installed:
