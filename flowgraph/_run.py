@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import attrs
 
 from flowgraph._graph import Graph
-from flowgraph.errors import GroupStalledError
+from flowgraph.errors import FlowgraphError, GroupStalledError
 from flowgraph.runtime import open_transport
 from flowgraph.runtime.state import open_backend
 from flowgraph.runtime.worker import RunStats, Worker
@@ -22,6 +22,10 @@ from planner.physical import PhysicalPlan
 __all__ = ["RunResult", "run", "run_async", "run_blocking"]
 
 T = TypeVar("T")
+
+LOST_GRACE = 3.0
+"""Seconds a run may take to stop once its cluster lost its data, before it is cut short
+(its clients may wait on the broker for a whole session or request timeout)."""
 
 
 @attrs.frozen
@@ -95,33 +99,67 @@ async def run_async(
     # On memory:// nothing outside this process can write, so an idle run is a finished one.
     idle_ends = transport.in_process if until_idle is None else until_idle
     stop = asyncio.Event() if stop is None else stop
+    running = asyncio.current_task()
+    cancelled = False
+
+    def lost() -> None:
+        """The cluster lost its data: stop, and cut the run short if it hangs on the broker."""
+
+        def cancel() -> None:
+            nonlocal cancelled
+            if running is not None and not running.done():
+                cancelled = True
+                running.cancel()
+
+        stop.set()
+        asyncio.get_running_loop().call_later(LOST_GRACE, cancel)
+
     if hasattr(transport, "on_failure"):  # Kafka: the cluster lost its data, stop the run
-        transport.on_failure = stop.set
-    try:
-        if on_worker is not None:
-            on_worker(worker)
-        await worker.start()
-        if on_start is not None:
-            on_start(worker)
-        stalled: GroupStalledError | None = None
+        transport.on_failure = lost
+
+    async def body() -> RunResult:
         try:
-            await worker.run(
-                until_idle=idle_ends, max_events=max_events, stop=stop, stall_timeout=stall_timeout
-            )
-        except GroupStalledError as exc:
-            stalled = exc
+            if on_worker is not None:
+                on_worker(worker)
+            await worker.start()
+            if on_start is not None:
+                on_start(worker)
+            stalled: GroupStalledError | None = None
+            try:
+                await worker.run(
+                    until_idle=idle_ends,
+                    max_events=max_events,
+                    stop=stop,
+                    stall_timeout=stall_timeout,
+                )
+            except GroupStalledError as exc:
+                stalled = exc
+            except FlowgraphError:
+                failure = getattr(transport, "failure", None)
+                if failure is None:
+                    raise
+                raise failure from None
+            failure = getattr(transport, "failure", None)
+            if failure is not None:
+                raise failure
+            tables = {s.step: worker.table(s.step) for s in plan.stores}
+            counts = worker.step_counts()
+        finally:
+            await worker.stop()
+        result = RunResult(stats=worker.stats, tables=tables, step_counts=counts)
+        if stalled is not None:
+            stalled.result = result  # what this worker did, for a summary next to the error
+            raise stalled
+        return result
+
+    try:
+        return await body()
+    except asyncio.CancelledError:
         failure = getattr(transport, "failure", None)
-        if failure is not None:
-            raise failure
-        tables = {s.step: worker.table(s.step) for s in plan.stores}
-        counts = worker.step_counts()
-    finally:
-        await worker.stop()
-    result = RunResult(stats=worker.stats, tables=tables, step_counts=counts)
-    if stalled is not None:
-        stalled.result = result  # what this worker did, for a summary next to the error
-        raise stalled
-    return result
+        if not cancelled or failure is None or running is None:
+            raise
+        running.uncancel()
+        raise failure from None
 
 
 def run(

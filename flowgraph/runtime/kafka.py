@@ -584,6 +584,8 @@ class KafkaTransport:
             if parts and (expected is None or len(parts) == expected):
                 return len(parts)
             await asyncio.sleep(0.1)
+            if parts:  # cached from before the topic was made again: ask afresh
+                await self._producer.client.force_metadata_update()
         msg = f"topic {topic!r} was not found on {self.servers!r} after it was created"
         raise ConfigurationError(msg)
 
@@ -593,8 +595,8 @@ class KafkaTransport:
             await asyncio.sleep(WATCH_INTERVAL)
             try:
                 why = await self.lost()
-            except (KafkaError, OSError, TimeoutError):
-                continue  # unreachable for now: the clients retry, and so does this
+            except Exception:  # unreachable, or a garbled answer: the next check tries again
+                continue
             if why:
                 self.failure = BrokerDataLost(
                     f"Kafka at {self.url} lost its data ({why}); this run stops, and a "
