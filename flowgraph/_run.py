@@ -100,14 +100,14 @@ async def run_async(
     idle_ends = transport.in_process if until_idle is None else until_idle
     stop = asyncio.Event() if stop is None else stop
     running = asyncio.current_task()
-    cancelled = False
+    in_run = cancelled = False
 
     def lost() -> None:
-        """The cluster lost its data: stop, and cut the run short if it hangs on the broker."""
+        """The cluster lost its data: stop, and cut `Worker.run` short if it hangs on it."""
 
         def cancel() -> None:
             nonlocal cancelled
-            if running is not None and not running.done():
+            if in_run and running is not None:
                 cancelled = True
                 running.cancel()
 
@@ -116,50 +116,44 @@ async def run_async(
 
     if hasattr(transport, "on_failure"):  # Kafka: the cluster lost its data, stop the run
         transport.on_failure = lost
-
-    async def body() -> RunResult:
-        try:
-            if on_worker is not None:
-                on_worker(worker)
-            await worker.start()
-            if on_start is not None:
-                on_start(worker)
-            stalled: GroupStalledError | None = None
-            try:
-                await worker.run(
-                    until_idle=idle_ends,
-                    max_events=max_events,
-                    stop=stop,
-                    stall_timeout=stall_timeout,
-                )
-            except GroupStalledError as exc:
-                stalled = exc
-            except FlowgraphError:
-                failure = getattr(transport, "failure", None)
-                if failure is None:
-                    raise
-                raise failure from None
-            failure = getattr(transport, "failure", None)
-            if failure is not None:
-                raise failure
-            tables = {s.step: worker.table(s.step) for s in plan.stores}
-            counts = worker.step_counts()
-        finally:
-            await worker.stop()
-        result = RunResult(stats=worker.stats, tables=tables, step_counts=counts)
-        if stalled is not None:
-            stalled.result = result  # what this worker did, for a summary next to the error
-            raise stalled
-        return result
-
     try:
-        return await body()
-    except asyncio.CancelledError:
+        if on_worker is not None:
+            on_worker(worker)
+        await worker.start()
+        if on_start is not None:
+            on_start(worker)
+        stalled: GroupStalledError | None = None
+        in_run = True
+        try:
+            await worker.run(
+                until_idle=idle_ends, max_events=max_events, stop=stop, stall_timeout=stall_timeout
+            )
+        except GroupStalledError as exc:
+            stalled = exc
+        except (Exception, asyncio.CancelledError) as exc:
+            failure = getattr(transport, "failure", None)
+            check = getattr(transport, "check_lost", None)
+            if failure is None and check is not None and not isinstance(exc, FlowgraphError):
+                failure = await check()  # a client error: did the cluster lose its data?
+            if failure is None or (isinstance(exc, asyncio.CancelledError) and not cancelled):
+                raise  # not the cluster: a step failed, or the caller cancelled the run
+            if cancelled and running is not None:
+                running.uncancel()
+            raise failure from None
+        finally:
+            in_run = False
         failure = getattr(transport, "failure", None)
-        if not cancelled or failure is None or running is None:
-            raise
-        running.uncancel()
-        raise failure from None
+        if failure is not None:
+            raise failure
+        tables = {s.step: worker.table(s.step) for s in plan.stores}
+        counts = worker.step_counts()
+    finally:
+        await worker.stop()
+    result = RunResult(stats=worker.stats, tables=tables, step_counts=counts)
+    if stalled is not None:
+        stalled.result = result  # what this worker did, for a summary next to the error
+        raise stalled
+    return result
 
 
 def run(

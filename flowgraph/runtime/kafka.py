@@ -67,46 +67,44 @@ class _MetadataRequest(MetadataRequest):  # type: ignore[misc]
     """aiokafka's metadata request, asking the broker not to create the topics it names.
 
     aiokafka sends ``allow_auto_topic_creation=True`` whenever none is given and offers no
-    setting; its clients build the request by this module-level name. Only requests made
-    inside a client marked by `_no_auto_create` change, so other aiokafka users in the
-    process keep aiokafka's behaviour.
+    setting; its clients make the request by this module-level name. Only requests sent
+    by a client marked by `_no_auto_create` change, so other aiokafka users in the process
+    keep aiokafka's behaviour.
     """
 
-    def __init__(
-        self, topics: list[str] | None = None, allow_auto_topic_creation: bool | None = None
-    ) -> None:
-        if allow_auto_topic_creation is None and _NO_AUTO_CREATE.get():
-            allow_auto_topic_creation = False
-        super().__init__(topics, allow_auto_topic_creation)
+    def build(self, request_struct_class: Any) -> Any:
+        # read when sent, not when made: the admin client makes it before sending it
+        if _NO_AUTO_CREATE.get() and getattr(self, "_allow_auto_topic_creation", 0) is None:
+            self._allow_auto_topic_creation = False
+        return super().build(request_struct_class)
 
 
 aiokafka.client.MetadataRequest = _MetadataRequest
 aiokafka.admin.client.MetadataRequest = _MetadataRequest
 
 
-def _no_auto_create(client: Any) -> None:
-    """Make `client`'s metadata requests (aiokafka's `AIOKafkaClient`) never create topics."""
-    update = client._metadata_update
+def _no_auto_create(*clients: Any) -> None:
+    """Make the metadata requests of `clients` never create topics.
 
-    async def metadata_update(cluster_metadata: Any, topics: Any) -> Any:
+    Wraps what sends them: an `AIOKafkaClient`'s `_metadata_update` (producer, consumers)
+    and the admin client's `_send_request` (its `describe_topics` names topics).
+    """
+    for client in clients:
+        for name in ("_metadata_update", "_send_request"):
+            method = getattr(client, name, None)
+            if method is not None:
+                setattr(client, name, _marked(method))
+
+
+def _marked(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def call(*args: Any, **kwargs: Any) -> Any:
         token = _NO_AUTO_CREATE.set(True)
         try:
-            return await update(cluster_metadata, topics)
+            return await method(*args, **kwargs)
         finally:
             _NO_AUTO_CREATE.reset(token)
 
-    client._metadata_update = metadata_update
-    send = getattr(client, "_send_request", None)
-    if send is not None:  # the admin client's requests (describe_topics names topics)
-
-        async def send_request(*args: Any, **kwargs: Any) -> Any:
-            token = _NO_AUTO_CREATE.set(True)
-            try:
-                return await send(*args, **kwargs)
-            finally:
-                _NO_AUTO_CREATE.reset(token)
-
-        client._send_request = send_request
+    return call
 
 
 Assigned = Callable[[frozenset[TP]], Awaitable[None]]
@@ -429,7 +427,7 @@ class KafkaTransport:
             )
             raise ConfigurationError(msg)
         self._admin = AIOKafkaAdminClient(**self.settings.client_kwargs())
-        _no_auto_create(self._admin._client)
+        _no_auto_create(self._admin, self._admin._client)
         await self._admin.start()
         self._reader = self._plain_reader()
         await self._reader.start()
@@ -485,7 +483,7 @@ class KafkaTransport:
         e.g. after the broker lost its data), anything else is one sentence.
         """
         assert self._admin is not None and self._producer is not None
-        have = await self._topic_partitions()
+        have = await self._topic_partitions([s.name for s in specs])
         missing = [s for s in specs if s.name not in have]
         sources = [s for s in missing if s.role == "source"]
         if sources and not self.settings.create_source_topics:
@@ -558,7 +556,7 @@ class KafkaTransport:
         while True:  # a deleted topic may take a moment to go
             try:
                 await self._create([self._new_topic(spec)])
-                if (await self._topic_partitions()).get(spec.name) == spec.partitions:
+                if (await self._topic_partitions([spec.name])).get(spec.name) == spec.partitions:
                     return
             except ConfigurationError:
                 if time.monotonic() > deadline:
@@ -568,14 +566,24 @@ class KafkaTransport:
                 raise ConfigurationError(msg)
             await asyncio.sleep(0.2)
 
-    async def _topic_partitions(self) -> dict[str, int]:
-        """Each topic of the cluster and its partition count (one metadata request)."""
+    async def _topic_partitions(self, topics: Sequence[str]) -> dict[str, int]:
+        """The partition count of each of `topics` that exists (one metadata request)."""
+        return (await self._metadata(topics))[1]
+
+    async def _metadata(self, topics: Sequence[str]) -> tuple[str | None, dict[str, int]]:
+        """The cluster id, and the partition count of each of `topics` that exists.
+
+        Names only `topics` (never all of a big cluster's), and creates none of them: the
+        admin client's requests are marked by `_no_auto_create`.
+        """
         assert self._admin is not None
-        return {
-            t["topic"]: len(t["partitions"])
-            for t in await self._admin.describe_topics()
-            if not t.get("error_code")
+        if not topics:  # an empty list would mean every topic
+            return (await self._admin.describe_cluster()).get("cluster_id"), {}
+        found = (await self._admin._get_cluster_metadata(list(topics))).to_object()
+        counts = {
+            t["topic"]: len(t["partitions"]) for t in found["topics"] if not t.get("error_code")
         }
+        return found.get("cluster_id"), counts
 
     async def _partition_count(self, topic: str, expected: int | None = None) -> int:
         assert self._producer is not None
@@ -586,7 +594,10 @@ class KafkaTransport:
             await asyncio.sleep(0.1)
             if parts:  # cached from before the topic was made again: ask afresh
                 await self._producer.client.force_metadata_update()
-        msg = f"topic {topic!r} was not found on {self.servers!r} after it was created"
+        if expected is None:  # a write to a topic the plan did not make
+            msg = f"topic {topic!r} does not exist on {self.url}"
+        else:
+            msg = f"topic {topic!r} was not found on {self.url} after it was created"
         raise ConfigurationError(msg)
 
     async def _watch_cluster(self) -> None:
@@ -598,14 +609,35 @@ class KafkaTransport:
             except Exception:  # unreachable, or a garbled answer: the next check tries again
                 continue
             if why:
-                self.failure = BrokerDataLost(
-                    f"Kafka at {self.url} lost its data ({why}); this run stops, and a "
-                    "restart recreates the topics the graph needs (records not yet "
-                    "processed from the lost topics are gone)"
-                )
-                self._lost.set()
-                if self.on_failure is not None:
-                    self.on_failure()
+                self._fail(why)
+
+    def _fail(self, why: str) -> None:
+        self.failure = BrokerDataLost(
+            f"Kafka at {self.url} lost its data ({why}); this run stops, and a restart "
+            "recreates the topics the graph needs (records not yet processed from the lost "
+            "topics are gone)"
+        )
+        self._lost.set()
+        if self.on_failure is not None:
+            self.on_failure()
+
+    async def check_lost(self) -> BrokerDataLost | None:
+        """`failure`, checked now: for a client error that may come from a lost cluster.
+
+        A group commit can fail on the new, empty cluster before the watch looks, so the
+        caller asks, giving the broker `WATCH_TIMEOUT` seconds to answer.
+        """
+        deadline = time.monotonic() + WATCH_TIMEOUT
+        while self.failure is None and self._watch is not None and time.monotonic() < deadline:
+            try:
+                why = await self.lost()
+            except Exception:
+                await asyncio.sleep(0.5)
+                continue
+            if why:
+                self._fail(why)
+            break
+        return self.failure
 
     async def lost(self) -> str | None:
         """Why the cluster no longer holds what this worker made or read, or None.
@@ -617,12 +649,11 @@ class KafkaTransport:
         count (a client auto-created it). Offsets out of range alone are not used: retention
         and compaction cause them too.
         """
-        assert self._admin is not None
-        cluster = await asyncio.wait_for(self._admin.describe_cluster(), WATCH_TIMEOUT)
-        cluster_id = cluster.get("cluster_id")
+        cluster_id, have = await asyncio.wait_for(
+            self._metadata(list(self._partitions)), WATCH_TIMEOUT
+        )
         if self._cluster_id is not None and cluster_id and cluster_id != self._cluster_id:
             return f"its cluster id changed from {self._cluster_id!r} to {cluster_id!r}"
-        have = await asyncio.wait_for(self._topic_partitions(), WATCH_TIMEOUT)
         gone = sorted(t for t in self._partitions if t not in have)
         if gone:
             return f"topic{'s' if len(gone) > 1 else ''} {', '.join(map(repr, gone))} vanished"

@@ -10,9 +10,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,6 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 import flowgraph as fg
 from flowgraph.errors import ConfigurationError
-from flowgraph.runtime.kafka import BrokerDataLost
 from tests.integration import kafka_jobs
 from tests.integration.test_kafka import (
     FAST_GROUP,
@@ -166,46 +165,77 @@ def test_cli_settings_errors_exit_2_in_one_line(kafka: Broker, tmp_path: Path) -
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+def test_cli_create_topics_with_a_config_file_from_the_environment(
+    kafka: Broker, tmp_path: Path
+) -> None:
+    gid, topic = unique("climk"), unique("climk-clicks")
+    config = tmp_path / "kafka.toml"
+    config.write_text(
+        'client_id = "cli-test"\nsession_timeout_ms = 2000\nheartbeat_interval_ms = 300\n'
+        '[topic_configs]\n"retention.ms" = 7200000\n'
+    )
+    done = subprocess.run(
+        [
+            *FLOWGRAPH,
+            *("run", f"{JOBS}:make_graph('{gid}', '{topic}', 3)", "--store", "memory://"),
+            *("--broker", kafka.url, "--create-topics", "--until-idle"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "FLOWGRAPH_KAFKA_CONFIG": str(config)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    have = run_async(topics_of(kafka))
+    assert have[topic] == 3
+    changelog = kafka_jobs.make_graph(gid, topic, 3).plan().stores[0].changelog
+    assert run_async(topic_config(kafka, changelog))["retention.ms"] == "7200000"
+
+
 @pytest.mark.slow
 def test_broker_that_lost_its_data_stops_the_run_and_a_restart_recovers(
     tmp_path: Path,
 ) -> None:
+    """The worker runs as `flowgraph run` (exit code and message as a user sees them)."""
     broker = start_broker(log_dir=tmp_path)
     port = broker.port
     gid, topic = unique("lost"), unique("lost-clicks")
     graph = kafka_jobs.make_repartition_graph(gid, topic, 2)
     url = f"{broker.url}?{FAST_GROUP}"
     clicks = make_clicks(300, seed=5)
+    worker = None
+    try:
+        run_async(create_topic(broker, topic, 2))
+        run_async(produce(broker, topic, clicks, 2, key="user"))
+        target = f"{JOBS}:make_repartition_graph('{gid}', '{topic}', 2)"
+        worker = subprocess.Popen(
+            [*FLOWGRAPH, "run", target, "--broker", url, "--store", "memory://"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
-    async def body() -> tuple[BaseException | None, float]:
-        nonlocal broker
-        await create_topic(broker, topic, 2)
-        await produce(broker, topic, clicks, 2, key="user")
-        running = asyncio.ensure_future(fg.run_async(graph, broker=url, store="memory://"))
-        started = asyncio.get_running_loop().time()
-        while True:  # until the records went through (or the run failed)
-            await asyncio.sleep(0.2)
-            assert not running.done(), running.exception()
-            assert asyncio.get_running_loop().time() - started < 60, "no progress"
+        async def committed() -> int:
             async with admin(broker) as client:
                 found = await client.list_consumer_group_offsets(
                     gid, partitions=[TopicPartition(topic, p) for p in range(2)]
                 )
-            if sum(m.offset for tp, m in found.items() if tp.topic == topic) == len(clicks):
-                break
-        await asyncio.to_thread(broker.kill)
-        # in this thread: tansu dies with the thread that started it (see kafka_broker)
-        broker = start_broker(tmp_path, port=port)
-        lost_at = asyncio.get_running_loop().time()
-        done, _ = await asyncio.wait({running}, timeout=60)
-        assert done, "the run did not notice that the broker lost its data"
-        return running.exception(), asyncio.get_running_loop().time() - lost_at
+            return sum(m.offset for m in found.values() if m.offset > 0)
 
-    try:
-        error, seconds = run_async(body(), timeout=150)
-        assert isinstance(error, BrokerDataLost), error
-        assert "lost its data" in str(error) and "vanished" in str(error)
-        assert seconds < 30
+        deadline = time.monotonic() + 60
+        while run_async(committed()) < len(clicks):  # until the records went through
+            assert worker.poll() is None, worker.communicate()[1]
+            assert time.monotonic() < deadline, "no progress"
+            time.sleep(0.2)
+        broker.kill()
+        broker = start_broker(tmp_path, port=port)
+        lost_at = time.monotonic()
+        _, err = worker.communicate(timeout=60)
+        assert worker.returncode == 1, err
+        assert time.monotonic() - lost_at < 30
+        assert err.count("\n") == 1 and err.startswith("flowgraph: error: "), err
+        assert "lost its data" in err and "vanished" in err, err
         # a restart on the empty cluster: the source is the user's to create, the rest is made
         with pytest.raises(ConfigurationError, match="does not exist"):
             fg.run(graph, broker=url, store="memory://")
@@ -216,4 +246,7 @@ def test_broker_that_lost_its_data_stops_the_run_and_a_restart_recovers(
         want = {c.url for c in clicks[:50] if not c.bot}
         assert set(result.table(kafka_jobs.TABLE)) == want
     finally:
+        if worker is not None and worker.poll() is None:
+            worker.kill()
+            worker.communicate()
         broker.stop()
