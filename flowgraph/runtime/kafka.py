@@ -34,10 +34,6 @@ from planner.physical import TopicSpec
 
 __all__ = ["BrokerDataLost", "KafkaConsumer", "KafkaTransport"]
 
-CONNECT_TIMEOUT = 15.0
-"""Seconds to keep trying to reach the brokers at start before giving up in one sentence."""
-SESSION_TIMEOUT_MS = 10_000
-HEARTBEAT_INTERVAL_MS = 1_000
 MAX_BATCH_BYTES = 1 << 20
 END_OFFSET_TIMEOUT = 60.0
 """Seconds to wait for a fetch response that tells a partition's end before giving up."""
