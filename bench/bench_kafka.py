@@ -169,7 +169,7 @@ async def restore(url: str, n: int) -> float:
     plan = g.plan()
     spec = plan.stores[0]
     with tempfile.TemporaryDirectory() as tmp:
-        transport = open_transport(url)
+        transport = open_transport(url, create_topics=True)
         worker = Worker(plan, transport, open_backend(f"rocksdb://{tmp}"))
         await transport.start()
         await transport.create_topics(plan.topics)
@@ -205,7 +205,7 @@ async def main() -> None:
     try:
         url = broker.url
         topic = f"clicks-{uuid.uuid4().hex[:8]}"
-        transport = open_transport(url)
+        transport = open_transport(url, create_topics=True)
         await transport.start()
         await transport.create_topics(graph("setup", topic).plan().topics[:1])
         await transport.stop()

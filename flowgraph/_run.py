@@ -7,13 +7,13 @@ import concurrent.futures
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import attrs
 
 from flowgraph._graph import Graph
-from flowgraph.errors import ConfigurationError, GroupStalledError, Interrupted
+from flowgraph.errors import ConfigurationError, FlowgraphError, GroupStalledError, Interrupted
 from flowgraph.runtime import open_transport
 from flowgraph.runtime.state import RocksDBBackend, StateBackend, open_backend
 from flowgraph.runtime.stats import (
@@ -96,6 +96,8 @@ async def run_async(
     dead_letters_file: str | os.PathLike[str] | None = None,
     waiting_report: float | None = None,
     end_of_input: bool | None = None,
+    kafka_config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    create_topics: bool | None = None,
 ) -> RunResult:
     """Async form of `run`, for callers that already have an event loop.
 
@@ -105,7 +107,7 @@ async def run_async(
     """
     plan = graph if isinstance(graph, PhysicalPlan) else make_plan(graph)
     DeadLetterLimit.of(max_dead_letters)  # a bad limit is a usage error before anything runs
-    transport = open_transport(broker)
+    transport = open_transport(broker, kafka_config=kafka_config, create_topics=create_topics)
     backend = open_backend(store)
     commits: dict[str, Any] = {}
     if commit_every is not None:
@@ -132,6 +134,11 @@ async def run_async(
     # On memory:// nothing outside this process can write, so an idle run is a finished one.
     idle_ends = transport.in_process if until_idle is None else until_idle
     close = _closes_windows(plan, idle_ends, end_of_input)
+    stop = asyncio.Event() if stop is None else stop
+    if hasattr(transport, "on_failure"):
+        # Kafka: the cluster lost its data. Stop the run; one that hangs on the dead
+        # cluster is cut after the stop grace like any other, and raises the loss.
+        transport.on_failure = stop.set
     started = False
 
     Ended = GroupStalledError | DeadLetterLimitError | None
@@ -156,6 +163,17 @@ async def run_async(
             )
         except (GroupStalledError, DeadLetterLimitError) as exc:
             stalled = exc
+        except Exception as exc:
+            failure = getattr(transport, "failure", None)
+            check = getattr(transport, "check_lost", None)
+            if failure is None and check is not None and not isinstance(exc, FlowgraphError):
+                failure = await check()  # a client error: did the cluster lose its data?
+            if failure is None:
+                raise  # not the cluster: a step or a store failed
+            raise failure from None
+        failure = getattr(transport, "failure", None)
+        if failure is not None:
+            raise failure
         tables = {s.step: worker.table(s.step) for s in plan.stores}
         return tables, worker.step_counts(), stalled
 
@@ -170,6 +188,9 @@ async def run_async(
                 await worker.stop(commit=safe[0], commit_timeout=STOP_GRACE)
             except BaseException as exc:
                 failed = exc
+            lost = getattr(transport, "failure", None)
+            if lost is not None:  # cut short on a cluster that lost its data: say so
+                raise lost from None
             raise Interrupted(cut.why(safe[0], failed)) from None
         except BaseException as first:
             # The first error is what the caller sees; one from closing only goes with it.
@@ -321,6 +342,8 @@ def run(
     dead_letters_file: str | os.PathLike[str] | None = None,
     waiting_report: float | None = None,
     end_of_input: bool | None = None,
+    kafka_config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    create_topics: bool | None = None,
 ) -> RunResult:
     """Run `graph` until it is idle (memory://, or `until_idle=True`), `max_events`, or a signal.
 
@@ -354,6 +377,10 @@ def run(
     (and, with ``emit="close"``, emitted) before the run stops, as at the end of a bounded
     source. The default is on for a graph whose sources are all `source_from`, off for one
     that reads topics; it needs an until-idle run. See docs/concepts/windows.md.
+
+    `kafka_config` (a TOML file's path, or its contents as a dict) and the environment
+    configure a ``kafka://`` broker (see docs/how-to/secured-cluster.md); `create_topics`
+    lets the run create missing source topics instead of stopping at start.
     """
 
     async def main() -> RunResult:
@@ -397,6 +424,8 @@ def run(
                 dead_letters_file=dead_letters_file,
                 waiting_report=waiting_report,
                 end_of_input=end_of_input,
+                kafka_config=kafka_config,
+                create_topics=create_topics,
             )
         except asyncio.CancelledError:
             if not forced[0]:

@@ -298,6 +298,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             max_dead_letters=args.max_dead_letters,
             dead_letters_file=dead_letters,
             waiting_report=args.report_after,
+            kafka_config=args.kafka_config,
+            create_topics=True if args.create_topics else None,
         )
     except GroupStalledError as exc:
         view.close()
@@ -449,7 +451,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--broker",
         default="memory://",
-        help="memory:// (embedded, the default) or kafka://host:port[,host:port]",
+        help="memory:// (embedded, the default) or kafka://host:port[,host:port][?setting=...]",
+    )
+    run.add_argument(
+        "--kafka-config",
+        metavar="FILE",
+        default=None,
+        help="TOML file of kafka:// settings (SASL, SSL, client id, ...); the URL's query and "
+        "FLOWGRAPH_KAFKA_* variables win over it (default: $FLOWGRAPH_KAFKA_CONFIG)",
+    )
+    run.add_argument(
+        "--create-topics",
+        action="store_true",
+        help="create missing source topics with the graph's partitions instead of stopping",
     )
     run.add_argument(
         "--store",

@@ -139,6 +139,9 @@ def start_broker(
 
     Its output goes to ``<log_dir>/tansu-<port>.log``; without ``log_dir`` a temporary
     directory is made and removed again by ``stop()``. Raises ``BrokerUnavailable``.
+    A given ``port`` restarts a broker at the address of one stopped before (tansu keeps
+    nothing, so that is a cluster that lost its data). Call it from a thread that outlives
+    the broker: on Linux the broker is killed when the thread that started it ends.
     """
     binary = _tansu_binary()
     attempts = 1 if port is not None else 3  # a free port can be taken before tansu binds it

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import urllib.parse
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from flowgraph.errors import ConfigurationError
@@ -12,37 +13,37 @@ from flowgraph.runtime.transport import Transport
 __all__ = ["open_transport"]
 
 
-def open_transport(url: str) -> Transport:
-    """The transport a broker URL names: ``memory://`` (embedded) or ``kafka://host:port``."""
+def open_transport(
+    url: str,
+    *,
+    kafka_config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    create_topics: bool | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Transport:
+    """The transport a broker URL names: ``memory://`` (embedded) or ``kafka://host:port``.
+
+    For Kafka, settings come from the URL's query, then ``FLOWGRAPH_KAFKA_*`` variables of
+    `env` (default: the process environment), then `kafka_config` (a TOML file or its
+    contents; default: the file ``FLOWGRAPH_KAFKA_CONFIG`` names); `create_topics` (when
+    not None) wins over all for ``create_source_topics``. See `kafka_config`. ``memory://``
+    creates every topic it needs and takes no settings.
+    """
     scheme, sep, rest = url.partition("://") if isinstance(url, str) else ("", "", "")
     if sep and scheme == "memory" and not rest:
         return MemoryTransport()
-    servers, _, query = rest.partition("?")
-    if sep and scheme == "kafka" and servers and all(_host_port(a) for a in servers.split(",")):
+    if sep and scheme == "kafka":
         from flowgraph.runtime.kafka import KafkaTransport  # aiokafka is only needed here
+        from flowgraph.runtime.kafka_config import parse
 
-        return KafkaTransport(servers, **_options(url, query, KafkaTransport.OPTIONS))
-    msg = f"unsupported broker URL {url!r}; expected 'memory://' or 'kafka://host:port[,host:port]'"
+        settings = parse(
+            url,
+            os.environ if env is None else env,
+            kafka_config,
+            create_source_topics=create_topics,
+        )
+        return KafkaTransport(settings)
+    shown = url if not isinstance(url, str) else url.partition("?")[0]
+    msg = (
+        f"unsupported broker URL {shown!r}; expected 'memory://' or 'kafka://host:port[,host:port]'"
+    )
     raise ConfigurationError(msg)
-
-
-def _host_port(address: str) -> bool:
-    host, sep, port = address.rpartition(":")
-    return bool(sep and host and port.isdigit())
-
-
-def _options(url: str, query: str, known: frozenset[str]) -> dict[str, Any]:
-    """``a=1&b=2`` -> ``{"a": 1, "b": 2}``; unknown names or non-numbers: one clear sentence."""
-    options: dict[str, Any] = {}
-    for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
-        if name not in known:
-            msg = (
-                f"broker URL {url!r} has unknown option {name!r}; known: {', '.join(sorted(known))}"
-            )
-            raise ConfigurationError(msg)
-        try:
-            options[name] = float(value) if "." in value else int(value)
-        except ValueError:
-            msg = f"broker URL {url!r} option {name!r} needs a number, got {value!r}"
-            raise ConfigurationError(msg) from None
-    return options

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+import aiokafka.admin.client
+import aiokafka.client
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
@@ -30,18 +33,16 @@ from aiokafka.errors import (
     UnknownMemberIdError,
     for_code,
 )
+from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from flowgraph.errors import ConfigurationError
+from flowgraph.errors import ConfigurationError, FlowgraphError
+from flowgraph.runtime.kafka_config import KNOWN, KafkaSettings
 from flowgraph.runtime.transport import TP, MembershipLost, Message, OutRecord, Write
 from planner.physical import TopicSpec
 
-__all__ = ["KafkaConsumer", "KafkaTransport"]
+__all__ = ["BrokerDataLost", "KafkaConsumer", "KafkaTransport"]
 
-CONNECT_TIMEOUT = 15.0
-"""Seconds to keep trying to reach the brokers at start before giving up in one sentence."""
-SESSION_TIMEOUT_MS = 10_000
-HEARTBEAT_INTERVAL_MS = 1_000
 MAX_BATCH_BYTES = 1 << 20
 END_OFFSET_TIMEOUT = 60.0
 """Seconds to wait for a fetch response that tells a partition's end before giving up."""
@@ -58,6 +59,61 @@ FETCH_GRACE = 0.1
 """Seconds a fetch may take beyond its timeout before `getmany` returns without it."""
 HIGHWATER_POLL_MS = 10
 """How long one poll for a partition's high watermark waits (it is polled until known)."""
+TOPIC_TIMEOUT = 10.0
+"""Seconds to wait for a deleted internal topic to be gone so it can be made again."""
+WATCH_INTERVAL = 2.0
+"""Seconds between two checks that the cluster still holds the plan's topics."""
+WATCH_TIMEOUT = 10.0
+"""Seconds one such check may take (a slow answer is skipped, not taken for a loss)."""
+
+_NO_AUTO_CREATE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "flowgraph_no_auto_create", default=False
+)
+
+
+class _MetadataRequest(MetadataRequest):  # type: ignore[misc]
+    """aiokafka's metadata request, asking the broker not to create the topics it names.
+
+    aiokafka sends ``allow_auto_topic_creation=True`` whenever none is given and offers no
+    setting; its clients make the request by this module-level name. Only requests sent
+    by a client marked by `_no_auto_create` change, so other aiokafka users in the process
+    keep aiokafka's behaviour.
+    """
+
+    def build(self, request_struct_class: Any) -> Any:
+        # read when sent, not when made: the admin client makes it before sending it
+        if _NO_AUTO_CREATE.get() and getattr(self, "_allow_auto_topic_creation", 0) is None:
+            self._allow_auto_topic_creation = False
+        return super().build(request_struct_class)
+
+
+aiokafka.client.MetadataRequest = _MetadataRequest
+aiokafka.admin.client.MetadataRequest = _MetadataRequest
+
+
+def _no_auto_create(*clients: Any) -> None:
+    """Make the metadata requests of `clients` never create topics.
+
+    Wraps what sends them: an `AIOKafkaClient`'s `_metadata_update` (producer, consumers)
+    and the admin client's `_send_request` (its `describe_topics` names topics).
+    """
+    for client in clients:
+        for name in ("_metadata_update", "_send_request"):
+            method = getattr(client, name, None)
+            if method is not None:
+                setattr(client, name, _marked(method))
+
+
+def _marked(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        token = _NO_AUTO_CREATE.set(True)
+        try:
+            return await method(*args, **kwargs)
+        finally:
+            _NO_AUTO_CREATE.reset(token)
+
+    return call
+
 
 Assigned = Callable[[frozenset[TP]], Awaitable[None]]
 
@@ -363,31 +419,34 @@ class _PartitionBuffer:
             self.batch.append(key=key, value=value, timestamp=_ms(ts), headers=hdrs)
 
 
+class BrokerDataLost(FlowgraphError):
+    """The cluster the worker writes to lost its data (or was replaced by an empty one)."""
+
+
 class KafkaTransport:
-    """`kafka://host:port[,host:port]`: topics, group membership and writes on Apache Kafka."""
+    """`kafka://host:port[,host:port]`: topics, group membership and writes on Apache Kafka.
+
+    Every aiokafka client it makes (producer, admin, group consumer, restore readers) is
+    built from the same `KafkaSettings` (security, client id) and never lets a metadata
+    request create a topic: topics exist because `create_topics` made them as the plan says.
+    """
 
     in_process = False
     encoded = True
 
-    OPTIONS: frozenset[str] = frozenset(
-        {"session_timeout_ms", "heartbeat_interval_ms", "connect_timeout"}
-    )
-    """Options a ``kafka://`` URL may set as query parameters, e.g. ``?session_timeout_ms=3000``."""
+    OPTIONS: frozenset[str] = KNOWN
+    """Settings a ``kafka://`` URL may set as query parameters (see `kafka_config`)."""
 
-    def __init__(
-        self,
-        servers: str,
-        *,
-        session_timeout_ms: int = SESSION_TIMEOUT_MS,
-        heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
-        connect_timeout: float = CONNECT_TIMEOUT,
-    ) -> None:
-        self.servers = servers
-        self.url = f"kafka://{servers}"
-        self.session_timeout_ms = session_timeout_ms
-        self.session_timeout = session_timeout_ms / 1000
-        self.heartbeat_interval_ms = heartbeat_interval_ms
-        self.connect_timeout = connect_timeout
+    def __init__(self, settings: KafkaSettings | str) -> None:
+        if isinstance(settings, str):
+            settings = KafkaSettings(servers=settings)
+        self.settings = settings
+        self.servers = settings.servers
+        self.url = f"kafka://{self.servers}"
+        self.session_timeout_ms = settings.session_timeout_ms
+        self.session_timeout = settings.session_timeout_ms / 1000
+        self.heartbeat_interval_ms = settings.heartbeat_interval_ms
+        self.connect_timeout = settings.connect_timeout
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._reader: AIOKafkaConsumer | None = None
@@ -396,6 +455,14 @@ class KafkaTransport:
         self._buffers: dict[str, list[_PartitionBuffer]] = {}
         self._partitions: dict[str, int] = {}
         self._written: dict[TP, int] = {}
+        self._cluster_id: str | None = None
+        self._brokers = 1
+        self._watch: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+        self.failure: BrokerDataLost | None = None
+        """Set when the watch finds that the cluster lost its data; the run then stops."""
+        self.on_failure: Callable[[], None] | None = None
+        """Called once when `failure` is set (`fg.run` stops the worker with it)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -405,13 +472,14 @@ class KafkaTransport:
         last: BaseException | None = None
         while time.monotonic() < deadline:
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.servers,
+                **self.settings.client_kwargs(),
                 acks="all",
                 linger_ms=5,
                 max_batch_size=MAX_BATCH_BYTES,
                 max_request_size=4 * MAX_BATCH_BYTES,
                 request_timeout_ms=30_000,
             )
+            _no_auto_create(producer.client)
             try:
                 await asyncio.wait_for(producer.start(), max(deadline - time.monotonic(), 1.0))
             except (TimeoutError, KafkaError, OSError) as exc:
@@ -428,25 +496,43 @@ class KafkaTransport:
             text = str(last)
             name = type(last).__name__
             why = f" ({text if text.startswith(name) else f'{name}: {text}'})" if last else ""
+            hint = "the broker runs and the address is right"
+            if self.settings.security_protocol != "PLAINTEXT":
+                hint += f" and takes {self.settings.security_protocol} as configured"
             msg = (
                 f"cannot reach Kafka at {self.servers!r} after {self.connect_timeout:.0f} s{why}; "
-                "check that the broker runs and the address is right"
+                f"check that {hint}"
             )
             raise ConfigurationError(msg)
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.servers)
+        self._admin = AIOKafkaAdminClient(**self.settings.client_kwargs())
+        _no_auto_create(self._admin, self._admin._client)
         await self._admin.start()
-        self._reader = AIOKafkaConsumer(
-            bootstrap_servers=self.servers,
+        self._reader = self._plain_reader()
+        await self._reader.start()
+        cluster = await self._admin.describe_cluster()
+        self._cluster_id = cluster.get("cluster_id")
+        self._brokers = max(len(cluster.get("brokers") or ()), 1)
+
+    def _plain_reader(self) -> AIOKafkaConsumer:
+        """A group-less consumer for restores and end offsets."""
+        reader = AIOKafkaConsumer(
+            **self.settings.client_kwargs(),
             enable_auto_commit=False,
             group_id=None,
             fetch_max_wait_ms=20,  # an empty fetch at the end of a restore returns at once
         )
-        await self._reader.start()
+        _no_auto_create(reader._client)
+        return reader
 
     async def stop(self) -> None:
         """Flush what is buffered and disconnect; every client is closed even if flushing or
         closing another fails, and the first failure is raised after."""
         failures: list[BaseException] = []
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
 
         async def bounded(step: Awaitable[None], what: str) -> None:
             try:
@@ -457,7 +543,7 @@ class KafkaTransport:
             except BaseException as exc:
                 failures.append(exc)
 
-        if self._producer is not None:
+        if self._producer is not None and self.failure is None:
             await bounded(self.flush(), "sending the last records to Kafka")
         closing = [self._producer, self._reader, self._ends_reader]
         self._producer = self._reader = self._ends_reader = None
@@ -472,40 +558,200 @@ class KafkaTransport:
 
     # -- topics --------------------------------------------------------------------------
 
-    async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
-        """Create missing topics; an existing one with other partitions is a clear error."""
-        assert self._admin is not None and self._producer is not None
-        new = [
-            NewTopic(
-                name=s.name,
-                num_partitions=s.partitions,
-                replication_factor=1,
-                topic_configs=dict(s.configs),
-            )
-            for s in specs
-        ]
-        for topic in new:
-            with contextlib.suppress(TopicAlreadyExistsError):  # checked just below
-                await self._admin.create_topics([topic])
-        for spec in specs:
-            have = await self._partition_count(spec.name)
-            if have != spec.partitions:
-                msg = (
-                    f"topic {spec.name!r} exists with {have} partitions but the plan needs "
-                    f"{spec.partitions}; delete the topic or change the graph's partitions"
-                )
-                raise ConfigurationError(msg)
-            self._partitions[spec.name] = have
+    @property
+    def replication_factor(self) -> int:
+        """Of the topics flowgraph creates: the setting, else min(3, brokers in the cluster)."""
+        return self.settings.replication_factor or min(3, self._brokers)
 
-    async def _partition_count(self, topic: str) -> int:
+    async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
+        """Make the plan's topics exist as it says, before any client reads or writes them.
+
+        Missing internal and sink topics are created with the plan's partitions, the
+        replication factor and (internal ones) the configured topic configs; a missing source
+        topic stops the run in one sentence unless `create_source_topics` is set. A topic
+        with another partition count: an empty internal one is recreated (a client made it,
+        e.g. after the broker lost its data), anything else is one sentence.
+        """
+        assert self._admin is not None and self._producer is not None
+        have = await self._topic_partitions([s.name for s in specs])
+        missing = [s for s in specs if s.name not in have]
+        sources = [s for s in missing if s.role == "source"]
+        if sources and not self.settings.create_source_topics:
+            names = ", ".join(repr(s.name) for s in sources)
+            how = "; ".join(
+                f"kafka-topics.sh --create --topic {s.name} --partitions {s.partitions}"
+                for s in sources
+            )
+            msg = (
+                f"source topic{'s' if len(sources) > 1 else ''} {names} "
+                f"{'do' if len(sources) > 1 else 'does'} not exist on {self.url}; create "
+                f"{'them' if len(sources) > 1 else 'it'} ({how}) or let flowgraph do it "
+                "(flowgraph run --create-topics, fg.run(create_topics=True) or "
+                "?create_source_topics=true in the broker URL)"
+            )
+            raise ConfigurationError(msg)
+        await self._create([self._new_topic(s) for s in missing])
+        for spec in specs:
+            count = have.get(spec.name, spec.partitions)
+            if count != spec.partitions:
+                await self._mismatch(spec, count)
+        for spec in specs:
+            self._partitions[spec.name] = await self._partition_count(spec.name, spec.partitions)
+        if self._watch is None:
+            self._watch = asyncio.ensure_future(self._watch_cluster())
+
+    def _new_topic(self, spec: TopicSpec) -> NewTopic:
+        configs = dict(self.settings.topic_configs) if spec.internal or spec.role == "dlq" else {}
+        configs.update(spec.configs)  # the plan's own (a changelog's compaction) win
+        return NewTopic(
+            name=spec.name,
+            num_partitions=spec.partitions,
+            replication_factor=self.replication_factor,
+            topic_configs=configs,
+        )
+
+    async def _create(self, topics: Sequence[NewTopic]) -> None:
+        """Create `topics`; one already there (another worker made it) is fine."""
+        assert self._admin is not None
+        if not topics:
+            return
+        response = await self._admin.create_topics(list(topics))
+        for name, code, *rest in response.topic_errors:
+            if code and code != TopicAlreadyExistsError.errno:
+                error = rest[0] if rest and rest[0] else f"error code {code}"
+                msg = f"cannot create topic {name!r} on {self.url}: {error}"
+                raise ConfigurationError(msg)
+
+    async def _mismatch(self, spec: TopicSpec, count: int) -> None:
+        """`spec.name` exists with `count` partitions, not the plan's: recreate or refuse."""
+        assert self._admin is not None
+        if not (spec.internal or spec.role == "dlq"):
+            msg = (
+                f"topic {spec.name!r} on {self.url} has {count} partitions but the graph "
+                f"declares {spec.partitions}; set the graph's partitions={count} for it, or "
+                f"repartition the data into a topic with {spec.partitions} partitions"
+            )
+            raise ConfigurationError(msg)
+        ends = await self.end_offsets([(spec.name, p) for p in range(count)])
+        if any(ends.values()):
+            msg = (
+                f"internal topic {spec.name!r} on {self.url} holds data written with {count} "
+                f"partitions but the graph now has {spec.partitions}, so its partitions "
+                "changed; reset the application's internal topics (delete them and the "
+                "local state) to run it"
+            )
+            raise ConfigurationError(msg)
+        await self._admin.delete_topics([spec.name])
+        deadline = time.monotonic() + TOPIC_TIMEOUT
+        while True:  # a deleted topic may take a moment to go
+            try:
+                await self._create([self._new_topic(spec)])
+                if (await self._topic_partitions([spec.name])).get(spec.name) == spec.partitions:
+                    return
+            except ConfigurationError:
+                if time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                msg = f"internal topic {spec.name!r} on {self.url} could not be recreated"
+                raise ConfigurationError(msg)
+            await asyncio.sleep(0.2)
+
+    async def _topic_partitions(self, topics: Sequence[str]) -> dict[str, int]:
+        """The partition count of each of `topics` that exists (one metadata request)."""
+        return (await self._metadata(topics))[1]
+
+    async def _metadata(self, topics: Sequence[str]) -> tuple[str | None, dict[str, int]]:
+        """The cluster id, and the partition count of each of `topics` that exists.
+
+        Names only `topics` (never all of a big cluster's), and creates none of them: the
+        admin client's requests are marked by `_no_auto_create`.
+        """
+        assert self._admin is not None
+        if not topics:  # an empty list would mean every topic
+            return (await self._admin.describe_cluster()).get("cluster_id"), {}
+        found = (await self._admin._get_cluster_metadata(list(topics))).to_object()
+        counts = {
+            t["topic"]: len(t["partitions"]) for t in found["topics"] if not t.get("error_code")
+        }
+        return found.get("cluster_id"), counts
+
+    async def _partition_count(self, topic: str, expected: int | None = None) -> int:
         assert self._producer is not None
         for _ in range(50):
             parts = await self._producer.partitions_for(topic)
-            if parts:
+            if parts and (expected is None or len(parts) == expected):
                 return len(parts)
             await asyncio.sleep(0.1)
-        msg = f"topic {topic!r} was not found on {self.servers!r} after it was created"
+            if parts:  # cached from before the topic was made again: ask afresh
+                await self._producer.client.force_metadata_update()
+        if expected is None:  # a write to a topic the plan did not make
+            msg = f"topic {topic!r} does not exist on {self.url}"
+        else:
+            msg = f"topic {topic!r} was not found on {self.url} after it was created"
         raise ConfigurationError(msg)
+
+    async def _watch_cluster(self) -> None:
+        """Stop the run when the cluster lost its data: see `lost`."""
+        while self.failure is None:
+            await asyncio.sleep(WATCH_INTERVAL)
+            try:
+                why = await self.lost()
+            except Exception:  # unreachable, or a garbled answer: the next check tries again
+                continue
+            if why:
+                self._fail(why)
+
+    def _fail(self, why: str) -> None:
+        self.failure = BrokerDataLost(
+            f"Kafka at {self.url} lost its data ({why}); this run stops, and a restart "
+            "recreates the topics the graph needs (records not yet processed from the lost "
+            "topics are gone)"
+        )
+        self._lost.set()
+        if self.on_failure is not None:
+            self.on_failure()
+
+    async def check_lost(self) -> BrokerDataLost | None:
+        """`failure`, checked now: for a client error that may come from a lost cluster.
+
+        A group commit can fail on the new, empty cluster before the watch looks, so the
+        caller asks, giving the broker `WATCH_TIMEOUT` seconds to answer.
+        """
+        deadline = time.monotonic() + WATCH_TIMEOUT
+        while self.failure is None and self._watch is not None and time.monotonic() < deadline:
+            try:
+                why = await self.lost()
+            except Exception:
+                await asyncio.sleep(0.5)
+                continue
+            if why:
+                self._fail(why)
+            break
+        return self.failure
+
+    async def lost(self) -> str | None:
+        """Why the cluster no longer holds what this worker made or read, or None.
+
+        The signals, any of which means the brokers' data is gone (a new, empty cluster at
+        the same address, or storage wiped): the cluster id in metadata changed (Kafka
+        makes a new one for a new cluster; brokers that keep a fixed id, as tansu does, need
+        the others); a topic the plan uses is gone; or it came back with another partition
+        count (a client auto-created it). Offsets out of range alone are not used: retention
+        and compaction cause them too.
+        """
+        cluster_id, have = await asyncio.wait_for(
+            self._metadata(list(self._partitions)), WATCH_TIMEOUT
+        )
+        if self._cluster_id is not None and cluster_id and cluster_id != self._cluster_id:
+            return f"its cluster id changed from {self._cluster_id!r} to {cluster_id!r}"
+        gone = sorted(t for t in self._partitions if t not in have)
+        if gone:
+            return f"topic{'s' if len(gone) > 1 else ''} {', '.join(map(repr, gone))} vanished"
+        changed = sorted(t for t, n in self._partitions.items() if have[t] != n)
+        if changed:
+            name = changed[0]
+            return f"topic {name!r} now has {have[name]} partitions, not {self._partitions[name]}"
+        return None
 
     # -- consuming -----------------------------------------------------------------------
 
@@ -522,15 +768,12 @@ class KafkaTransport:
             return None
 
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.servers,
-            group_id=group,
+            **self.settings.group_kwargs(group),
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=self.session_timeout_ms,
-            heartbeat_interval_ms=self.heartbeat_interval_ms,
             max_partition_fetch_bytes=4 * MAX_BATCH_BYTES,
             fetch_max_bytes=16 * MAX_BATCH_BYTES,
         )
+        _no_auto_create(consumer._client)
         try:
             await consumer.start()
         except BaseException:  # cancelled (a stop request) or failed: leave nothing open
@@ -541,7 +784,7 @@ class KafkaTransport:
             listener=_Listener(on_assigned or nothing, on_revoked or nothing),
         )
         assert self._admin is not None
-        return KafkaConsumer(consumer, self._written, self._admin, group)
+        return KafkaConsumer(consumer, self._written, self._admin, self.settings.group_id or group)
 
     # -- producing -----------------------------------------------------------------------
 
@@ -559,8 +802,29 @@ class KafkaTransport:
         return write
 
     async def flush(self) -> None:
-        """Send every buffered batch and wait for all acks."""
-        await self._send_buffers(self._buffers)
+        """Send every buffered batch and wait for all acks.
+
+        Raises `BrokerDataLost` once the watch found the cluster lost its data, also while
+        the acks are awaited: a write to a topic that is gone would wait for it for ever.
+        """
+        if self.failure is not None:
+            raise self.failure
+        if self._watch is None:
+            await self._send_buffers(self._buffers)
+            return
+        sending = asyncio.ensure_future(self._send_buffers(self._buffers))
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({sending, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if not sending.done():
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, KafkaError):
+                await sending
+        if self.failure is not None:
+            raise self.failure
+        sending.result()
 
     async def _send_buffers(
         self, buffers: Mapping[str, list[_PartitionBuffer]]
@@ -642,12 +906,7 @@ class KafkaTransport:
         only a fetch made for this call can answer.
         """
         if self._ends_reader is None:
-            self._ends_reader = AIOKafkaConsumer(
-                bootstrap_servers=self.servers,
-                enable_auto_commit=False,
-                group_id=None,
-                fetch_max_wait_ms=20,
-            )
+            self._ends_reader = self._plain_reader()
             await self._ends_reader.start()
         reader = self._ends_reader
         parts = [TopicPartition(*tp) for tp in tps]
