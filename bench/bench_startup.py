@@ -97,7 +97,7 @@ async def case(
     suffix = uuid.uuid4().hex[:8]
     topic = f"startup-{partitions}-{suffix}"
     plan = graph(f"startup-{partitions}-{suffix}", topic, partitions).plan()
-    transport = open_transport(url)
+    transport = open_transport(url, create_topics=True)
     await transport.start()
     await transport.create_topics(plan.topics[:1])
     await transport.stop()
