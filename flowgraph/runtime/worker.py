@@ -3,19 +3,9 @@
 Records are fetched a batch per partition at a time into a `Schedule`, which hands them to
 the tasks in timestamp order across the partitions of each sub-topology, in runs (decode,
 steps, state kept in memory). Every `commit_every` records or `commit_interval` seconds, and
-whenever the run goes idle or stops, a commit makes it durable, in this order (the
-durability order of docs/concepts/planner.md):
-
-1. (processing, as above);
-2. records for repartition topics, sinks and the dead-letter topic are produced, and each
-   changed key's new entry (value + source offset) goes to its changelog; all acks awaited;
-3. each store partition writes its changed keys and the changelog offset in one atomic batch;
-4. the source offsets are committed.
-
-A crash anywhere in between replays input, and the per-key offsets in the stored entries
-make sure no record is applied to a table twice. A deleted key keeps its offset as a grave
-until the commit after the one that deleted it (see aggregate.py), so a task that wrote
-graves takes part in the next commit even if it processes nothing.
+whenever the run goes idle or stops, a commit makes it durable in the durability order
+(commit.py). The tasks of the partitions assigned to the worker are restored and built by
+its `TaskManager` (tasks.py).
 """
 
 from __future__ import annotations
@@ -26,39 +16,36 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flowgraph._delete import DELETE
 from flowgraph.errors import ConfigurationError, GroupStalledError
-from flowgraph.runtime.aggregate import AggregateOp
 from flowgraph.runtime.codecs import codec_or, topic_codecs
 from flowgraph.runtime.collector import quiet_gc
+from flowgraph.runtime.commit import Committer
 from flowgraph.runtime.feeder import Feeder
 from flowgraph.runtime.idle import CHECK_INTERVAL, GroupIdle
-from flowgraph.runtime.ops import Window, unstorable
-from flowgraph.runtime.recovery import POSITION_HEADER, Recovery, encode_position
+from flowgraph.runtime.ops import Window
+from flowgraph.runtime.recovery import Recovery
 from flowgraph.runtime.schedule import (
     DEFAULT_MAX_IDLE,
     DEFAULT_MAX_SKEW,
     Schedule,
     time_ordered,
 )
-from flowgraph.runtime.state.base import Entry, StateBackend, StorePartition
+from flowgraph.runtime.state.base import StateBackend, StorePartition
 from flowgraph.runtime.stats import (
     DeadLetterLimit,
     DeadLetterLimitError,
     RunStats,
     derive_step_counts,
 )
-from flowgraph.runtime.task import Failure, Task
+from flowgraph.runtime.task import Task
 from flowgraph.runtime.transport import (
     TP,
     Consumer,
     InProcessTransport,
     MembershipLost,
-    OutRecord,
     Transport,
 )
 from flowgraph.runtime.window_views import WindowedTableView
-from flowgraph.runtime.windowed import WindowedAggregateOp
 from flowgraph.serde import AutoCodec, Codec
 from planner import logical as lg
 from planner.physical import PhysicalPlan
@@ -102,11 +89,6 @@ class Restoring:
 
     def __repr__(self) -> str:
         return f"Restoring(done={self.done}, total={self.total}, records={self.records})"
-
-
-def _position_header(entry: Entry) -> tuple[tuple[str, bytes], ...]:
-    """The header of a changelog record: the source offset(s) the entry reflects."""
-    return ((POSITION_HEADER, encode_position(entry[0])),)
 
 
 def _check_settings(max_batch: int, max_skew: float, max_idle: float) -> None:
@@ -196,7 +178,6 @@ class Worker:
         self._positions: dict[TP, int] = {}
         self._since_commit = 0
         self._last_commit = time.monotonic()
-        self._changelogs = {s.name: s.changelog for s in plan.stores}
         self.stats = RunStats()
         self.codecs = topic_codecs(plan, in_process=not transport.encoded)
         self.hash_codecs: dict[str, Codec] = {
@@ -215,6 +196,9 @@ class Worker:
         self._windows: dict[str, Window] = {}
         """Per ``async def`` step, its calls in flight, shared by its tasks (`Task`)."""
         self.recovery = Recovery(plan, transport, self.codecs, self.stats, self._crash_point)
+        self._committer = Committer(
+            plan, transport, self.codecs, self.stats, self.recovery, self._crash_point
+        )
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -817,12 +801,8 @@ class Worker:
         )
 
     async def commit(self) -> None:
-        """Make everything processed since the last commit durable, in the durability order.
-
-        Sink, repartition and dead-letter records and the changelog records (one per changed
-        key) are produced and acknowledged; then each store writes its changes with the
-        changelog offset in one atomic batch; then the source offsets are committed.
-        """
+        """Make everything processed since the last commit durable, in the durability order
+        (`Committer.write`), unless the group expelled this worker meanwhile."""
         self._last_commit = time.monotonic()
         if self._touched and await self._settle():
             for mark in self._direct_marks:
@@ -844,85 +824,14 @@ class Worker:
         self._touched.clear()  # cleared in place: direct writers hold this dict
         positions, self._positions = self._positions, {}
         self._since_commit = 0
-        changes: list[tuple[Task, AggregateOp | WindowedAggregateOp, dict[Any, Entry | None]]] = []
-        for task in touched:
-            for agg in task.aggregates.values():
-                dirty = agg.flush()
-                if dirty:
-                    changes.append((task, agg, dirty))
-            self.stats.add_dead_letters(task.take_failures())
-        self.stats.skipped = self.stats.retired_sum("skip") + sum(
-            a.skipped for t in self._all_tasks for a in t.aggregates.values()
-        )
-        self.stats.late = self.stats.retired_sum("late") + sum(
-            w.late for t in self._all_tasks for w in t.windowed
-        )
-        now = time.time()
-        changelog_writes = []
-        for task, agg, dirty in changes:
-            store = agg.store
-            changelog = self._changelogs[store.name]
-            kc, vc = self.codecs[changelog]
-            # A deleted key's grave is a tombstone that keeps its position in the header
-            # (see aggregate.py); deleting the grave for good is a tombstone without one.
-            if vc is None:  # in process: the entry itself
-                records: list[OutRecord] = [
-                    (store.partition, k, e, now, None)
-                    if e is None or e[1] is not DELETE
-                    else (store.partition, k, None, now, _position_header(e))
-                    for k, e in dirty.items()
-                ]
-            else:  # the value as bytes, the source offset(s) it reflects in a header
-                assert kc is not None
-                try:
-                    records = [
-                        (
-                            store.partition,
-                            kc.encode(k),
-                            None if e is None or e[1] is DELETE else vc.encode(e[1]),
-                            now,
-                            None if e is None else _position_header(e),
-                        )
-                        for k, e in dirty.items()
-                    ]
-                except Exception:  # some entry cannot be stored: find it, key by key
-                    records = self._storable(task, agg, dirty, kc, vc, now)
-                    if not records:
-                        continue
-            changelog_writes.append((store, dirty, changelog, records))
-        for task in touched:
-            self.stats.add_dead_letters(task.take_failures())
-        for task in touched:
-            if task.dedupe:
-                task.retire_commit_marks()
-        results = await asyncio.gather(
-            self.transport.flush(),
-            *(self.transport.produce(topic, recs) for _, _, topic, recs in changelog_writes),
-        )
-        acked = results[1:]
-        self._crash_point("after-produce")
-        for (store, dirty, _, _), last in zip(changelog_writes, acked, strict=True):
-            assert last is not None
-            store.write(dirty, changelog_offset=last[store.partition])
-        self._crash_point("after-store")
-        assert self._consumer is not None
-        try:
-            await self._consumer.commit(positions)
-        except MembershipLost as exc:
-            # The stores and changelogs hold what was processed, which is fine: whoever
-            # owns the partitions now replays them from the committed offsets, and the
-            # offsets in the stored entries keep those records from being applied twice.
-            self._lost(exc)
+        lost = await self._committer.write(self._consumer, touched, positions, self._all_tasks)
+        if lost is not None:
+            self._lost(lost)
             return
-        self._crash_point("after-commit")
         for task in touched:
             if task.has_graves:  # deleted keys: the next commit deletes their graves for good
                 self._touched[id(task)] = task
-        await self.recovery.write_checkpoints(touched)
-        for tp, position in positions.items():
-            high = self._consumer.highwater(tp)
-            if high is not None and tp[0] in self._source_topics:
-                self.stats.lag[tp] = max(high - position, 0)
+        await self._committer.committed(self._consumer, touched, positions)
 
     async def _settle(self) -> bool:
         """Wait for the async calls in flight in touched tasks and make their outputs, so
@@ -933,43 +842,6 @@ class Worker:
             if task.has_async and await task.settle():
                 emitted = True
         return emitted
-
-    def _storable(
-        self,
-        task: Task,
-        agg: AggregateOp | WindowedAggregateOp,
-        dirty: dict[Any, Entry | None],
-        kc: Codec,
-        vc: Codec,
-        now: float,
-    ) -> list[OutRecord]:
-        """Changelog records of the entries of `dirty` that encode; each other entry is
-        dead-lettered, dropped from `dirty`, and its key goes back to its stored state.
-
-        Only taken when encoding the whole batch failed, so a normal commit pays nothing.
-        """
-        store = agg.store
-        changelog = self._changelogs[store.name]
-        records: list[OutRecord] = []
-        for k, e in list(dirty.items()):
-            part = "key"
-            try:
-                kb = kc.encode(k)
-                part = "value"
-                vb = None if e is None or e[1] is DELETE else vc.encode(e[1])
-            except Exception as exc:
-                del dirty[k]
-                agg.revert(k)
-                position: Any = -1 if e is None else e[0]
-                error = unstorable(exc, agg.node.id, k, changelog, part, reverted=True)
-                rec = (k, None if e is None else e[1], now, position, None)
-                topic = ",".join(task.sub.source_topics)
-                last = position if isinstance(position, int) else max(position)
-                task.fail_at_commit(Failure(agg.node.id, error, rec, topic, task.partition), last)
-                continue
-            headers = None if e is None else _position_header(e)
-            records.append((store.partition, kb, vb, now, headers))
-        return records
 
     # -- reading state -------------------------------------------------------------------
 
