@@ -1,7 +1,8 @@
 """The `kafka://` transport: aiokafka producer, group consumer and admin client.
 
-The group member is `KafkaConsumer` (kafka_consumer.py); this module keeps the transport's
-lifecycle, producing and the reads of a restore.
+The group member is `KafkaConsumer` (kafka_consumer.py), and the plan's topics are made and
+watched by `KafkaTopics` (kafka_topics.py); this module keeps the transport's lifecycle,
+producing and the reads of a restore.
 
 Records leave a task through `writer`, which appends to one aiokafka `BatchBuilder` per
 partition without awaiting (the hot loop stays sync); `flush` sends the batches and waits for
@@ -17,22 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-import aiokafka.admin.client
-import aiokafka.client
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from aiokafka.protocol.metadata import MetadataRequest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
-from flowgraph.errors import ConfigurationError, FlowgraphError
+from flowgraph.errors import ConfigurationError
 from flowgraph.runtime.kafka_config import KNOWN, KafkaSettings
 from flowgraph.runtime.kafka_consumer import Assigned, KafkaConsumer, RebalanceListener
+from flowgraph.runtime.kafka_topics import BrokerDataLost, KafkaTopics, no_auto_create
 from flowgraph.runtime.transport import TP, Message, OutRecord, Write
 from planner.physical import TopicSpec
 
@@ -48,60 +46,6 @@ CLOSE_TIMEOUT = 3.0
 worker whose broker went away still exits."""
 HIGHWATER_POLL_MS = 10
 """How long one poll for a partition's high watermark waits (it is polled until known)."""
-TOPIC_TIMEOUT = 10.0
-"""Seconds to wait for a deleted internal topic to be gone so it can be made again."""
-WATCH_INTERVAL = 2.0
-"""Seconds between two checks that the cluster still holds the plan's topics."""
-WATCH_TIMEOUT = 10.0
-"""Seconds one such check may take (a slow answer is skipped, not taken for a loss)."""
-
-_NO_AUTO_CREATE: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "flowgraph_no_auto_create", default=False
-)
-
-
-class _MetadataRequest(MetadataRequest):  # type: ignore[misc]
-    """aiokafka's metadata request, asking the broker not to create the topics it names.
-
-    aiokafka sends ``allow_auto_topic_creation=True`` whenever none is given and offers no
-    setting; its clients make the request by this module-level name. Only requests sent
-    by a client marked by `_no_auto_create` change, so other aiokafka users in the process
-    keep aiokafka's behaviour.
-    """
-
-    def build(self, request_struct_class: Any) -> Any:
-        # read when sent, not when made: the admin client makes it before sending it
-        if _NO_AUTO_CREATE.get() and getattr(self, "_allow_auto_topic_creation", 0) is None:
-            self._allow_auto_topic_creation = False
-        return super().build(request_struct_class)
-
-
-aiokafka.client.MetadataRequest = _MetadataRequest
-aiokafka.admin.client.MetadataRequest = _MetadataRequest
-
-
-def _no_auto_create(*clients: Any) -> None:
-    """Make the metadata requests of `clients` never create topics.
-
-    Wraps what sends them: an `AIOKafkaClient`'s `_metadata_update` (producer, consumers)
-    and the admin client's `_send_request` (its `describe_topics` names topics).
-    """
-    for client in clients:
-        for name in ("_metadata_update", "_send_request"):
-            method = getattr(client, name, None)
-            if method is not None:
-                setattr(client, name, _marked(method))
-
-
-def _marked(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    async def call(*args: Any, **kwargs: Any) -> Any:
-        token = _NO_AUTO_CREATE.set(True)
-        try:
-            return await method(*args, **kwargs)
-        finally:
-            _NO_AUTO_CREATE.reset(token)
-
-    return call
 
 
 def _ms(ts: float | None) -> int | None:
@@ -128,10 +72,6 @@ class _PartitionBuffer:
             self.full.append((self.batch, self.batch.record_count()))
             self.batch = producer.create_batch()
             self.batch.append(key=key, value=value, timestamp=_ms(ts), headers=hdrs)
-
-
-class BrokerDataLost(FlowgraphError):
-    """The cluster the worker writes to lost its data (or was replaced by an empty one)."""
 
 
 class KafkaTransport:
@@ -164,16 +104,9 @@ class KafkaTransport:
         self._ends_reader: AIOKafkaConsumer | None = None
         """Reads end offsets for `end_offsets`, apart from `_reader`, which a restore may hold."""
         self._buffers: dict[str, list[_PartitionBuffer]] = {}
-        self._partitions: dict[str, int] = {}
         self._written: dict[TP, int] = {}
-        self._cluster_id: str | None = None
-        self._brokers = 1
-        self._watch: asyncio.Task[None] | None = None
-        self._lost = asyncio.Event()
-        self.failure: BrokerDataLost | None = None
-        """Set when the watch finds that the cluster lost its data; the run then stops."""
-        self.on_failure: Callable[[], None] | None = None
-        """Called once when `failure` is set (`fg.run` stops the worker with it)."""
+        self._topics = KafkaTopics(settings, self.url, self.end_offsets)
+        """The plan's topics: creating and checking them, the cluster watch."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -190,7 +123,7 @@ class KafkaTransport:
                 max_request_size=4 * MAX_BATCH_BYTES,
                 request_timeout_ms=30_000,
             )
-            _no_auto_create(producer.client)
+            no_auto_create(producer.client)
             try:
                 await asyncio.wait_for(producer.start(), max(deadline - time.monotonic(), 1.0))
             except (TimeoutError, KafkaError, OSError) as exc:
@@ -216,13 +149,11 @@ class KafkaTransport:
             )
             raise ConfigurationError(msg)
         self._admin = AIOKafkaAdminClient(**self.settings.client_kwargs())
-        _no_auto_create(self._admin, self._admin._client)
+        no_auto_create(self._admin, self._admin._client)
         await self._admin.start()
         self._reader = self._plain_reader()
         await self._reader.start()
-        cluster = await self._admin.describe_cluster()
-        self._cluster_id = cluster.get("cluster_id")
-        self._brokers = max(len(cluster.get("brokers") or ()), 1)
+        await self._topics.connect(self._admin, self._producer)
 
     def _plain_reader(self) -> AIOKafkaConsumer:
         """A group-less consumer for restores and end offsets."""
@@ -232,18 +163,14 @@ class KafkaTransport:
             group_id=None,
             fetch_max_wait_ms=20,  # an empty fetch at the end of a restore returns at once
         )
-        _no_auto_create(reader._client)
+        no_auto_create(reader._client)
         return reader
 
     async def stop(self) -> None:
         """Flush what is buffered and disconnect; every client is closed even if flushing or
         closing another fails, and the first failure is raised after."""
         failures: list[BaseException] = []
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-            self._watch = None
+        await self._topics.stop_watch()
 
         async def bounded(step: Awaitable[None], what: str) -> None:
             try:
@@ -258,6 +185,7 @@ class KafkaTransport:
             await bounded(self.flush(), "sending the last records to Kafka")
         closing = [self._producer, self._reader, self._ends_reader]
         self._producer = self._reader = self._ends_reader = None
+        self._topics.admin = self._topics.producer = None  # closed below
         for client in closing:
             if client is not None:
                 await bounded(client.stop(), "closing a Kafka client")
@@ -272,197 +200,33 @@ class KafkaTransport:
     @property
     def replication_factor(self) -> int:
         """Of the topics flowgraph creates: the setting, else min(3, brokers in the cluster)."""
-        return self.settings.replication_factor or min(3, self._brokers)
+        return self._topics.replication_factor
+
+    @property
+    def failure(self) -> BrokerDataLost | None:
+        """Set when the watch finds that the cluster lost its data; the run then stops."""
+        return self._topics.failure
+
+    @property
+    def on_failure(self) -> Callable[[], None] | None:
+        """Called once when `failure` is set (`fg.run` stops the worker with it)."""
+        return self._topics.on_failure
+
+    @on_failure.setter
+    def on_failure(self, call: Callable[[], None] | None) -> None:
+        self._topics.on_failure = call
 
     async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
-        """Make the plan's topics exist as it says, before any client reads or writes them.
-
-        Missing internal and sink topics are created with the plan's partitions, the
-        replication factor and (internal ones) the configured topic configs; a missing source
-        topic stops the run in one sentence unless `create_source_topics` is set. A topic
-        with another partition count: an empty internal one is recreated (a client made it,
-        e.g. after the broker lost its data), anything else is one sentence.
-        """
-        assert self._admin is not None and self._producer is not None
-        have = await self._topic_partitions([s.name for s in specs])
-        missing = [s for s in specs if s.name not in have]
-        sources = [s for s in missing if s.role == "source"]
-        if sources and not self.settings.create_source_topics:
-            names = ", ".join(repr(s.name) for s in sources)
-            how = "; ".join(
-                f"kafka-topics.sh --create --topic {s.name} --partitions {s.partitions}"
-                for s in sources
-            )
-            msg = (
-                f"source topic{'s' if len(sources) > 1 else ''} {names} "
-                f"{'do' if len(sources) > 1 else 'does'} not exist on {self.url}; create "
-                f"{'them' if len(sources) > 1 else 'it'} ({how}) or let flowgraph do it "
-                "(flowgraph run --create-topics, fg.run(create_topics=True) or "
-                "?create_source_topics=true in the broker URL)"
-            )
-            raise ConfigurationError(msg)
-        await self._create([self._new_topic(s) for s in missing])
-        for spec in specs:
-            count = have.get(spec.name, spec.partitions)
-            if count != spec.partitions:
-                await self._mismatch(spec, count)
-        for spec in specs:
-            self._partitions[spec.name] = await self._partition_count(spec.name, spec.partitions)
-        if self._watch is None:
-            self._watch = asyncio.ensure_future(self._watch_cluster())
-
-    def _new_topic(self, spec: TopicSpec) -> NewTopic:
-        configs = dict(self.settings.topic_configs) if spec.internal or spec.role == "dlq" else {}
-        configs.update(spec.configs)  # the plan's own (a changelog's compaction) win
-        return NewTopic(
-            name=spec.name,
-            num_partitions=spec.partitions,
-            replication_factor=self.replication_factor,
-            topic_configs=configs,
-        )
-
-    async def _create(self, topics: Sequence[NewTopic]) -> None:
-        """Create `topics`; one already there (another worker made it) is fine."""
-        assert self._admin is not None
-        if not topics:
-            return
-        response = await self._admin.create_topics(list(topics))
-        for name, code, *rest in response.topic_errors:
-            if code and code != TopicAlreadyExistsError.errno:
-                error = rest[0] if rest and rest[0] else f"error code {code}"
-                msg = f"cannot create topic {name!r} on {self.url}: {error}"
-                raise ConfigurationError(msg)
-
-    async def _mismatch(self, spec: TopicSpec, count: int) -> None:
-        """`spec.name` exists with `count` partitions, not the plan's: recreate or refuse."""
-        assert self._admin is not None
-        if not (spec.internal or spec.role == "dlq"):
-            msg = (
-                f"topic {spec.name!r} on {self.url} has {count} partitions but the graph "
-                f"declares {spec.partitions}; set the graph's partitions={count} for it, or "
-                f"repartition the data into a topic with {spec.partitions} partitions"
-            )
-            raise ConfigurationError(msg)
-        ends = await self.end_offsets([(spec.name, p) for p in range(count)])
-        if any(ends.values()):
-            msg = (
-                f"internal topic {spec.name!r} on {self.url} holds data written with {count} "
-                f"partitions but the graph now has {spec.partitions}, so its partitions "
-                "changed; reset the application's internal topics (delete them and the "
-                "local state) to run it"
-            )
-            raise ConfigurationError(msg)
-        await self._admin.delete_topics([spec.name])
-        deadline = time.monotonic() + TOPIC_TIMEOUT
-        while True:  # a deleted topic may take a moment to go
-            try:
-                await self._create([self._new_topic(spec)])
-                if (await self._topic_partitions([spec.name])).get(spec.name) == spec.partitions:
-                    return
-            except ConfigurationError:
-                if time.monotonic() > deadline:
-                    raise
-            if time.monotonic() > deadline:
-                msg = f"internal topic {spec.name!r} on {self.url} could not be recreated"
-                raise ConfigurationError(msg)
-            await asyncio.sleep(0.2)
-
-    async def _topic_partitions(self, topics: Sequence[str]) -> dict[str, int]:
-        """The partition count of each of `topics` that exists (one metadata request)."""
-        return (await self._metadata(topics))[1]
-
-    async def _metadata(self, topics: Sequence[str]) -> tuple[str | None, dict[str, int]]:
-        """The cluster id, and the partition count of each of `topics` that exists.
-
-        Names only `topics` (never all of a big cluster's), and creates none of them: the
-        admin client's requests are marked by `_no_auto_create`.
-        """
-        assert self._admin is not None
-        if not topics:  # an empty list would mean every topic
-            return (await self._admin.describe_cluster()).get("cluster_id"), {}
-        found = (await self._admin._get_cluster_metadata(list(topics))).to_object()
-        counts = {
-            t["topic"]: len(t["partitions"]) for t in found["topics"] if not t.get("error_code")
-        }
-        return found.get("cluster_id"), counts
-
-    async def _partition_count(self, topic: str, expected: int | None = None) -> int:
-        assert self._producer is not None
-        for _ in range(50):
-            parts = await self._producer.partitions_for(topic)
-            if parts and (expected is None or len(parts) == expected):
-                return len(parts)
-            await asyncio.sleep(0.1)
-            if parts:  # cached from before the topic was made again: ask afresh
-                await self._producer.client.force_metadata_update()
-        if expected is None:  # a write to a topic the plan did not make
-            msg = f"topic {topic!r} does not exist on {self.url}"
-        else:
-            msg = f"topic {topic!r} was not found on {self.url} after it was created"
-        raise ConfigurationError(msg)
-
-    async def _watch_cluster(self) -> None:
-        """Stop the run when the cluster lost its data: see `lost`."""
-        while self.failure is None:
-            await asyncio.sleep(WATCH_INTERVAL)
-            try:
-                why = await self.lost()
-            except Exception:  # unreachable, or a garbled answer: the next check tries again
-                continue
-            if why:
-                self._fail(why)
-
-    def _fail(self, why: str) -> None:
-        self.failure = BrokerDataLost(
-            f"Kafka at {self.url} lost its data ({why}); this run stops, and a restart "
-            "recreates the topics the graph needs (records not yet processed from the lost "
-            "topics are gone)"
-        )
-        self._lost.set()
-        if self.on_failure is not None:
-            self.on_failure()
+        """Make the plan's topics exist as it says (see `KafkaTopics.create`)."""
+        await self._topics.create(specs)
 
     async def check_lost(self) -> BrokerDataLost | None:
-        """`failure`, checked now: for a client error that may come from a lost cluster.
-
-        A group commit can fail on the new, empty cluster before the watch looks, so the
-        caller asks, giving the broker `WATCH_TIMEOUT` seconds to answer.
-        """
-        deadline = time.monotonic() + WATCH_TIMEOUT
-        while self.failure is None and self._watch is not None and time.monotonic() < deadline:
-            try:
-                why = await self.lost()
-            except Exception:
-                await asyncio.sleep(0.5)
-                continue
-            if why:
-                self._fail(why)
-            break
-        return self.failure
+        """`failure`, checked now (see `KafkaTopics.check_lost`)."""
+        return await self._topics.check_lost()
 
     async def lost(self) -> str | None:
-        """Why the cluster no longer holds what this worker made or read, or None.
-
-        The signals, any of which means the brokers' data is gone (a new, empty cluster at
-        the same address, or storage wiped): the cluster id in metadata changed (Kafka
-        makes a new one for a new cluster; brokers that keep a fixed id, as tansu does, need
-        the others); a topic the plan uses is gone; or it came back with another partition
-        count (a client auto-created it). Offsets out of range alone are not used: retention
-        and compaction cause them too.
-        """
-        cluster_id, have = await asyncio.wait_for(
-            self._metadata(list(self._partitions)), WATCH_TIMEOUT
-        )
-        if self._cluster_id is not None and cluster_id and cluster_id != self._cluster_id:
-            return f"its cluster id changed from {self._cluster_id!r} to {cluster_id!r}"
-        gone = sorted(t for t in self._partitions if t not in have)
-        if gone:
-            return f"topic{'s' if len(gone) > 1 else ''} {', '.join(map(repr, gone))} vanished"
-        changed = sorted(t for t, n in self._partitions.items() if have[t] != n)
-        if changed:
-            name = changed[0]
-            return f"topic {name!r} now has {have[name]} partitions, not {self._partitions[name]}"
-        return None
+        """Why the cluster no longer holds what this worker made or read, or None."""
+        return await self._topics.lost()
 
     # -- consuming -----------------------------------------------------------------------
 
@@ -484,7 +248,7 @@ class KafkaTransport:
             max_partition_fetch_bytes=4 * MAX_BATCH_BYTES,
             fetch_max_bytes=16 * MAX_BATCH_BYTES,
         )
-        _no_auto_create(consumer._client)
+        no_auto_create(consumer._client)
         try:
             await consumer.start()
         except BaseException:  # cancelled (a stop request) or failed: leave nothing open
@@ -504,7 +268,7 @@ class KafkaTransport:
         assert self._producer is not None
         producer = self._producer
         buffers = self._buffers.setdefault(
-            topic, [_PartitionBuffer() for _ in range(self._partitions[topic])]
+            topic, [_PartitionBuffer() for _ in range(self._topics.partitions[topic])]
         )
 
         def write(partition: int, key: Any, value: Any, ts: float, headers: Any) -> None:
@@ -520,11 +284,11 @@ class KafkaTransport:
         """
         if self.failure is not None:
             raise self.failure
-        if self._watch is None:
+        if self._topics.watch is None:
             await self._send_buffers(self._buffers)
             return
         sending = asyncio.ensure_future(self._send_buffers(self._buffers))
-        lost = asyncio.ensure_future(self._lost.wait())
+        lost = asyncio.ensure_future(self._topics.lost_event.wait())
         try:
             await asyncio.wait({sending, lost}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -565,10 +329,8 @@ class KafkaTransport:
     async def produce(self, topic: str, records: Sequence[OutRecord]) -> dict[int, int]:
         """Write records, wait for their acks; the last offset written per partition."""
         assert self._producer is not None
-        parts = [
-            _PartitionBuffer()
-            for _ in range(self._partitions.get(topic) or await self._partition_count(topic))
-        ]
+        count = self._topics.partitions.get(topic) or await self._topics.partition_count(topic)
+        parts = [_PartitionBuffer() for _ in range(count)]
         producer = self._producer
         for partition, key, value, ts, headers in records:
             parts[partition].add(producer, key, value, ts, headers)
