@@ -18,10 +18,12 @@ from flowgraph.runtime.ops import Window
 from flowgraph.runtime.recovery import Recovery
 from flowgraph.runtime.schedule import Schedule, time_ordered
 from flowgraph.runtime.state.base import StateBackend, StorePartition
-from flowgraph.runtime.stats import RunStats
+from flowgraph.runtime.stats import RunStats, derive_step_counts
 from flowgraph.runtime.task import Task
 from flowgraph.runtime.transport import TP, Consumer, InProcessTransport, MembershipLost, Transport
+from flowgraph.runtime.window_views import WindowedTableView
 from flowgraph.serde import Codec
+from planner import logical as lg
 from planner.physical import PhysicalPlan
 
 __all__ = ["Restoring", "TaskManager"]
@@ -330,3 +332,47 @@ class TaskManager:
 
         self.direct_marks.append(mark)
         self.writers[topic] = transport.direct_writer(topic, delivers)
+
+    # -- reading state -------------------------------------------------------------------
+
+    def table(self, name: str) -> Any:
+        """The table of step `name` held by this worker: a dict of its keys and values, or,
+        for a windowed table, a live `WindowedTableView`."""
+        spec = next((s for s in self.plan.stores if s.step == name), None)
+        if spec is None:
+            known = ", ".join(repr(s.step) for s in self.plan.stores) or "none"
+            msg = f"graph {self.plan.graph_id!r} has no table {name!r}; its tables: {known}"
+            raise KeyError(msg)
+        windowed = [
+            op
+            for task in sorted(self.all_tasks, key=lambda t: t.partition)
+            for op in task.windowed
+            if op.node.id == name
+        ]
+        node = next(n for sub in self.plan.subtopologies for n in sub.steps if n.id == name)
+        if isinstance(node, lg.Aggregate) and node.window is not None:
+            return WindowedTableView(name, windowed, self._clock)
+        result: dict[Any, Any] = {}
+        for (store_name, _), store in sorted(self.stores.items(), key=lambda i: i[0][1]):
+            if store_name == spec.name:
+                result.update(store.items())
+        return result
+
+    def step_counts(self) -> dict[str, int]:
+        """Records out of each step, over all tasks, those a rebalance took away included."""
+        counts = dict(self.stats.retired)
+        for task in self.all_tasks:
+            for k, n in task.tally().items():
+                counts[k] = counts.get(k, 0) + n
+        entries = {
+            s.topic: s.id
+            for sub in self.plan.subtopologies
+            for s in sub.steps
+            if isinstance(s, lg.Repartition)
+        }
+        for topic, first in self.direct.items():
+            step = entries[topic]
+            transport: Any = self.transport
+            ends = [transport.end(topic, p) for p in range(len(first))]
+            counts["in", step] = counts.get(("in", step), 0) + sum(ends) - sum(first)
+        return derive_step_counts(self.plan, counts)

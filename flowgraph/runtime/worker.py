@@ -33,7 +33,6 @@ from flowgraph.runtime.stats import (
     DeadLetterLimit,
     DeadLetterLimitError,
     RunStats,
-    derive_step_counts,
 )
 from flowgraph.runtime.task import Task
 from flowgraph.runtime.tasks import Restoring, TaskManager
@@ -43,7 +42,6 @@ from flowgraph.runtime.transport import (
     MembershipLost,
     Transport,
 )
-from flowgraph.runtime.window_views import WindowedTableView
 from flowgraph.serde import AutoCodec, Codec
 from planner import logical as lg
 from planner.physical import PhysicalPlan
@@ -665,41 +663,8 @@ class Worker:
     def table(self, name: str) -> Any:
         """The table of step `name` held by this worker: a dict of its keys and values, or,
         for a windowed table, a live `WindowedTableView`."""
-        spec = next((s for s in self.plan.stores if s.step == name), None)
-        if spec is None:
-            known = ", ".join(repr(s.step) for s in self.plan.stores) or "none"
-            msg = f"graph {self.plan.graph_id!r} has no table {name!r}; its tables: {known}"
-            raise KeyError(msg)
-        windowed = [
-            op
-            for task in sorted(self._all_tasks, key=lambda t: t.partition)
-            for op in task.windowed
-            if op.node.id == name
-        ]
-        node = next(n for sub in self.plan.subtopologies for n in sub.steps if n.id == name)
-        if isinstance(node, lg.Aggregate) and node.window is not None:
-            return WindowedTableView(name, windowed, lambda: self.clock())  # noqa: PLW0108
-        result: dict[Any, Any] = {}
-        for (store_name, _), store in sorted(self.stores.items(), key=lambda i: i[0][1]):
-            if store_name == spec.name:
-                result.update(store.items())
-        return result
+        return self._manager.table(name)
 
     def step_counts(self) -> dict[str, int]:
         """Records out of each step, over all tasks, those a rebalance took away included."""
-        counts = dict(self.stats.retired)
-        for task in self._all_tasks:
-            for k, n in task.tally().items():
-                counts[k] = counts.get(k, 0) + n
-        entries = {
-            s.topic: s.id
-            for sub in self.plan.subtopologies
-            for s in sub.steps
-            if isinstance(s, lg.Repartition)
-        }
-        for topic, first in self._direct.items():
-            step = entries[topic]
-            transport: Any = self.transport
-            ends = [transport.end(topic, p) for p in range(len(first))]
-            counts["in", step] = counts.get(("in", step), 0) + sum(ends) - sum(first)
-        return derive_step_counts(self.plan, counts)
+        return self._manager.step_counts()
