@@ -34,6 +34,7 @@ from flowgraph.runtime.stats import (
     DeadLetterLimitError,
     RunStats,
 )
+from flowgraph.runtime.status import PHASES, Status
 from flowgraph.runtime.task import Task
 from flowgraph.runtime.tasks import Restoring, TaskManager
 from flowgraph.runtime.transport import (
@@ -69,8 +70,6 @@ COMMIT_INTERVAL = 1.0
 FEED_CHUNK = 5_000
 WAITING_REPORT = 30.0
 """Seconds without an assignment or progress after which a worker logs what it waits for."""
-PHASES = ("connecting", "joining", "restoring", "running", "waiting")
-"""`Worker.phase` values; waiting: in the group, but owning no partition."""
 
 
 def _check_settings(max_batch: int, max_skew: float, max_idle: float) -> None:
@@ -112,7 +111,6 @@ class Worker:
         ):
             msg = f"waiting_report must be a number of seconds > 0, got {waiting_report!r}"
             raise ConfigurationError(msg)
-        self.waiting_report = float(waiting_report)
         self.plan = plan
         self.transport = transport
         self.backend = backend
@@ -132,12 +130,8 @@ class Worker:
         self.clock: Callable[[], float] = time.time
         """Wall-clock seconds, for window idle timeouts and `now()`; the TestDriver sets its own."""
         self._crash_hook = crash_point
-        self._progress_at = self._phase_since = self._fetched_at = time.monotonic()
-        """When the worker last processed a record, and when its phase last changed."""
-        self._reported = 0.0
-        """When `waiting_for` was last logged."""
-        self._phase = "connecting"
-        self._inputs = ", ".join(repr(t.name) for t in plan.topics if t.role == "source")
+        self._fetched_at = time.monotonic()
+        """When a fetch last returned (the event loop ran, so heartbeats went out)."""
         self.lost_memberships = 0
         """Times a commit found this worker out of its group (it then rejoined)."""
         self._lock = asyncio.Lock()
@@ -173,6 +167,7 @@ class Worker:
             on_progress=self._report_waiting,
         )
         self._direct_marks = self._manager.direct_marks
+        self._status = Status(plan, transport, self._manager, float(waiting_report))
         """The task manager's list (extended in place): read once per step."""
 
     # -- the task manager's state, by its names here -------------------------------------
@@ -296,57 +291,22 @@ class Worker:
 
     @property
     def phase(self) -> str:
-        """What the worker does now, one of `PHASES`: connecting (to the broker), joining
-        (its group), restoring (state of partitions just assigned), running, or waiting
-        (in the group, but owning no partition)."""
-        if self._consumer is None:
-            phase = "connecting"
-        elif not self._joined:
-            phase = "joining"
-        elif self._pending:
-            phase = "restoring"
-        elif not self.tasks:
-            phase = "waiting"
-        else:
-            phase = "running"
-        if phase != self._phase:
-            self._phase, self._phase_since = phase, time.monotonic()
-        return phase
+        """What the worker does now, one of `PHASES` (see `Status.phase`)."""
+        return self._status.phase
 
     def waiting_for(self) -> str | None:
         """One short sentence saying what the worker waits for; None while records flow."""
-        phase = self.phase
-        now = time.monotonic()
-        if phase == "connecting":
-            return f"connecting to {self.transport.url}"
-        if phase == "joining":
-            return f"joining group {self.plan.graph_id!r}"
-        if phase == "restoring":
-            r = self.restoring
-            return f"restoring {r.done} of {r.total} tasks ({r.records:,} records)"
-        if phase == "waiting":
-            return (
-                f"no partitions assigned for {now - self._phase_since:.0f} s: the group has "
-                f"more members than partitions of {self._inputs}?"
-            )
-        quiet = now - max(self._progress_at, self._phase_since)
-        if quiet < self.waiting_report:
-            return None
-        return f"no records for {quiet:.0f} s on {self._inputs}"
+        return self._status.waiting_for()
 
     def _report_waiting(self) -> None:
         """Log what the worker waits for, once it has waited `waiting_report` seconds (and
         again every `waiting_report` seconds while it still waits)."""
-        now = time.monotonic()
-        if now - self._reported < self.waiting_report:
-            return
-        sentence = self.waiting_for()
-        if sentence is None or now - max(self._progress_at, self._phase_since) < (
-            self.waiting_report
-        ):
-            return
-        self._reported = now
-        log.warning("flowgraph worker of group %r: %s", self.plan.graph_id, sentence)
+        self._status.report()
+
+    @property
+    def waiting_report(self) -> float:
+        """Seconds without a partition or progress before the worker logs what it waits for."""
+        return self._status.waiting_report
 
     # -- running -------------------------------------------------------------------------
 
@@ -535,7 +495,7 @@ class Worker:
             self._tick_tasks()
             now = time.monotonic()
             if processed:
-                self._progress_at = now
+                self._status.progress_at = now
             if (
                 self._since_commit >= self.commit_every
                 or now - self._last_commit >= self.commit_interval
