@@ -1,5 +1,9 @@
 """The `kafka://` transport: aiokafka producer, group consumer and admin client.
 
+The group member is `KafkaConsumer` (kafka_consumer.py), and the plan's topics are made and
+watched by `KafkaTopics` (kafka_topics.py); this module keeps the transport's lifecycle,
+producing and the reads of a restore.
+
 Records leave a task through `writer`, which appends to one aiokafka `BatchBuilder` per
 partition without awaiting (the hot loop stays sync); `flush` sends the batches and waits for
 every ack. Restoring state reads a changelog partition with a group-less consumer.
@@ -14,31 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-import aiokafka.admin.client
-import aiokafka.client
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import (
-    CommitFailedError,
-    IllegalGenerationError,
-    IllegalStateError,
-    KafkaError,
-    RebalanceInProgressError,
-    TopicAlreadyExistsError,
-    UnknownMemberIdError,
-    for_code,
-)
-from aiokafka.protocol.metadata import MetadataRequest
-from aiokafka.structs import OffsetAndMetadata, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
 
-from flowgraph.errors import ConfigurationError, FlowgraphError
+from flowgraph.errors import ConfigurationError
 from flowgraph.runtime.kafka_config import KNOWN, KafkaSettings
-from flowgraph.runtime.transport import TP, MembershipLost, Message, OutRecord, Write
+from flowgraph.runtime.kafka_consumer import Assigned, KafkaConsumer, RebalanceListener
+from flowgraph.runtime.kafka_topics import BrokerDataLost, KafkaTopics, no_auto_create
+from flowgraph.runtime.transport import TP, Message, OutRecord, Write
 from planner.physical import TopicSpec
 
 __all__ = ["BrokerDataLost", "KafkaConsumer", "KafkaTransport"]
@@ -48,353 +41,15 @@ END_OFFSET_TIMEOUT = 60.0
 """Seconds to wait for a fetch response that tells a partition's end before giving up."""
 FETCH_WAIT = 0.2
 """Seconds a restore read waits for a fetch before deciding a partition is read to its end."""
-LEAVE_TIMEOUT = 5.0
-"""Seconds at most to leave the group when a worker stops."""
 CLOSE_TIMEOUT = 3.0
 """Seconds at most for each part of closing the transport (a last flush, each client), so a
 worker whose broker went away still exits."""
-JOINING_LEAVE_TIMEOUT = 1.0
-"""Seconds at most to leave the group for a worker that owns no partitions."""
-FETCH_GRACE = 0.1
-"""Seconds a fetch may take beyond its timeout before `getmany` returns without it."""
 HIGHWATER_POLL_MS = 10
 """How long one poll for a partition's high watermark waits (it is polled until known)."""
-TOPIC_TIMEOUT = 10.0
-"""Seconds to wait for a deleted internal topic to be gone so it can be made again."""
-WATCH_INTERVAL = 2.0
-"""Seconds between two checks that the cluster still holds the plan's topics."""
-WATCH_TIMEOUT = 10.0
-"""Seconds one such check may take (a slow answer is skipped, not taken for a loss)."""
-
-_NO_AUTO_CREATE: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "flowgraph_no_auto_create", default=False
-)
-
-
-class _MetadataRequest(MetadataRequest):  # type: ignore[misc]
-    """aiokafka's metadata request, asking the broker not to create the topics it names.
-
-    aiokafka sends ``allow_auto_topic_creation=True`` whenever none is given and offers no
-    setting; its clients make the request by this module-level name. Only requests sent
-    by a client marked by `_no_auto_create` change, so other aiokafka users in the process
-    keep aiokafka's behaviour.
-    """
-
-    def build(self, request_struct_class: Any) -> Any:
-        # read when sent, not when made: the admin client makes it before sending it
-        if _NO_AUTO_CREATE.get() and getattr(self, "_allow_auto_topic_creation", 0) is None:
-            self._allow_auto_topic_creation = False
-        return super().build(request_struct_class)
-
-
-aiokafka.client.MetadataRequest = _MetadataRequest
-aiokafka.admin.client.MetadataRequest = _MetadataRequest
-
-
-def _no_auto_create(*clients: Any) -> None:
-    """Make the metadata requests of `clients` never create topics.
-
-    Wraps what sends them: an `AIOKafkaClient`'s `_metadata_update` (producer, consumers)
-    and the admin client's `_send_request` (its `describe_topics` names topics).
-    """
-    for client in clients:
-        for name in ("_metadata_update", "_send_request"):
-            method = getattr(client, name, None)
-            if method is not None:
-                setattr(client, name, _marked(method))
-
-
-def _marked(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    async def call(*args: Any, **kwargs: Any) -> Any:
-        token = _NO_AUTO_CREATE.set(True)
-        try:
-            return await method(*args, **kwargs)
-        finally:
-            _NO_AUTO_CREATE.reset(token)
-
-    return call
-
-
-Assigned = Callable[[frozenset[TP]], Awaitable[None]]
 
 
 def _ms(ts: float | None) -> int | None:
     return None if ts is None else int(ts * 1000)
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Hands rebalances to the worker: commit and drop on revoke, restore on assign."""
-
-    def __init__(self, on_assigned: Assigned, on_revoked: Assigned) -> None:
-        self.on_assigned = on_assigned
-        self.on_revoked = on_revoked
-        self.assigning: asyncio.Task[Any] | None = None
-        """The task running `on_assigned` (it may restore state for long), for `stop`."""
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.on_revoked(frozenset((tp.topic, tp.partition) for tp in revoked))
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        self.assigning = asyncio.current_task()
-        try:
-            await self.on_assigned(frozenset((tp.topic, tp.partition) for tp in assigned))
-        finally:
-            self.assigning = None
-
-
-class KafkaConsumer:
-    """A member of the graph's consumer group (the `Consumer` protocol over aiokafka)."""
-
-    def __init__(
-        self,
-        consumer: AIOKafkaConsumer,
-        written: Mapping[TP, int],
-        admin: AIOKafkaAdminClient,
-        group: str,
-    ) -> None:
-        self._consumer = consumer
-        self._written = written
-        """End offsets this process's own writes reached, which a fetch may not show yet."""
-        self._admin = admin
-        self._group = group
-        self._fetch: asyncio.Future[Any] | None = None
-        """A getmany still waiting (for an assignment), picked up by the next call."""
-
-    def assignment(self) -> frozenset[TP]:
-        """Partitions this member owns now."""
-        return frozenset((tp.topic, tp.partition) for tp in self._consumer.assignment())
-
-    async def getmany(
-        self, max_records: int, timeout: float, partitions: Sequence[TP] | None = None
-    ) -> dict[TP, list[Message]]:
-        """Records fetched since the last call, as ``(key, value, seconds, offset, headers)``.
-
-        `partitions` limits the fetch to those (the others' buffers are full); None fetches
-        from all. Returns within about `timeout` even while the member has no partitions:
-        aiokafka's own getmany then waits for an assignment however long a rebalance takes,
-        and an idle worker must go on checking its group meanwhile. The fetch is left
-        running, not cancelled (records it returns are not lost), and the next call picks it
-        up; records it brings for a partition no longer wanted are buffered all the same.
-        A member that owns partitions awaits its fetch inline (a rebalance that starts
-        meanwhile holds it up for at most the session timeout).
-        """
-        if self._fetch is None:
-            owned = self._consumer.assignment()
-            if partitions is None:
-                wanted = []
-            else:  # only those still assigned (a rebalance may have moved some), and not none
-                wanted = [tp for p in partitions if (tp := TopicPartition(*p)) in owned]
-                if not wanted:
-                    return {}
-            fetch = self._consumer.getmany(
-                *wanted, timeout_ms=int(timeout * 1000), max_records=max_records
-            )
-            if owned:  # the common case, awaited inline: a task per fetch halves throughput
-                return self._messages(await fetch)
-            self._fetch = asyncio.ensure_future(fetch)
-        done, _ = await asyncio.wait({self._fetch}, timeout=timeout + FETCH_GRACE)
-        if not done:
-            return {}
-        fetch, self._fetch = self._fetch, None
-        return self._messages(fetch.result())
-
-    @staticmethod
-    def _messages(data: Any) -> dict[TP, list[Message]]:
-        """aiokafka records as ``(key, value, seconds, offset, headers)`` per partition."""
-        return {
-            (tp.topic, tp.partition): [
-                (r.key, r.value, r.timestamp / 1000, r.offset, r.headers or None) for r in records
-            ]
-            for tp, records in data.items()
-            if records
-        }
-
-    def seek(self, tp: TP, offset: int) -> None:
-        """Read `tp` from `offset` on."""
-        self._consumer.seek(TopicPartition(*tp), offset)
-
-    def behind(self, tp: TP) -> bool:
-        """True unless `tp` is known to be fetched to its high watermark (and our own writes).
-
-        The position is read from aiokafka's subscription state: the public `position` is
-        async and may wait for a reset, and this is asked in the hot loop.
-        """
-        part = TopicPartition(*tp)
-        high = self._consumer.highwater(part)
-        if high is None:
-            return True
-        try:
-            state = self._consumer._subscription.subscription.assignment.state_value(part)
-            position = state.position if state.has_valid_position else None
-        except AttributeError:  # another aiokafka: do not wait on what cannot be known
-            return False
-        if position is None:
-            return True
-        return bool(position < max(high, self._written.get(tp, 0)))
-
-    def highwater(self, tp: TP) -> int | None:
-        """The high watermark from the last fetch of `tp` (None before the first)."""
-        high = self._consumer.highwater(TopicPartition(*tp))
-        return None if high is None else int(high)
-
-    async def caught_up(self) -> bool:
-        """True when this member has read each partition it owns to its high watermark.
-
-        True as well when it owns none (yet): whether the run may stop is then the group's
-        question (see `flowgraph.runtime.idle`).
-        """
-        for part in self._consumer.assignment():
-            high = self._consumer.highwater(part)
-            if high is None:
-                return False
-            end = max(high, self._written.get((part.topic, part.partition), 0))
-            if await self._consumer.position(part) < end:
-                return False
-        return True
-
-    async def positions(self) -> dict[TP, int]:
-        """Where this member reads next in each partition it owns ({} while a fetch is out).
-
-        aiokafka moves a position past records the worker never sees, such as transaction
-        markers, so it can be ahead of the last record handed out + 1.
-        """
-        if self._fetch is not None:
-            return {}
-        return {
-            (part.topic, part.partition): int(await self._consumer.position(part))
-            for part in self._consumer.assignment()
-        }
-
-    async def commit(self, offsets: Mapping[TP, int]) -> None:
-        """Commit the group's offsets (the next offset to read per partition).
-
-        Raises `MembershipLost` when the group no longer counts this member as the owner
-        (expelled after a silent session, or a rebalance went on without it); aiokafka
-        rejoins by itself.
-        """
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit(
-                {TopicPartition(*tp): OffsetAndMetadata(o, "") for tp, o in offsets.items()}
-            )
-        except (
-            CommitFailedError,
-            UnknownMemberIdError,
-            RebalanceInProgressError,
-            IllegalGenerationError,
-            IllegalStateError,  # a partition is no longer assigned
-        ) as exc:
-            cause = exc.__cause__ if isinstance(exc, CommitFailedError) else None
-            msg = type(cause or exc).__name__
-            raise MembershipLost(msg) from exc
-
-    async def still_member(self) -> bool:
-        """False when the group no longer counts this member (it was expelled: a blocked
-        event loop sent no heartbeat for a session); asks the coordinator with a heartbeat.
-
-        True when it cannot tell: the commit that follows then finds out.
-        """
-        coordinator = getattr(self._consumer, "_coordinator", None)
-        member = getattr(coordinator, "member_id", None)
-        if coordinator is None or member is None:
-            return True
-        if not member:  # aiokafka knows already: it rejoins under a new member id
-            return False
-        from aiokafka.protocol.group import HeartbeatRequest  # internals, guarded
-
-        try:
-            request = HeartbeatRequest(self._group, coordinator.generation, member)
-            response = await coordinator._send_req(request)
-        except Exception:
-            return True
-        error = for_code(response.error_code)
-        if error in (UnknownMemberIdError, IllegalGenerationError):
-            coordinator.reset_generation()  # aiokafka rejoins
-            return False
-        return True
-
-    def pause(self, tps: Sequence[TP]) -> None:
-        """Fetch nothing from `tps` until `resume` (their tasks are not built yet)."""
-        owned = self._consumer.assignment()
-        parts = [tp for p in tps if (tp := TopicPartition(*p)) in owned]
-        if parts:
-            self._consumer.pause(*parts)
-
-    def resume(self, tps: Sequence[TP]) -> None:
-        """Fetch from `tps` again."""
-        owned = self._consumer.assignment()
-        parts = [tp for p in tps if (tp := TopicPartition(*p)) in owned]
-        if parts:
-            self._consumer.resume(*parts)
-
-    async def committed(self, tp: TP) -> int | None:
-        """The group's committed offset of `tp`, or None."""
-        result = await self._consumer.committed(TopicPartition(*tp))
-        return None if result is None else int(result)
-
-    async def group_offsets(self, tps: Sequence[TP]) -> dict[TP, int | None]:
-        """The group's committed offsets of `tps`, in one OffsetFetch through the admin client.
-
-        The admin client asks the coordinator directly, so this works for partitions other
-        members own and while this member is joining or restoring.
-        """
-        found = await self._admin.list_consumer_group_offsets(
-            self._group, partitions=[TopicPartition(*tp) for tp in tps]
-        )
-        offsets = {(tp.topic, tp.partition): int(meta.offset) for tp, meta in found.items()}
-        return {tp: o if (o := offsets.get(tp, -1)) >= 0 else None for tp in tps}
-
-    async def stop(self) -> None:
-        """Leave the group (partitions move to the other members at once).
-
-        Waits `LEAVE_TIMEOUT` seconds at most, and less when it owns no partitions: a
-        member still joining (the broker holds its join while it waits for a stopped member)
-        has nothing to hand over, and aiokafka would otherwise wait for that join to time
-        out before it stops.
-        """
-        if self._fetch is not None:  # records it may still return were never processed
-            self._fetch.cancel()
-            with contextlib.suppress(asyncio.CancelledError, KafkaError):
-                await self._fetch
-            self._fetch = None
-        listener = getattr(getattr(self._consumer, "_subscription", None), "listener", None)
-        if isinstance(listener, _Listener) and listener.assigning is not None:
-            # Stopping in the middle of an assignment (a restore): aiokafka would wait for
-            # it to end before leaving; cancel it (and the group task it runs in) instead.
-            listener.assigning.cancel()
-        owns = bool(self._consumer.assignment())
-        coordinator = getattr(self._consumer, "_coordinator", None)
-        member = getattr(coordinator, "member_id", "")
-        node = getattr(coordinator, "coordinator_id", None)
-        try:
-            await asyncio.wait_for(self._leave(), LEAVE_TIMEOUT if owns else JOINING_LEAVE_TIMEOUT)
-        except TimeoutError:
-            if member and node is not None:
-                # Stuck in a join the broker holds: leave by member id on the admin
-                # client's connection (the consumer's is held by the join), or the broker
-                # keeps this member until its session expires (aiokafka internals, guarded).
-                from aiokafka.protocol.group import LeaveGroupRequest
-
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        self._admin._send_request(LeaveGroupRequest(self._group, member), node),
-                        LEAVE_TIMEOUT,
-                    )
-
-    async def _leave(self) -> None:
-        coordinator = getattr(self._consumer, "_coordinator", None)
-        if coordinator is not None and getattr(coordinator, "generation", None) == 0:
-            # Some brokers (tansu) number a new group's first generation 0, and aiokafka
-            # sends LeaveGroup only above 0, so the others would wait a whole session
-            # timeout for our partitions. Leave explicitly (aiokafka internals, guarded).
-            with contextlib.suppress(Exception):
-                from aiokafka.protocol.group import LeaveGroupRequest
-
-                await coordinator._send_req(
-                    LeaveGroupRequest(coordinator.group_id, coordinator.member_id)
-                )
-        await self._consumer.stop()
 
 
 class _PartitionBuffer:
@@ -417,10 +72,6 @@ class _PartitionBuffer:
             self.full.append((self.batch, self.batch.record_count()))
             self.batch = producer.create_batch()
             self.batch.append(key=key, value=value, timestamp=_ms(ts), headers=hdrs)
-
-
-class BrokerDataLost(FlowgraphError):
-    """The cluster the worker writes to lost its data (or was replaced by an empty one)."""
 
 
 class KafkaTransport:
@@ -453,16 +104,9 @@ class KafkaTransport:
         self._ends_reader: AIOKafkaConsumer | None = None
         """Reads end offsets for `end_offsets`, apart from `_reader`, which a restore may hold."""
         self._buffers: dict[str, list[_PartitionBuffer]] = {}
-        self._partitions: dict[str, int] = {}
         self._written: dict[TP, int] = {}
-        self._cluster_id: str | None = None
-        self._brokers = 1
-        self._watch: asyncio.Task[None] | None = None
-        self._lost = asyncio.Event()
-        self.failure: BrokerDataLost | None = None
-        """Set when the watch finds that the cluster lost its data; the run then stops."""
-        self.on_failure: Callable[[], None] | None = None
-        """Called once when `failure` is set (`fg.run` stops the worker with it)."""
+        self._topics = KafkaTopics(settings, self.url, self.end_offsets)
+        """The plan's topics: creating and checking them, the cluster watch."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -479,7 +123,7 @@ class KafkaTransport:
                 max_request_size=4 * MAX_BATCH_BYTES,
                 request_timeout_ms=30_000,
             )
-            _no_auto_create(producer.client)
+            no_auto_create(producer.client)
             try:
                 await asyncio.wait_for(producer.start(), max(deadline - time.monotonic(), 1.0))
             except (TimeoutError, KafkaError, OSError) as exc:
@@ -505,13 +149,11 @@ class KafkaTransport:
             )
             raise ConfigurationError(msg)
         self._admin = AIOKafkaAdminClient(**self.settings.client_kwargs())
-        _no_auto_create(self._admin, self._admin._client)
+        no_auto_create(self._admin, self._admin._client)
         await self._admin.start()
         self._reader = self._plain_reader()
         await self._reader.start()
-        cluster = await self._admin.describe_cluster()
-        self._cluster_id = cluster.get("cluster_id")
-        self._brokers = max(len(cluster.get("brokers") or ()), 1)
+        await self._topics.connect(self._admin, self._producer)
 
     def _plain_reader(self) -> AIOKafkaConsumer:
         """A group-less consumer for restores and end offsets."""
@@ -521,18 +163,14 @@ class KafkaTransport:
             group_id=None,
             fetch_max_wait_ms=20,  # an empty fetch at the end of a restore returns at once
         )
-        _no_auto_create(reader._client)
+        no_auto_create(reader._client)
         return reader
 
     async def stop(self) -> None:
         """Flush what is buffered and disconnect; every client is closed even if flushing or
         closing another fails, and the first failure is raised after."""
         failures: list[BaseException] = []
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-            self._watch = None
+        await self._topics.stop_watch()
 
         async def bounded(step: Awaitable[None], what: str) -> None:
             try:
@@ -547,6 +185,7 @@ class KafkaTransport:
             await bounded(self.flush(), "sending the last records to Kafka")
         closing = [self._producer, self._reader, self._ends_reader]
         self._producer = self._reader = self._ends_reader = None
+        self._topics.admin = self._topics.producer = None  # closed below
         for client in closing:
             if client is not None:
                 await bounded(client.stop(), "closing a Kafka client")
@@ -561,197 +200,33 @@ class KafkaTransport:
     @property
     def replication_factor(self) -> int:
         """Of the topics flowgraph creates: the setting, else min(3, brokers in the cluster)."""
-        return self.settings.replication_factor or min(3, self._brokers)
+        return self._topics.replication_factor
+
+    @property
+    def failure(self) -> BrokerDataLost | None:
+        """Set when the watch finds that the cluster lost its data; the run then stops."""
+        return self._topics.failure
+
+    @property
+    def on_failure(self) -> Callable[[], None] | None:
+        """Called once when `failure` is set (`fg.run` stops the worker with it)."""
+        return self._topics.on_failure
+
+    @on_failure.setter
+    def on_failure(self, call: Callable[[], None] | None) -> None:
+        self._topics.on_failure = call
 
     async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
-        """Make the plan's topics exist as it says, before any client reads or writes them.
-
-        Missing internal and sink topics are created with the plan's partitions, the
-        replication factor and (internal ones) the configured topic configs; a missing source
-        topic stops the run in one sentence unless `create_source_topics` is set. A topic
-        with another partition count: an empty internal one is recreated (a client made it,
-        e.g. after the broker lost its data), anything else is one sentence.
-        """
-        assert self._admin is not None and self._producer is not None
-        have = await self._topic_partitions([s.name for s in specs])
-        missing = [s for s in specs if s.name not in have]
-        sources = [s for s in missing if s.role == "source"]
-        if sources and not self.settings.create_source_topics:
-            names = ", ".join(repr(s.name) for s in sources)
-            how = "; ".join(
-                f"kafka-topics.sh --create --topic {s.name} --partitions {s.partitions}"
-                for s in sources
-            )
-            msg = (
-                f"source topic{'s' if len(sources) > 1 else ''} {names} "
-                f"{'do' if len(sources) > 1 else 'does'} not exist on {self.url}; create "
-                f"{'them' if len(sources) > 1 else 'it'} ({how}) or let flowgraph do it "
-                "(flowgraph run --create-topics, fg.run(create_topics=True) or "
-                "?create_source_topics=true in the broker URL)"
-            )
-            raise ConfigurationError(msg)
-        await self._create([self._new_topic(s) for s in missing])
-        for spec in specs:
-            count = have.get(spec.name, spec.partitions)
-            if count != spec.partitions:
-                await self._mismatch(spec, count)
-        for spec in specs:
-            self._partitions[spec.name] = await self._partition_count(spec.name, spec.partitions)
-        if self._watch is None:
-            self._watch = asyncio.ensure_future(self._watch_cluster())
-
-    def _new_topic(self, spec: TopicSpec) -> NewTopic:
-        configs = dict(self.settings.topic_configs) if spec.internal or spec.role == "dlq" else {}
-        configs.update(spec.configs)  # the plan's own (a changelog's compaction) win
-        return NewTopic(
-            name=spec.name,
-            num_partitions=spec.partitions,
-            replication_factor=self.replication_factor,
-            topic_configs=configs,
-        )
-
-    async def _create(self, topics: Sequence[NewTopic]) -> None:
-        """Create `topics`; one already there (another worker made it) is fine."""
-        assert self._admin is not None
-        if not topics:
-            return
-        response = await self._admin.create_topics(list(topics))
-        for name, code, *rest in response.topic_errors:
-            if code and code != TopicAlreadyExistsError.errno:
-                error = rest[0] if rest and rest[0] else f"error code {code}"
-                msg = f"cannot create topic {name!r} on {self.url}: {error}"
-                raise ConfigurationError(msg)
-
-    async def _mismatch(self, spec: TopicSpec, count: int) -> None:
-        """`spec.name` exists with `count` partitions, not the plan's: recreate or refuse."""
-        assert self._admin is not None
-        if not (spec.internal or spec.role == "dlq"):
-            msg = (
-                f"topic {spec.name!r} on {self.url} has {count} partitions but the graph "
-                f"declares {spec.partitions}; set the graph's partitions={count} for it, or "
-                f"repartition the data into a topic with {spec.partitions} partitions"
-            )
-            raise ConfigurationError(msg)
-        ends = await self.end_offsets([(spec.name, p) for p in range(count)])
-        if any(ends.values()):
-            msg = (
-                f"internal topic {spec.name!r} on {self.url} holds data written with {count} "
-                f"partitions but the graph now has {spec.partitions}, so its partitions "
-                "changed; reset the application's internal topics (delete them and the "
-                "local state) to run it"
-            )
-            raise ConfigurationError(msg)
-        await self._admin.delete_topics([spec.name])
-        deadline = time.monotonic() + TOPIC_TIMEOUT
-        while True:  # a deleted topic may take a moment to go
-            try:
-                await self._create([self._new_topic(spec)])
-                if (await self._topic_partitions([spec.name])).get(spec.name) == spec.partitions:
-                    return
-            except ConfigurationError:
-                if time.monotonic() > deadline:
-                    raise
-            if time.monotonic() > deadline:
-                msg = f"internal topic {spec.name!r} on {self.url} could not be recreated"
-                raise ConfigurationError(msg)
-            await asyncio.sleep(0.2)
-
-    async def _topic_partitions(self, topics: Sequence[str]) -> dict[str, int]:
-        """The partition count of each of `topics` that exists (one metadata request)."""
-        return (await self._metadata(topics))[1]
-
-    async def _metadata(self, topics: Sequence[str]) -> tuple[str | None, dict[str, int]]:
-        """The cluster id, and the partition count of each of `topics` that exists.
-
-        Names only `topics` (never all of a big cluster's), and creates none of them: the
-        admin client's requests are marked by `_no_auto_create`.
-        """
-        assert self._admin is not None
-        if not topics:  # an empty list would mean every topic
-            return (await self._admin.describe_cluster()).get("cluster_id"), {}
-        found = (await self._admin._get_cluster_metadata(list(topics))).to_object()
-        counts = {
-            t["topic"]: len(t["partitions"]) for t in found["topics"] if not t.get("error_code")
-        }
-        return found.get("cluster_id"), counts
-
-    async def _partition_count(self, topic: str, expected: int | None = None) -> int:
-        assert self._producer is not None
-        for _ in range(50):
-            parts = await self._producer.partitions_for(topic)
-            if parts and (expected is None or len(parts) == expected):
-                return len(parts)
-            await asyncio.sleep(0.1)
-            if parts:  # cached from before the topic was made again: ask afresh
-                await self._producer.client.force_metadata_update()
-        if expected is None:  # a write to a topic the plan did not make
-            msg = f"topic {topic!r} does not exist on {self.url}"
-        else:
-            msg = f"topic {topic!r} was not found on {self.url} after it was created"
-        raise ConfigurationError(msg)
-
-    async def _watch_cluster(self) -> None:
-        """Stop the run when the cluster lost its data: see `lost`."""
-        while self.failure is None:
-            await asyncio.sleep(WATCH_INTERVAL)
-            try:
-                why = await self.lost()
-            except Exception:  # unreachable, or a garbled answer: the next check tries again
-                continue
-            if why:
-                self._fail(why)
-
-    def _fail(self, why: str) -> None:
-        self.failure = BrokerDataLost(
-            f"Kafka at {self.url} lost its data ({why}); this run stops, and a restart "
-            "recreates the topics the graph needs (records not yet processed from the lost "
-            "topics are gone)"
-        )
-        self._lost.set()
-        if self.on_failure is not None:
-            self.on_failure()
+        """Make the plan's topics exist as it says (see `KafkaTopics.create`)."""
+        await self._topics.create(specs)
 
     async def check_lost(self) -> BrokerDataLost | None:
-        """`failure`, checked now: for a client error that may come from a lost cluster.
-
-        A group commit can fail on the new, empty cluster before the watch looks, so the
-        caller asks, giving the broker `WATCH_TIMEOUT` seconds to answer.
-        """
-        deadline = time.monotonic() + WATCH_TIMEOUT
-        while self.failure is None and self._watch is not None and time.monotonic() < deadline:
-            try:
-                why = await self.lost()
-            except Exception:
-                await asyncio.sleep(0.5)
-                continue
-            if why:
-                self._fail(why)
-            break
-        return self.failure
+        """`failure`, checked now (see `KafkaTopics.check_lost`)."""
+        return await self._topics.check_lost()
 
     async def lost(self) -> str | None:
-        """Why the cluster no longer holds what this worker made or read, or None.
-
-        The signals, any of which means the brokers' data is gone (a new, empty cluster at
-        the same address, or storage wiped): the cluster id in metadata changed (Kafka
-        makes a new one for a new cluster; brokers that keep a fixed id, as tansu does, need
-        the others); a topic the plan uses is gone; or it came back with another partition
-        count (a client auto-created it). Offsets out of range alone are not used: retention
-        and compaction cause them too.
-        """
-        cluster_id, have = await asyncio.wait_for(
-            self._metadata(list(self._partitions)), WATCH_TIMEOUT
-        )
-        if self._cluster_id is not None and cluster_id and cluster_id != self._cluster_id:
-            return f"its cluster id changed from {self._cluster_id!r} to {cluster_id!r}"
-        gone = sorted(t for t in self._partitions if t not in have)
-        if gone:
-            return f"topic{'s' if len(gone) > 1 else ''} {', '.join(map(repr, gone))} vanished"
-        changed = sorted(t for t, n in self._partitions.items() if have[t] != n)
-        if changed:
-            name = changed[0]
-            return f"topic {name!r} now has {have[name]} partitions, not {self._partitions[name]}"
-        return None
+        """Why the cluster no longer holds what this worker made or read, or None."""
+        return await self._topics.lost()
 
     # -- consuming -----------------------------------------------------------------------
 
@@ -773,7 +248,7 @@ class KafkaTransport:
             max_partition_fetch_bytes=4 * MAX_BATCH_BYTES,
             fetch_max_bytes=16 * MAX_BATCH_BYTES,
         )
-        _no_auto_create(consumer._client)
+        no_auto_create(consumer._client)
         try:
             await consumer.start()
         except BaseException:  # cancelled (a stop request) or failed: leave nothing open
@@ -781,7 +256,7 @@ class KafkaTransport:
             raise
         consumer.subscribe(
             topics=list(topics),
-            listener=_Listener(on_assigned or nothing, on_revoked or nothing),
+            listener=RebalanceListener(on_assigned or nothing, on_revoked or nothing),
         )
         assert self._admin is not None
         return KafkaConsumer(consumer, self._written, self._admin, self.settings.group_id or group)
@@ -793,7 +268,7 @@ class KafkaTransport:
         assert self._producer is not None
         producer = self._producer
         buffers = self._buffers.setdefault(
-            topic, [_PartitionBuffer() for _ in range(self._partitions[topic])]
+            topic, [_PartitionBuffer() for _ in range(self._topics.partitions[topic])]
         )
 
         def write(partition: int, key: Any, value: Any, ts: float, headers: Any) -> None:
@@ -809,11 +284,11 @@ class KafkaTransport:
         """
         if self.failure is not None:
             raise self.failure
-        if self._watch is None:
+        if self._topics.watch is None:
             await self._send_buffers(self._buffers)
             return
         sending = asyncio.ensure_future(self._send_buffers(self._buffers))
-        lost = asyncio.ensure_future(self._lost.wait())
+        lost = asyncio.ensure_future(self._topics.lost_event.wait())
         try:
             await asyncio.wait({sending, lost}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -854,10 +329,8 @@ class KafkaTransport:
     async def produce(self, topic: str, records: Sequence[OutRecord]) -> dict[int, int]:
         """Write records, wait for their acks; the last offset written per partition."""
         assert self._producer is not None
-        parts = [
-            _PartitionBuffer()
-            for _ in range(self._partitions.get(topic) or await self._partition_count(topic))
-        ]
+        count = self._topics.partitions.get(topic) or await self._topics.partition_count(topic)
+        parts = [_PartitionBuffer() for _ in range(count)]
         producer = self._producer
         for partition, key, value, ts, headers in records:
             parts[partition].add(producer, key, value, ts, headers)

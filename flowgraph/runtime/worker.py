@@ -3,19 +3,9 @@
 Records are fetched a batch per partition at a time into a `Schedule`, which hands them to
 the tasks in timestamp order across the partitions of each sub-topology, in runs (decode,
 steps, state kept in memory). Every `commit_every` records or `commit_interval` seconds, and
-whenever the run goes idle or stops, a commit makes it durable, in this order (the
-durability order of docs/concepts/planner.md):
-
-1. (processing, as above);
-2. records for repartition topics, sinks and the dead-letter topic are produced, and each
-   changed key's new entry (value + source offset) goes to its changelog; all acks awaited;
-3. each store partition writes its changed keys and the changelog offset in one atomic batch;
-4. the source offsets are committed.
-
-A crash anywhere in between replays input, and the per-key offsets in the stored entries
-make sure no record is applied to a table twice. A deleted key keeps its offset as a grave
-until the commit after the one that deleted it (see aggregate.py), so a task that wrote
-graves takes part in the next commit even if it processes nothing.
+whenever the run goes idle or stops, a commit makes it durable in the durability order
+(commit.py). The tasks of the partitions assigned to the worker are restored and built by
+its `TaskManager` (tasks.py).
 """
 
 from __future__ import annotations
@@ -26,39 +16,33 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flowgraph._delete import DELETE
 from flowgraph.errors import ConfigurationError, GroupStalledError
-from flowgraph.runtime.aggregate import AggregateOp
 from flowgraph.runtime.codecs import codec_or, topic_codecs
 from flowgraph.runtime.collector import quiet_gc
+from flowgraph.runtime.commit import Committer
 from flowgraph.runtime.feeder import Feeder
 from flowgraph.runtime.idle import CHECK_INTERVAL, GroupIdle
-from flowgraph.runtime.ops import Window, unstorable
-from flowgraph.runtime.recovery import POSITION_HEADER, Recovery, encode_position
+from flowgraph.runtime.recovery import Recovery
 from flowgraph.runtime.schedule import (
     DEFAULT_MAX_IDLE,
     DEFAULT_MAX_SKEW,
     Schedule,
-    time_ordered,
 )
-from flowgraph.runtime.state.base import Entry, StateBackend, StorePartition
+from flowgraph.runtime.state.base import StateBackend, StorePartition
 from flowgraph.runtime.stats import (
     DeadLetterLimit,
     DeadLetterLimitError,
     RunStats,
-    derive_step_counts,
 )
-from flowgraph.runtime.task import Failure, Task
+from flowgraph.runtime.status import PHASES, Status
+from flowgraph.runtime.task import Task
+from flowgraph.runtime.tasks import Restoring, TaskManager
 from flowgraph.runtime.transport import (
     TP,
     Consumer,
-    InProcessTransport,
     MembershipLost,
-    OutRecord,
     Transport,
 )
-from flowgraph.runtime.window_views import WindowedTableView
-from flowgraph.runtime.windowed import WindowedAggregateOp
 from flowgraph.serde import AutoCodec, Codec
 from planner import logical as lg
 from planner.physical import PhysicalPlan
@@ -86,27 +70,6 @@ COMMIT_INTERVAL = 1.0
 FEED_CHUNK = 5_000
 WAITING_REPORT = 30.0
 """Seconds without an assignment or progress after which a worker logs what it waits for."""
-PHASES = ("connecting", "joining", "restoring", "running", "waiting")
-"""`Worker.phase` values; waiting: in the group, but owning no partition."""
-
-
-class Restoring:
-    """Progress of the restore under way: tasks restored of those to restore, records read."""
-
-    __slots__ = ("done", "records", "total")
-
-    def __init__(self) -> None:
-        self.done = 0
-        self.total = 0
-        self.records = 0
-
-    def __repr__(self) -> str:
-        return f"Restoring(done={self.done}, total={self.total}, records={self.records})"
-
-
-def _position_header(entry: Entry) -> tuple[tuple[str, bytes], ...]:
-    """The header of a changelog record: the source offset(s) the entry reflects."""
-    return ((POSITION_HEADER, encode_position(entry[0])),)
 
 
 def _check_settings(max_batch: int, max_skew: float, max_idle: float) -> None:
@@ -148,7 +111,6 @@ class Worker:
         ):
             msg = f"waiting_report must be a number of seconds > 0, got {waiting_report!r}"
             raise ConfigurationError(msg)
-        self.waiting_report = float(waiting_report)
         self.plan = plan
         self.transport = transport
         self.backend = backend
@@ -157,64 +119,89 @@ class Worker:
         self.commit_interval = commit_interval
         self.schedule = Schedule(capacity=max_batch, max_skew=max_skew, max_idle=max_idle)
         """Fetched records not processed yet, handed out in timestamp order."""
-        self._time_ordered = time_ordered(plan)
         self._tails: dict[TP, int] = {}
         """Per partition, the end of dead letters that `_stamp` dropped after the last
         buffered record: its offset to commit once that record is processed."""
         self._stalled = False
         """The last step processed nothing while records were buffered: wait in the fetch."""
         self._touched: dict[int, Task] = {}
+        """The tasks to take part in the next commit (by id), shared with the task manager
+        and the direct writers: changed in place, never replaced."""
         self.clock: Callable[[], float] = time.time
         """Wall-clock seconds, for window idle timeouts and `now()`; the TestDriver sets its own."""
         self._crash_hook = crash_point
-        self._failure: Exception | None = None
-        """What assigning partitions raised, raised again by `step` (see `_on_assigned`)."""
-        self._joined = False
-        """True once the group gave this worker its partitions (maybe none), and no
-        rebalance has begun since."""
-        self._pending: set[TP] = set()
-        """Assigned partitions whose tasks are not built yet: `_build` restores their state
-        in `step`, outside the rebalance callback (fetching them is paused meanwhile)."""
-        self._generation = 0
-        """Counts the assignments taken away (revoked or lost): a build under way that sees
-        it change gives up, since what it builds is no longer this worker's."""
-        self._stop: asyncio.Event | None = None
-        """The run's stop event, checked between the partitions a build restores."""
-        self.restoring = Restoring()
-        """Progress of the restore under way (or the last one)."""
-        self._progress_at = self._phase_since = self._fetched_at = time.monotonic()
-        """When the worker last processed a record, and when its phase last changed."""
-        self._reported = 0.0
-        """When `waiting_for` was last logged."""
-        self._phase = "connecting"
-        self._inputs = ", ".join(repr(t.name) for t in plan.topics if t.role == "source")
+        self._fetched_at = time.monotonic()
+        """When a fetch last returned (the event loop ran, so heartbeats went out)."""
         self.lost_memberships = 0
         """Times a commit found this worker out of its group (it then rejoined)."""
-        self._reader = {t: sub for sub in plan.subtopologies for t in sub.source_topics}
         self._lock = asyncio.Lock()
         """Held while processing and committing, so a rebalance never cuts a batch in two."""
         self._positions: dict[TP, int] = {}
+        """Per partition, the offset to commit next (changed in place, never replaced)."""
         self._since_commit = 0
         self._last_commit = time.monotonic()
-        self._changelogs = {s.name: s.changelog for s in plan.stores}
         self.stats = RunStats()
         self.codecs = topic_codecs(plan, in_process=not transport.encoded)
         self.hash_codecs: dict[str, Codec] = {
             t.name: codec_or(t.key_type, AutoCodec()) for t in plan.topics
         }
-        self.tasks: dict[TP, Task] = {}
-        self.stores: dict[tuple[str, int], StorePartition] = {}
         self._consumer: Consumer | None = None
         self._feeders: list[Feeder] = []
-        self._source_topics = {t.name for t in plan.topics if t.role in ("source", "feed")}
-        self._all_tasks: list[Task] = []
-        self._writers: dict[str, Any] = {}
-        self._direct: dict[str, list[int]] = {}
-        """Per directly wired topic: the end offsets of its partitions when it was wired."""
-        self._direct_marks: list[Callable[[], None]] = []
-        self._windows: dict[str, Window] = {}
-        """Per ``async def`` step, its calls in flight, shared by its tasks (`Task`)."""
         self.recovery = Recovery(plan, transport, self.codecs, self.stats, self._crash_point)
+        self._committer = Committer(
+            plan, transport, self.codecs, self.stats, self.recovery, self._crash_point
+        )
+        self._manager = TaskManager(
+            plan,
+            transport,
+            backend,
+            self.recovery,
+            self.schedule,
+            self.stats,
+            self.codecs,
+            self.hash_codecs,
+            touched=self._touched,
+            positions=self._positions,
+            tails=self._tails,
+            clock=lambda: self.clock(),  # noqa: PLW0108 - read late: drivers replace it
+            on_progress=self._report_waiting,
+        )
+        self._direct_marks = self._manager.direct_marks
+        self._status = Status(plan, transport, self._manager, float(waiting_report))
+        """The task manager's list (extended in place): read once per step."""
+
+    # -- the task manager's state, by its names here -------------------------------------
+
+    @property
+    def tasks(self) -> dict[TP, Task]:
+        """The task reading each assigned partition."""
+        return self._manager.tasks
+
+    @property
+    def stores(self) -> dict[tuple[str, int], StorePartition]:
+        """The open store partitions, by store name and partition."""
+        return self._manager.stores
+
+    @property
+    def restoring(self) -> Restoring:
+        """Progress of the restore under way (or the last one)."""
+        return self._manager.restoring
+
+    @property
+    def _all_tasks(self) -> list[Task]:
+        return self._manager.all_tasks
+
+    @property
+    def _joined(self) -> bool:
+        return self._manager.joined
+
+    @property
+    def _pending(self) -> set[TP]:
+        return self._manager.pending
+
+    @property
+    def _direct(self) -> dict[str, list[int]]:
+        return self._manager.direct
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -222,11 +209,7 @@ class Worker:
         """Create topics, join the group, open and restore stores, build tasks."""
         await self.transport.start()
         await self.transport.create_topics(self.plan.topics)
-        self._writers = {
-            t.name: self.transport.writer(t.name)
-            for t in self.plan.topics
-            if t.role in ("repartition", "sink", "dlq")
-        }
+        self._manager.open_writers()
         for sub in self.plan.subtopologies:
             for step in sub.steps:
                 if isinstance(step, lg.Source) and step.feed is not None:
@@ -236,225 +219,33 @@ class Worker:
         self._consumer = await self.transport.consumer(
             self.plan.graph_id, entry_topics, self._on_assigned, self._on_revoked
         )
+        self._manager.consumer = self._consumer
         if self.transport.in_process:  # one member owns everything, at once
             await self._on_assigned(self._consumer.assignment())
-            await self._build()
-            if self._failure is not None:
-                raise self._failure
+            await self._manager.build()
+            if self._manager.failure is not None:
+                raise self._manager.failure
 
     async def _on_assigned(self, assignment: frozenset[TP]) -> None:
-        """A rebalance gave this worker `assignment`: note it, and fetch nothing from it yet.
-
-        Nothing slow happens here: the consumer sends no heartbeat while a rebalance
-        callback runs, so restoring state here (seconds to minutes) would get the member
-        expelled. The next `step` restores the stores and builds the tasks (`_build`).
-        """
-        new = {tp for tp in assignment if tp not in self.tasks}
-        if self._consumer is not None and new:
-            self._consumer.pause(sorted(new))
-        self._pending |= new
-        self.recovery.begin()  # checkpoints are read afresh for this assignment
-        self._joined = True
+        """The rebalance listener's: the group gave this worker `assignment` (restored and
+        built by the next `step`: see `TaskManager.assigned`)."""
+        self._manager.assigned(assignment)
 
     async def _on_revoked(self, revoked: frozenset[TP]) -> None:
         """A rebalance takes `revoked` away: commit everything, then drop their tasks."""
-        self._joined = False  # until the rebalance settles: an idle worker then leaves cleanly
-        self._generation += 1  # a build under way stops: its partitions may be gone
+        self._manager.revoking()
         async with self._lock:
             await self.commit()
             if self._touched:  # graves this commit wrote: one more deletes them for good
                 await self.commit()
-            self._drop(revoked)
-
-    def _drop(self, tps: frozenset[TP] | set[TP]) -> None:
-        """Forget the tasks of `tps` (and their stores, buffers and pending builds)."""
-        self._pending -= tps
-        gone = {id(t) for tp, t in self.tasks.items() if tp in tps}
-        for task in self._all_tasks:
-            if id(task) in gone:
-                self.stats.retire(task.tally())  # its step counts outlive it
-                for name in task.stores:
-                    self.stores.pop((name, task.partition), None)
-                self._touched.pop(id(task), None)
-        self.tasks = {tp: t for tp, t in self.tasks.items() if id(t) not in gone}
-        self.schedule.drop(tps)
-        for tp in tps:
-            self._tails.pop(tp, None)
-            self._positions.pop(tp, None)
-        self._all_tasks = [t for t in self._all_tasks if id(t) not in gone]
+            self._manager.drop(revoked)
 
     def _lost(self, exc: MembershipLost) -> None:
-        """A commit found this worker out of the group: drop every task, wait for the rejoin.
-
-        Its partitions are another member's (or will be this one's again after the
-        rejoin), which replays them from the last committed offsets. That is exact: stored
-        entries carry the offsets applied to them (a replayed record is not applied twice)
-        and written records carry origins (a replayed input writes nothing twice).
-        """
-        lost = set(self.tasks) | self._pending
-        log.warning(
-            "worker of group %r lost its membership (%s): dropped %d partitions and their "
-            "uncommitted positions; rejoining",
-            self.plan.graph_id,
-            exc,
-            len(lost),
-        )
-        self._joined = False
-        self._generation += 1
-        if self._consumer is not None:  # fetch nothing more for what is no longer ours
-            self._consumer.pause(sorted(lost))
-        self._drop(lost)
+        """A commit found this worker out of the group: drop every task (see
+        `TaskManager.lose`), wait for the rejoin."""
+        self._manager.lose(exc)
         self._since_commit = 0
         self.lost_memberships += 1
-
-    def _interrupted(self, generation: int) -> bool:
-        """True when a build must stop: the run is stopping or the assignment changed."""
-        return self._generation != generation or (self._stop is not None and self._stop.is_set())
-
-    async def _build(self) -> bool:
-        """Restore the stores and build the tasks of the pending partitions; False when
-        interrupted (see `_interrupted`): what is left stays pending for the next step.
-
-        Every task is restored and has recovered what it wrote before it processes a
-        record: its stores hold what their changelogs hold, its writers know the records a
-        crashed run wrote for the inputs it replays (see recovery.py). The end offsets of
-        all changelogs, and of all output partitions, are each read in one request.
-        """
-        generation = self._generation
-        pending = set(self._pending)
-        units = [
-            (sub, p)
-            for sub in reversed(self.plan.subtopologies)  # downstream first: see below
-            for p in range(sub.partitions)
-            if any((t, p) in pending for t in sub.source_topics)
-            and not any((t, p) in self.tasks for t in sub.source_topics)
-        ]
-        progress = self.restoring
-        progress.done, progress.total, progress.records = 0, len(units), 0
-        restored_before = self.stats.restored
-        try:
-            restores: list[tuple[StorePartition, TP]] = []
-            unit_stores: list[dict[str, StorePartition]] = []
-            last_store: set[int] = set()  # indexes in `restores` that complete a task
-            for sub, p in units:
-                stores: dict[str, StorePartition] = {}
-                for spec in self.plan.stores:
-                    if any(s.id == spec.step for s in sub.steps):
-                        stores[spec.name] = store = self.backend.open(spec.name, p)
-                        restores.append((store, (spec.changelog, p)))
-                if stores:
-                    last_store.add(len(restores) - 1)
-                else:
-                    progress.done += 1  # nothing to restore
-                unit_stores.append(stores)
-
-            def restored(index: int) -> None:
-                progress.records = self.stats.restored - restored_before
-                if index in last_store:
-                    progress.done += 1
-                self._report_waiting()
-
-            def interrupted() -> bool:
-                progress.records = self.stats.restored - restored_before
-                return self._interrupted(generation)
-
-            if not await self.recovery.restore_all(restores, interrupted, restored):
-                return False
-            recovering: list[Task] = []
-            for (sub, p), stores in zip(units, unit_stores, strict=True):
-                task = Task(
-                    self.plan,
-                    sub,
-                    p,
-                    stores,
-                    self.codecs,
-                    self.hash_codecs,
-                    self._writers,
-                    tag_origins=self.transport.encoded,
-                    clock=lambda: self.clock(),  # noqa: PLW0108 - read late: drivers replace it
-                    windows=self._windows,
-                )
-                if task.tag_origins:
-                    recovering.append(task)
-                else:
-                    # In process, records of a repartition topic read here may skip the log:
-                    # its readers (downstream, built first) are wired before the tasks that
-                    # write it are compiled. No recovery is needed there.
-                    self._publish(task, pending)
-                    for t in sub.source_topics:
-                        if self.plan.topic(t).role == "repartition":
-                            await self._wire_direct(t)
-            if not await self.recovery.recover_writes(recovering, interrupted):
-                return False
-            if self._interrupted(generation):
-                return False
-            for task in recovering:
-                self._publish(task, pending)
-        except Exception as exc:
-            # A changelog that cannot be restored: the run stops on it (raised by `step`)
-            # instead of going on without the state.
-            self._failure = exc
-            return False
-        progress.done = progress.total
-        progress.records = self.stats.restored - restored_before
-        return True
-
-    def _publish(self, task: Task, assignment: set[TP]) -> None:
-        """Hand `task` its partitions: it is restored and knows what it wrote."""
-        sub, p = task.sub, task.partition
-        self._all_tasks.append(task)
-        for name, store in task.stores.items():
-            self.stores[(name, p)] = store
-        # All its partitions are merged when what it writes reaches windows through
-        # repartition topics (its order is their readers' order); else only its task's
-        # own inputs, as in Kafka Streams.
-        group = sub.id if sub.id in self._time_ordered else (sub.id, p)
-        mine = [
-            (t, p) for t in sub.source_topics if (t, p) in assignment and self._reader[t] is sub
-        ]
-        for tp in mine:
-            self.tasks[tp] = task
-            source = tp[0] in self._source_topics
-            handle = (tp, task, id(task), task.runner(tp[0]), source)
-            self.schedule.assign(tp, group, handle)
-        self._pending.difference_update(mine)
-        assert self._consumer is not None
-        self._consumer.resume(mine)
-
-    async def _wire_direct(self, topic: str) -> None:
-        """Hand records for `topic` straight to the tasks that read it, when that is exact.
-
-        On an in-process transport, a repartition topic whose every partition is read by a
-        task of this worker (and whose readers await nothing) needs no log: writing a record
-        is calling its partition's task, with the offset the log would have given it. This
-        skips storing, fetching and re-reading every record, and the records die young.
-        """
-        transport = self.transport
-        if (
-            not isinstance(transport, InProcessTransport)
-            or transport.encoded
-            or self._consumer is None
-            or topic in self._direct
-        ):
-            return
-        parts = self.plan.topic(topic).partitions
-        tasks = [self.tasks.get((topic, p)) for p in range(parts)]
-        if any(t is None or t.has_async for t in tasks):
-            return
-        first = [transport.end(topic, p) for p in range(parts)]
-        for p, end in enumerate(first):
-            if (await self._consumer.committed((topic, p)) or 0) < end:
-                return  # records left by an earlier worker: read them through the log
-        delivers = [t.entry_push(topic) for t in tasks if t is not None]
-        self._direct[topic] = first
-        touched = self._touched
-        readers = {id(t): t for t in tasks if t is not None}
-
-        def mark() -> None:
-            touched.update(readers)
-
-        self._direct_marks.append(mark)
-        self._writers[topic] = transport.direct_writer(topic, delivers)
 
     async def stop(self, *, commit: bool = True, commit_timeout: float | None = None) -> None:
         """Commit what is processed (unless `commit` is False: a batch was cut short), leave
@@ -500,57 +291,22 @@ class Worker:
 
     @property
     def phase(self) -> str:
-        """What the worker does now, one of `PHASES`: connecting (to the broker), joining
-        (its group), restoring (state of partitions just assigned), running, or waiting
-        (in the group, but owning no partition)."""
-        if self._consumer is None:
-            phase = "connecting"
-        elif not self._joined:
-            phase = "joining"
-        elif self._pending:
-            phase = "restoring"
-        elif not self.tasks:
-            phase = "waiting"
-        else:
-            phase = "running"
-        if phase != self._phase:
-            self._phase, self._phase_since = phase, time.monotonic()
-        return phase
+        """What the worker does now, one of `PHASES` (see `Status.phase`)."""
+        return self._status.phase
 
     def waiting_for(self) -> str | None:
         """One short sentence saying what the worker waits for; None while records flow."""
-        phase = self.phase
-        now = time.monotonic()
-        if phase == "connecting":
-            return f"connecting to {self.transport.url}"
-        if phase == "joining":
-            return f"joining group {self.plan.graph_id!r}"
-        if phase == "restoring":
-            r = self.restoring
-            return f"restoring {r.done} of {r.total} tasks ({r.records:,} records)"
-        if phase == "waiting":
-            return (
-                f"no partitions assigned for {now - self._phase_since:.0f} s: the group has "
-                f"more members than partitions of {self._inputs}?"
-            )
-        quiet = now - max(self._progress_at, self._phase_since)
-        if quiet < self.waiting_report:
-            return None
-        return f"no records for {quiet:.0f} s on {self._inputs}"
+        return self._status.waiting_for()
 
     def _report_waiting(self) -> None:
         """Log what the worker waits for, once it has waited `waiting_report` seconds (and
         again every `waiting_report` seconds while it still waits)."""
-        now = time.monotonic()
-        if now - self._reported < self.waiting_report:
-            return
-        sentence = self.waiting_for()
-        if sentence is None or now - max(self._progress_at, self._phase_since) < (
-            self.waiting_report
-        ):
-            return
-        self._reported = now
-        log.warning("flowgraph worker of group %r: %s", self.plan.graph_id, sentence)
+        self._status.report()
+
+    @property
+    def waiting_report(self) -> float:
+        """Seconds without a partition or progress before the worker logs what it waits for."""
+        return self._status.waiting_report
 
     # -- running -------------------------------------------------------------------------
 
@@ -581,7 +337,7 @@ class Worker:
         """
         limit = DeadLetterLimit.of(max_dead_letters)
         over = False
-        self._stop = stop
+        self._manager.stop = stop
         group = None
         if until_idle and not self.transport.in_process:
             assert self._consumer is not None, "start() first"
@@ -696,11 +452,12 @@ class Worker:
         the last commit, so state is written (and changelogged) once per key per commit.
         """
         assert self._consumer is not None, "start() first"
-        if self._failure is not None:
-            raise self._failure
-        if self._pending and not await self._build():
-            if self._failure is not None:
-                raise self._failure
+        manager = self._manager
+        if manager.failure is not None:
+            raise manager.failure
+        if manager.pending and not await manager.build():
+            if manager.failure is not None:
+                raise manager.failure
             return False  # stopping, or the assignment changed meanwhile
         for feeder in self._feeders:
             if not feeder.done:
@@ -715,13 +472,14 @@ class Worker:
             else {}
         )
         self._fetched_at = time.monotonic()  # the event loop ran (heartbeats went out)
-        if self._failure is not None:  # a rebalance during the fetch could not assign
-            raise self._failure
+        if manager.failure is not None:  # a rebalance during the fetch could not assign
+            raise manager.failure
         async with self._lock:
+            tasks = manager.tasks
             for tp, messages in batches.items():
-                task = self.tasks.get(tp)
+                task = tasks.get(tp)
                 if task is None:  # revoked by a rebalance since the fetch, or not built yet
-                    if tp in self._pending:  # assigned during the fetch: read them once built
+                    if tp in manager.pending:  # assigned during the fetch: read them once built
                         self._consumer.seek(tp, messages[0][3])
                     continue
                 if task.stampers and tp[0] in task.stampers:
@@ -737,7 +495,7 @@ class Worker:
             self._tick_tasks()
             now = time.monotonic()
             if processed:
-                self._progress_at = now
+                self._status.progress_at = now
             if (
                 self._since_commit >= self.commit_every
                 or now - self._last_commit >= self.commit_interval
@@ -817,12 +575,8 @@ class Worker:
         )
 
     async def commit(self) -> None:
-        """Make everything processed since the last commit durable, in the durability order.
-
-        Sink, repartition and dead-letter records and the changelog records (one per changed
-        key) are produced and acknowledged; then each store writes its changes with the
-        changelog offset in one atomic batch; then the source offsets are committed.
-        """
+        """Make everything processed since the last commit durable, in the durability order
+        (`Committer.write`), unless the group expelled this worker meanwhile."""
         self._last_commit = time.monotonic()
         if self._touched and await self._settle():
             for mark in self._direct_marks:
@@ -842,87 +596,17 @@ class Worker:
             return
         touched = list(self._touched.values())
         self._touched.clear()  # cleared in place: direct writers hold this dict
-        positions, self._positions = self._positions, {}
+        positions = self._positions.copy()
+        self._positions.clear()  # in place: the task manager holds this dict
         self._since_commit = 0
-        changes: list[tuple[Task, AggregateOp | WindowedAggregateOp, dict[Any, Entry | None]]] = []
-        for task in touched:
-            for agg in task.aggregates.values():
-                dirty = agg.flush()
-                if dirty:
-                    changes.append((task, agg, dirty))
-            self.stats.add_dead_letters(task.take_failures())
-        self.stats.skipped = self.stats.retired_sum("skip") + sum(
-            a.skipped for t in self._all_tasks for a in t.aggregates.values()
-        )
-        self.stats.late = self.stats.retired_sum("late") + sum(
-            w.late for t in self._all_tasks for w in t.windowed
-        )
-        now = time.time()
-        changelog_writes = []
-        for task, agg, dirty in changes:
-            store = agg.store
-            changelog = self._changelogs[store.name]
-            kc, vc = self.codecs[changelog]
-            # A deleted key's grave is a tombstone that keeps its position in the header
-            # (see aggregate.py); deleting the grave for good is a tombstone without one.
-            if vc is None:  # in process: the entry itself
-                records: list[OutRecord] = [
-                    (store.partition, k, e, now, None)
-                    if e is None or e[1] is not DELETE
-                    else (store.partition, k, None, now, _position_header(e))
-                    for k, e in dirty.items()
-                ]
-            else:  # the value as bytes, the source offset(s) it reflects in a header
-                assert kc is not None
-                try:
-                    records = [
-                        (
-                            store.partition,
-                            kc.encode(k),
-                            None if e is None or e[1] is DELETE else vc.encode(e[1]),
-                            now,
-                            None if e is None else _position_header(e),
-                        )
-                        for k, e in dirty.items()
-                    ]
-                except Exception:  # some entry cannot be stored: find it, key by key
-                    records = self._storable(task, agg, dirty, kc, vc, now)
-                    if not records:
-                        continue
-            changelog_writes.append((store, dirty, changelog, records))
-        for task in touched:
-            self.stats.add_dead_letters(task.take_failures())
-        for task in touched:
-            if task.dedupe:
-                task.retire_commit_marks()
-        results = await asyncio.gather(
-            self.transport.flush(),
-            *(self.transport.produce(topic, recs) for _, _, topic, recs in changelog_writes),
-        )
-        acked = results[1:]
-        self._crash_point("after-produce")
-        for (store, dirty, _, _), last in zip(changelog_writes, acked, strict=True):
-            assert last is not None
-            store.write(dirty, changelog_offset=last[store.partition])
-        self._crash_point("after-store")
-        assert self._consumer is not None
-        try:
-            await self._consumer.commit(positions)
-        except MembershipLost as exc:
-            # The stores and changelogs hold what was processed, which is fine: whoever
-            # owns the partitions now replays them from the committed offsets, and the
-            # offsets in the stored entries keep those records from being applied twice.
-            self._lost(exc)
+        lost = await self._committer.write(self._consumer, touched, positions, self._all_tasks)
+        if lost is not None:
+            self._lost(lost)
             return
-        self._crash_point("after-commit")
         for task in touched:
             if task.has_graves:  # deleted keys: the next commit deletes their graves for good
                 self._touched[id(task)] = task
-        await self.recovery.write_checkpoints(touched)
-        for tp, position in positions.items():
-            high = self._consumer.highwater(tp)
-            if high is not None and tp[0] in self._source_topics:
-                self.stats.lag[tp] = max(high - position, 0)
+        await self._committer.committed(self._consumer, touched, positions)
 
     async def _settle(self) -> bool:
         """Wait for the async calls in flight in touched tasks and make their outputs, so
@@ -934,83 +618,13 @@ class Worker:
                 emitted = True
         return emitted
 
-    def _storable(
-        self,
-        task: Task,
-        agg: AggregateOp | WindowedAggregateOp,
-        dirty: dict[Any, Entry | None],
-        kc: Codec,
-        vc: Codec,
-        now: float,
-    ) -> list[OutRecord]:
-        """Changelog records of the entries of `dirty` that encode; each other entry is
-        dead-lettered, dropped from `dirty`, and its key goes back to its stored state.
-
-        Only taken when encoding the whole batch failed, so a normal commit pays nothing.
-        """
-        store = agg.store
-        changelog = self._changelogs[store.name]
-        records: list[OutRecord] = []
-        for k, e in list(dirty.items()):
-            part = "key"
-            try:
-                kb = kc.encode(k)
-                part = "value"
-                vb = None if e is None or e[1] is DELETE else vc.encode(e[1])
-            except Exception as exc:
-                del dirty[k]
-                agg.revert(k)
-                position: Any = -1 if e is None else e[0]
-                error = unstorable(exc, agg.node.id, k, changelog, part, reverted=True)
-                rec = (k, None if e is None else e[1], now, position, None)
-                topic = ",".join(task.sub.source_topics)
-                last = position if isinstance(position, int) else max(position)
-                task.fail_at_commit(Failure(agg.node.id, error, rec, topic, task.partition), last)
-                continue
-            headers = None if e is None else _position_header(e)
-            records.append((store.partition, kb, vb, now, headers))
-        return records
-
     # -- reading state -------------------------------------------------------------------
 
     def table(self, name: str) -> Any:
         """The table of step `name` held by this worker: a dict of its keys and values, or,
         for a windowed table, a live `WindowedTableView`."""
-        spec = next((s for s in self.plan.stores if s.step == name), None)
-        if spec is None:
-            known = ", ".join(repr(s.step) for s in self.plan.stores) or "none"
-            msg = f"graph {self.plan.graph_id!r} has no table {name!r}; its tables: {known}"
-            raise KeyError(msg)
-        windowed = [
-            op
-            for task in sorted(self._all_tasks, key=lambda t: t.partition)
-            for op in task.windowed
-            if op.node.id == name
-        ]
-        node = next(n for sub in self.plan.subtopologies for n in sub.steps if n.id == name)
-        if isinstance(node, lg.Aggregate) and node.window is not None:
-            return WindowedTableView(name, windowed, lambda: self.clock())  # noqa: PLW0108
-        result: dict[Any, Any] = {}
-        for (store_name, _), store in sorted(self.stores.items(), key=lambda i: i[0][1]):
-            if store_name == spec.name:
-                result.update(store.items())
-        return result
+        return self._manager.table(name)
 
     def step_counts(self) -> dict[str, int]:
         """Records out of each step, over all tasks, those a rebalance took away included."""
-        counts = dict(self.stats.retired)
-        for task in self._all_tasks:
-            for k, n in task.tally().items():
-                counts[k] = counts.get(k, 0) + n
-        entries = {
-            s.topic: s.id
-            for sub in self.plan.subtopologies
-            for s in sub.steps
-            if isinstance(s, lg.Repartition)
-        }
-        for topic, first in self._direct.items():
-            step = entries[topic]
-            transport: Any = self.transport
-            ends = [transport.end(topic, p) for p in range(len(first))]
-            counts["in", step] = counts.get(("in", step), 0) + sum(ends) - sum(first)
-        return derive_step_counts(self.plan, counts)
+        return self._manager.step_counts()

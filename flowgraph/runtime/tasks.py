@@ -1,0 +1,378 @@
+"""The tasks of a worker: the partitions the group assigns it, restored and built into tasks.
+
+A rebalance only notes what it assigns (`TaskManager.assigned`) and pauses fetching it; the
+worker's next step restores the stores of those partitions from their changelogs and builds
+their tasks (`TaskManager.build`), outside the rebalance callback, which sends no heartbeat.
+Partitions taken away, or lost with the worker's membership, are dropped with their tasks,
+stores and buffered records (`TaskManager.drop`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flowgraph.runtime.ops import Window
+from flowgraph.runtime.recovery import Recovery
+from flowgraph.runtime.schedule import Schedule, time_ordered
+from flowgraph.runtime.state.base import StateBackend, StorePartition
+from flowgraph.runtime.stats import RunStats, derive_step_counts
+from flowgraph.runtime.task import Task
+from flowgraph.runtime.transport import TP, Consumer, InProcessTransport, MembershipLost, Transport
+from flowgraph.runtime.window_views import WindowedTableView
+from flowgraph.serde import Codec
+from planner import logical as lg
+from planner.physical import PhysicalPlan
+
+__all__ = ["Restoring", "TaskManager"]
+
+log = logging.getLogger("flowgraph")
+
+
+class Restoring:
+    """Progress of the restore under way: tasks restored of those to restore, records read."""
+
+    __slots__ = ("done", "records", "total")
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.total = 0
+        self.records = 0
+
+    def __repr__(self) -> str:
+        return f"Restoring(done={self.done}, total={self.total}, records={self.records})"
+
+
+class TaskManager:
+    """Owns a worker's tasks and stores, and the partitions assigned to it but not built yet.
+
+    It shares with the worker, by reference, the schedule (buffered records per partition),
+    the run's stats, and the per-task and per-partition state a commit takes in (`touched`,
+    `positions`, `tails`), which it cleans up when it drops partitions.
+    """
+
+    def __init__(
+        self,
+        plan: PhysicalPlan,
+        transport: Transport,
+        backend: StateBackend,
+        recovery: Recovery,
+        schedule: Schedule,
+        stats: RunStats,
+        codecs: dict[str, tuple[Codec | None, Codec | None]],
+        hash_codecs: dict[str, Codec],
+        *,
+        touched: dict[int, Task],
+        positions: dict[TP, int],
+        tails: dict[TP, int],
+        clock: Callable[[], float],
+        on_progress: Callable[[], None],
+    ) -> None:
+        """`clock` is handed to every task; `on_progress` is called as a restore proceeds
+        (the worker reports what it waits for)."""
+        self.plan = plan
+        self.transport = transport
+        self.backend = backend
+        self.recovery = recovery
+        self.schedule = schedule
+        self.stats = stats
+        self.codecs = codecs
+        self.hash_codecs = hash_codecs
+        self.touched = touched
+        self.positions = positions
+        self.tails = tails
+        self._clock = clock
+        self._on_progress = on_progress
+        self.consumer: Consumer | None = None
+        """The worker's consumer, once it has one (pausing, resuming, committed offsets)."""
+        self._time_ordered = time_ordered(plan)
+        self._reader = {t: sub for sub in plan.subtopologies for t in sub.source_topics}
+        self._source_topics = {t.name for t in plan.topics if t.role in ("source", "feed")}
+        self.failure: Exception | None = None
+        """What assigning partitions raised, raised again by the worker's `step`."""
+        self.joined = False
+        """True once the group gave this worker its partitions (maybe none), and no
+        rebalance has begun since."""
+        self.pending: set[TP] = set()
+        """Assigned partitions whose tasks are not built yet: `build` restores their state
+        in the worker's `step`, outside the rebalance callback (fetching them is paused)."""
+        self.generation = 0
+        """Counts the assignments taken away (revoked or lost): a build under way that sees
+        it change gives up, since what it builds is no longer this worker's."""
+        self.stop: asyncio.Event | None = None
+        """The run's stop event, checked between the partitions a build restores."""
+        self.restoring = Restoring()
+        """Progress of the restore under way (or the last one)."""
+        self.tasks: dict[TP, Task] = {}
+        """The task reading each assigned partition."""
+        self.stores: dict[tuple[str, int], StorePartition] = {}
+        self.all_tasks: list[Task] = []
+        self.writers: dict[str, Any] = {}
+        """Per output topic (repartition, sink, dead letters), its writer, shared by tasks."""
+        self.direct: dict[str, list[int]] = {}
+        """Per directly wired topic: the end offsets of its partitions when it was wired."""
+        self.direct_marks: list[Callable[[], None]] = []
+        """Mark the readers of directly wired topics touched (they may have new records)."""
+        self.windows: dict[str, Window] = {}
+        """Per ``async def`` step, its calls in flight, shared by its tasks (`Task`)."""
+
+    def open_writers(self) -> None:
+        """Open a writer per topic the tasks write to."""
+        self.writers.update(
+            (t.name, self.transport.writer(t.name))
+            for t in self.plan.topics
+            if t.role in ("repartition", "sink", "dlq")
+        )
+
+    def assigned(self, assignment: frozenset[TP]) -> None:
+        """A rebalance gave this worker `assignment`: note it, and fetch nothing from it yet.
+
+        Nothing slow happens here: the consumer sends no heartbeat while a rebalance
+        callback runs, so restoring state here (seconds to minutes) would get the member
+        expelled. The worker's next `step` restores the stores and builds the tasks (`build`).
+        """
+        new = {tp for tp in assignment if tp not in self.tasks}
+        if self.consumer is not None and new:
+            self.consumer.pause(sorted(new))
+        self.pending |= new
+        self.recovery.begin()  # checkpoints are read afresh for this assignment
+        self.joined = True
+
+    def revoking(self) -> None:
+        """A rebalance begins taking partitions away: stop any build under way."""
+        self.joined = False  # until the rebalance settles: an idle worker then leaves cleanly
+        self.generation += 1  # a build under way stops: its partitions may be gone
+
+    def drop(self, tps: frozenset[TP] | set[TP]) -> None:
+        """Forget the tasks of `tps` (and their stores, buffers and pending builds)."""
+        self.pending -= tps
+        gone = {id(t) for tp, t in self.tasks.items() if tp in tps}
+        for task in self.all_tasks:
+            if id(task) in gone:
+                self.stats.retire(task.tally())  # its step counts outlive it
+                for name in task.stores:
+                    self.stores.pop((name, task.partition), None)
+                self.touched.pop(id(task), None)
+        self.tasks = {tp: t for tp, t in self.tasks.items() if id(t) not in gone}
+        self.schedule.drop(tps)
+        for tp in tps:
+            self.tails.pop(tp, None)
+            self.positions.pop(tp, None)
+        self.all_tasks = [t for t in self.all_tasks if id(t) not in gone]
+
+    def lose(self, exc: MembershipLost) -> None:
+        """A commit found this worker out of the group: drop every task, wait for the rejoin.
+
+        Its partitions are another member's (or will be this one's again after the
+        rejoin), which replays them from the last committed offsets. That is exact: stored
+        entries carry the offsets applied to them (a replayed record is not applied twice)
+        and written records carry origins (a replayed input writes nothing twice).
+        """
+        lost = set(self.tasks) | self.pending
+        log.warning(
+            "worker of group %r lost its membership (%s): dropped %d partitions and their "
+            "uncommitted positions; rejoining",
+            self.plan.graph_id,
+            exc,
+            len(lost),
+        )
+        self.joined = False
+        self.generation += 1
+        if self.consumer is not None:  # fetch nothing more for what is no longer ours
+            self.consumer.pause(sorted(lost))
+        self.drop(lost)
+
+    def interrupted(self, generation: int) -> bool:
+        """True when a build must stop: the run is stopping or the assignment changed."""
+        return self.generation != generation or (self.stop is not None and self.stop.is_set())
+
+    async def build(self) -> bool:
+        """Restore the stores and build the tasks of the pending partitions; False when
+        interrupted (see `interrupted`): what is left stays pending for the next step.
+
+        Every task is restored and has recovered what it wrote before it processes a
+        record: its stores hold what their changelogs hold, its writers know the records a
+        crashed run wrote for the inputs it replays (see recovery.py). The end offsets of
+        all changelogs, and of all output partitions, are each read in one request.
+        """
+        generation = self.generation
+        pending = set(self.pending)
+        units = [
+            (sub, p)
+            for sub in reversed(self.plan.subtopologies)  # downstream first: see below
+            for p in range(sub.partitions)
+            if any((t, p) in pending for t in sub.source_topics)
+            and not any((t, p) in self.tasks for t in sub.source_topics)
+        ]
+        progress = self.restoring
+        progress.done, progress.total, progress.records = 0, len(units), 0
+        restored_before = self.stats.restored
+        try:
+            restores: list[tuple[StorePartition, TP]] = []
+            unit_stores: list[dict[str, StorePartition]] = []
+            last_store: set[int] = set()  # indexes in `restores` that complete a task
+            for sub, p in units:
+                stores: dict[str, StorePartition] = {}
+                for spec in self.plan.stores:
+                    if any(s.id == spec.step for s in sub.steps):
+                        stores[spec.name] = store = self.backend.open(spec.name, p)
+                        restores.append((store, (spec.changelog, p)))
+                if stores:
+                    last_store.add(len(restores) - 1)
+                else:
+                    progress.done += 1  # nothing to restore
+                unit_stores.append(stores)
+
+            def restored(index: int) -> None:
+                progress.records = self.stats.restored - restored_before
+                if index in last_store:
+                    progress.done += 1
+                self._on_progress()
+
+            def interrupted() -> bool:
+                progress.records = self.stats.restored - restored_before
+                return self.interrupted(generation)
+
+            if not await self.recovery.restore_all(restores, interrupted, restored):
+                return False
+            recovering: list[Task] = []
+            for (sub, p), stores in zip(units, unit_stores, strict=True):
+                task = Task(
+                    self.plan,
+                    sub,
+                    p,
+                    stores,
+                    self.codecs,
+                    self.hash_codecs,
+                    self.writers,
+                    tag_origins=self.transport.encoded,
+                    clock=self._clock,
+                    windows=self.windows,
+                )
+                if task.tag_origins:
+                    recovering.append(task)
+                else:
+                    # In process, records of a repartition topic read here may skip the log:
+                    # its readers (downstream, built first) are wired before the tasks that
+                    # write it are compiled. No recovery is needed there.
+                    self.publish(task, pending)
+                    for t in sub.source_topics:
+                        if self.plan.topic(t).role == "repartition":
+                            await self.wire_direct(t)
+            if not await self.recovery.recover_writes(recovering, interrupted):
+                return False
+            if self.interrupted(generation):
+                return False
+            for task in recovering:
+                self.publish(task, pending)
+        except Exception as exc:
+            # A changelog that cannot be restored: the run stops on it (raised by `step`)
+            # instead of going on without the state.
+            self.failure = exc
+            return False
+        progress.done = progress.total
+        progress.records = self.stats.restored - restored_before
+        return True
+
+    def publish(self, task: Task, assignment: set[TP]) -> None:
+        """Hand `task` its partitions: it is restored and knows what it wrote."""
+        sub, p = task.sub, task.partition
+        self.all_tasks.append(task)
+        for name, store in task.stores.items():
+            self.stores[(name, p)] = store
+        # All its partitions are merged when what it writes reaches windows through
+        # repartition topics (its order is their readers' order); else only its task's
+        # own inputs, as in Kafka Streams.
+        group = sub.id if sub.id in self._time_ordered else (sub.id, p)
+        mine = [
+            (t, p) for t in sub.source_topics if (t, p) in assignment and self._reader[t] is sub
+        ]
+        for tp in mine:
+            self.tasks[tp] = task
+            source = tp[0] in self._source_topics
+            handle = (tp, task, id(task), task.runner(tp[0]), source)
+            self.schedule.assign(tp, group, handle)
+        self.pending.difference_update(mine)
+        assert self.consumer is not None
+        self.consumer.resume(mine)
+
+    async def wire_direct(self, topic: str) -> None:
+        """Hand records for `topic` straight to the tasks that read it, when that is exact.
+
+        On an in-process transport, a repartition topic whose every partition is read by a
+        task of this worker (and whose readers await nothing) needs no log: writing a record
+        is calling its partition's task, with the offset the log would have given it. This
+        skips storing, fetching and re-reading every record, and the records die young.
+        """
+        transport = self.transport
+        if (
+            not isinstance(transport, InProcessTransport)
+            or transport.encoded
+            or self.consumer is None
+            or topic in self.direct
+        ):
+            return
+        parts = self.plan.topic(topic).partitions
+        tasks = [self.tasks.get((topic, p)) for p in range(parts)]
+        if any(t is None or t.has_async for t in tasks):
+            return
+        first = [transport.end(topic, p) for p in range(parts)]
+        for p, end in enumerate(first):
+            if (await self.consumer.committed((topic, p)) or 0) < end:
+                return  # records left by an earlier worker: read them through the log
+        delivers = [t.entry_push(topic) for t in tasks if t is not None]
+        self.direct[topic] = first
+        touched = self.touched
+        readers = {id(t): t for t in tasks if t is not None}
+
+        def mark() -> None:
+            touched.update(readers)
+
+        self.direct_marks.append(mark)
+        self.writers[topic] = transport.direct_writer(topic, delivers)
+
+    # -- reading state -------------------------------------------------------------------
+
+    def table(self, name: str) -> Any:
+        """The table of step `name` held by this worker: a dict of its keys and values, or,
+        for a windowed table, a live `WindowedTableView`."""
+        spec = next((s for s in self.plan.stores if s.step == name), None)
+        if spec is None:
+            known = ", ".join(repr(s.step) for s in self.plan.stores) or "none"
+            msg = f"graph {self.plan.graph_id!r} has no table {name!r}; its tables: {known}"
+            raise KeyError(msg)
+        windowed = [
+            op
+            for task in sorted(self.all_tasks, key=lambda t: t.partition)
+            for op in task.windowed
+            if op.node.id == name
+        ]
+        node = next(n for sub in self.plan.subtopologies for n in sub.steps if n.id == name)
+        if isinstance(node, lg.Aggregate) and node.window is not None:
+            return WindowedTableView(name, windowed, self._clock)
+        result: dict[Any, Any] = {}
+        for (store_name, _), store in sorted(self.stores.items(), key=lambda i: i[0][1]):
+            if store_name == spec.name:
+                result.update(store.items())
+        return result
+
+    def step_counts(self) -> dict[str, int]:
+        """Records out of each step, over all tasks, those a rebalance took away included."""
+        counts = dict(self.stats.retired)
+        for task in self.all_tasks:
+            for k, n in task.tally().items():
+                counts[k] = counts.get(k, 0) + n
+        entries = {
+            s.topic: s.id
+            for sub in self.plan.subtopologies
+            for s in sub.steps
+            if isinstance(s, lg.Repartition)
+        }
+        for topic, first in self.direct.items():
+            step = entries[topic]
+            transport: Any = self.transport
+            ends = [transport.end(topic, p) for p in range(len(first))]
+            counts["in", step] = counts.get(("in", step), 0) + sum(ends) - sum(first)
+        return derive_step_counts(self.plan, counts)
