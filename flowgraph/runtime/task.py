@@ -306,6 +306,10 @@ class Task:
         self._async = list(reversed(async_steps))  # topological order
         self._windows = [s for s in self._async if isinstance(s, AsyncStep)]
         split = inputs > 1 and len(self._windows) < len(self._async)
+        self._settle_runs = inputs > 1 and bool(self._windows)
+        """Wait for the calls in flight at the end of every run: with several inputs, a run
+        of another input would otherwise overtake the outputs still in flight (a merge
+        after an async step would hand a window its records out of timestamp order)."""
         for j, astep in enumerate(self._windows, start=1):
             self._bind(astep, j * ASYNC_ENTRIES)
             astep.split = split
@@ -438,7 +442,7 @@ class Task:
         else:
             self._decode_and_push(topic, messages, push, kc, vc)
         replaying = bool(self.dedupe)
-        await self._advance(settle=replaying)
+        await self._advance(settle=replaying or self._settle_runs)
         if replaying and messages:
             self._retire_marks(index, messages[-1][3])
 

@@ -395,3 +395,38 @@ def test_a_call_that_raises_cancelled_error_is_a_dead_letter_and_the_rest_go_on(
     assert out.values("out") == [v for v in VALUES if v % 10 != 4]
     assert [int(d.value) for d in out.dead_letters] == [4, 14, 24, 34]
     assert {d.headers["error.type"] for d in out.dead_letters} == {"CallCancelledError"}
+
+
+@pytest.mark.parametrize("max_batch", [1, 1000])
+def test_a_merge_after_async_steps_keeps_timestamp_order_into_a_window(max_batch: int) -> None:
+    """Two chained async steps merged with a plain source feed a window: the source's later
+    record must not overtake the earlier one still in the async calls (it would be late)."""
+
+    async def key(v: int) -> int:
+        return v % 5
+
+    async def same(v: int) -> int:
+        return v
+
+    g = fg.Graph("merge-after-async")
+    plain = g.source("plain", key_type=int, value_type=int)
+    slow = g.source("slow", key_type=int, value_type=int)
+    merged = slow.key_by(key, name="key").map(same, name="same").merge(plain)
+    merged.window(fg.Tumbling(1, retention=1e9)).count(name="per_second")
+    plan = g.plan()
+
+    async def main() -> tuple[dict[Any, Any], int]:
+        transport = MemoryTransport()
+        worker = Worker(plan, transport, MemoryBackend(), max_batch=max_batch)
+        await worker.start()
+        transport.broker.append("slow", [(0, b"0", b"0", 1.0, None)])
+        transport.broker.append("plain", [(0, b"0", b"0", 2.0, None)])
+        try:
+            await worker.run(until_idle=True, idle_wait=0.0)
+            return worker.table("per_second").windows(), worker.stats.late
+        finally:
+            await worker.stop()
+
+    windows, late = asyncio.run(main())
+    assert late == 0
+    assert windows == {fg.WindowKey(0, 1.0, 2.0): 1, fg.WindowKey(0, 2.0, 3.0): 1}
