@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import flowgraph as fg
 from flowgraph.runtime import open_transport
+from flowgraph.runtime.recovery import POSITION_HEADER
 from flowgraph.runtime.state import open_backend
-from flowgraph.runtime.worker import POSITION_HEADER, Worker
+from flowgraph.runtime.worker import Worker
 from flowgraph.serde import AutoCodec, StrCodec
 from tests.kafka_broker import open_broker
 
