@@ -8,8 +8,10 @@ broker, e.g. ``tests/integration/kafka_jobs.py:make_graph('g-1a2b', 'clicks-1a2b
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import zlib
+from pathlib import Path
 
 import flowgraph as fg
 
@@ -121,4 +123,26 @@ def make_slow_repartition_graph(graph_id: str, topic: str, partitions: int = 4) 
     g = fg.Graph(graph_id)
     clicks = g.source(topic, key_type=str, value_type=Click, partitions=partitions)
     clicks.filter(drop_bots_slowly).key_by(by_url).count(name=TABLE)
+    return g
+
+
+def make_blocking_graph(
+    graph_id: str, topic: str, partitions: int, trigger: str, seconds: float
+) -> fg.Graph:
+    """`make_repartition_graph` whose filter blocks the event loop for `seconds` (no
+    heartbeat goes out meanwhile) at the first click it sees once the file `trigger` exists;
+    only once in all the workers sharing `trigger`: ``<trigger>.done`` says one did. The
+    rebalance tests (test_kafka_rebalance.py) expel a worker with it.
+    """
+    done = Path(trigger + ".done")
+
+    def keep(click: Click) -> bool:
+        if os.path.exists(trigger) and not done.exists():
+            done.write_text(str(os.getpid()))
+            time.sleep(seconds)  # a step stuck in sync code longer than the session
+        return drop_bots(click)
+
+    g = fg.Graph(graph_id)
+    clicks = g.source(topic, key_type=str, value_type=Click, partitions=partitions)
+    clicks.filter(keep).key_by(by_url).count(name=TABLE)
     return g

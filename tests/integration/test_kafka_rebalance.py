@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration import rebalance_jobs
+from tests.integration import kafka_jobs
 from tests.integration.test_kafka import (
     FAST_GROUP,
     FLOWGRAPH,
@@ -38,7 +38,7 @@ from tests.kafka_broker import Broker
 
 pytestmark = pytest.mark.integration
 
-REBALANCE_JOBS = Path(rebalance_jobs.__file__).resolve()
+REBALANCE_JOBS = Path(kafka_jobs.__file__).resolve()
 LOST = "lost its membership"
 SAID = ": no partitions assigned for"
 """What the logged report of a worker without partitions says after the group name."""
