@@ -70,6 +70,8 @@ MUTATED = (
     "flowgraph.runtime.window_push",
     "flowgraph.runtime.recovery",
     "flowgraph.runtime.task",
+    "flowgraph.runtime.commit",
+    "flowgraph.runtime.kafka_config",
     "flowgraph.windows",
 )
 """Modules `mutants` mutates (the list is also `only_mutate` in pyproject.toml)."""
@@ -77,7 +79,8 @@ MUTATED = (
 
 @nox.session(python=PYTHON, default=False)
 def mutants(session: nox.Session) -> None:
-    """Mutation testing (mutmut) of the aggregation, window, recovery and task modules.
+    """Mutation testing (mutmut) of the aggregation, window, recovery, task, commit and Kafka
+    settings modules.
 
     Not part of `tests` or CI. Each module gets ``MUTANTS_MINUTES`` minutes (default 7), niced,
     on up to ``MUTANTS_SAMPLE`` (default 150) of its mutants not checked yet, drawn at random;
