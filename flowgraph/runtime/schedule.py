@@ -19,6 +19,10 @@ sub-topology whose order reaches a windowed aggregation through repartition topi
 (`time_ordered`), else the inputs of one task (a one-input task then runs whole batches).
 Sub-topologies are merged apart: one reads only what the ones before it wrote, so their
 relative order changes nothing, and a reader of a repartition topic never waits on its writer.
+A task may read a repartition topic that it writes itself (a merge of a re-keyed stream with
+the sources of its own sub-topology): when a run writes to a partition of the group that was
+read to its end, the group stops until those records are fetched, since they may be older than
+the other heads.
 
 Only records handed out by `runs` are processed; the rest stay here, uncommitted, and are
 fetched again by whoever owns the partition after a restart or a rebalance.
@@ -151,6 +155,7 @@ class Schedule:
             heap: list[tuple[float, int, _Buffer]] = []
             n = len(tps)
             dry = False
+            absent: list[TP] = []  # read to their ends: a run here may write to them
             for i, tp in enumerate(tps):
                 buf = self._buffers[tp]
                 if buf.at < len(buf.records):
@@ -158,12 +163,19 @@ class Schedule:
                 elif behind(tp):
                     heap.append((buf.last, n + i, buf))
                     dry = True
+                else:
+                    absent.append(tp)
             since = self._blocked_since.get(group)
             waited = since is not None and self.clock() - since >= self.max_idle
             if not dry:
                 self._blocked_since.pop(group, None)
             heapq.heapify(heap)
             while heap:
+                if absent and any(behind(tp) for tp in absent):
+                    # A run wrote to a partition of this group that was read to its end (a
+                    # task that reads its own repartition topic): its new records may be
+                    # older than the heads here, so the group waits until they are fetched.
+                    break
                 _, i, buf = heap[0]
                 records, at = buf.records, buf.at
                 end = len(records)
@@ -193,6 +205,7 @@ class Schedule:
                         heapreplace(heap, (buf.last, n + i % n, buf))
                     else:
                         heappop(heap)
+                        absent.append(buf.tp)
 
 
 def time_ordered(plan: PhysicalPlan) -> frozenset[int]:

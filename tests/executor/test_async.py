@@ -430,3 +430,39 @@ def test_a_merge_after_async_steps_keeps_timestamp_order_into_a_window(max_batch
     windows, late = asyncio.run(main())
     assert late == 0
     assert windows == {fg.WindowKey(0, 1.0, 2.0): 1, fg.WindowKey(0, 2.0, 3.0): 1}
+
+
+@pytest.mark.parametrize("max_batch", [1, 1000])
+def test_records_a_task_writes_to_its_own_input_are_read_before_later_ones(max_batch: int) -> None:
+    """An async key_by whose repartition topic the same task reads (merged with another
+    source before a window): what a run writes there must be read before the other source's
+    later records run, or the window counts it late."""
+
+    async def key(v: int) -> int:
+        return v % 5
+
+    g = fg.Graph("own-input")
+    plain = g.source("plain", key_type=int, value_type=int)
+    slow = g.source("slow", key_type=int, value_type=int)
+    keyed = slow.key_by(key, name="key")
+    keyed.count(name="per_key")  # the repartition topic, read in the same task as `plain`
+    keyed.merge(plain).window(fg.Tumbling(1, retention=1e9)).count(name="per_second")
+    plain.merge(slow).to("both")  # both sources in one task, with the repartition topic
+    plan = g.plan()
+    assert len(plan.subtopologies[0].source_topics) == 3
+
+    async def main() -> tuple[dict[Any, Any], int]:
+        transport = MemoryTransport()
+        worker = Worker(plan, transport, MemoryBackend(), max_batch=max_batch)
+        await worker.start()
+        transport.broker.append("slow", [(0, b"0", b"0", 1.0, None), (0, b"0", b"0", 2.0, None)])
+        transport.broker.append("plain", [(0, b"0", b"0", 3.0, None)])
+        try:
+            await worker.run(until_idle=True, idle_wait=0.0)
+            return worker.table("per_second").windows(), worker.stats.late
+        finally:
+            await worker.stop()
+
+    windows, late = asyncio.run(main())
+    assert late == 0
+    assert windows == {fg.WindowKey(0, float(t), t + 1.0): 1 for t in (1, 2, 3)}
