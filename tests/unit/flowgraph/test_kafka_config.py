@@ -196,3 +196,15 @@ def test_open_transport_reads_the_environment() -> None:
     assert (settings.session_timeout_ms, settings.heartbeat_interval_ms) == (3000, 500)
     assert settings.create_source_topics is True
     assert transport.session_timeout == 3.0
+
+
+def test_a_redacted_url_hides_only_the_secrets_and_keeps_the_rest_as_written() -> None:
+    url = (
+        "kafka://h1:9092,h2:9092?sasl_username=ann&sasl_password=p%26w"
+        "&client_id=a/b&ssl_key_password="
+    )
+    assert redact_url(url) == (
+        "kafka://h1:9092,h2:9092?sasl_username=ann&sasl_password=***"
+        "&client_id=a/b&ssl_key_password=***"
+    )
+    assert redact_url("kafka://h1:9092") == "kafka://h1:9092"
