@@ -415,19 +415,7 @@ def test_a_merge_after_async_steps_keeps_timestamp_order_into_a_window(max_batch
     merged.window(fg.Tumbling(1, retention=1e9)).count(name="per_second")
     plan = g.plan()
 
-    async def main() -> tuple[dict[Any, Any], int]:
-        transport = MemoryTransport()
-        worker = Worker(plan, transport, MemoryBackend(), max_batch=max_batch)
-        await worker.start()
-        transport.broker.append("slow", [(0, b"0", b"0", 1.0, None)])
-        transport.broker.append("plain", [(0, b"0", b"0", 2.0, None)])
-        try:
-            await worker.run(until_idle=True, idle_wait=0.0)
-            return worker.table("per_second").windows(), worker.stats.late
-        finally:
-            await worker.stop()
-
-    windows, late = asyncio.run(main())
+    windows, late = windows_after_one_run(plan, {"slow": [1.0], "plain": [2.0]}, max_batch)
     assert late == 0
     assert windows == {fg.WindowKey(0, 1.0, 2.0): 1, fg.WindowKey(0, 2.0, 3.0): 1}
 
@@ -451,18 +439,28 @@ def test_records_a_task_writes_to_its_own_input_are_read_before_later_ones(max_b
     plan = g.plan()
     assert len(plan.subtopologies[0].source_topics) == 3
 
+    inputs = {"slow": [1.0, 2.0], "plain": [3.0]}
+    windows, late = windows_after_one_run(plan, inputs, max_batch)
+    assert late == 0
+    assert windows == {fg.WindowKey(0, float(t), t + 1.0): 1 for t in (1, 2, 3)}
+
+
+def windows_after_one_run(
+    plan: Any, inputs: dict[str, list[float]], max_batch: int
+) -> tuple[dict[Any, Any], int]:
+    """Run `plan` once over records (key and value 0) at the given timestamps per topic,
+    all appended before the run: the windows of table ``per_second`` and the late count."""
+
     async def main() -> tuple[dict[Any, Any], int]:
         transport = MemoryTransport()
         worker = Worker(plan, transport, MemoryBackend(), max_batch=max_batch)
         await worker.start()
-        transport.broker.append("slow", [(0, b"0", b"0", 1.0, None), (0, b"0", b"0", 2.0, None)])
-        transport.broker.append("plain", [(0, b"0", b"0", 3.0, None)])
+        for topic, times in inputs.items():
+            transport.broker.append(topic, [(0, b"0", b"0", ts, None) for ts in times])
         try:
             await worker.run(until_idle=True, idle_wait=0.0)
             return worker.table("per_second").windows(), worker.stats.late
         finally:
             await worker.stop()
 
-    windows, late = asyncio.run(main())
-    assert late == 0
-    assert windows == {fg.WindowKey(0, float(t), t + 1.0): 1 for t in (1, 2, 3)}
+    return asyncio.run(main())
