@@ -15,6 +15,8 @@ from flowgraph._run import run as run
 from flowgraph._run import run_async as run_async
 from flowgraph._windowed import WindowedStream as WindowedStream
 from flowgraph._windowed import WindowedTable as WindowedTable
+from flowgraph.app import App as App
+from flowgraph.app import current_event as current_event
 from flowgraph.errors import ConfigurationError as ConfigurationError
 from flowgraph.errors import DeadLetterLimitError as DeadLetterLimitError
 from flowgraph.errors import FlowgraphError as FlowgraphError
@@ -36,6 +38,7 @@ from planner import Plan as Plan
 from planner import plan as plan
 
 __all__ = [  # noqa: RUF022 - plain sorted() order, which the API test pins
+    "App",
     "ConfigurationError",
     "DELETE",
     "DeadLetterLimitError",
@@ -62,6 +65,7 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, which the API test pins
     "WindowedTable",
     "WindowedTableView",
     "Worker",
+    "current_event",
     "plan",
     "run",
     "run_async",

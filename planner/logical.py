@@ -22,6 +22,8 @@ import networkx as nx
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
+    "Agent",
+    "AgentTable",
     "Aggregate",
     "AggregateKind",
     "Changes",
@@ -36,8 +38,11 @@ __all__ = [
     "Node",
     "Peek",
     "Repartition",
+    "Send",
+    "Service",
     "Sink",
     "Source",
+    "TopicDecl",
 ]
 
 DEFAULT_CONCURRENCY = 64
@@ -198,7 +203,94 @@ class Repartition(Node):
     reason: str = attrs.field(default="", eq=False)
 
 
-STATEFUL: tuple[type[Node], ...] = (Aggregate,)
+@attrs.frozen(kw_only=True)
+class Agent(FnNode):
+    """A Faust-style agent: ``async def fn(stream)`` iterating its input with ``async for``.
+
+    The function runs as one coroutine per input partition (``concurrency`` of them). What
+    it yields goes to its `Sink` consumers; the tables it writes are its `AgentTable`
+    consumers and the topics it sends to its `Send` consumers, so the plan shows both. Its
+    output is partitioned like its input: the tables it writes are sharded by input
+    partition, as in Faust.
+    """
+
+    topic: str = ""
+    """The input topic, for explanations (the input step is in `inputs`)."""
+
+
+@attrs.frozen(kw_only=True)
+class AgentTable(Node):
+    """A table an agent reads and writes as a dict (one input: that agent).
+
+    Sharded like the agent's input: the store partition written while the agent handles a
+    record is the record's partition. `window` (opaque) makes it a windowed table.
+    """
+
+    default: object = attrs.field(default=None, eq=False)
+    partitions: int | None = None
+    window: object = None
+    relative_to: object = attrs.field(default=None, eq=False)
+    """How a windowed table finds the time of a write (opaque; the runtime's business)."""
+
+    @property
+    def kind(self) -> str:
+        """``table`` in explanations."""
+        return "table"
+
+
+@attrs.frozen(kw_only=True)
+class Send(Sink):
+    """Records an agent writes with ``await topic.send(...)`` (its one input: that agent).
+
+    Unlike a `Sink`, it is not fed the agent's yields, and it may write a topic the graph
+    reads (one agent feeding another through a topic).
+    """
+
+    @property
+    def kind(self) -> str:
+        """``send`` in explanations."""
+        return "send"
+
+
+@attrs.frozen(kw_only=True)
+class Service(Node):
+    """A function the worker runs beside the records: a timer, a crontab or a task.
+
+    Not a step: it has no input or output stream, but it is part of the plan so that
+    explanations and the live view show it. `fn` is opaque to the planner.
+    """
+
+    fn: object = attrs.field(default=None)
+    fn_name: str = attrs.field(default="", eq=False)
+    service: Literal["timer", "crontab", "task"] = "task"
+    interval: float | None = None
+    """A timer's period in seconds."""
+    cron: str | None = None
+    """A crontab's schedule (five fields)."""
+    timezone: object = attrs.field(default=None, eq=False)
+    on_leader: bool = False
+    """Run only on the worker that leads the group (see the runtime's services)."""
+
+
+@attrs.frozen(kw_only=True)
+class TopicDecl:
+    """A topic the graph writes outside any step (from a timer or a task)."""
+
+    name: str
+    partitions: int = 1
+    key_type: object = None
+    value_type: object = None
+
+
+def _services(value: Iterable[Service]) -> tuple[Service, ...]:
+    return tuple(value)
+
+
+def _decls(value: Iterable[TopicDecl]) -> tuple[TopicDecl, ...]:
+    return tuple(value)
+
+
+STATEFUL: tuple[type[Node], ...] = (Aggregate, AgentTable)
 
 
 @attrs.frozen(kw_only=True)
@@ -207,6 +299,10 @@ class LogicalPlan:
 
     graph_id: str
     nodes: tuple[Node, ...] = attrs.field(converter=_nodes)
+    services: tuple[Service, ...] = attrs.field(default=(), converter=_services)
+    """Timers, crontabs and tasks run beside the steps (not nodes of the graph)."""
+    topics: tuple[TopicDecl, ...] = attrs.field(default=(), converter=_decls)
+    """Topics written outside any step (by services), so the plan creates them."""
 
     def node(self, node_id: str) -> Node:
         """Return the node named `node_id` (KeyError if none)."""

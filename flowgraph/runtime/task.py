@@ -23,9 +23,11 @@ from typing import Any
 from flowgraph._context import RecordContext
 from flowgraph._util import f_repr
 from flowgraph.errors import SerializationError
+from flowgraph.runtime.agent import AgentOp
 from flowgraph.runtime.aggregate import AggregateOp
 from flowgraph.runtime.ops import AsyncStep, MakeContext, Rec, Window, fanout, stateless_push
 from flowgraph.runtime.state.base import StorePartition
+from flowgraph.runtime.table_state import TableState
 from flowgraph.runtime.transport import OutRecord, Push, Write
 from flowgraph.runtime.window_push import event_time
 from flowgraph.runtime.windowed import WindowedAggregateOp
@@ -152,7 +154,10 @@ class Task:
         self.aggregates: dict[str, AggregateOp | WindowedAggregateOp] = {}
         self.windowed: list[WindowedAggregateOp] = []
         self._deleting: list[AggregateOp] = []
-        self._async: list[AsyncStep | AggregateOp | WindowedAggregateOp] = []
+        self.agents: list[AgentOp] = []
+        self._sends: dict[str, Push] = {}
+        """Per `Send` step, the writer its agent sends through."""
+        self._async: list[AsyncStep | AggregateOp | WindowedAggregateOp | AgentOp] = []
         self._windows: list[AsyncStep] = []
         """The ``async def`` stateless steps, whose calls may be in flight between calls."""
         self._index = 0
@@ -251,7 +256,7 @@ class Task:
         writers: dict[str, list[Push]] = {}
         for step_id, topic in sub.outputs:
             writers.setdefault(step_id, []).append(self._writer(topic, self._failer(step_id)))
-        async_steps: list[AsyncStep | AggregateOp | WindowedAggregateOp] = []
+        async_steps: list[AsyncStep | AggregateOp | WindowedAggregateOp | AgentOp] = []
         late_steps = {s.id for s in sub.steps if isinstance(s, lg.Late)}
         for step in reversed(sub.steps):
             targets = [
@@ -282,6 +287,27 @@ class Task:
                 push = agg.make_push(nxt)
                 if agg.is_async:
                     async_steps.append(agg)
+            elif isinstance(step, lg.AgentTable):
+                spec = self.plan.store_for(step.id)
+                table = TableState(
+                    step,
+                    self.stores[spec.name],
+                    fail,
+                    self._codecs[spec.changelog][0],
+                    spec.changelog,
+                )
+                self.aggregates[step.id] = table
+                self._deleting.append(table)
+                push = None  # written by its agent, not fed records
+            elif isinstance(step, lg.Send):
+                assert step.topic is not None
+                self._sends[step.id] = self._writer(step.topic, fail)
+                push = None  # fed by its agent's sends, not its yields
+            elif isinstance(step, lg.Agent):
+                aop = self._agent(step, consumers[step.id], fail)
+                aop.next = nxt
+                async_steps.append(aop)
+                push = aop.make_push()
             elif isinstance(step, lg.Sink) and step.topic is not None:
                 push = self._writer(step.topic, fail)
             elif isinstance(step, lg.FnNode | lg.Sink):
@@ -305,6 +331,7 @@ class Task:
             self._pushes[step.id] = push
         self._async = list(reversed(async_steps))  # topological order
         self._windows = [s for s in self._async if isinstance(s, AsyncStep)]
+        self.agents = [s for s in self._async if isinstance(s, AgentOp)]
         split = inputs > 1 and len(self._windows) < len(self._async)
         self._settle_runs = inputs > 1 and bool(self._windows)
         """Wait for the calls in flight at the end of every run: with several inputs, a run
@@ -313,8 +340,31 @@ class Task:
         for j, astep in enumerate(self._windows, start=1):
             self._bind(astep, j * ASYNC_ENTRIES)
             astep.split = split
+        for j, aop in enumerate(self.agents, start=len(self._windows) + 1):
+            self._bind(aop, j * ASYNC_ENTRIES)
 
-    def _bind(self, step: AsyncStep, shift: int) -> None:
+    def _agent(self, step: lg.Agent, consumers: list[str], fail: Any) -> AgentOp:
+        """The agent `step`, with the tables and send writers of its consumers."""
+        tables: dict[str, TableState] = {}
+        sends: dict[str, Push] = {}
+        by_id = {s.id: s for s in self.sub.steps}
+        for c in consumers:
+            node = by_id[c]
+            if isinstance(node, lg.AgentTable):
+                table = self.aggregates[c]
+                assert isinstance(table, TableState)
+                tables[c] = table
+            elif isinstance(node, lg.Send):
+                assert node.topic is not None
+                sends[node.topic] = self._sends[c]
+        return AgentOp(step, tables, sends, fail, self.partition, lambda: self._topic)
+
+    def close(self) -> None:
+        """Stop what runs on its own: the coroutines of agents (the task is dropped)."""
+        for aop in self.agents:
+            aop.close()
+
+    def _bind(self, step: AsyncStep | AgentOp, shift: int) -> None:
         """Give `step` the task's context: captured at push, restored around each emission.
 
         The context is the input topic (for dead letters) and entry (for aggregations and
@@ -482,9 +532,12 @@ class Task:
     async def settle(self) -> bool:
         """Wait for every async call in flight and make its outputs (before a commit, whose
         offsets cover every record processed); True if anything was emitted."""
+        emitted = False
+        for aop in self.agents:
+            emitted = await aop.settle() or emitted
         if not self._windows:
-            return False
-        return await self._advance(settle=True)
+            return emitted
+        return await self._advance(settle=True) or emitted
 
     def runner(self, topic: str) -> Callable[[list[Rec]], None] | None:
         """`process` for `topic` as one sync function, or None when some step awaits.

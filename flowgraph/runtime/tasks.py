@@ -151,6 +151,7 @@ class TaskManager:
         gone = {id(t) for tp, t in self.tasks.items() if tp in tps}
         for task in self.all_tasks:
             if id(task) in gone:
+                task.close()
                 self.stats.retire(task.tally())  # its step counts outlive it
                 for name in task.stores:
                     self.stores.pop((name, task.partition), None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -275,6 +276,8 @@ class Worker:
                 await self._consumer.stop()
             except BaseException as exc:
                 failures.append(exc)
+        for task in self._all_tasks:
+            task.close()  # agents' coroutines end with the worker
         try:
             self.backend.close()
         except BaseException as exc:
@@ -617,6 +620,44 @@ class Worker:
             if task.has_async and await task.settle():
                 emitted = True
         return emitted
+
+    # -- outside the records: agents' tables and sends from timers and tasks -------------
+
+    def table_states(self, name: str) -> list[Any]:
+        """The shards of agent table `name` this worker holds (uncommitted writes included)."""
+        return [
+            task.aggregates[name]
+            for task in sorted(self._all_tasks, key=lambda t: t.partition)
+            if name in task.aggregates
+        ]
+
+    async def send(
+        self,
+        topic: str,
+        key: Any,
+        value: Any,
+        *,
+        partition: int | None = None,
+        timestamp: float | None = None,
+        headers: Any = None,
+    ) -> None:
+        """Write one record to `topic` now, outside any record (a timer, a task): it is
+        not tied to an input, so a crash may leave it written while the timer runs again."""
+        spec = next((t for t in self.plan.topics if t.name == topic), None)
+        if spec is None:
+            msg = f"app {self.plan.graph_id!r} has no topic {topic!r}; declare it with app.topic()"
+            raise ConfigurationError(msg)
+        kc, vc = self.codecs[topic]
+        kb = key if key is None or kc is None else kc.encode(key)
+        vb = value if value is None or vc is None else vc.encode(value)
+        if partition is None:
+            from flowgraph.runtime.task import key_bytes
+
+            p = 0 if key is None else zlib.crc32(key_bytes(kb, kc)) % spec.partitions
+        else:
+            p = partition
+        ts = time.time() if timestamp is None else timestamp
+        await self.transport.produce(topic, [(p, kb, vb, ts, headers)])
 
     # -- reading state -------------------------------------------------------------------
 

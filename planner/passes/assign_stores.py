@@ -14,7 +14,7 @@ from __future__ import annotations
 import attrs
 
 from planner import naming
-from planner.logical import STATEFUL, Aggregate
+from planner.logical import STATEFUL, AgentTable, Aggregate
 from planner.options import PlanOptions
 from planner.physical import PhysicalPlan, StoreSpec
 
@@ -28,7 +28,9 @@ def assign_stores(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
         by_id = {s.id: s for s in sub.steps}
         for step in sub.steps:
             if isinstance(step, STATEFUL):
-                windowed = isinstance(step, Aggregate) and step.window is not None
+                windowed = isinstance(step, Aggregate | AgentTable) and step.window is not None
+                # an agent's table declares its own types; an aggregation's come from its input
+                typed = step if isinstance(step, AgentTable) else None
                 name = naming.store_name(plan.graph_id, step.id)
                 upstream = by_id[step.inputs[0]]
                 stores.append(
@@ -39,7 +41,7 @@ def assign_stores(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
                         partitions=sub.partitions,
                         # a windowed store keys by (key, window) and keeps stream time:
                         # its changelog needs the self-describing codec
-                        key_type=None if windowed else upstream.key_type,
+                        key_type=None if windowed else (typed or upstream).key_type,
                         value_type=None if windowed else step.value_type,
                     )
                 )

@@ -21,7 +21,7 @@ import attrs
 
 from planner import naming
 from planner.errors import GraphValidationError
-from planner.logical import Repartition, Sink, Source
+from planner.logical import Repartition, Send, Sink, Source
 from planner.options import PlanOptions
 from planner.physical import PhysicalPlan, TopicSpec
 
@@ -36,6 +36,11 @@ def assign_topics(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
     clashes: list[str] = []
 
     def add(spec: TopicSpec) -> None:
+        known = topics.get(spec.name)
+        if known is not None and spec.name in sent and "source" in (known.role, spec.role):
+            # an agent sends to a topic the plan reads: it is that source
+            topics[spec.name] = known if known.role == "source" else spec
+            return
         known = topics.setdefault(spec.name, spec)
         if known.role != spec.role and "sink" in (known.role, spec.role):
             other = spec.role if known.role == "sink" else known.role
@@ -44,6 +49,9 @@ def assign_topics(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
                 "write to another topic"
             )
 
+    sent = {n.topic for n in plan.logical.nodes if isinstance(n, Send) and n.topic is not None} | {
+        d.name for d in plan.logical.topics
+    }
     for sub in plan.subtopologies:
         for step in sub.steps:
             if isinstance(step, Source):
@@ -76,6 +84,16 @@ def assign_topics(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
                         value_type=step.value_type,
                     )
                 )
+    for decl in plan.logical.topics:
+        add(
+            TopicSpec(
+                name=decl.name,
+                partitions=decl.partitions,
+                role="sink",
+                key_type=decl.key_type,
+                value_type=decl.value_type,
+            )
+        )
     for store in plan.stores:
         add(
             TopicSpec(

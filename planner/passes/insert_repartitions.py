@@ -25,6 +25,8 @@ from planner import naming
 from planner.errors import GraphValidationError, PlannerInternalError
 from planner.logical import (
     STATEFUL,
+    Agent,
+    AgentTable,
     Aggregate,
     Changes,
     Filter,
@@ -42,7 +44,7 @@ from planner.options import PlanOptions
 
 __all__ = ["Partitioning", "insert_repartitions", "partitioning_of"]
 
-_KEEPS_KEY = (Map, Filter, FlatMap, Peek)
+_KEEPS_KEY = (Map, Filter, FlatMap, Peek, Agent)
 _MAX_ROUNDS = 1000
 
 
@@ -108,6 +110,7 @@ def insert_repartitions(plan: LogicalPlan, options: PlanOptions) -> LogicalPlan:
     for _ in range(_MAX_ROUNDS):
         step = _insert_one(current)
         if step is None:
+            _check_tables(current)
             return current
         current = step
     msg = "insert_repartitions does not converge; please report this graph"
@@ -117,13 +120,51 @@ def insert_repartitions(plan: LogicalPlan, options: PlanOptions) -> LogicalPlan:
 def _insert_one(plan: LogicalPlan) -> LogicalPlan | None:
     parts = partitioning_of(plan)
     for n in plan.nodes:
+        if isinstance(n, Agent):
+            # an agent after a group_by reads the re-keyed stream from a repartition topic,
+            # as in Faust, whether or not it has tables
+            if parts[n.inputs[0]] is None and (changer := _key_changer(plan, n.inputs[0])):
+                return _add_after(plan, changer, reason=f"group_by {_describe(changer)}")
+            continue
         if not isinstance(n, STATEFUL) or parts[n.inputs[0]] is not None:
             continue
         changer = _key_changer(plan, n.inputs[0])
         if changer is not None:
             return _add_after(plan, changer, reason=f"key changed by {_describe(changer)}")
+        if isinstance(n, AgentTable):
+            raise GraphValidationError([_unsharded(plan, n)])
         return _add_before(plan, n)
     return None
+
+
+def _unsharded(plan: LogicalPlan, table: AgentTable) -> str:
+    agent = plan.by_id()[table.inputs[0]]
+    at = f" (at {agent.where})" if agent.where else ""
+    return (
+        f"table {table.id!r} is written by agent {agent.id!r}, whose input is not partitioned "
+        f"by key{at}; a table is sharded like its agent's input, so read a keyed topic or "
+        "re-key the stream with stream.group_by(...)"
+    )
+
+
+def _check_tables(plan: LogicalPlan) -> None:
+    """A table declared with its own partitions must match its agent's input."""
+    parts = partitioning_of(plan)
+    errors = []
+    for n in plan.nodes:
+        if not isinstance(n, AgentTable) or n.partitions is None:
+            continue
+        have = parts.get(n.inputs[0])
+        if have is not None and have.partitions != n.partitions:
+            agent = plan.by_id()[n.inputs[0]]
+            errors.append(
+                f"table {n.id!r} has {n.partitions} partitions but agent {agent.id!r} reads a "
+                f"stream of {have.partitions}; a table is sharded like its agent's input, so "
+                f"give them the same partitions, or re-key the stream with "
+                f"stream.group_by(..., partitions={n.partitions})"
+            )
+    if errors:
+        raise GraphValidationError(errors)
 
 
 def _describe(node: Node) -> str:

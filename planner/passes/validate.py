@@ -20,12 +20,24 @@ from collections import Counter
 import networkx as nx
 
 from planner.errors import GraphValidationError
-from planner.logical import Aggregate, Changes, Late, LogicalPlan, Node, Peek, Sink, Source
+from planner.logical import (
+    Agent,
+    AgentTable,
+    Aggregate,
+    Changes,
+    Late,
+    LogicalPlan,
+    Node,
+    Peek,
+    Send,
+    Sink,
+    Source,
+)
 from planner.options import PlanOptions
 
 __all__ = ["validate"]
 
-_TERMINAL = (Sink, Aggregate, Peek)
+_TERMINAL = (Sink, Aggregate, Peek, Agent, AgentTable)
 
 
 def _at(*nodes: Node) -> str:
@@ -76,6 +88,12 @@ def validate(plan: LogicalPlan, options: PlanOptions) -> LogicalPlan:
             isinstance(u := by_id.get(i), Aggregate) and u.window is not None for i in n.inputs
         ):
             errors.append(f"late {n.id!r} must read from a windowed table{_at(n)}")
+        if (
+            isinstance(n, AgentTable | Send)
+            and not all(isinstance(by_id.get(u), Agent) for u in n.inputs)
+            and (isinstance(n, AgentTable) or n.inputs)
+        ):
+            errors.append(f"{n.kind} {n.id!r} must read from an agent{_at(n)}")
         if not isinstance(n, _TERMINAL) and not any(True for _ in plan.consumers(n.id)):
             errors.append(
                 f"step {n.id!r} ({n.kind}) has no consumer, so its output would be dropped; "
@@ -104,7 +122,12 @@ def _topic_problems(plan: LogicalPlan) -> list[str]:
                 )
             read[n.topic] = n.id
     for n in plan.nodes:
-        if isinstance(n, Sink) and n.topic is not None and n.topic in read:
+        if (
+            isinstance(n, Sink)
+            and not isinstance(n, Send)  # an agent may feed another through a topic
+            and n.topic is not None
+            and n.topic in read
+        ):
             problems.append(
                 f"sink {n.id!r} writes to topic {n.topic!r}, which source {read[n.topic]!r} reads; "
                 f"a graph may not feed its own input{_at(n)}"

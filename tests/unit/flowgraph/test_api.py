@@ -7,6 +7,7 @@ import importlib
 import flowgraph as fg
 
 PUBLIC = [
+    "App",
     "ConfigurationError",
     "DELETE",
     "DeadLetterLimitError",
@@ -33,6 +34,7 @@ PUBLIC = [
     "WindowedTable",
     "WindowedTableView",
     "Worker",
+    "current_event",
     "plan",
     "run",
     "run_async",
