@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import attrs
 
 from flowgraph._graph import Graph
+from flowgraph.app import App
 from flowgraph.errors import ConfigurationError, FlowgraphError, GroupStalledError, Interrupted
 from flowgraph.runtime import open_transport
 from flowgraph.runtime.state import RocksDBBackend, StateBackend, open_backend
@@ -76,10 +77,10 @@ class RunResult:
 
 
 async def run_async(
-    graph: Graph | PhysicalPlan,
+    graph: Graph | App | PhysicalPlan,
     *,
-    broker: str = "memory://",
-    store: str = "memory://",
+    broker: str | None = None,
+    store: str | None = None,
     until_idle: bool | None = None,
     max_events: int | None = None,
     stop: asyncio.Event | None = None,
@@ -106,6 +107,9 @@ async def run_async(
     `crash_point` is a fault-injection hook for tests (`flowgraph.runtime.faults`).
     """
     plan = graph if isinstance(graph, PhysicalPlan) else make_plan(graph)
+    # an App names its broker and store, as in Faust; the embedded ones otherwise
+    broker = broker or getattr(graph, "broker", None) or "memory://"
+    store = store or getattr(graph, "store", None) or "memory://"
     DeadLetterLimit.of(max_dead_letters)  # a bad limit is a usage error before anything runs
     transport = open_transport(broker, kafka_config=kafka_config, create_topics=create_topics)
     backend = open_backend(store)
@@ -323,10 +327,10 @@ class _Cut(Exception):
 
 
 def run(
-    graph: Graph | PhysicalPlan,
+    graph: Graph | App | PhysicalPlan,
     *,
-    broker: str = "memory://",
-    store: str = "memory://",
+    broker: str | None = None,
+    store: str | None = None,
     until_idle: bool | None = None,
     max_events: int | None = None,
     on_start: Callable[[Worker], None] | None = None,
@@ -346,6 +350,9 @@ def run(
     create_topics: bool | None = None,
 ) -> RunResult:
     """Run `graph` until it is idle (memory://, or `until_idle=True`), `max_events`, or a signal.
+
+    `broker` and `store` default to an App's own ``broker=`` and ``store=``, else to the
+    embedded ``memory://``.
 
     SIGINT and SIGTERM stop it cleanly: the current batch finishes, state is flushed and
     offsets are committed. A worker still starting (connecting, joining) stops at once, and

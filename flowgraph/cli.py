@@ -37,6 +37,7 @@ from typing import Any
 
 from flowgraph._graph import Graph
 from flowgraph._input_files import FORMATS
+from flowgraph.app import App
 from flowgraph.errors import (
     ConfigurationError,
     DeadLetterLimitError,
@@ -49,6 +50,7 @@ from flowgraph.errors import (
 __all__ = ["TargetError", "locate_graph", "main"]
 
 DEFAULT_ATTRIBUTE = "graph"
+DEFAULT_STORE = "rocksdb://.flowgraph"
 """The attribute a target without ``:attr`` names."""
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNFINISHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -65,14 +67,15 @@ class TargetError(ConfigurationError):
 # -- locating the graph ------------------------------------------------------------------------
 
 
-def locate_graph(target: str) -> Graph:
-    """The `Graph` that `target` names.
+def locate_graph(target: str) -> Graph | App:
+    """The `Graph` or `App` that `target` names.
 
     `target` is ``MODULE[:EXPR]``. MODULE is a dotted module name (looked up from the current
     directory first) or a path to a ``.py`` file; EXPR is an attribute (``graph``,
     ``jobs.graph``) or a call of one with literal arguments (``make_graph(env='dev')``) and
-    defaults to ``graph``. An attribute that is a function is called with no arguments. The
-    result must be a `flowgraph.Graph`.
+    defaults to ``graph`` (or ``app``, when the module has that and no ``graph``). An
+    attribute that is a function is called with no arguments. The result must be a
+    `flowgraph.Graph` or a `flowgraph.App`.
 
     Raises:
         TargetError: the module or attribute is missing, the module raised while importing,
@@ -87,6 +90,12 @@ def locate_graph(target: str) -> Graph:
         module = _import_module(module_part)
         where = f"module {module_part!r}"
     obj: Any = module
+    if (
+        names == ["graph"]
+        and not hasattr(module, "graph")
+        and isinstance(getattr(module, "app", None), App)
+    ):
+        names = ["app"]  # a Faust-style module: its App is called app
     for i, name in enumerate(names):
         try:
             obj = getattr(obj, name)
@@ -99,14 +108,14 @@ def locate_graph(target: str) -> Graph:
     if explicit_call:
         obj = _call(obj, args, kwargs, shown, expr)
         shown, what = f"{module_part}:{expr}", "returned"
-    elif not isinstance(obj, Graph) and callable(obj) and not isinstance(obj, type):
+    elif not isinstance(obj, Graph | App) and callable(obj) and not isinstance(obj, type):
         obj = _call(obj, (), {}, shown, f"{'.'.join(names)}()")
         what = "returned"
-    if not isinstance(obj, Graph):
+    if not isinstance(obj, Graph | App):
         kind = "None" if obj is None else _a(type(obj).__name__)
         msg = (
-            f"{shown} {what} {kind}, not a flowgraph Graph; point the target at a fg.Graph or "
-            "at a function that returns one"
+            f"{shown} {what} {kind}, not a flowgraph Graph or App; point the target at a "
+            "fg.Graph, a fg.App, or a function that returns one"
         )
         raise TargetError(msg)
     return obj
@@ -239,7 +248,7 @@ def _call(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any], shown: str, w
 
 
 def _graphs_hint(module: Any) -> str:
-    found = sorted(n for n, v in vars(module).items() if isinstance(v, Graph))
+    found = sorted(n for n, v in vars(module).items() if isinstance(v, Graph | App))
     if found:
         return "graphs defined there: " + ", ".join(map(repr, found))
     return "it defines no fg.Graph at module level; name the graph or a function returning one"
@@ -266,7 +275,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.stall_timeout is not None and not args.until_idle:
         msg = "--stall-timeout applies only with --until-idle; add --until-idle or drop it"
         raise ConfigurationError(msg)
-    plan = locate_graph(args.target).plan()
+    target = locate_graph(args.target)
+    plan = target.plan()
+    if args.broker is None:  # an App names its broker and store, as in Faust
+        args.broker = getattr(target, "broker", None) or "memory://"
+    if args.store is None:
+        args.store = getattr(target, "store", None) or DEFAULT_STORE
     dead_letters = args.dead_letters
     if dead_letters is None and _scheme(args.broker) == _scheme(args.store) == "memory":
         # nothing of this run outlives it but what it writes to a file
@@ -450,8 +464,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--broker",
-        default="memory://",
-        help="memory:// (embedded, the default) or kafka://host:port[,host:port][?setting=...]",
+        default=None,
+        help="memory:// (embedded, the default; an App's own broker= for an App) or "
+        "kafka://host:port[,host:port][?setting=...]",
     )
     run.add_argument(
         "--kafka-config",
@@ -467,8 +482,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--store",
-        default="rocksdb://.flowgraph",
-        help="rocksdb://DIR (default: rocksdb://.flowgraph) or memory://",
+        default=None,
+        help="rocksdb://DIR (default: rocksdb://.flowgraph, or an App's own store=) or memory://",
     )
     run.add_argument(
         "--max-events", type=_positive, metavar="N", help="stop after N source records"

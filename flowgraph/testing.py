@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 
 from flowgraph._graph import Graph
+from flowgraph.app import App
 from flowgraph.errors import ConfigurationError
 from flowgraph.runtime.memory import MemoryTransport
 from flowgraph.runtime.state import open_backend
@@ -59,7 +60,7 @@ class TestDriver:
 
     def __init__(
         self,
-        graph: Graph,
+        graph: Graph | App,
         *,
         store: str = "memory://",
         max_batch: int = 1000,

@@ -24,6 +24,8 @@ import attrs
 
 from planner.logical import (
     DEFAULT_CONCURRENCY,
+    Agent,
+    AgentTable,
     Aggregate,
     Changes,
     Filter,
@@ -37,6 +39,7 @@ from planner.logical import (
     Node,
     Peek,
     Repartition,
+    Send,
     Sink,
     Source,
 )
@@ -291,12 +294,17 @@ _KINDS: tuple[tuple[type[Node], str], ...] = (
     (Merge, "merge"),
     (Changes, "changes"),
     (Late, "late"),
+    (Agent, "agent"),
+    (AgentTable, "table"),
+    (Send, "send"),
     (Sink, "to"),
 )
 
 
 def _kind(node: Node) -> str:
     """The builder method that made `node` ("key_by", "count", ...), as users know it."""
+    if isinstance(node, AgentTable) and node.window is not None:
+        return "windowed table"
     if isinstance(node, Aggregate):
         return f"windowed {node.agg}" if node.window is not None else node.agg
     for cls, name in _KINDS:
@@ -319,6 +327,8 @@ def _step(node: Node, stores: dict[str, str]) -> StepDescription:
     topic = ""
     if isinstance(node, Source | Repartition):
         topic = node.topic
+    elif isinstance(node, Agent):
+        topic = node.topic  # what it reads, for the reader of a long app
     elif isinstance(node, Sink):
         topic = node.topic or ""
     return StepDescription(
@@ -337,7 +347,7 @@ def _step(node: Node, stores: dict[str, str]) -> StepDescription:
 
 def _window(node: Node) -> str:
     """A windowed aggregation's windows in a few words; the spec says them (`describe()`)."""
-    if not isinstance(node, Aggregate) or node.window is None:
+    if not isinstance(node, Aggregate | AgentTable) or node.window is None:
         return ""
     describe = getattr(node.window, "describe", None)
     return str(describe()) if callable(describe) else repr(node.window)

@@ -132,7 +132,11 @@ def _detail(s: StepDescription) -> str:
     """The function a step runs, or the topic or store it uses."""
     parts = [s.function] if s.function else []
     if s.concurrency:
-        parts.append(f"async, {s.concurrency} calls in flight")
+        if s.kind == "agent":
+            each = "coroutine" if s.concurrency == 1 else "coroutines"
+            parts.append(f"async, {s.concurrency} {each} per partition")
+        else:
+            parts.append(f"async, {s.concurrency} calls in flight")
     if s.window:
         parts.append(s.window)
     if s.topic:
