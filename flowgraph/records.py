@@ -59,6 +59,14 @@ _json_encoder = msgspec.json.Encoder()
 # Faust's name for the metadata key ("the blessed key") and the class options of
 # `faust.Record` that flowgraph takes without acting on them (see `Record.__init_subclass__`).
 METADATA_KEY = "__faust"
+_metadata_used = False  # set when a Record class with include_metadata=True is defined
+
+
+def metadata_in_use() -> bool:
+    """Whether any Record class defined so far writes Faust's metadata."""
+    return _metadata_used
+
+
 _FAUST_ONLY_OPTIONS = (
     "abstract", "allow_blessed_key", "polymorphic_fields", "date_parser", "lazy_creation",
     "coercions",
@@ -137,9 +145,12 @@ class Record:
         **kwargs: Any,
     ) -> None:
         """Faust's class options: `include_metadata`, `namespace`, `validation` act as in
-        Faust; `serializer` may only be "json"; `isodates` and `decimals` are accepted and
-        change nothing (datetimes and Decimals are always decoded); `coerce=True` is
-        `validation=True`. Options Faust has and flowgraph does not are refused by name."""
+        Faust, but `include_metadata` defaults to False (Faust: True), so existing topics
+        stay plain JSON and Faust readers without a value type never meet a namespace
+        they do not know. `serializer` may only be "json"; `isodates` and `decimals` are
+        accepted and change nothing (datetimes and Decimals are always decoded);
+        `coerce=True` is `validation=True`. Options Faust has and flowgraph does not are
+        refused by name."""
         unsupported = [name for name in _FAUST_ONLY_OPTIONS if name in kwargs]
         if unsupported:
             msg = (
@@ -164,6 +175,9 @@ class Record:
         if validation is not None:
             cls._fg_validation = validation
         cls._fg_namespace = namespace or _canonical_name(cls)
+        if cls._fg_include_metadata:
+            global _metadata_used  # noqa: PLW0603 - read when codecs are made
+            _metadata_used = True
         cls._fg_encoder = None  # never a parent's encoder
         _copy_mutable_defaults(cls)
         try:

@@ -25,6 +25,7 @@ from flowgraph.records import (
     decode_error,
     json_decoder,
     json_encoder,
+    metadata_in_use,
     record_class,
     record_name,
 )
@@ -156,7 +157,13 @@ class FloatCodec:
 
 @attrs.frozen
 class JsonCodec:
-    """Untyped JSON: decodes to dicts, lists, str, int, float, bool and None."""
+    """Untyped JSON: decodes to dicts, lists, str, int, float, bool and None.
+
+    A record given to `encode` is written as its class writes it: with Faust's `__faust`
+    metadata if the class has `include_metadata=True` (sinks of unknown type use this
+    codec). The check for records is made only if such a class existed when the codec was
+    made, so it costs nothing to programs that never ask for metadata.
+    """
 
     name = "json"
     _encoder: msgspec.json.Encoder = attrs.field(
@@ -165,10 +172,16 @@ class JsonCodec:
     _decoder: msgspec.json.Decoder[Any] = attrs.field(
         init=False, eq=False, repr=False, factory=msgspec.json.Decoder
     )
+    _encode: Callable[[Any], bytes] = attrs.field(
+        init=False,
+        eq=False,
+        repr=False,
+        default=attrs.Factory(lambda self: _json_encode(self._encoder.encode), takes_self=True),
+    )
 
     def encode(self, obj: Any) -> bytes:
         try:
-            return self._encoder.encode(obj)
+            return self._encode(obj)
         except (TypeError, ValueError, OverflowError) as exc:
             msg = f"codec 'json' cannot encode it: {exc}"
             raise SerializationError(msg, action="encode") from exc
@@ -178,6 +191,19 @@ class JsonCodec:
             return self._decoder.decode(data)
         except (msgspec.DecodeError, TypeError) as exc:
             raise decode_error(exc) from exc
+
+
+def _json_encode(encode: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """`encode`, or when a record class writes metadata, `encode` that lets records do so."""
+    if not metadata_in_use():
+        return encode
+
+    def encode_records(obj: Any) -> bytes:
+        if isinstance(obj, Record):
+            return json_encoder(type(obj))(obj)
+        return encode(obj)
+
+    return encode_records
 
 
 @attrs.frozen

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
+import flowgraph as fg
 from flowgraph.errors import ConfigurationError, SerializationError
 from flowgraph.records import Record, ValidationError
-from flowgraph.serde import AutoCodec, RecordCodec, codec_for, fast_decoder
+from flowgraph.serde import AutoCodec, JsonCodec, RecordCodec, codec_for, fast_decoder
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -427,3 +428,25 @@ def test_validated_records_decode_as_usual() -> None:
     assert fast_decoder(codec_for(Checked))(data) == Checked("a", 3.0)
     with pytest.raises(SerializationError, match="amount"):
         Checked.decode(b'{"account_id":"a","amount":"x"}')
+
+
+def test_untyped_json_codec_writes_a_records_metadata_and_decodes_to_a_dict() -> None:
+    codec = JsonCodec()  # sinks of unknown type use it
+    assert codec.encode(FaustOrder(account_id="a", amount=3)) == FAUST_ORDER
+    assert codec.encode(Order(account_id="a", amount=3)) == FAUST_ORDER_PLAIN
+    assert codec.encode({"a": [1]}) == b'{"a":[1]}'
+    assert codec.decode(FAUST_ORDER) == {
+        "account_id": "a",
+        "amount": 3,
+        "__faust": {"ns": "shop.Order"},
+    }
+
+
+def test_a_sink_of_unknown_type_writes_the_metadata() -> None:
+    g = fg.Graph("faust-sink")
+    orders = g.source("orders", value_type=Order)
+    orders.map(lambda o: FaustOrder(o.account_id, o.amount), name="to-faust").to("faust-orders")
+    with fg.testing.TestDriver(g) as driver:
+        driver.send("orders", None, Order(account_id="a", amount=3))
+        written = driver.output("faust-orders")  # decoded by the sink's untyped json codec
+    assert written == [(None, {"account_id": "a", "amount": 3.0, "__faust": {"ns": "shop.Order"}})]
