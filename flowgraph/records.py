@@ -56,8 +56,7 @@ _MUTABLE_DEFAULTS = (list, dict, set, bytearray)
 
 _json_encoder = msgspec.json.Encoder()
 
-# Faust's name for the metadata key ("the blessed key") and the class options of
-# `faust.Record` that flowgraph takes without acting on them (see `Record.__init_subclass__`).
+# Faust's name for the metadata key ("the blessed key"): {"__faust": {"ns": namespace}}.
 METADATA_KEY = "__faust"
 _metadata_used = False  # set when a Record class with include_metadata=True is defined
 
@@ -67,6 +66,7 @@ def metadata_in_use() -> bool:
     return _metadata_used
 
 
+# Class options of `faust.Record` that flowgraph refuses by name (see `__init_subclass__`).
 _FAUST_ONLY_OPTIONS = (
     "abstract", "allow_blessed_key", "polymorphic_fields", "date_parser", "lazy_creation",
     "coercions",
@@ -417,7 +417,7 @@ class _Coercion:
         if type(value) in self.exact or (self.check is not None and self.check(value)):
             return value
         try:
-            return msgspec.convert(value, self.type, strict=False, from_attributes=True)
+            return msgspec.convert(value, self.type, strict=False)
         except msgspec.ValidationError as exc:
             reason = decode_error(exc).reason
             raise ValidationError(self.record.__qualname__, self.name, reason) from None

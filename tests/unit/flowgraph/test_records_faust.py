@@ -412,6 +412,8 @@ def test_validation_also_checks_assignments_and_nested_values() -> None:
     assert Cart("o", [{"sku": "s"}]).items == [Item("s")]  # type: ignore[list-item]
     with pytest.raises(ValidationError, match=r"at field 'best'"):
         Cart("o", best="b")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=r"at field 'best'.*got `Order`"):
+        Cart("o", best=Order("a"))  # type: ignore[arg-type]  # another record, same shape or not
     with pytest.raises(ValidationError, match=r"at field 'items'.*expected `int`, got `str`"):
         Cart("o", [{"sku": "s", "qty": "many"}])  # type: ignore[list-item]
     with pytest.raises(ValidationError, match=r"at field 'owner'"):
