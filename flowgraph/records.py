@@ -14,14 +14,27 @@ is what makes typed topics fast.
 
 As in Faust, `Click.url` on the class is a field reference: a callable that reads the
 field, usable as a key function (`stream.group_by(Click.url)`), named after the field.
+
+Records speak Faust's JSON wire format (`faust.Record`): the metadata Faust adds,
+`"__faust": {"ns": "module.Class"}`, is ignored when decoding (msgspec skips unknown keys,
+so the fast path is untouched) and written when a class asks for it with
+`include_metadata=True`. Faust's methods (`asdict`, `to_representation`, `dumps`,
+`loads`, `from_data`) and its `validation=True` option are here too.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import decimal
 import functools
 import inspect
 import re
+import sys
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, dataclass_transform, get_origin
 
 import attrs
@@ -29,7 +42,7 @@ import msgspec
 
 from flowgraph.errors import ConfigurationError, SerializationError
 
-__all__ = ["Field", "Record"]
+__all__ = ["Field", "Record", "ValidationError"]
 
 _R = TypeVar("_R", bound="Record")
 
@@ -42,6 +55,22 @@ _registry: dict[str, type[Record]] = {}
 _MUTABLE_DEFAULTS = (list, dict, set, bytearray)
 
 _json_encoder = msgspec.json.Encoder()
+
+# Faust's name for the metadata key ("the blessed key"): {"__faust": {"ns": namespace}}.
+METADATA_KEY = "__faust"
+_metadata_used = False  # set when a Record class with include_metadata=True is defined
+
+
+def metadata_in_use() -> bool:
+    """Whether any Record class defined so far writes Faust's metadata."""
+    return _metadata_used
+
+
+# Class options of `faust.Record` that flowgraph refuses by name (see `__init_subclass__`).
+_FAUST_ONLY_OPTIONS = (
+    "abstract", "allow_blessed_key", "polymorphic_fields", "date_parser", "lazy_creation",
+    "coercions",
+)  # fmt: skip
 
 
 def record_name(cls: type[Record]) -> str:
@@ -94,18 +123,72 @@ class Record:
 
     _fg_frozen: ClassVar[bool] = False
     _fg_decoder: ClassVar[Any] = None
+    _fg_encoder: ClassVar[Any] = None
+    _fg_include_metadata: ClassVar[bool] = False
+    _fg_namespace: ClassVar[str] = ""
+    _fg_validation: ClassVar[bool] = False
     if TYPE_CHECKING:  # set by attrs on every subclass; lets mypy pass them to attrs.fields()
         __attrs_attrs__: ClassVar[Any]
 
     def __init_subclass__(
-        cls, *, frozen: bool | None = None, kw_only: bool = False, **kwargs: Any
+        cls,
+        *,
+        frozen: bool | None = None,
+        kw_only: bool = False,
+        include_metadata: bool | None = None,
+        namespace: str | None = None,
+        validation: bool | None = None,
+        serializer: str | None = None,
+        coerce: bool | None = None,
+        isodates: bool | None = None,
+        decimals: bool | None = None,
+        **kwargs: Any,
     ) -> None:
+        """Faust's class options: `include_metadata`, `namespace`, `validation` act as in
+        Faust, but `include_metadata` defaults to False (Faust: True), so existing topics
+        stay plain JSON and Faust readers without a value type never meet a namespace
+        they do not know. `serializer` may only be "json"; `isodates` and `decimals` are
+        accepted and change nothing (datetimes and Decimals are always decoded);
+        `coerce=True` is `validation=True`. Options Faust has and flowgraph does not are
+        refused by name."""
+        unsupported = [name for name in _FAUST_ONLY_OPTIONS if name in kwargs]
+        if unsupported:
+            msg = (
+                f"Record {cls.__qualname__}: the Faust option {unsupported[0]!r} is not "
+                "supported by flowgraph; remove it from the class statement"
+            )
+            raise TypeError(msg)
+        if serializer is not None and serializer != "json":
+            msg = (
+                f"Record {cls.__qualname__}: serializer {serializer!r} is not supported; "
+                "flowgraph writes Records as JSON (serializer='json', the default)"
+            )
+            raise TypeError(msg)
         super().__init_subclass__(**kwargs)
         if frozen is None:
             frozen = cls._fg_frozen  # a subclass of a frozen record stays frozen
+        # As in Faust, include_metadata and validation are inherited; the namespace is not.
+        if include_metadata is not None:
+            cls._fg_include_metadata = include_metadata
+        if validation is None and coerce:
+            validation = True
+        if validation is not None:
+            cls._fg_validation = validation
+        cls._fg_namespace = namespace or _canonical_name(cls)
+        if cls._fg_include_metadata:
+            global _metadata_used  # noqa: PLW0603 - read when codecs are made
+            _metadata_used = True
+        cls._fg_encoder = None  # never a parent's encoder
         _copy_mutable_defaults(cls)
         try:
-            built = attrs.define(cls, slots=False, frozen=frozen, kw_only=kw_only, unsafe_hash=True)
+            built = attrs.define(
+                cls,
+                slots=False,
+                frozen=frozen,
+                kw_only=kw_only,
+                unsafe_hash=True,
+                field_transformer=_add_coercion if cls._fg_validation else None,
+            )
         except ValueError as exc:
             if not str(exc).startswith("No mandatory attributes allowed"):
                 raise
@@ -132,8 +215,9 @@ class Record:
             raise decode_error(exc) from exc
 
     def encode(self) -> bytes:
-        """JSON bytes of this record, as written to a topic."""
-        return _json_encoder.encode(self)
+        """JSON bytes of this record, as written to a topic (with Faust's metadata if the
+        class has `include_metadata=True`)."""
+        return json_encoder(type(self))(self)
 
     @classmethod
     def decode(cls: type[_R], data: bytes) -> _R:
@@ -144,6 +228,231 @@ class Record:
         except (msgspec.DecodeError, TypeError, ValueError) as exc:
             raise decode_error(exc) from exc
         return out
+
+    # Faust's methods, so code written for `faust.Record` runs unchanged.
+
+    def asdict(self) -> dict[str, Any]:
+        """Faust's shallow dict of the fields: nested records stay records."""
+        return {a.name: getattr(self, a.name) for a in attrs.fields(type(self))}
+
+    def to_representation(self) -> dict[str, Any]:
+        """Faust's `asdict()` plus the `__faust` metadata when the class includes it."""
+        payload = self.asdict()
+        cls = type(self)
+        if cls._fg_include_metadata:
+            payload[METADATA_KEY] = {"ns": cls._fg_namespace}
+        return payload
+
+    def dumps(self, *, serializer: str | None = None) -> bytes:
+        """Faust's name for `encode()`: the JSON bytes written to a topic."""
+        _check_serializer(serializer)
+        return json_encoder(type(self))(self)
+
+    @classmethod
+    def loads(
+        cls: type[_R],
+        s: bytes | str,
+        *,
+        default_serializer: str | None = None,
+        serializer: str | None = None,
+    ) -> _R:
+        """Faust's name for `decode()`; `__faust` metadata in `s` is ignored."""
+        _check_serializer(serializer or default_serializer)
+        return cls.decode(s.encode() if isinstance(s, str) else s)
+
+    @classmethod
+    def from_data(cls: type[_R], data: Any, *, preferred_type: Any = None) -> _R:
+        """Faust's name for `from_dict()`: a record from parsed JSON (metadata ignored)."""
+        return cls.from_dict(data)
+
+
+class ValidationError(SerializationError):
+    """A field value of a `validation=True` record that is not of the field's type.
+
+    Named like Faust's `faust.exceptions.ValidationError`, and a `ValueError` like it.
+    """
+
+    def __init__(self, record: str, field: str, reason: str) -> None:
+        super().__init__(reason, field=field, part=f"{record} record", action="build")
+
+
+def _check_serializer(serializer: str | None) -> None:
+    if serializer is not None and serializer != "json":
+        msg = f"serializer {serializer!r} is not supported; flowgraph Records are JSON"
+        raise ConfigurationError(msg)
+
+
+def json_encoder(cls: type[Record]) -> Callable[[Any], bytes]:
+    """The class's JSON encoder, built on first use and kept on the class.
+
+    Plain msgspec encoding unless metadata is to be written. A class with
+    `include_metadata=True` whose fields hold no records gets the metadata appended to
+    msgspec's bytes; when records its fields can hold (by their declared types, with the
+    subclasses defined so far) write metadata, the record is first turned into dicts.
+    """
+    encoder = cls.__dict__.get("_fg_encoder")
+    if encoder is None:
+        encode = _json_encoder.encode
+        if _nested_metadata(cls):
+
+            def encoder(obj: Any) -> bytes:
+                return encode(_with_metadata(obj))
+
+        elif cls._fg_include_metadata:
+            meta = encode({METADATA_KEY: {"ns": cls._fg_namespace}})[1:]
+            comma_meta = b"," + meta
+
+            def encoder(obj: Any) -> bytes:
+                data = encode(obj)
+                return data[:-1] + (meta if data == b"{}" else comma_meta)
+
+        else:
+            encoder = encode
+        cls._fg_encoder = encoder
+    return encoder
+
+
+def _with_metadata(value: Any) -> Any:
+    """`value` with each record a dict, carrying `__faust` if its class says so."""
+    t = type(value)
+    if isinstance(value, Record):
+        out = {a.name: _with_metadata(getattr(value, a.name)) for a in attrs.fields(t)}
+        if t._fg_include_metadata:
+            out[METADATA_KEY] = {"ns": t._fg_namespace}
+        return out
+    if t is list or t is tuple or t is set or t is frozenset:
+        return [_with_metadata(v) for v in value]
+    if t is dict:
+        return {k: _with_metadata(v) for k, v in value.items()}
+    return value
+
+
+def _nested_metadata(cls: type[Record]) -> bool:
+    """Whether a record class reachable through the field types of `cls` (or a subclass of
+    one, defined so far) includes metadata. Types that cannot be resolved count as yes:
+    the dict-building encoder is right for every record. `Any` fields are not looked into."""
+    seen: set[type] = set()
+    todo: list[Any] = []
+    try:
+        todo.extend(typing.get_type_hints(cls).values())
+    except Exception:  # any failure to resolve means "maybe"
+        return True
+    while todo:
+        t = todo.pop()
+        if isinstance(t, type) and issubclass(t, Record):
+            if t in seen:
+                continue
+            seen.add(t)
+            if t._fg_include_metadata:
+                return True
+            todo.extend(t.__subclasses__())
+            try:
+                todo.extend(typing.get_type_hints(t).values())
+            except Exception:
+                return True
+        else:
+            todo.extend(typing.get_args(t))
+    return False
+
+
+def _canonical_name(cls: type) -> str:
+    """Faust's default namespace: "module.qualname", with the real name of `__main__`
+    (as `mode.utils.objects.canoname` finds it: the script's dotted package path)."""
+    module = cls.__module__
+    if module == "__main__":
+        module = _main_name()
+    return f"{module}.{cls.__qualname__}"
+
+
+def _main_name() -> str:
+    try:
+        filename = sys.modules["__main__"].__file__
+    except (AttributeError, KeyError):  # a REPL
+        return "__main__"
+    if not filename:
+        return "__main__"
+    path = Path(filename).absolute()
+    node = path.parent
+    seen: list[str] = []
+    while (node / "__init__.py").exists():
+        seen.append(node.stem)
+        node = node.parent
+    return ".".join([*seen, path.stem])
+
+
+def _add_coercion(cls: type, fields: list[attrs.Attribute[Any]]) -> list[attrs.Attribute[Any]]:
+    """attrs field transformer of `validation=True` records: each field without a
+    converter of its own gets one that checks (and converts, as Faust's coercion does)."""
+    return [
+        f if f.converter is not None else f.evolve(converter=_Coercion(cls, f.name)) for f in fields
+    ]
+
+
+# Types whose exact instances are accepted without calling msgspec.
+_EXACT = frozenset({str, int, float, bool, bytes, dt.datetime, dt.date, decimal.Decimal})
+
+
+class _Coercion:
+    """Converter of one field of a `validation=True` record.
+
+    Values of the field's exact type pass as they are; anything else goes through
+    `msgspec.convert` in lax mode (so 3 becomes 3.0 for a float field and "3" becomes 3
+    for an int field, as Faust's coercion does) or raises `ValidationError`. Built on first
+    use, since field types may name classes defined later. msgspec's decoding does not
+    call converters: decoded records are already checked.
+    """
+
+    __slots__ = ("check", "exact", "name", "record", "type")
+
+    def __init__(self, record: type, name: str) -> None:
+        self.record = record
+        self.name = name
+        self.type: Any = None
+        self.exact: tuple[type, ...] = ()
+        self.check: Callable[[Any], bool] | None = None
+
+    def __call__(self, value: Any) -> Any:
+        if self.type is None:
+            self._build()
+        if type(value) in self.exact or (self.check is not None and self.check(value)):
+            return value
+        try:
+            return msgspec.convert(value, self.type, strict=False)
+        except msgspec.ValidationError as exc:
+            reason = decode_error(exc).reason
+            raise ValidationError(self.record.__qualname__, self.name, reason) from None
+
+    def _build(self) -> None:
+        try:
+            t = typing.get_type_hints(self.record)[self.name]
+        except NameError as exc:
+            msg = (
+                f"Record {self.record.__qualname__} cannot check field {self.name!r}: its "
+                f"type is unknown ({exc}); define or import it in module "
+                f"{self.record.__module__}"
+            )
+            raise ConfigurationError(msg) from exc
+        options = list(typing.get_args(t)) if _is_union(t) else [t]
+        exact = [o for o in options if o in _EXACT or o is type(None)]
+        records = tuple(o for o in options if isinstance(o, type) and issubclass(o, Record))
+        if t is Any or object in options:
+            self.check = _always
+        elif records:
+            self.check = functools.partial(_is_instance, records)
+        self.exact = tuple(exact)
+        self.type = t
+
+
+def _is_union(t: Any) -> bool:
+    return get_origin(t) in (typing.Union, types.UnionType)
+
+
+def _is_instance(classes: tuple[type, ...], value: Any) -> bool:
+    return isinstance(value, classes)
+
+
+def _always(value: Any) -> bool:
+    return True
 
 
 def json_decoder(cls: type[_R]) -> msgspec.json.Decoder[_R]:

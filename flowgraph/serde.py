@@ -11,6 +11,7 @@ The codecs compare by value, so plans that hold them keep value equality.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import operator
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -19,7 +20,15 @@ import attrs
 import msgspec
 
 from flowgraph.errors import ConfigurationError, SerializationError
-from flowgraph.records import Record, decode_error, json_decoder, record_class, record_name
+from flowgraph.records import (
+    Record,
+    decode_error,
+    json_decoder,
+    json_encoder,
+    metadata_in_use,
+    record_class,
+    record_name,
+)
 
 __all__ = [
     "AutoCodec",
@@ -148,7 +157,13 @@ class FloatCodec:
 
 @attrs.frozen
 class JsonCodec:
-    """Untyped JSON: decodes to dicts, lists, str, int, float, bool and None."""
+    """Untyped JSON: decodes to dicts, lists, str, int, float, bool and None.
+
+    A record given to `encode` is written as its class writes it: with Faust's `__faust`
+    metadata if the class has `include_metadata=True` (sinks of unknown type use this
+    codec). The check for records is made only if such a class existed when the codec was
+    made, so it costs nothing to programs that never ask for metadata.
+    """
 
     name = "json"
     _encoder: msgspec.json.Encoder = attrs.field(
@@ -157,10 +172,16 @@ class JsonCodec:
     _decoder: msgspec.json.Decoder[Any] = attrs.field(
         init=False, eq=False, repr=False, factory=msgspec.json.Decoder
     )
+    _encode: Callable[[Any], bytes] = attrs.field(
+        init=False,
+        eq=False,
+        repr=False,
+        default=attrs.Factory(lambda self: _json_encode(self._encoder.encode), takes_self=True),
+    )
 
     def encode(self, obj: Any) -> bytes:
         try:
-            return self._encoder.encode(obj)
+            return self._encode(obj)
         except (TypeError, ValueError, OverflowError) as exc:
             msg = f"codec 'json' cannot encode it: {exc}"
             raise SerializationError(msg, action="encode") from exc
@@ -172,13 +193,33 @@ class JsonCodec:
             raise decode_error(exc) from exc
 
 
+def _json_encode(encode: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """`encode`, or when a record class writes metadata, `encode` that lets records do so."""
+    if not metadata_in_use():
+        return encode
+
+    def encode_records(obj: Any) -> bytes:
+        if isinstance(obj, Record):
+            return json_encoder(type(obj))(obj)
+        return encode(obj)
+
+    return encode_records
+
+
 @attrs.frozen
 class RecordCodec:
-    """JSON decoded straight into a Record class by msgspec, checking every field type."""
+    """JSON decoded straight into a Record class by msgspec, checking every field type.
+
+    Faust's `__faust` metadata in the input is ignored by msgspec like any unknown key, so
+    it costs the fast path nothing; it is written when the class has `include_metadata=True`.
+    """
 
     cls: type[Record]
     _encode: Callable[[Any], bytes] = attrs.field(
-        init=False, eq=False, repr=False, default=msgspec.json.Encoder().encode
+        init=False,
+        eq=False,
+        repr=False,
+        default=attrs.Factory(lambda self: json_encoder(self.cls), takes_self=True),
     )
     _decode: Callable[[bytes], Any] = attrs.field(
         init=False,
@@ -192,10 +233,13 @@ class RecordCodec:
         return f"json<{self.cls.__name__}>"
 
     def encode(self, obj: Any) -> bytes:
-        if not isinstance(obj, self.cls):
-            raise _wrong_type(self.name, self.cls.__name__, obj)
+        encode = self._encode
+        if type(obj) is not self.cls:
+            if not isinstance(obj, self.cls):
+                raise _wrong_type(self.name, self.cls.__name__, obj)
+            encode = json_encoder(type(obj))  # a subclass: its own fields and metadata
         try:
-            return self._encode(obj)
+            return encode(obj)
         except (TypeError, ValueError, OverflowError) as exc:
             reason = f"codec {self.name!r} cannot encode this {self.cls.__name__}: {exc}"
             raise SerializationError(reason, action="encode") from exc
@@ -215,6 +259,7 @@ _EXT_BIGINT = 4
 _EXT_DICT = 5  # a dict with keys msgpack maps cannot hold (tuples, records, ...)
 _EXT_SET = 6
 _EXT_FROZENSET = 7
+_EXT_DECIMAL = 8
 
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
@@ -229,7 +274,7 @@ class AutoCodec:
 
     Round-trips exactly (equal value, same type): None, bool, int of any size, float,
     str, bytes, list, dict (any hashable keys), tuple, set, frozenset, datetime (naive or
-    with its UTC offset) and Records, nested in any way. A record is written with its
+    with its UTC offset), Decimal and Records, nested in any way. A record is written with its
     class name ("module.qualname") and its fields; decoding needs that class imported.
     Subclasses of the builtins come back as the builtin (an IntEnum as int, a namedtuple
     as tuple); other types raise `SerializationError`.
@@ -300,6 +345,8 @@ class AutoCodec:
         if t is set or t is frozenset:
             code = _EXT_SET if t is set else _EXT_FROZENSET
             return self._ext(code, [self._prepare(v) for v in obj])
+        if t is decimal.Decimal:
+            return msgspec.msgpack.Ext(_EXT_DECIMAL, str(obj).encode())
         return self._prepare(_as_builtin(obj))
 
     def _prepare_dict(self, obj: dict[Any, Any]) -> Any:
@@ -336,6 +383,8 @@ class AutoCodec:
             return set(self._decoder.decode(data))
         if code == _EXT_FROZENSET:
             return frozenset(self._decoder.decode(data))
+        if code == _EXT_DECIMAL:
+            return decimal.Decimal(str(data, "ascii"))
         msg = f"unknown MessagePack extension type {code}"
         raise SerializationError(msg)
 
@@ -364,7 +413,8 @@ def _as_builtin(obj: Any) -> Any:
         if isinstance(obj, base):
             return base(obj)
     supported = (
-        "None, bool, int, float, str, bytes, list, dict, tuple, set, frozenset, datetime, Record"
+        "None, bool, int, float, str, bytes, list, dict, tuple, set, frozenset, datetime, "
+        "Decimal, Record"
     )
     reason = (
         f"codec 'auto' cannot encode {type(obj).__module__}.{type(obj).__qualname__}; "

@@ -44,3 +44,23 @@ click.referrer = None
 decoded: Click = Click.decode(click.encode())
 restored: Sub = Sub.from_dict(sub.to_dict())
 counts: dict[Key, int] = {Key("bob"): 1}
+
+
+class Order(Record, include_metadata=True, namespace="shop.Order"):
+    account_id: str
+    amount: float = 1.0
+
+
+class Checked(Record, validation=True, serializer="json", isodates=True, decimals=True):
+    account_id: str
+
+
+order = Order(account_id="a", amount=3)
+fields: dict[str, object] = order.asdict()
+representation: dict[str, object] = order.to_representation()
+payload: bytes = order.dumps()
+payload = order.dumps(serializer="json")
+loaded: Order = Order.loads(payload)
+loaded = Order.loads(payload.decode(), serializer="json")
+from_data: Order = Order.from_data({"account_id": "a"})
+checked = Checked("a")
