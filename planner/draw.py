@@ -126,6 +126,8 @@ def _title(text: str) -> str:
 def _category(s: StepDescription) -> str:
     if s.kind in ("source", "repartition", "key_by", "to"):
         return s.kind
+    if s.kind == "send":
+        return "to"
     if s.store or s.kind.startswith(_AGGREGATES):
         return "stateful"
     return "step"
@@ -479,7 +481,7 @@ def physical_svg(plan: PhysicalPlan | PlanDescription, *, backend: str | None = 
                 _draw_store(canvas, stores[i], rects[i], tips)
         y = box_top + box_h + 24
         # Topics written by sinks below the box.
-        sinks = [i for i in sub.steps if steps[i].kind == "to" and steps[i].topic]
+        sinks = [i for i in sub.steps if steps[i].kind in ("to", "send") and steps[i].topic]
         if sinks:
             canvas.pill_row([(steps[i].topic, rects[i].cx, "") for i in sinks], y, tips)
             canvas.edges += [
