@@ -4,7 +4,7 @@ Each record of the ``clicks`` topic has a URL as its key and a click count (JSON
 value; the agent adds it to the ``click_counts`` table, which lives in a store per partition
 and is made durable by the changelog topic ``myapp-click_counts-changelog``. Run it::
 
-    flowgraph run examples/faust_clicks.py            # on the Kafka broker at localhost:9092
+    flowgraph run examples/faust_clicks.py --create-topics   # on Kafka at localhost:9092
     flowgraph explain examples/faust_clicks.py
     flowgraph run examples/faust_clicks.py --broker memory:// \\
         --input clicks=clicks.jsonl --input-format records   # {"key": "http://...", "value": 1}

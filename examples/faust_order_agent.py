@@ -4,10 +4,10 @@ Only the import is changed. The values of the ``orders`` topic are JSON ``Order`
 (``amount`` defaults to 1.0); for each one the agent computes the total price and awaits
 ``send_order_received_email``, here a stand-in that prints what it would send. Run it::
 
-    flowgraph run examples/faust_order_agent.py       # on the Kafka broker at localhost:9092
+    flowgraph run examples/faust_order_agent.py --create-topics      # on Kafka at localhost:9092
     flowgraph explain examples/faust_order_agent.py
     flowgraph run examples/faust_order_agent.py --broker memory:// \\
-        --input orders=orders.jsonl                   # one JSON order per line
+        --input orders=orders.jsonl                                  # one JSON order per line
 """
 
 # The code below is Faust's README verbatim (only the import differs): left unformatted.

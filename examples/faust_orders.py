@@ -5,10 +5,10 @@ The agent declares no topic, so it reads one of its own, ``myapp-order``; its va
 ``kafka://localhost`` (port 9092, as in Faust), which the ``flowgraph`` command uses unless
 ``--broker`` says otherwise::
 
-    flowgraph run examples/faust_orders.py            # on the Kafka broker at localhost:9092
+    flowgraph run examples/faust_orders.py --create-topics      # on Kafka at localhost:9092
     flowgraph explain examples/faust_orders.py
     flowgraph run examples/faust_orders.py --broker memory:// \\
-        --input myapp-order=orders.jsonl             # one JSON order per line
+        --input myapp-order=orders.jsonl                        # one JSON order per line
 """
 
 # The code below is Faust's README verbatim (only the import differs): left unformatted.
