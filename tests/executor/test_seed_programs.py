@@ -61,6 +61,68 @@ def printed(capsys: pytest.CaptureFixture[str]) -> list[str]:
     return capsys.readouterr().out.splitlines()
 
 
+# Faust's README, as quoted in the examples: the programs must stay exactly this text.
+FAUST_README = {
+    "faust_orders": """\
+app = faust.App('myapp', broker='kafka://localhost')
+
+# Models describe how messages are serialized:
+# {"account_id": "3fae-...", amount": 3}
+class Order(faust.Record):
+    account_id: str
+    amount: int
+
+@app.agent(value_type=Order)
+async def order(orders):
+    async for order in orders:
+        # process infinite stream of orders.
+        print(f'Order for {order.account_id}: {order.amount}')
+""",
+    "faust_clicks": """\
+# data sent to 'clicks' topic sharded by URL key.
+# e.g. key="http://example.com" value="1"
+click_topic = app.topic('clicks', key_type=str, value_type=int)
+
+# default value for missing URL will be 0 with `default=int`
+counts = app.Table('click_counts', default=int)
+
+@app.agent(click_topic)
+async def count_click(clicks):
+    async for url, count in clicks.items():
+        counts[url] += count
+""",
+    "faust_order_agent": """\
+class Order(faust.Record):
+    account_id: str
+    product_id: str
+    price: float
+    amount: float = 1.0
+
+orders_topic = app.topic('orders', key_type=str, value_type=Order)
+
+@app.agent(orders_topic)
+async def process_order(orders):
+    async for order in orders:
+        total_price = order.price * order.amount
+        await send_order_received_email(order.account_id, order)
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAUST_README))
+def test_examples_hold_faust_readme_programs_verbatim(name: str) -> None:
+    """Besides ``import flowgraph as faust``, only the names a snippet uses without defining
+    them are added, each right after a comment saying it is not part of the original."""
+    code = (EXAMPLES / f"{name}.py").read_text().split('"""')[-1]  # after the docstring
+    assert FAUST_README[name] in code
+    added = code.replace(FAUST_README[name], "").splitlines()
+    assert "import flowgraph as faust" in added
+    assert not any(ln.startswith("import faust") for ln in added)
+    for i, line in enumerate(added):
+        if line.startswith(("app = ", "async def ", "def ", "class ")):
+            assert added[i - 1].startswith("# Not part of the original"), line
+
+
 # -- (1) the order printer ------------------------------------------------------------------
 
 
