@@ -21,7 +21,7 @@ app = faust.App('myapp', broker='kafka://localhost')
 
 # Not part of the original snippet, which leaves this function to the reader.
 async def send_order_received_email(account_id, order):
-    print(f'Order received email to {account_id}: {order}')
+    print(f'email to {account_id}: order of {order.amount} x {order.product_id} received')
 
 
 class Order(faust.Record):
