@@ -277,6 +277,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigurationError(msg)
     target = locate_graph(args.target)
     plan = target.plan()
+    args.app_broker = args.broker is None and getattr(target, "broker", None) is not None
     if args.broker is None:  # an App names its broker and store, as in Faust
         args.broker = getattr(target, "broker", None) or "memory://"
     if args.store is None:
@@ -344,9 +345,13 @@ def _inputs(args: argparse.Namespace, plan: Any) -> tuple[Callable[[Any], None],
     if not args.input:
         return (lambda worker: None), close
     if args.broker != "memory://":
+        if getattr(args, "app_broker", False):
+            fix = f"the app names broker={args.broker!r}; pass --broker memory://"
+        else:
+            fix = f"not {args.broker!r}; drop --broker"
         msg = (
-            f"--input feeds the embedded broker (memory://), not {args.broker!r}; "
-            "drop --broker, or write the records to the topic with a Kafka producer"
+            f"--input feeds the embedded broker (memory://), {fix}, or write the records "
+            "to the topic with a Kafka producer"
         )
         raise ConfigurationError(msg)
     from flowgraph._input_files import read_inputs

@@ -102,7 +102,7 @@ def test_the_apps_own_broker_is_the_default(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stdout == ""
     (line,) = done.stderr.splitlines()
-    assert "not 'kafka://localhost:9092'" in line
+    assert "the app names broker='kafka://localhost:9092'; pass --broker memory://" in line
 
 
 def test_explain_shows_the_agent_and_its_table(tmp_path: Path) -> None:
