@@ -485,7 +485,7 @@ class App:
         owner: dict[str, str] = {}
         for agent in self.agents.values():
             nodes += self._agent_nodes(agent, sources, owner)
-        written = {n.topic for n in nodes if isinstance(n, lg.Sink) and n.topic}
+        written = {n.topic for n in nodes if isinstance(n, lg.Sink | lg.Repartition) and n.topic}
         extra = [
             lg.TopicDecl(
                 name=t.name,
@@ -564,6 +564,9 @@ class App:
             )
         )
         tables, sends = self._used_by(agent)
+        # a topic the stream goes through is read back, not sent to
+        through = {n.topic for n in nodes if isinstance(n, lg.Repartition)}
+        sends = [t for t in sends if t.name not in through]
         for table in tables:
             if table.name in owner:
                 msg = (

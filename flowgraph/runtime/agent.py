@@ -236,6 +236,13 @@ class AgentOp:
                 self._stop(exc)  # a store failed, or the graph is wrong: stop the run
                 return
             except Exception as exc:
+                if slot.took == took:  # before its first record: it would fail forever
+                    msg = (
+                        f"agent {self.node.id!r} raised {type(exc).__name__}: {exc} before "
+                        "reading its stream; fix the code before its `async for`"
+                    )
+                    self._stop(ConfigurationError(msg))
+                    return
                 self._failed(slot, exc)
             finally:
                 slot.waiting = False

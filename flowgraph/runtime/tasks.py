@@ -119,11 +119,18 @@ class TaskManager:
         """Per ``async def`` step, its calls in flight, shared by its tasks (`Task`)."""
 
     def open_writers(self) -> None:
-        """Open a writer per topic the tasks write to."""
+        """Open a writer per topic the tasks write to (a source topic too, when an agent
+        writes it: one agent feeding another)."""
+        written = {
+            s.topic
+            for sub in self.plan.subtopologies
+            for s in sub.steps
+            if isinstance(s, lg.Sink) and s.topic is not None
+        }
         self.writers.update(
             (t.name, self.transport.writer(t.name))
             for t in self.plan.topics
-            if t.role in ("repartition", "sink", "dlq")
+            if t.role in ("repartition", "sink", "dlq") or t.name in written
         )
 
     def assigned(self, assignment: frozenset[TP]) -> None:

@@ -21,7 +21,7 @@ import attrs
 
 from planner import naming
 from planner.errors import GraphValidationError
-from planner.logical import Repartition, Send, Sink, Source
+from planner.logical import Agent, Repartition, Send, Sink, Source
 from planner.options import PlanOptions
 from planner.physical import PhysicalPlan, TopicSpec
 
