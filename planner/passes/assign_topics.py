@@ -49,9 +49,14 @@ def assign_topics(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
                 "write to another topic"
             )
 
-    sent = {n.topic for n in plan.logical.nodes if isinstance(n, Send) and n.topic is not None} | {
-        d.name for d in plan.logical.topics
-    }
+    agents = {n.id for n in plan.logical.nodes if isinstance(n, Agent)}
+    sent = {
+        n.topic
+        for n in plan.logical.nodes
+        if isinstance(n, Sink)
+        and n.topic is not None
+        and (isinstance(n, Send) or any(u in agents for u in n.inputs))
+    } | {d.name for d in plan.logical.topics}
     for sub in plan.subtopologies:
         for step in sub.steps:
             if isinstance(step, Source):

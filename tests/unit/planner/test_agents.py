@@ -75,15 +75,17 @@ def test_a_table_with_other_partitions_than_its_agent_input_is_refused():
         plan(_app(SRC, AGENT, table))
 
 
-def test_an_agent_may_send_to_a_topic_the_app_reads_but_a_sink_may_not():
+def test_an_agent_may_send_to_a_topic_the_app_reads_but_a_builder_sink_may_not():
     other = Source(id="confirmed", topic="confirmed", partitions=2)
     reader = Agent(id="mail", inputs=("confirmed",), fn=count, is_async=True)
     send = Send(id="tally->confirmed", inputs=("tally",), topic="confirmed")
     p = plan(_app(SRC, AGENT, send, other, reader))
     assert p.topic("confirmed").role == "source"
-    sink = Sink(id="copy", inputs=("tally",), topic="confirmed")
+    yields = Sink(id="tally->sink", inputs=("tally",), topic="confirmed")
+    assert plan(_app(SRC, AGENT, yields, other, reader)).topic("confirmed").role == "source"
+    copy = Sink(id="copy", inputs=("orders",), topic="confirmed")  # a builder step
     with pytest.raises(GraphValidationError, match="may not feed its own input"):
-        plan(_app(SRC, AGENT, sink, other, reader))
+        plan(_app(SRC, AGENT, copy, other, reader))
 
 
 def test_table_and_send_must_read_an_agent():
