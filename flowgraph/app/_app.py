@@ -676,7 +676,7 @@ class App:
 
         from flowgraph.cli import main as cli_main
 
-        raise SystemExit(cli_main(["run", _self_target(self), *sys.argv[1:]]))
+        raise SystemExit(cli_main(["run", _self_target(self), *_faust_args(sys.argv[1:])]))
 
 
 def _sink_call(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -694,6 +694,22 @@ def _sink_call(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     call.__name__ = getattr(fn, "__name__", "sink")
     return call
+
+
+def _faust_args(argv: list[str]) -> list[str]:
+    """Faust's ``python app.py worker -l info`` as ``flowgraph run`` options: the
+    ``worker`` command and its log level are dropped (the run logs to stderr itself)."""
+    args = argv[1:] if argv[:1] == ["worker"] else list(argv)
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("-l", "--loglevel"):
+            skip = True
+        elif not arg.startswith(("--loglevel=", "-l=")):
+            out.append(arg)
+    return out
 
 
 def _self_target(app: App) -> str:
