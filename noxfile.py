@@ -46,6 +46,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_clicks.py", *session.posargs)
     session.run("python", "bench/bench_windows.py", *session.posargs)
     session.run("python", "bench/bench_kafka.py")
+    session.run("python", "bench/bench_faust.py")
     session.run("python", "bench/bench_async.py")
     session.run("python", "bench/bench_startup.py")
 

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
             "hopping/rocksdb",
         ),
         ("bench_kafka.py", ["--records", "5000", "--restore-records", "5000"], "restore from"),
+        ("bench_faust.py", ["--records", "5000", "--rounds", "1"], "agent / builder"),
         ("bench_async.py", ["--records", "1000", "--rounds", "1"], "slow"),
         ("bench_startup.py", ["--partitions", "4", "--records-per-partition", "100"], "first"),
     ],
