@@ -210,6 +210,10 @@ def test_relative_to_field_places_writes_by_the_value() -> None:
     }
     # value(): the field's window; current(): the record timestamp's window (empty)
     assert values == [(5, 0), (12, 0)]
+    d.send("orders", "c1", Order("c1", 1, 130.0), timestamp=2.0)  # no `at`: no time
+    [letter] = d.dead_letters()
+    assert "field 'at'" in letter.headers["error.message"]
+    assert "not a time" in letter.headers["error.message"]
 
 
 def test_relative_to_now_uses_the_clock() -> None:
@@ -268,6 +272,11 @@ def test_mistakes_are_one_sentence() -> None:
         app.Table("v", default=int).tumbling(10, expires=-1)
     with pytest.raises(ConfigurationError, match="record field"):
         app.Table("w", default=int).tumbling(10).relative_to_field(3)
+
+    with pytest.raises(ConfigurationError, match="only be changed by an agent"):
+        app.Table("x", default=int).tumbling(10)["k"] = 1
+    with pytest.raises(ConfigurationError, match="outside a running worker"):
+        app.Table("y", default=int).tumbling(10)["k"].now()
 
     topic = app.topic("events", key_type=str, value_type=int)
     table = app.Table("s", default=int).sliding(10)
