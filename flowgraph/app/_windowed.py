@@ -37,6 +37,11 @@ __all__ = ["WindowSet", "WindowWrapper", "windowed_table"]
 _ADDITIVE = (operator.add, operator.sub)
 
 
+def _replace(_old: Any, new: Any) -> Any:
+    """The operation of ``table[key] = value``: the window's value becomes `new`."""
+    return new
+
+
 def windowed_table(table: Table[Any, Any], kind: str, size: Any, step: Any, expires: Any) -> Any:
     """`table` with windows of `kind` (``tumbling``, ``hopping`` or ``sliding``)."""
     if table.window is not None:
@@ -183,7 +188,7 @@ class WindowWrapper(Table[Any, Any]):
             what = f"table[{key!r}] = ..."
             raise self._sliding_only(what)
         new = DELETE if value is None else value
-        state.update(key, self._time(rec, state), lambda _old: new, rec[3])
+        state.update(key, self._time(rec, state), _replace, new, None, rec[3])
 
     def __delitem__(self, key: Any) -> None:
         here = self._here()
@@ -194,7 +199,7 @@ class WindowWrapper(Table[Any, Any]):
         if state.sliding:
             what = f"del table[{key!r}]"
             raise self._sliding_only(what)
-        state.update(key, self._time(rec, state), lambda _old: DELETE, rec[3])
+        state.update(key, self._time(rec, state), _replace, DELETE, None, rec[3])
 
     def _sliding_only(self, what: str) -> ConfigurationError:
         msg = (
@@ -297,12 +302,8 @@ class WindowSet:
         if state.sliding and op not in _ADDITIVE:
             what = f"{op.__name__}"
             raise wrapper._sliding_only(what)
-        missing = wrapper._missing
-
-        def fn(old: Any) -> Any:
-            return op(missing(key) if old is DELETE else old, value)
-
-        state.update(key, wrapper._time(self._rec, state), fn, self._rec[3])
+        rec = self._rec
+        state.update(key, wrapper._time(rec, state), op, value, wrapper._missing, rec[3])
         return self
 
     def _read(self, t: float, *, earliest: bool = False) -> Any:

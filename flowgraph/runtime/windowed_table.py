@@ -167,43 +167,72 @@ class WindowedTableState(TableState):
 
     # -- writes -----------------------------------------------------------------------------
 
-    def update(self, key: Any, t: float, fn: Callable[[Any], Any], offset: int) -> None:
-        """Set every window of `key` containing `t` to ``fn(its value)`` (``DELETE`` when it
-        has none), on behalf of the record at `offset`; late windows are left alone."""
-        if not math.isfinite(t):
+    def update(
+        self,
+        key: Any,
+        t: float,
+        op: Callable[[Any, Any], Any],
+        value: Any,
+        missing: Callable[[Any], Any] | None,
+        offset: int,
+    ) -> None:
+        """Set every window of `key` holding `t` to ``op(its value, value)`` on behalf of the
+        record at `offset`; a window without a value starts from ``missing(key)`` (None
+        without `missing`). Late windows are left alone."""
+        if offset <= self.done:
+            self.skipped += 1  # flushed before a crash: this is a replay
+            return
+        if offset > self.pos:
+            self.pos = offset
+        if not -_INF < t < _INF:
             msg = f"table {self.node.id!r} got a write at time {t!r}; give a finite time"
             raise ValueError(msg)
-        if not self._admit(t, offset):
-            return
-        st = self.st
+        if t > self.st:
+            self.st = t
+            if self.expiring and self.expiring[0][0] <= t:
+                self._expire()
+        cur = self.cur
         if self.sliding:
-            if t + self.grace < st:
+            if t + self.grace < self.st:
                 self.late += 1
                 return
-            skeys: list[Any] = [(key, t)]
+            skeys: Any = ((key, t),)
         else:
-            windows = self.windows_for(t)
-            if not windows:
-                msg = (
-                    f"table {self.node.id!r} got a write at time {t!r}, before the epoch; "
-                    "windows start at 0, so give times in seconds since the epoch"
-                )
-                raise ValueError(msg)
-            grace = self.grace
-            skeys = [(key, s, e) for s, e in windows if e + grace > st]
-            if len(skeys) < len(windows):
-                self.late += 1
-        entries = [self._entry(k) for k in skeys]
-        values = [fn(e[2]) for e in entries]  # all computed first: one failing writes none
+            lo, hi, windows = self._span
+            if not lo <= t < hi:
+                windows = self.windows_for(t)
+                if not windows:
+                    msg = (
+                        f"table {self.node.id!r} got a write at time {t!r}, before the epoch; "
+                        "windows start at 0, so give times in seconds since the epoch"
+                    )
+                    raise ValueError(msg)
+            st, grace = self.st, self.grace
+            if len(windows) == 1:
+                s, e = windows[0]
+                if e + grace <= st:
+                    self.late += 1
+                    return
+                skeys = ((key, s, e),)
+            else:
+                skeys = [(key, s, e) for s, e in windows if e + grace > st]
+                if len(skeys) < len(windows):
+                    self.late += 1
+        entries = [cur.get(k) or self._entry(k) for k in skeys]
+        # every new value first: an op that raises writes no window
+        values = [
+            op((None if missing is None else missing(key)) if e[2] is DELETE else e[2], value)
+            for e in entries
+        ]
         dirty = self.dirty
-        for skey, e, value in zip(skeys, entries, values, strict=True):
+        for skey, e, v in zip(skeys, entries, values, strict=True):
             if offset <= e[0]:
                 self.skipped += 1
                 continue
             if e[1] == e[0]:
                 dirty.append(skey)
             e[1] = offset
-            e[2] = value
+            e[2] = v
 
     def set_window(
         self, key: Any, window: tuple[float, float], value: Any, t: float, offset: int
