@@ -209,13 +209,13 @@ class WindowedTableState(TableState):
                     raise ValueError(msg)
             st, grace = self.st, self.grace
             if len(windows) == 1:
-                s, e = windows[0]
-                if e + grace <= st:
+                start, end = windows[0]
+                if end + grace <= st:
                     self.late += 1
                     return
-                skeys = ((key, s, e),)
+                skeys = ((key, start, end),)
             else:
-                skeys = [(key, s, e) for s, e in windows if e + grace > st]
+                skeys = [(key, s, end) for s, end in windows if end + grace > st]
                 if len(skeys) < len(windows):
                     self.late += 1
         entries = [cur.get(k) or self._entry(k) for k in skeys]
