@@ -125,10 +125,14 @@ class WindowWrapper(Table[Any, Any]):
 
     def relative_to_field(self, field: Any) -> WindowWrapper:
         """Writes and ``value()`` use a field of the record's value: ``Order.ts`` (seconds,
-        a datetime or an ISO 8601 string), a field name, or a function of the value."""
+        a datetime or an ISO 8601 string), a field name (of a record or a dict), or a
+        function of the value."""
         if isinstance(field, str):
             name = field
-            get: Callable[[Any], Any] = operator.attrgetter(field)
+
+            def get(value: Any) -> Any:
+                return value[name] if isinstance(value, dict) else getattr(value, name)
+
         elif callable(field):
             name = str(getattr(field, "name", None) or getattr(field, "__name__", repr(field)))
             get = field

@@ -28,6 +28,20 @@ from flowgraph.windows import WindowKey
 KEYS = [f"k{i}" for i in range(8)]
 
 
+@pytest.fixture
+def drive() -> Any:
+    """Makes `TestDriver`s, closed when the test ends."""
+    made: list[TestDriver] = []
+
+    def make(app: Any) -> TestDriver:
+        made.append(TestDriver(app))
+        return made[-1]
+
+    yield make
+    for driver in made:
+        driver.close()
+
+
 def tumbling_app(size: float = 10.0, expires: Any = None, app_id: str = "wt") -> Any:
     """An app counting values per key in tumbling windows, noting what it reads."""
     app = faust.App(app_id, topic_partitions=4)
@@ -44,9 +58,9 @@ def tumbling_app(size: float = 10.0, expires: Any = None, app_id: str = "wt") ->
     return app
 
 
-def test_tumbling_windows_over_partitions_and_keys() -> None:
+def test_tumbling_windows_over_partitions_and_keys(drive: Any) -> None:
     app = tumbling_app()
-    d = TestDriver(app)
+    d = drive(app)
     rng = random.Random(7)
     sent = [(rng.choice(KEYS), rng.randint(1, 5), float(rng.randint(0, 59))) for _ in range(200)]
     sent.sort(key=lambda r: r[2])  # in order: nothing late, no expiry (expires=None)
@@ -70,9 +84,9 @@ def test_tumbling_windows_over_partitions_and_keys() -> None:
         assert view[key].current() == expected.get(WindowKey(key, start, start + 10), 0)
 
 
-def test_out_of_order_within_expiry_applies_and_later_is_late() -> None:
+def test_out_of_order_within_expiry_applies_and_later_is_late(drive: Any) -> None:
     app = tumbling_app(size=10, expires=dt.timedelta(seconds=20))
-    d = TestDriver(app)
+    d = drive(app)
     d.send("events", "a", 1, timestamp=25.0)  # stream time 25: window [0, 10) open until 30
     d.send("events", "a", 2, timestamp=3.0)  # out of order, within expires: applied
     d.send("events", "a", 4, timestamp=31.0)  # stream time 31: [0, 10) expires (10 + 20 <= 31)
@@ -92,7 +106,7 @@ def test_out_of_order_within_expiry_applies_and_later_is_late() -> None:
     assert view.stream_time == 100.0
 
 
-def test_hopping_writes_every_window_of_the_time() -> None:
+def test_hopping_writes_every_window_of_the_time(drive: Any) -> None:
     app = faust.App("hop", topic_partitions=4)
     topic = app.topic("events", key_type=str, value_type=int)
     table = app.Table("sums", default=int).hopping(10, 5, expires=100)
@@ -105,7 +119,7 @@ def test_hopping_writes_every_window_of_the_time() -> None:
             ws = table[key]
             reads.append((ws.current(), ws.value(), ws.now(), ws.delta(5)))
 
-    d = TestDriver(app)
+    d = drive(app)
     d.advance_time(7.0)
     d.send("events", "a", 1, timestamp=7.0)  # in [0, 10) and [5, 15)
     d.send("events", "a", 10, timestamp=12.0)  # in [5, 15) and [10, 20)
@@ -125,7 +139,7 @@ def test_hopping_writes_every_window_of_the_time() -> None:
     ]
 
 
-def test_sliding_sums_the_deltas_of_the_last_size_seconds() -> None:
+def test_sliding_sums_the_deltas_of_the_last_size_seconds(drive: Any) -> None:
     app = faust.App("slide", topic_partitions=4)
     topic = app.topic("events", key_type=str, value_type=int)
     table = app.Table("sums", default=int).sliding(10, expires=5)
@@ -140,7 +154,7 @@ def test_sliding_sums_the_deltas_of_the_last_size_seconds() -> None:
                 table[key] += n
             reads.append((key, table[key].current()))
 
-    d = TestDriver(app)
+    d = drive(app)
     rng = random.Random(3)
     applied: list[tuple[str, int, float]] = []
     st: dict[int, float] = {}
@@ -182,7 +196,7 @@ class Order(faust.Record):
     at: dt.datetime | None = None
 
 
-def test_relative_to_field_places_writes_by_the_value() -> None:
+def test_relative_to_field_places_writes_by_the_value(drive: Any) -> None:
     app = faust.App("orders", topic_partitions=4)
     topic = app.topic("orders", key_type=str, value_type=Order)
     by_ts = app.Table("by_ts", default=int).tumbling(60).relative_to_field(Order.ts)
@@ -196,7 +210,7 @@ def test_relative_to_field_places_writes_by_the_value() -> None:
             by_at[order.customer] += order.amount
             values.append((by_ts[order.customer].value(), by_ts[order.customer].current()))
 
-    d = TestDriver(app)
+    d = drive(app)
     at = dt.datetime(2026, 1, 1, 0, 0, 30, tzinfo=dt.UTC)
     d.send("orders", "c1", Order("c1", 5, 125.0, at), timestamp=1000.0)
     d.send("orders", "c1", Order("c1", 7, 170.0, at + dt.timedelta(minutes=1)), timestamp=1.0)
@@ -216,7 +230,28 @@ def test_relative_to_field_places_writes_by_the_value() -> None:
     assert "not a time" in letter.headers["error.message"]
 
 
-def test_relative_to_now_uses_the_clock() -> None:
+def test_relative_to_a_field_name_of_a_json_value(drive: Any) -> None:
+    app = faust.App("named", topic_partitions=4)
+    topic = app.topic("events", key_type=str)  # json values: dicts
+    table = app.Table("sums", default=int).hopping(10, 5).relative_to_field("ts")
+    assert table.relative_to == "field:ts"
+
+    @app.agent(topic)
+    async def add(stream: Any) -> None:
+        async for key, value in stream.items():
+            table[key] += value["n"]
+
+    d = drive(app)
+    d.send("events", "a", {"n": 3, "ts": "1970-01-01T00:00:12+00:00"}, timestamp=99.0)
+    d.send("events", "a", {"n": 4, "ts": 3}, timestamp=98.0)
+    assert d.table("sums").windows() == {
+        WindowKey("a", 0.0, 10.0): 4,
+        WindowKey("a", 5.0, 15.0): 3,
+        WindowKey("a", 10.0, 20.0): 3,
+    }
+
+
+def test_relative_to_now_uses_the_clock(drive: Any) -> None:
     app = faust.App("clock", topic_partitions=4)
     topic = app.topic("events", key_type=str, value_type=int)
     table = app.Table("hits", default=int).tumbling(10, expires=30).relative_to_now()
@@ -227,7 +262,7 @@ def test_relative_to_now_uses_the_clock() -> None:
         async for key, _ in stream.items():
             table[key] += 1
 
-    d = TestDriver(app)
+    d = drive(app)
     d.advance_time(3.0)
     d.send("events", "a", 0, timestamp=500.0)  # the record's timestamp does not matter
     d.send("events", "a", 0, timestamp=1.0)
@@ -240,7 +275,7 @@ def test_relative_to_now_uses_the_clock() -> None:
     assert view["a"].now() == 2
 
 
-def test_set_and_delete_a_window() -> None:
+def test_set_and_delete_a_window(drive: Any) -> None:
     app = faust.App("set", topic_partitions=2)
     topic = app.topic("events", key_type=str, value_type=int)
     table = app.Table("last", default=int).tumbling(10)
@@ -253,7 +288,7 @@ def test_set_and_delete_a_window() -> None:
             else:
                 table[key] = n
 
-    d = TestDriver(app)
+    d = drive(app)
     d.send("events", "a", 5, timestamp=1.0)
     d.send("events", "a", 6, timestamp=2.0)
     d.send("events", "a", 7, timestamp=11.0)
@@ -262,7 +297,7 @@ def test_set_and_delete_a_window() -> None:
     assert d.table("last")["a"][(10.0, 20.0)] == 0  # deleted: the default
 
 
-def test_mistakes_are_one_sentence() -> None:
+def test_mistakes_are_one_sentence(drive: Any) -> None:
     app = faust.App("bad", topic_partitions=2)
     with pytest.raises(GraphDefinitionError, match="windowed already"):
         app.Table("t", default=int).tumbling(10).hopping(10, 5)
@@ -286,7 +321,7 @@ def test_mistakes_are_one_sentence() -> None:
         async for key, n in stream.items():
             table[key] *= n
 
-    d = TestDriver(app)
+    d = drive(app)
     with pytest.raises(ConfigurationError, match=r"sliding table 's' takes only \+= and -="):
         d.send("events", "a", 2, timestamp=1.0)
 
@@ -397,3 +432,53 @@ def test_rocksdb_store_survives_a_crash(tmp_path: Any) -> None:
     assert tables == clean
     assert skipped > 0
     assert any(tmp_path.rglob("CURRENT"))  # real RocksDB files
+
+
+def test_a_replay_of_a_clock_table_writes_nothing_twice() -> None:
+    """Relative to the clock, a replayed write would land in the window of the restart's
+    time, so only the stored position of the last write can tell it was made."""
+    app = faust.App("clocked", topic_partitions=2)
+    topic = app.topic("events", key_type=str, value_type=int)
+    table = app.Table("hits", default=int).tumbling(10).relative_to_now()
+
+    @app.agent(topic)
+    async def hit(stream: Any) -> None:
+        async for key, n in stream.items():
+            table[key] += n
+
+    plan = app.plan()
+    broker = MemoryBroker()
+    backend = open_backend("memory://")
+    sent = [(KEYS[i % 4], i + 1) for i in range(40)]
+
+    async def first() -> None:
+        worker = Worker(
+            plan,
+            MemoryTransport(broker, encoded=True),
+            backend,
+            max_batch=5,
+            commit_every=5,
+            crash_point=raise_at("after-store", 2),
+        )
+        worker.clock = lambda: 5.0
+        await worker.start()
+        for key, n in sent:
+            await worker.send("events", key, n, timestamp=1.0)
+        with pytest.raises(InjectedCrash):
+            await worker.run(until_idle=True, idle_wait=0.0)
+
+    async def again() -> tuple[dict[WindowKey, int], int]:
+        worker = Worker(plan, MemoryTransport(broker, encoded=True), backend)
+        worker.clock = lambda: 25.0
+        await worker.start()
+        try:
+            await worker.run(until_idle=True, idle_wait=0.0)
+            return worker.table("hits").windows(), worker.stats.skipped
+        finally:
+            await worker.stop()
+
+    asyncio.run(first())
+    windows, skipped = asyncio.run(again())
+    assert sum(windows.values()) == sum(n for _, n in sent)
+    assert {(wk.start, wk.end) for wk in windows} == {(0.0, 10.0), (20.0, 30.0)}
+    assert skipped > 0
