@@ -235,9 +235,8 @@ class WindowWrapper(Table[Any, Any]):
         """Each key with its value at the table's time (outside an agent: stream time)."""
         here = self._here()
         if here is None:
-            view = self._view()
-            for key in view:
-                yield key, view[key].value()
+            for state in self._local():
+                yield from state.items()
             return
         rec, state = here
         t = self._time(rec, state)

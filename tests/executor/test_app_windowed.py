@@ -18,6 +18,7 @@ import pytest
 
 import flowgraph as faust
 from flowgraph.errors import ConfigurationError, GraphDefinitionError
+from flowgraph.runtime.agent import WORKER
 from flowgraph.runtime.faults import InjectedCrash, raise_at
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
 from flowgraph.runtime.state.base import open_backend
@@ -280,6 +281,8 @@ def test_set_and_delete_a_window(drive: Any) -> None:
     topic = app.topic("events", key_type=str, value_type=int)
     table = app.Table("last", default=int).tumbling(10)
 
+    seen = []
+
     @app.agent(topic)
     async def keep(stream: Any) -> None:
         async for key, n in stream.items():
@@ -287,6 +290,7 @@ def test_set_and_delete_a_window(drive: Any) -> None:
                 del table[key]
             else:
                 table[key] = n
+            seen.append((key in table, sorted(table.items()), len(table)))
 
     d = drive(app)
     d.send("events", "a", 5, timestamp=1.0)
@@ -295,6 +299,25 @@ def test_set_and_delete_a_window(drive: Any) -> None:
     d.send("events", "a", -1, timestamp=12.0)
     assert d.table("last").windows() == {WindowKey("a", 0.0, 10.0): 6}
     assert d.table("last")["a"][(10.0, 20.0)] == 0  # deleted: the default
+    # in the agent: the windows of the record's time (a deleted window's key stays held)
+    assert seen == [
+        (True, [("a", 5)], 1),
+        (True, [("a", 6)], 1),
+        (True, [("a", 7)], 1),
+        (False, [], 1),
+    ]
+
+    # a timer or task reads through the worker it runs in (WORKER), as a timer would
+    token = WORKER.set(d._worker)
+    try:
+        assert table["a"].current() == 0  # stream time 12: [10, 20), deleted
+        assert table["a"].delta(10) == 6
+        assert "a" in table
+        assert list(table.items()) == []  # no value at stream time
+        with pytest.raises(ConfigurationError, match="only be changed by an agent"):
+            table["a"] = 1
+    finally:
+        WORKER.reset(token)
 
 
 def test_mistakes_are_one_sentence(drive: Any) -> None:
