@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import math
 import sys
 from collections.abc import Callable, Iterator
@@ -80,8 +81,10 @@ class WindowedTableState(TableState):
         self.pos = -1
         self.late = 0
         """Writes skipped because (one of) their windows had closed."""
-        self.expiring: list[tuple[float, Any]] = []
-        """Heap of (stream time at which the entry goes, store key)."""
+        self.expiring: list[tuple[float, int, Any]] = []
+        """Heap of (stream time at which the entry goes, sequence, store key); the sequence
+        keeps store keys, which need not be comparable, out of the comparisons."""
+        self._seq = itertools.count()
         self.expired: list[Any] = []
         """Store keys of stored entries deleted since the last flush."""
         self.live: dict[Any, list[Any]] = {}
@@ -109,7 +112,7 @@ class WindowedTableState(TableState):
         """Index the new entry `skey` by key and by the time it goes."""
         due = self._due(skey)
         if due < FOREVER:
-            heapq.heappush(self.expiring, (due, skey))
+            heapq.heappush(self.expiring, (due, next(self._seq), skey))
         windows = self.live.setdefault(skey[0], [])
         if self.sliding:
             bisect.insort(windows, skey[1])
@@ -144,7 +147,7 @@ class WindowedTableState(TableState):
     def _expire(self) -> None:
         st, expiring, cur = self.st, self.expiring, self.cur
         while expiring and expiring[0][0] <= st:
-            _, skey = heapq.heappop(expiring)
+            _, _, skey = heapq.heappop(expiring)
             e = cur.pop(skey, None)
             if e is None:
                 continue
@@ -358,6 +361,8 @@ class WindowedTableState(TableState):
         return changed
 
     def _untrack(self, skey: Any) -> None:
+        if skey == META:
+            return
         windows = self.live.get(skey[0])
         if windows is None:
             return

@@ -505,3 +505,27 @@ def test_a_replay_of_a_clock_table_writes_nothing_twice() -> None:
     assert sum(windows.values()) == sum(n for _, n in sent)
     assert {(wk.start, wk.end) for wk in windows} == {(0.0, 10.0), (20.0, 30.0)}
     assert skipped > 0
+
+
+def test_keys_that_do_not_order_expire(drive: Any) -> None:
+    """Records as keys: equal expiry times must not compare the keys themselves."""
+    app = faust.App("records", topic_partitions=1)
+    topic = app.topic("orders", key_type=str, value_type=Order)
+    table = app.Table("per_order", default=int).tumbling(10, expires=5)
+
+    @app.agent(topic)
+    async def count(orders: Any) -> None:
+        async for order in orders:
+            table[order] += order.amount
+
+    d = drive(app)
+    first, second = Order("c1", 1, 0.0), Order("c2", 2, 0.0)
+    d.send("orders", "c1", first, timestamp=1.0)
+    d.send("orders", "c2", second, timestamp=2.0)
+    assert d.table("per_order").windows() == {
+        WindowKey(first, 0.0, 10.0): 1,
+        WindowKey(second, 0.0, 10.0): 2,
+    }
+    d.send("orders", "c1", first, timestamp=40.0)  # both expire at stream time 15
+    assert d.table("per_order").windows() == {WindowKey(first, 40.0, 50.0): 1}
+    assert d.dead_letters() == []
