@@ -252,6 +252,31 @@ def test_relative_to_a_field_name_of_a_json_value(drive: Any) -> None:
     }
 
 
+def test_reads_of_a_given_event(drive: Any) -> None:
+    """Faust's ``current(event)``, ``value(event)`` and ``delta(d, event)``."""
+    app = faust.App("events", topic_partitions=2)
+    topic = app.topic("orders", key_type=str, value_type=Order)
+    table = app.Table("by_ts", default=int).tumbling(10).relative_to_field(Order.ts)
+    reads = []
+    previous: list[Any] = []
+
+    @app.agent(topic)
+    async def total(stream: Any) -> None:
+        async for event in stream.events():
+            table[event.key] += event.value.amount
+            ws = table[event.key]
+            if previous:
+                old = previous[0]
+                reads.append((ws.value(old), ws.current(old), ws.delta(10, old)))
+            previous.append(event)
+
+    d = drive(app)
+    d.send("orders", "c", Order("c", 1, 5.0), timestamp=12.0)
+    d.send("orders", "c", Order("c", 2, 15.0), timestamp=25.0)
+    # the first event: its field time 5 -> [0, 10); its timestamp 12 -> [10, 20); 12 - 10 -> [0, 10)
+    assert reads == [(1, 2, 1)]
+
+
 def test_relative_to_now_uses_the_clock(drive: Any) -> None:
     app = faust.App("clock", topic_partitions=4)
     topic = app.topic("events", key_type=str, value_type=int)
