@@ -168,7 +168,12 @@ class WindowWrapper(Table[Any, Any]):
         if slot is None or slot.rec is None:
             return None
         state = self._state()
-        assert isinstance(state, WindowedTableState)
+        if not isinstance(state, WindowedTableState):
+            msg = (
+                f"agent {slot.op.node.id!r} names table {self.name!r} both windowed and "
+                "plain, and the plan made it plain; name only the windowed table in the agent"
+            )
+            raise GraphDefinitionError(msg)
         return slot.rec, state
 
     def _view(self) -> WindowedTableView:
