@@ -31,6 +31,7 @@ from flowgraph.runtime.table_state import TableState
 from flowgraph.runtime.transport import OutRecord, Push, Write
 from flowgraph.runtime.window_push import event_time
 from flowgraph.runtime.windowed import WindowedAggregateOp
+from flowgraph.runtime.windowed_table import WindowedTableState
 from flowgraph.serde import Codec, JsonCodec, fast_decoder
 from planner import logical as lg
 from planner.physical import PhysicalPlan, Subtopology
@@ -289,13 +290,24 @@ class Task:
                     async_steps.append(agg)
             elif isinstance(step, lg.AgentTable):
                 spec = self.plan.store_for(step.id)
-                table = TableState(
-                    step,
-                    self.stores[spec.name],
-                    fail,
-                    self._codecs[spec.changelog][0],
-                    spec.changelog,
-                )
+                table: TableState
+                if step.window is not None:
+                    table = WindowedTableState(
+                        step,
+                        self.stores[spec.name],
+                        fail,
+                        self.clock,
+                        self._codecs[spec.changelog][0],
+                        spec.changelog,
+                    )
+                else:
+                    table = TableState(
+                        step,
+                        self.stores[spec.name],
+                        fail,
+                        self._codecs[spec.changelog][0],
+                        spec.changelog,
+                    )
                 self.aggregates[step.id] = table
                 self._deleting.append(table)
                 push = None  # written by its agent, not fed records

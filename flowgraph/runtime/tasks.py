@@ -22,6 +22,7 @@ from flowgraph.runtime.stats import RunStats, derive_step_counts
 from flowgraph.runtime.task import Task
 from flowgraph.runtime.transport import TP, Consumer, InProcessTransport, MembershipLost, Transport
 from flowgraph.runtime.window_views import WindowedTableView
+from flowgraph.runtime.windowed_table import WindowedTableView as AgentWindowedView
 from flowgraph.serde import Codec
 from planner import logical as lg
 from planner.physical import PhysicalPlan
@@ -360,6 +361,13 @@ class TaskManager:
         node = next(n for sub in self.plan.subtopologies for n in sub.steps if n.id == name)
         if isinstance(node, lg.Aggregate) and node.window is not None:
             return WindowedTableView(name, windowed, self._clock)
+        if isinstance(node, lg.AgentTable) and node.window is not None:
+            states = [
+                task.aggregates[name]
+                for task in sorted(self.all_tasks, key=lambda t: t.partition)
+                if name in task.aggregates
+            ]
+            return AgentWindowedView(name, states, node.default)  # type: ignore[arg-type]
         result: dict[Any, Any] = {}
         for (store_name, _), store in sorted(self.stores.items(), key=lambda i: i[0][1]):
             if store_name == spec.name:
