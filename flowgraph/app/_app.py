@@ -642,16 +642,19 @@ class App:
 
     def _used_by(self, agent: Agent) -> tuple[list[AppTable[Any, Any]], list[Topic]]:
         """The app's tables and topics the agent's code names (an agent names its topic)."""
-        tables: list[AppTable[Any, Any]] = []
+        tables: dict[str, AppTable[Any, Any]] = {}
         topics: dict[str, Topic] = {}
         for obj in references(agent.fn):
             if isinstance(obj, AppTable) and obj.app is self:
-                tables.append(obj)
+                # a table and its windowed wrappers share a name: the windowed one holds it
+                known = tables.get(obj.name)
+                if known is None or (known.window is None and obj.window is not None):
+                    tables[obj.name] = obj
             elif isinstance(obj, Topic) and obj.app is self:
                 topics[obj.name] = obj
             elif isinstance(obj, Agent) and obj.app is self:
                 topics[obj.channel.name] = obj.channel
-        return tables, list(topics.values())
+        return list(tables.values()), list(topics.values())
 
     def plan(self) -> PhysicalPlan:
         """The physical plan: what `fg.run` executes."""
