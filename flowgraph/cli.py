@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from flowgraph._graph import Graph
+from flowgraph.app import App
 from flowgraph._input_files import FORMATS
 from flowgraph.errors import (
     ConfigurationError,
@@ -65,7 +66,7 @@ class TargetError(ConfigurationError):
 # -- locating the graph ------------------------------------------------------------------------
 
 
-def locate_graph(target: str) -> Graph:
+def locate_graph(target: str) -> Graph | App:
     """The `Graph` that `target` names.
 
     `target` is ``MODULE[:EXPR]``. MODULE is a dotted module name (looked up from the current
@@ -99,10 +100,10 @@ def locate_graph(target: str) -> Graph:
     if explicit_call:
         obj = _call(obj, args, kwargs, shown, expr)
         shown, what = f"{module_part}:{expr}", "returned"
-    elif not isinstance(obj, Graph) and callable(obj) and not isinstance(obj, type):
+    elif not isinstance(obj, Graph | App) and callable(obj) and not isinstance(obj, type):
         obj = _call(obj, (), {}, shown, f"{'.'.join(names)}()")
         what = "returned"
-    if not isinstance(obj, Graph):
+    if not isinstance(obj, Graph | App):
         kind = "None" if obj is None else _a(type(obj).__name__)
         msg = (
             f"{shown} {what} {kind}, not a flowgraph Graph; point the target at a fg.Graph or "

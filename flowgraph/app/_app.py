@@ -443,10 +443,12 @@ class App:
     def crontab(
         self, cron_format: str, *, timezone: Any = None, on_leader: bool = False
     ) -> Callable[[F], F]:
-        """Run ``async def fn()`` on a cron schedule (five fields, as crontab(5))."""
-        from flowgraph.runtime.services import check_cron
+        """Run ``async def fn()`` on a cron schedule (five fields, as crontab(5)), in
+        `timezone` (a tzinfo or a zone name; UTC if None)."""
+        from flowgraph.runtime.services import check_cron, check_timezone
 
         check_cron(cron_format)
+        check_timezone(timezone)
         return self._service("crontab", on_leader=on_leader, cron=cron_format, timezone=timezone)
 
     def task(self, fn: F | None = None, *, on_leader: bool = False) -> Any:
@@ -468,6 +470,7 @@ class App:
                     fn_name=_util.fn_name(fn),
                     service=kind,
                     where=where,
+                    arg=self,
                     **fields,
                 )
             )

@@ -44,13 +44,13 @@ def _parts(case: str) -> tuple[str, str, str]:
     return head, script, expected
 
 
-def build(case: str) -> fg.Graph:
-    """Run the builder script of golden case `case` and return its graph `g`."""
+def build(case: str) -> fg.Graph | fg.App:
+    """Run the builder script of golden case `case` and return its graph (or app) `g`."""
     _, script, _ = _parts(case)
     namespace: dict[str, object] = {"__name__": "app"}
     exec(compile(script, "app.py", "exec"), namespace)
     graph = namespace["g"]
-    assert isinstance(graph, fg.Graph)
+    assert isinstance(graph, fg.Graph | fg.App)
     return graph
 
 
