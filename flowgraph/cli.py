@@ -36,8 +36,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from flowgraph._graph import Graph
-from flowgraph.app import App
 from flowgraph._input_files import FORMATS
+from flowgraph.app import App
 from flowgraph.errors import (
     ConfigurationError,
     DeadLetterLimitError,

@@ -143,8 +143,9 @@ class TestDriver:
 
         Later `send`s without timestamp= use it; windowed tables read it as their wall
         clock (`now()`, and `idle_timeout`, whose windows close and emit here). The app's
-        timers and crontabs due up to `t` run first, in time order, each with the clock at
-        its time and what it sends processed before the next one.
+        timers and crontabs due up to `t` run first, in time order (those due at the same
+        time in the order the app declares them), with the clock at their time; what they
+        send is processed before the next time comes.
         """
         services = self._worker.services
         while (due := services.next_due(t)) is not None:

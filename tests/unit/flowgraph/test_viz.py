@@ -20,14 +20,15 @@ GOLDEN = REPO / "tests" / "golden" / "explain"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.txt"))
 
 
-def build(case: str) -> fg.Graph:
-    """The graph `g` of golden explain case `case` (see tests/unit/planner/test_explain.py)."""
+def build(case: str) -> fg.Graph | fg.App:
+    """The graph (or app) `g` of golden explain case `case` (see
+    tests/unit/planner/test_explain.py)."""
     text = (GOLDEN / f"{case}.txt").read_text()
     script = text.split("# --- graph\n", 1)[1].split("# --- explain\n", 1)[0]
     namespace: dict[str, object] = {"__name__": "app"}
     exec(compile(script, "app.py", "exec"), namespace)
     graph = namespace["g"]
-    assert isinstance(graph, fg.Graph)
+    assert isinstance(graph, fg.Graph | fg.App)
     return graph
 
 
