@@ -224,7 +224,9 @@ class Worker:
             self.plan.graph_id, entry_topics, self._on_assigned, self._on_revoked
         )
         self._manager.consumer = self._consumer
-        if self.transport.in_process:  # one member owns everything, at once
+        # one member owns everything, at once; with nothing to read (an app of timers
+        # only) there is no group to join: the worker is at once in place, owning nothing
+        if self.transport.in_process or not entry_topics:
             await self._on_assigned(self._consumer.assignment())
             await self._manager.build()
             if self._manager.failure is not None:

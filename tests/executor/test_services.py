@@ -306,3 +306,30 @@ def test_stopping_cancels_services_within_the_bound(stuck):
     took = asyncio.run(main())
     assert cancelled == [1]
     assert took < 0.3 + services.STOP_WAIT + 5
+
+
+def test_live_view_shows_each_service_with_runs_and_errors():
+    import io
+
+    from rich.console import Console
+
+    from flowgraph._live import LiveView
+
+    app, _ = ticking_app("live1")
+
+    @app.timer(1.0)
+    async def failing():
+        raise OSError("disk full")
+
+    with TestDriver(app) as d:
+        d.advance_time(4.0)
+        view = LiveView(d.plan, out=io.StringIO(), interactive=False)
+        view._worker = d._worker
+        line = view._log_line()
+        out = io.StringIO()
+        Console(file=out, width=120).print(view._render())
+    assert "services 6 runs 4 errors" in line
+    rows = {r.split()[0]: r.split()[1:] for r in out.getvalue().splitlines() if r.strip()}
+    assert rows["tick"][:3] == ["timer", "2", "0"]
+    assert rows["failing"][:3] == ["timer", "4", "4"]
+    assert "OSError: disk full" in out.getvalue()
