@@ -349,6 +349,10 @@ def run(
 ) -> RunResult:
     """Run `graph` until it is idle (memory://, or `until_idle=True`), `max_events`, or a signal.
 
+    On memory:// an app with a timer or a crontab is not done when idle (they may send more),
+    so it runs until `max_events` or a signal unless `until_idle=True`; an until-idle run
+    waits for the app's tasks to end (docs/concepts/services.md).
+
     SIGINT and SIGTERM stop it cleanly: the current batch finishes, state is flushed and
     offsets are committed. A worker still starting (connecting, joining) stops at once, and
     one that has not stopped `STOP_GRACE` seconds after the signal (a batch or a restore

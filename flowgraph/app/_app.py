@@ -436,7 +436,8 @@ class App:
     # -- services ------------------------------------------------------------------------
 
     def timer(self, interval: Any, *, on_leader: bool = False) -> Callable[[F], F]:
-        """Run ``async def fn()`` every `interval` seconds while the worker runs."""
+        """Run ``async def fn()`` (or ``fn(app)``) every `interval` seconds while the worker
+        runs, the first time one interval after it starts (docs/concepts/services.md)."""
         seconds = _seconds(interval, "timer interval")
         return self._service("timer", on_leader=on_leader, interval=seconds)
 
@@ -452,7 +453,7 @@ class App:
         return self._service("crontab", on_leader=on_leader, cron=cron_format, timezone=timezone)
 
     def task(self, fn: F | None = None, *, on_leader: bool = False) -> Any:
-        """Run ``async def fn()`` once when the worker starts."""
+        """Run ``async def fn()`` (or ``fn(app)``) once when the worker starts."""
         decorate = self._service("task", on_leader=on_leader)
         return decorate if fn is None else decorate(fn)
 
