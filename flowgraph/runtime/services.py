@@ -330,9 +330,6 @@ class Services:
         """Per service, in declaration order: runs, errors, skips."""
         return [e.stats for e in self._entries]
 
-    def __bool__(self) -> bool:
-        return bool(self._entries)
-
     def is_leader(self) -> bool:
         """Whether this worker leads the group now: it is assigned partition 0 of the plan's
         first source topic (with no topic to read, each worker leads itself)."""
@@ -347,7 +344,7 @@ class Services:
 
     def start(self) -> None:
         """Start every service (the worker has started). Under a manual clock only the
-        tasks start; `due` and `fire` run the rest."""
+        tasks start; `next_due` and `fire` run the rest."""
         if not self._entries:
             return
         ctx = contextvars.copy_context()

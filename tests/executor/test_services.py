@@ -241,6 +241,7 @@ def test_services_only_app_sends_from_a_timer():
     with TestDriver(app) as d:
         d.advance_time(3.0)
         assert d.output("out") == [("k", 1), ("k", 2), ("k", 3)]
+        assert d._worker.waiting_for() is None  # reading no topic is not waiting for one
 
 
 # -- the real clock ------------------------------------------------------------------------

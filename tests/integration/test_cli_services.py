@@ -94,3 +94,12 @@ def test_bad_crontab_is_one_sentence_and_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "hour field '25' has 25, out of range 0-23" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_debug_logs_the_traceback_of_a_failing_timer(ticker: Path) -> None:
+    done = flowgraph(
+        "run", "ticker:app", "--store", "memory://", "--max-events", "2", "--debug", cwd=ticker
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" in done.stderr
+    assert 'counts["direct"] = 1' in done.stderr  # the line of the timer that failed

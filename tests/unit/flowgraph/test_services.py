@@ -262,3 +262,26 @@ def test_plan_description_lists_services_and_reads_back():
     text = app.explain()
     assert "2 services" in text.splitlines()[0]
     assert "tick    timer    every 2.5 s" in text
+
+
+def test_faust_arguments_are_accepted():
+    app = fg.App("faustargs")
+
+    @app.timer(interval=dt.timedelta(seconds=90), name="every_90", traced=False)
+    async def tick():
+        pass
+
+    @app.crontab("@daily", traced=False)
+    async def daily():
+        pass
+
+    @app.task(on_leader=True, traced=False)
+    async def start():
+        pass
+
+    services = app.to_logical().services
+    assert [(s.id, s.service, s.interval, s.cron, s.on_leader) for s in services] == [
+        ("every_90", "timer", 90.0, None, False),
+        ("daily", "crontab", None, "@daily", False),
+        ("start", "task", None, None, True),
+    ]
