@@ -170,9 +170,9 @@ class Worker:
         )
         self._direct_marks = self._manager.direct_marks
         self._status = Status(plan, transport, self._manager, float(waiting_report))
+        """The task manager's list (extended in place): read once per step."""
         self.services = Services(self)
         """The app's timers, crontabs and tasks: started by `start`, stopped by `stop`."""
-        """The task manager's list (extended in place): read once per step."""
 
     # -- the task manager's state, by its names here -------------------------------------
 
@@ -263,7 +263,7 @@ class Worker:
         A commit that takes over `commit_timeout` seconds (a broker gone) is given up.
         """
         failures: list[BaseException] = []
-        await self.services.stop()  # before the last commit: what they sent is flushed
+        await self.services.stop()  # first: nothing they do runs beside the last commit
 
         async def commit_all() -> None:
             await self.commit()
