@@ -138,6 +138,10 @@ class LiveView:
             line += f", late {stats.late}"
         if stats.restored:
             line += f", restored {stats.restored} changelog records"
+        services = self._worker.services.stats
+        if services:
+            runs, errors = sum(s.runs for s in services), sum(s.errors for s in services)
+            line += f", services {runs} runs" + (f" {errors} errors" if errors else "")
         waiting = self._worker.waiting_for()
         if waiting:
             line += f"; {waiting}"
@@ -183,6 +187,8 @@ class LiveView:
             if rest:
                 lag.add_row(f"{len(rest)} more partitions", str(sum(n for _, n in rest)))
             parts.append(lag)
+        if worker.services.stats:
+            parts.append(_services(worker))
         return Group(*parts)
 
     def _ordered(self, counts: dict[str, int]) -> list[tuple[str, int]]:
@@ -197,6 +203,21 @@ class LiveView:
             self.out.write(line + "\n")
             with contextlib.suppress(ValueError, OSError):  # a closed or odd stream
                 self.out.flush()
+
+
+def _services(worker: Worker) -> Table:
+    """The app's timers, crontabs and tasks with their runs and errors so far."""
+    table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    table.add_column("service")
+    table.add_column("kind")
+    table.add_column("runs", justify="right")
+    table.add_column("errors", justify="right")
+    table.add_column("last error")
+    for s in worker.services.stats:
+        runs = str(s.runs) + (f" ({s.skipped} not leader)" if s.skipped else "")
+        error = s.last_error if len(s.last_error) <= 60 else s.last_error[:59] + "…"
+        table.add_row(s.name, s.kind, runs, str(s.errors), Text(error, style="red"))
+    return table
 
 
 async def _lag(worker: Worker) -> dict[TP, int]:

@@ -135,8 +135,10 @@ async def run_async(
     log = DeadLetterLog(path) if path is not None else None
     if log is not None:
         worker.stats.on_dead_letters = log.write
-    # On memory:// nothing outside this process can write, so an idle run is a finished one.
-    idle_ends = transport.in_process if until_idle is None else until_idle
+    # On memory:// nothing outside this process can write, so an idle run is a finished one,
+    # unless a timer or crontab of the app may write later.
+    clocks = any(s.service != "task" for s in plan.logical.services)
+    idle_ends = transport.in_process and not clocks if until_idle is None else until_idle
     close = _closes_windows(plan, idle_ends, end_of_input)
     stop = asyncio.Event() if stop is None else stop
     if hasattr(transport, "on_failure"):
@@ -353,6 +355,10 @@ def run(
 
     `broker` and `store` default to an App's own ``broker=`` and ``store=``, else to the
     embedded ``memory://``.
+
+    On memory:// an app with a timer or a crontab is not done when idle (they may send more),
+    so it runs until `max_events` or a signal unless `until_idle=True`; an until-idle run
+    waits for the app's tasks to end (docs/concepts/services.md).
 
     SIGINT and SIGTERM stop it cleanly: the current batch finishes, state is flushed and
     offsets are committed. A worker still starting (connecting, joining) stops at once, and

@@ -623,7 +623,9 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flowgraph`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
-    if not getattr(args, "debug", False):
+    if getattr(args, "debug", False):  # errors logged while running (a timer's) get tracebacks
+        logging.getLogger("flowgraph").setLevel(logging.DEBUG)
+    else:
         # aiokafka logs every failed connection attempt; our own message says it once
         logging.getLogger("aiokafka").addHandler(logging.NullHandler())
         logging.getLogger("aiokafka").propagate = False

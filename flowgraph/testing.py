@@ -78,9 +78,11 @@ class TestDriver:
         )
         self._time = 0.0
         self._worker.clock = lambda: self._time
+        self._worker.services.manual = True  # timers run on this clock, in `advance_time`
         self._closed = False
         self._sources = {t.name: t for t in self.plan.topics if t.role == "source"}
         self._run(self._worker.start())
+        self._run(self._worker.services.settle())  # the app's tasks, to their end
         self._drain()
 
     def _run(self, coro: Any) -> Any:
@@ -141,8 +143,16 @@ class TestDriver:
         """Set the driver's clock (seconds) and let idle windows follow it.
 
         Later `send`s without timestamp= use it; windowed tables read it as their wall
-        clock (`now()`, and `idle_timeout`, whose windows close and emit here).
+        clock (`now()`, and `idle_timeout`, whose windows close and emit here). The app's
+        timers and crontabs due up to `t` run first, in time order (those due at the same
+        time in the order the app declares them), with the clock at their time; what they
+        send is processed before the next time comes.
         """
+        services = self._worker.services
+        while (due := services.next_due(t)) is not None:
+            self._time = due
+            self._run(services.fire(due))
+            self._drain()
         self._time = t
         self._drain()
 

@@ -40,6 +40,7 @@ from planner.logical import (
     Peek,
     Repartition,
     Send,
+    Service,
     Sink,
     Source,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "FORMAT",
     "CutDescription",
     "PlanDescription",
+    "ServiceDescription",
     "StepDescription",
     "StoreDescription",
     "SubtopologyDescription",
@@ -200,6 +202,22 @@ class StoreDescription:
     value: str = "?"
 
 
+@attrs.frozen(kw_only=True)
+class ServiceDescription:
+    """A timer, crontab or task: a function the worker runs beside the records.
+
+    `schedule` says when in words (``every 5 s``, ``cron */15 * * * * (Europe/Paris)``,
+    ``once at start``); `on_leader` that only the group's leader runs it.
+    """
+
+    name: str
+    kind: str
+    schedule: str
+    function: str = ""
+    on_leader: bool = False
+    where: str = ""
+
+
 def _steps(value: Iterable[StepDescription]) -> tuple[StepDescription, ...]:
     return tuple(value)
 
@@ -213,6 +231,10 @@ def _topics(value: Iterable[TopicDescription]) -> tuple[TopicDescription, ...]:
 
 
 def _stores(value: Iterable[StoreDescription]) -> tuple[StoreDescription, ...]:
+    return tuple(value)
+
+
+def _service_tuple(value: Iterable[ServiceDescription]) -> tuple[ServiceDescription, ...]:
     return tuple(value)
 
 
@@ -232,6 +254,8 @@ class PlanDescription:
     topics: tuple[TopicDescription, ...] = attrs.field(default=(), converter=_topics)
     stores: tuple[StoreDescription, ...] = attrs.field(default=(), converter=_stores)
     dlq: str = ""
+    services: tuple[ServiceDescription, ...] = attrs.field(default=(), converter=_service_tuple)
+    """Timers, crontabs and tasks, in the order the app declares them."""
 
     def step(self, step_id: str) -> StepDescription:
         """The description of step `step_id` (KeyError if none)."""
@@ -278,6 +302,7 @@ def _plan_from(data: dict[str, Any]) -> PlanDescription:
         topics=[TopicDescription(**t) for t in data["topics"]],
         stores=[StoreDescription(**s) for s in data["stores"]],
         dlq=data["dlq"],
+        services=[ServiceDescription(**s) for s in data.get("services", [])],
     )
 
 
@@ -364,7 +389,10 @@ def describe(plan: PhysicalPlan | LogicalPlan, *, backend: str | None = None) ->
     if isinstance(plan, LogicalPlan):
         stage = "partitioned" if any(isinstance(n, Repartition) for n in plan.nodes) else "logical"
         return PlanDescription(
-            graph=plan.graph_id, stage=stage, steps=[_step(n, {}) for n in plan.nodes]
+            graph=plan.graph_id,
+            stage=stage,
+            steps=[_step(n, {}) for n in plan.nodes],
+            services=[_service(s) for s in plan.services],
         )
     store_of = {s.step: s.name for s in plan.stores}
     nodes = [n for sub in plan.subtopologies for n in sub.steps]
@@ -377,6 +405,26 @@ def describe(plan: PhysicalPlan | LogicalPlan, *, backend: str | None = None) ->
         topics=[_topic(t, nodes, plan.stores) for t in plan.topics],
         stores=[_store(s, backend or DEFAULT_BACKEND) for s in plan.stores],
         dlq=plan.dlq,
+        services=[_service(s) for s in plan.logical.services],
+    )
+
+
+def _service(s: Service) -> ServiceDescription:
+    if s.service == "timer":
+        schedule = f"every {s.interval:g} s"
+    elif s.service == "crontab":
+        schedule = f"cron {s.cron}"
+        if s.timezone is not None:
+            schedule += f" ({s.timezone})"
+    else:
+        schedule = "once at start"
+    return ServiceDescription(
+        name=s.id,
+        kind=s.service,
+        schedule=schedule,
+        function=s.fn_name,
+        on_leader=s.on_leader,
+        where=s.where,
     )
 
 

@@ -73,16 +73,19 @@ def render(d: PlanDescription) -> str:
     if d.stage != "physical":
         lines = [f"Graph {d.graph!r}: {d.stage} plan, {_count(len(d.steps), 'step')}", ""]
         lines += ["Steps", *_steps_table(d, d.steps, physical=False)]
+        lines += _services(d)
         return "\n".join(lines)
     lines = [
         f"Graph {d.graph!r}: physical plan, "
         f"{_count(len(d.subtopologies), 'sub-topology', 'sub-topologies')}, "
         f"{_count(len(d.topics), 'topic')}, {_count(len(d.stores), 'store')}"
+        + (f", {_count(len(d.services), 'service')}" if d.services else "")
     ]
     for sub in d.subtopologies:
         lines += ["", *_subtopology(d, sub)]
     lines += ["", "Topics", *_topics(d)]
     lines += ["", *_stores(d)]
+    lines += _services(d)
     return "\n".join(lines)
 
 
@@ -189,6 +192,17 @@ def _stores(d: PlanDescription) -> list[str]:
         row = [s.name, s.step, str(s.partitions), s.key, s.value, s.changelog]
         rows.append(row if shared else [*row, s.backend])
     return [head, *_table(rows, indent="  ")]
+
+
+def _services(d: PlanDescription) -> list[str]:
+    """Timers, crontabs and tasks (nothing when the graph has none)."""
+    if not d.services:
+        return []
+    rows = [["name", "kind", "schedule", "on_leader", "function", "where"]]
+    for s in d.services:
+        leader = "yes" if s.on_leader else "no"
+        rows.append([s.name, s.kind, s.schedule, leader, s.function, s.where])
+    return ["", "Services", *_table(rows, indent="  ")]
 
 
 def _table(rows: list[list[str]], *, indent: str) -> list[str]:

@@ -270,6 +270,9 @@ class Service(Node):
     timezone: object = attrs.field(default=None, eq=False)
     on_leader: bool = False
     """Run only on the worker that leads the group (see the runtime's services)."""
+    arg: object = attrs.field(default=None, eq=False)
+    """What `fn` is called with when it takes a parameter (the App that declared it, as
+    Faust passes the app); opaque to the planner, like `fn`."""
 
 
 @attrs.frozen(kw_only=True)

@@ -435,26 +435,44 @@ class App:
 
     # -- services ------------------------------------------------------------------------
 
-    def timer(self, interval: Any, *, on_leader: bool = False) -> Callable[[F], F]:
-        """Run ``async def fn()`` every `interval` seconds while the worker runs."""
+    def timer(
+        self,
+        interval: Any,
+        *,
+        on_leader: bool = False,
+        name: str | None = None,
+        **_faust_only: Any,
+    ) -> Callable[[F], F]:
+        """Run ``async def fn()`` (or ``fn(app)``) every `interval` seconds while the worker
+        runs, the first time one interval after it starts (docs/concepts/services.md).
+        Faust's `traced` and `max_drift_correction` are accepted and ignored."""
         seconds = _seconds(interval, "timer interval")
-        return self._service("timer", on_leader=on_leader, interval=seconds)
+        return self._service("timer", name, on_leader=on_leader, interval=seconds)
 
     def crontab(
-        self, cron_format: str, *, timezone: Any = None, on_leader: bool = False
+        self,
+        cron_format: str,
+        *,
+        timezone: Any = None,
+        on_leader: bool = False,
+        **_faust_only: Any,
     ) -> Callable[[F], F]:
-        """Run ``async def fn()`` on a cron schedule (five fields, as crontab(5))."""
-        from flowgraph.runtime.services import check_cron
+        """Run ``async def fn()`` on a cron schedule (five fields, as crontab(5)), in
+        `timezone` (a tzinfo or a zone name; UTC if None)."""
+        from flowgraph.runtime.services import check_cron, check_timezone
 
         check_cron(cron_format)
-        return self._service("crontab", on_leader=on_leader, cron=cron_format, timezone=timezone)
+        check_timezone(timezone)
+        return self._service(
+            "crontab", None, on_leader=on_leader, cron=cron_format, timezone=timezone
+        )
 
-    def task(self, fn: F | None = None, *, on_leader: bool = False) -> Any:
-        """Run ``async def fn()`` once when the worker starts."""
-        decorate = self._service("task", on_leader=on_leader)
+    def task(self, fn: F | None = None, *, on_leader: bool = False, **_faust_only: Any) -> Any:
+        """Run ``async def fn()`` (or ``fn(app)``) once when the worker starts."""
+        decorate = self._service("task", None, on_leader=on_leader)
         return decorate if fn is None else decorate(fn)
 
-    def _service(self, kind: Any, **fields: Any) -> Callable[[F], F]:
+    def _service(self, kind: Any, name: str | None, **fields: Any) -> Callable[[F], F]:
         where = _util.call_site()
 
         def decorate(fn: F) -> F:
@@ -463,11 +481,12 @@ class App:
                 raise GraphDefinitionError(msg)
             self._services.append(
                 lg.Service(
-                    id=getattr(fn, "__name__", kind),
+                    id=name or getattr(fn, "__name__", kind),
                     fn=fn,
                     fn_name=_util.fn_name(fn),
                     service=kind,
                     where=where,
+                    arg=self,
                     **fields,
                 )
             )

@@ -254,10 +254,11 @@ class KafkaTransport:
         except BaseException:  # cancelled (a stop request) or failed: leave nothing open
             await consumer.stop()
             raise
-        consumer.subscribe(
-            topics=list(topics),
-            listener=RebalanceListener(on_assigned or nothing, on_revoked or nothing),
-        )
+        if topics:  # none: an app of timers only, in no group (see Worker.start)
+            consumer.subscribe(
+                topics=list(topics),
+                listener=RebalanceListener(on_assigned or nothing, on_revoked or nothing),
+            )
         assert self._admin is not None
         return KafkaConsumer(consumer, self._written, self._admin, self.settings.group_id or group)
 

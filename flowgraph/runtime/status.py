@@ -59,7 +59,10 @@ class Status:
         return phase
 
     def waiting_for(self) -> str | None:
-        """One short sentence saying what the worker waits for; None while records flow."""
+        """One short sentence saying what the worker waits for; None while records flow
+        (and always for an app of timers only, which reads no topic)."""
+        if not self.plan.subtopologies:
+            return None
         phase = self.phase
         now = time.monotonic()
         if phase == "connecting":

@@ -29,6 +29,7 @@ from flowgraph.runtime.schedule import (
     DEFAULT_MAX_SKEW,
     Schedule,
 )
+from flowgraph.runtime.services import Services
 from flowgraph.runtime.state.base import StateBackend, StorePartition
 from flowgraph.runtime.stats import (
     DeadLetterLimit,
@@ -170,6 +171,8 @@ class Worker:
         self._direct_marks = self._manager.direct_marks
         self._status = Status(plan, transport, self._manager, float(waiting_report))
         """The task manager's list (extended in place): read once per step."""
+        self.services = Services(self)
+        """The app's timers, crontabs and tasks: started by `start`, stopped by `stop`."""
 
     # -- the task manager's state, by its names here -------------------------------------
 
@@ -221,11 +224,14 @@ class Worker:
             self.plan.graph_id, entry_topics, self._on_assigned, self._on_revoked
         )
         self._manager.consumer = self._consumer
-        if self.transport.in_process:  # one member owns everything, at once
+        # one member owns everything, at once; with nothing to read (an app of timers
+        # only) there is no group to join: the worker is at once in place, owning nothing
+        if self.transport.in_process or not entry_topics:
             await self._on_assigned(self._consumer.assignment())
             await self._manager.build()
             if self._manager.failure is not None:
                 raise self._manager.failure
+        self.services.start()
 
     async def _on_assigned(self, assignment: frozenset[TP]) -> None:
         """The rebalance listener's: the group gave this worker `assignment` (restored and
@@ -257,6 +263,7 @@ class Worker:
         A commit that takes over `commit_timeout` seconds (a broker gone) is given up.
         """
         failures: list[BaseException] = []
+        await self.services.stop()  # first: nothing they do runs beside the last commit
 
         async def commit_all() -> None:
             await self.commit()
@@ -366,7 +373,7 @@ class Worker:
                 async with self._lock:
                     await self.commit()
                 self._report_waiting()
-                if until_idle and all(f.done for f in self._feeders):
+                if until_idle and all(f.done for f in self._feeders) and self.services.tasks_done():
                     if group is None:  # in process: one member, owning every partition
                         if await self._consumer_caught_up():
                             if end_of_input and await self.close_windows():
@@ -656,7 +663,7 @@ class Worker:
             p = 0 if key is None else zlib.crc32(key_bytes(kb, kc)) % spec.partitions
         else:
             p = partition
-        ts = time.time() if timestamp is None else timestamp
+        ts = self.clock() if timestamp is None else timestamp
         await self.transport.produce(topic, [(p, kb, vb, ts, headers)])
 
     # -- reading state -------------------------------------------------------------------

@@ -50,7 +50,7 @@ def validate(plan: LogicalPlan, options: PlanOptions) -> LogicalPlan:
     """Raise `GraphValidationError` listing every problem, or return `plan` unchanged."""
     errors: list[str] = []
     gid = plan.graph_id
-    if not plan.nodes:
+    if not plan.nodes and not plan.services:  # an app may only run timers that send
         errors.append(f"graph {gid!r} has no steps; add a source with g.source(...)")
     counts = Counter(n.id for n in plan.nodes)
     for step_id, count in counts.items():

@@ -21,7 +21,8 @@ CASES = sorted(p.stem for p in GOLDEN.glob("*.txt"))
 
 
 def build(case: str) -> fg.Graph | fg.App:
-    """The graph `g` of golden explain case `case` (see tests/unit/planner/test_explain.py)."""
+    """The graph (or app) `g` of golden explain case `case` (see
+    tests/unit/planner/test_explain.py)."""
     text = (GOLDEN / f"{case}.txt").read_text()
     script = text.split("# --- graph\n", 1)[1].split("# --- explain\n", 1)[0]
     namespace: dict[str, object] = {"__name__": "app"}

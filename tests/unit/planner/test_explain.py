@@ -45,7 +45,7 @@ def _parts(case: str) -> tuple[str, str, str]:
 
 
 def build(case: str) -> fg.Graph | fg.App:
-    """Run the builder script of golden case `case` and return its graph `g`."""
+    """Run the builder script of golden case `case` and return its graph (or app) `g`."""
     _, script, _ = _parts(case)
     namespace: dict[str, object] = {"__name__": "app"}
     exec(compile(script, "app.py", "exec"), namespace)
