@@ -120,15 +120,29 @@ class AgentStream:
 
     async def take(self, max_: int, within: float | None = None) -> AsyncIterator[list[Any]]:
         """Lists of up to `max_` values; fewer once `within` seconds have passed since the
-        batch's first record (checked as records arrive) or when the worker commits."""
+        batch's first record (checked as records arrive) or when the worker commits.
+
+        What the agent writes for a batch carries the offset of the batch's last record, so
+        after a crash the replayed batches must end where the stored ones did (see
+        `AgentOp.replay_ends`), or a replayed batch would apply records twice.
+        """
         op, slot = self._op, self._slot
         pending = op.pending
+        ends = op.replay_ends()
         while True:
             values: list[Any] = []
             held = slot.held = []
             started = 0.0
             while len(values) < max_:
                 if pending:
+                    if held and ends:
+                        # a replay ends its batches where the run before the crash stored
+                        # one: a batch never spans a record applied and one not applied
+                        last = held[-1][3]
+                        while ends and ends[-1] < last:
+                            ends.pop()
+                        if ends and ends[-1] < pending[0][3]:
+                            break
                     rec = op.take(slot) if not held else pending.popleft()
                     assert rec is not None
                     if not await self._passes(rec):

@@ -120,6 +120,9 @@ class AgentOp:
         self._taken = 0
         self._done: dict[int, list[tuple[Push, Rec]]] = {}
         self.closed = False
+        self._ends: list[int] | None = None
+        self.marks: Callable[[], list[int]] = list
+        """Offsets of the origin marks a crashed run left for this task (set by the task)."""
         # set by the task (`Task._bind`): its origin sequence while this agent writes
         self.capture: Callable[[], Any] = lambda: None
         self.enter: Callable[[Any], None] = lambda ctx: None
@@ -284,6 +287,19 @@ class AgentOp:
             writer(*rec)
         else:
             slot.out.append((writer, rec))
+
+    def replay_ends(self) -> list[int]:
+        """Offsets where a batch of the run before a crash may have ended, descending (the
+        caller pops the passed ones from the end): every position stored in this agent's
+        tables and every origin mark of what its task wrote. Read once, by `take()`."""
+        if self._ends is None:
+            ends: set[int] = set(self.marks())
+            for table in self.tables.values():
+                for _, entry in table.store.entries():
+                    if isinstance(entry[0], int):
+                        ends.add(entry[0])
+            self._ends = sorted(ends, reverse=True)
+        return self._ends
 
     def take(self, slot: Slot) -> Rec | None:
         """The next queued record for `slot`, or None when the queue is empty."""

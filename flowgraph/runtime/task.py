@@ -369,7 +369,9 @@ class Task:
             elif isinstance(node, lg.Send):
                 assert node.topic is not None
                 sends[node.topic] = self._sends[c]
-        return AgentOp(step, tables, sends, fail, self.partition, lambda: self._topic)
+        op = AgentOp(step, tables, sends, fail, self.partition, lambda: self._topic)
+        op.marks = lambda: [o for o, _ in self.dedupe.values()]
+        return op
 
     def close(self) -> None:
         """Stop what runs on its own: the coroutines of agents (the task is dropped)."""

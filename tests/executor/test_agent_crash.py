@@ -103,12 +103,6 @@ def test_an_agent_counting_each_record_is_exact_after_a_crash(crash: str) -> Non
     assert out == Counter(("a", i) for i in range(1, 11))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a take() batch writes the table with its last record's offset; the replay's "
-    "batches end elsewhere, so a batch ending past a key's stored offset applies records "
-    "applied before the crash again",
-)
 @pytest.mark.parametrize("crash", ["after-produce:1", "after-store:1"])
 def test_an_agent_counting_take_batches_is_exact_after_a_crash(crash: str) -> None:
     # Before the crash: batches [1, 2, 3] and [4, 5] (cut short by the commit at 5 records),
