@@ -485,7 +485,7 @@ class App:
         owner: dict[str, str] = {}
         for agent in self.agents.values():
             nodes += self._agent_nodes(agent, sources, owner)
-        written = {n.topic for n in nodes if isinstance(n, lg.Sink) and n.topic}
+        written = {n.topic for n in nodes if isinstance(n, lg.Sink | lg.Repartition) and n.topic}
         extra = [
             lg.TopicDecl(
                 name=t.name,
@@ -564,6 +564,8 @@ class App:
             )
         )
         tables, sends = self._used_by(agent)
+        passed = {n.topic for n in nodes if isinstance(n, lg.Repartition)}
+        sends = [t for t in sends if t.name not in passed]  # through(topic): the plan's copy
         for table in tables:
             if table.name in owner:
                 msg = (
@@ -609,7 +611,7 @@ class App:
             target = sink.channel if isinstance(sink, Agent) else sink
             if isinstance(target, Topic):
                 nodes.append(
-                    lg.Sink(
+                    lg.Send(  # a Send: the topic may be another agent's input
                         id=f"{agent.name}->sink-{target.name}",
                         inputs=(agent.name,),
                         topic=target.name,
@@ -617,6 +619,7 @@ class App:
                         key_type=target.key_codec,
                         value_type=target.value_codec,
                         where=agent.where,
+                        yields=True,
                     )
                 )
             elif callable(target):

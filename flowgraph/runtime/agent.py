@@ -32,7 +32,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from flowgraph.errors import ConfigurationError, GraphDefinitionError, StorageError
+from flowgraph.errors import (
+    ConfigurationError,
+    GraphDefinitionError,
+    RuntimeFailure,
+    StorageError,
+)
 from flowgraph.runtime.ops import Fail, Push, Rec
 from flowgraph.runtime.table_state import TableState
 from planner.logical import Agent
@@ -51,6 +56,16 @@ sending records outside an agent."""
 
 _FATAL = (StorageError, GraphDefinitionError, ConfigurationError)
 """Errors an agent raises that stop the run instead of dead-lettering its record."""
+
+
+def _before_reading(agent: str, exc: Exception) -> RuntimeFailure:
+    failure = RuntimeFailure(agent, exc)
+    failure.args = (
+        f"agent {agent!r} raised {type(exc).__name__}: {exc} before reading a record, so "
+        "there is no record to dead-letter and starting it again would fail again; fix the "
+        "code before its `async for` loop",
+    )
+    return failure
 
 
 class Slot:
@@ -208,6 +223,7 @@ class AgentOp:
         while not self.closed:
             stream = AgentStream(self, slot)
             took = slot.took
+            slot.rec = slot.batch = None  # what an earlier start handled is done
             try:
                 result = self.fn(stream)
                 if inspect.isasyncgen(result):
@@ -236,12 +252,12 @@ class AgentOp:
                 self._stop(exc)  # a store failed, or the graph is wrong: stop the run
                 return
             except Exception as exc:
+                if slot.took == took:
+                    # raised before its first record: restarting would raise again forever
+                    self._stop(_before_reading(self.node.id, exc))
+                    return
                 self._failed(slot, exc)
             finally:
-                slot.waiting = False
-            if slot.rec is None and not self.pending:
-                # returned without taking a record: wait rather than spin
-                await self.wait_input(slot)
                 slot.waiting = False
 
     def _failed(self, slot: Slot, exc: Exception) -> None:

@@ -301,8 +301,11 @@ class Task:
                 push = None  # written by its agent, not fed records
             elif isinstance(step, lg.Send):
                 assert step.topic is not None
-                self._sends[step.id] = self._writer(step.topic, fail)
-                push = None  # fed by its agent's sends, not its yields
+                if step.yields:
+                    push = self._writer(step.topic, fail)  # fed what its agent yields
+                else:
+                    self._sends[step.id] = self._writer(step.topic, fail)
+                    push = None  # fed by its agent's sends, not its yields
             elif isinstance(step, lg.Agent):
                 aop = self._agent(step, consumers[step.id], fail)
                 aop.next = nxt
@@ -354,7 +357,7 @@ class Task:
                 table = self.aggregates[c]
                 assert isinstance(table, TableState)
                 tables[c] = table
-            elif isinstance(node, lg.Send):
+            elif isinstance(node, lg.Send) and not node.yields:
                 assert node.topic is not None
                 sends[node.topic] = self._sends[c]
         return AgentOp(step, tables, sends, fail, self.partition, lambda: self._topic)

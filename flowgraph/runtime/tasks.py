@@ -120,10 +120,16 @@ class TaskManager:
 
     def open_writers(self) -> None:
         """Open a writer per topic the tasks write to."""
+        sent = {
+            s.topic
+            for sub in self.plan.subtopologies
+            for s in sub.steps
+            if isinstance(s, lg.Send) and s.topic is not None
+        }  # an agent may send to a topic the plan reads (one agent feeding another)
         self.writers.update(
             (t.name, self.transport.writer(t.name))
             for t in self.plan.topics
-            if t.role in ("repartition", "sink", "dlq")
+            if t.role in ("repartition", "sink", "dlq") or t.name in sent
         )
 
     def assigned(self, assignment: frozenset[TP]) -> None:
