@@ -77,6 +77,9 @@ class AgentStream:
         self._shape = shape
         self._filters = filters
         self._count = 0
+        self._pending = op.pending
+        self._fast = not filters and op.instances == 1 and shape != _ENUMERATE
+        """Records can be handed out straight from the queue (`__anext__`)."""
 
     # -- Faust's stream methods ----------------------------------------------------------
 
@@ -153,6 +156,22 @@ class AgentStream:
         return self
 
     async def __anext__(self) -> Any:
+        # the hot path: one coroutine, no filter, a record queued (a run's records)
+        pending = self._pending
+        if pending and self._fast:
+            rec = pending.popleft()
+            slot = self._slot
+            slot.rec = rec
+            slot.batch = None
+            if self._shape == _VALUE:
+                return rec[1]
+            if self._shape == _ITEMS:
+                return rec[0], rec[1]
+            return Event(rec, self._op.topic(), self._op.partition)
+        return await self._next()
+
+    async def _next(self) -> Any:
+        """`__anext__` when the queue is empty, with filters or several coroutines."""
         op, slot = self._op, self._slot
         pending = op.pending
         while True:

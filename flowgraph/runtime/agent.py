@@ -71,7 +71,7 @@ def _before_reading(agent: str, exc: Exception) -> RuntimeFailure:
 class Slot:
     """One coroutine of an agent on one task: the record it handles and what it made."""
 
-    __slots__ = ("batch", "held", "op", "out", "rec", "seq", "tables", "took", "waiting")
+    __slots__ = ("batch", "held", "op", "out", "rec", "seq", "tables", "waiting")
 
     def __init__(self, op: AgentOp) -> None:
         self.op = op
@@ -85,8 +85,6 @@ class Slot:
         self.out: list[tuple[Push, Rec]] | None = None
         """With concurrency above 1: what the current record made, written in input order."""
         self.seq = -1
-        self.took = 0
-        """Records taken so far (an agent that returns having taken none reads nothing)."""
         self.waiting = False
 
     @property
@@ -144,10 +142,12 @@ class AgentOp:
 
     def make_push(self) -> Push:
         """The push of this step: records wait in `pending` for the next `drain`."""
-        return self._push
+        append = self.pending.append
 
-    def _push(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
-        self.pending.append((k, v, ts, o, h))
+        def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            append((k, v, ts, o, h))
+
+        return push
 
     async def drain(self) -> bool:
         """Hand the queued records to the coroutines; return once all wait for more."""
@@ -222,7 +222,6 @@ class AgentOp:
 
         while not self.closed:
             stream = AgentStream(self, slot)
-            took = slot.took
             slot.rec = slot.batch = None  # what an earlier start handled is done
             try:
                 result = self.fn(stream)
@@ -239,7 +238,7 @@ class AgentOp:
                         "stream with async for"
                     )
                     raise ConfigurationError(msg)
-                if slot.took == took:
+                if slot.rec is None and not slot.held:
                     msg = (
                         f"agent {self.node.id!r} returned without reading its stream; an agent "
                         "must iterate it with `async for value in stream`"
@@ -252,7 +251,7 @@ class AgentOp:
                 self._stop(exc)  # a store failed, or the graph is wrong: stop the run
                 return
             except Exception as exc:
-                if slot.took == took:
+                if slot.rec is None and not slot.held:
                     # raised before its first record: restarting would raise again forever
                     self._stop(_before_reading(self.node.id, exc))
                     return
@@ -299,7 +298,6 @@ class AgentOp:
         if not self.pending:
             return None
         rec = self.pending.popleft()
-        slot.took += 1
         if self.instances > 1:
             self.finished(slot)
             slot.seq = self._taken
