@@ -88,7 +88,32 @@ def concurrent_app() -> fg.App:
     return app
 
 
-APPS = {"table and sends": counting_app, "group_by": grouped_app, "concurrency": concurrent_app}
+def batching_app() -> fg.App:
+    """``take(3)`` batches: a table and sends per value; a batch holding a bad value is
+    dead-lettered whole (so which values are dead depends on the batches)."""
+    app = fg.App("x", topic_partitions=P)
+    clicks = app.topic("clicks", key_type=str, value_type=int)
+    out = app.topic("out", key_type=str, value_type=int)
+    counts = app.Table("counts", default=int)
+
+    @app.agent(clicks)
+    async def batches(stream: Any) -> None:
+        async for batch in stream.events().take(3, within=3600):
+            if any(e.value % BAD == 0 for e in batch):
+                raise ValueError(f"bad {batch}")
+            for e in batch:
+                counts[e.key] += e.value
+                await out.send(key=e.key, value=e.value)
+
+    return app
+
+
+APPS = {
+    "table and sends": counting_app,
+    "group_by": grouped_app,
+    "concurrency": concurrent_app,
+    "take": batching_app,
+}
 
 
 async def one_run(plan: Any, broker: MemoryBroker, backend: Any, crash: Any, batch: int) -> Any:
@@ -135,16 +160,25 @@ def check(name: str, crashes: list[tuple[str, int] | None], fresh: bool) -> None
             backend = MemoryBackend()
         tables = asyncio.run(one_run(plan, broker, backend, crash, 2 + i % 3))
     assert tables is not None
-    good = [(k, v) for k, v in sent if v % BAD]
     vo = codecs["out"][1]
     out = Counter(vo.decode(v) for _, v, *_ in broker.records("out"))
-    assert out == Counter(v for _, v in good), "a send lost or written twice"
     dead = Counter(int(v) for _, v, *_ in broker.records(plan.dlq))
+    if name == "take":
+        assert out + dead == Counter(v for _, v in sent), "a value lost or handled twice"
+        assert not set(out) & set(dead)
+        expected: Counter[str] = Counter()
+        for k, v in sent:
+            if v in out:
+                expected[k] += v
+        assert tables["counts"] == dict(expected)
+        return
+    good = [(k, v) for k, v in sent if v % BAD]
+    assert out == Counter(v for _, v in good), "a send lost or written twice"
     assert dead == Counter(v for _, v in sent if v % BAD == 0), "a dead letter lost or twice"
     if name == "table and sends":
         echo = Counter(codecs["echo"][1].decode(v) for _, v, *_ in broker.records("echo"))
         assert echo == out, "a yield lost or written twice"
-        expected: Counter[str] = Counter()
+        expected = Counter()
         for k, v in good:
             expected[k] += v
         assert tables["counts"] == dict(expected)
@@ -155,8 +189,25 @@ def check(name: str, crashes: list[tuple[str, int] | None], fresh: bool) -> None
         assert tables["counts"] == dict(expected)
 
 
-@pytest.mark.parametrize("name", sorted(APPS))
-@pytest.mark.parametrize("point", POINTS)
+TAKE_AFTER_A_CRASH = (  # see docs/how-to/coming-from-faust.md
+    "a take() batch cut short by a commit or by within= ends where it ended by chance; the "
+    "replay after a crash cuts its batches elsewhere, so a value of a batch that was written "
+    "can be handled again in a batch that straddles the old cut (at least once, as in Faust)"
+)
+
+
+def cases() -> list[Any]:
+    out: list[Any] = []
+    for name in sorted(APPS):
+        for point in POINTS:
+            # after-commit and in-restore replay no batch cut short, so take() is exact there
+            cut = name == "take" and point in ("in-batch", "after-produce", "after-store")
+            marks = [pytest.mark.xfail(reason=TAKE_AFTER_A_CRASH, strict=True)] if cut else []
+            out.append(pytest.param(name, point, marks=marks))
+    return out
+
+
+@pytest.mark.parametrize(("name", "point"), cases())
 def test_a_crash_at_each_commit_step_then_a_rerun_is_exact(name: str, point: str) -> None:
     check(name, [(point, 1), (point, 2), (point, 3)], fresh=False)
     check(name, [(point, 2), (point, 1)], fresh=True)
