@@ -189,7 +189,7 @@ def check(name: str, crashes: list[tuple[str, int] | None], fresh: bool) -> None
         assert tables["counts"] == dict(expected)
 
 
-TAKE_AFTER_A_CRASH = (  # see docs/how-to/coming-from-faust.md
+TAKE_AFTER_A_CRASH = (  # see docs/concepts/agents.md, "Exactly once"
     "a take() batch cut short by a commit or by within= ends where it ended by chance; the "
     "replay after a crash cuts its batches elsewhere, so a value of a batch that was written "
     "can be handled again in a batch that straddles the old cut (at least once, as in Faust)"
