@@ -425,29 +425,33 @@ def test_concurrency_writes_in_input_order() -> None:
     app = fg.App("c", topic_partitions=P)
     clicks = app.topic("clicks", key_type=str, value_type=int)
     out = app.topic("out", key_type=str, value_type=int)
+    finished: list[int] = []
 
     @app.agent(clicks, concurrency=3, sink=[app.topic("yields", key_type=str, value_type=int)])
     async def slow(stream: Any) -> Any:
         async for k, v in stream.items():
             for _ in range((v * 7) % 5):  # later records often finish first
                 await asyncio.sleep(0)
+            finished.append(v)
             await out.send(key=k, value=v)
             yield v
 
     records = keyed(60)
-    with TestDriver(app) as d:
-        d_records = records
-        for k, v in d_records:
-            d.send("clicks", k, v)
-        assert by_key(d.output("out")) == by_key(records)
     _, worker = run_app(app, "clicks", records)
-    got = outputs(worker, "out")
-    assert by_key(got) == by_key(records)  # per key (so per partition) in input order
     per_partition: dict[int, list[int]] = {}
     for k, v in records:
         per_partition.setdefault(zlib.crc32(k.encode()) % P, []).append(v)
-    yields = [v for _, v in outputs(worker, "yields")]
-    assert sorted(yields) == list(range(60))
+    assert sorted(finished) == list(range(60))
+    assert any(  # the coroutines did finish out of order...
+        [v for v in finished if v in vs] != vs for vs in per_partition.values()
+    )
+    # ...and what they made is written in input order: sends per key, yields (no key,
+    # written to the partition of their input) per partition
+    assert by_key(outputs(worker, "out")) == by_key(records)
+    broker = worker.transport.broker  # type: ignore[attr-defined]
+    vc = worker.codecs["yields"][1]
+    for p, vs in per_partition.items():
+        assert [vc.decode(v) for _, v, *_ in broker.logs["yields"][p]] == vs
 
 
 def test_build_time_errors_for_tables() -> None:
@@ -535,3 +539,48 @@ def test_an_agent_on_a_channel_keeps_a_one_partition_table() -> None:
         for k, v in records:
             d.send("clicks", k, v)
         assert d.table("totals") == {k: sum(vs) for k, vs in by_key(records).items()}
+
+
+def test_a_filter_that_raises_dead_letters_its_record() -> None:
+    app = fg.App("fr", topic_partitions=P)
+    clicks = app.topic("clicks", key_type=str, value_type=int)
+    out = app.topic("out", key_type=str, value_type=int)
+
+    def odd(v: int) -> bool:
+        if v == 5:
+            raise ValueError("five")
+        return v % 2 == 1
+
+    @app.agent(clicks)
+    async def keep(stream: Any) -> None:
+        async for k, v in stream.filter(odd).items():
+            await out.send(key=k, value=v)
+
+    with TestDriver(app) as d:
+        for k, v in keyed(12):
+            d.send("clicks", k, v)
+        assert sorted(v for _, v in d.output("out")) == [1, 3, 7, 9, 11]
+        assert [(dl.value, dl.headers["error.step"]) for dl in d.dead_letters()] == [(b"5", "keep")]
+
+
+def test_explain_shows_an_agents_sends_and_sinks() -> None:
+    app = fg.App("xp", topic_partitions=P)
+    clicks = app.topic("clicks", key_type=str, value_type=int)
+    out = app.topic("out", key_type=str, value_type=int)
+
+    @app.agent(value_type=int)
+    async def tail(stream: Any) -> None:
+        async for _ in stream:
+            pass
+
+    @app.agent(clicks, sink=[tail])
+    async def head(stream: Any) -> Any:
+        async for k, v in stream.items():
+            await out.send(key=k, value=v)
+            yield v
+
+    text = app.explain()
+    assert "head->out" in text
+    assert "head->sink-xp-tail" in text
+    roles = {t.name: t.role for t in app.plan().topics}
+    assert roles["xp-tail"] == "source" and roles["out"] == "sink"
