@@ -584,3 +584,26 @@ def test_explain_shows_an_agents_sends_and_sinks() -> None:
     assert "head->sink-xp-tail" in text
     roles = {t.name: t.role for t in app.plan().topics}
     assert roles["xp-tail"] == "source" and roles["out"] == "sink"
+
+
+def test_take_within_hands_over_what_a_run_brought_once_the_time_is_up() -> None:
+    """`within` is checked when the queue runs dry: with a tiny one, each run of records
+    (at most `max_batch`) becomes a list; with a long one, lists fill up to `n`."""
+
+    def lists(within: float) -> list[list[int]]:
+        app = fg.App("tw", topic_partitions=P)
+        clicks = app.topic("clicks", key_type=str, value_type=int)
+        out = app.topic("out", key_type=str, value_type=list)
+
+        @app.agent(clicks)
+        async def batches(stream: Any) -> None:
+            async for batch in stream.take(100, within=within):
+                await out.send(key="b", value=batch)
+
+        _, worker = run_app(app, "clicks", keyed(400), max_batch=10, commit_every=10_000)
+        got = [v for _, v in outputs(worker, "out")]
+        assert sorted(v for b in got for v in b) == list(range(400))
+        return got
+
+    assert max(len(b) for b in lists(1e-9)) <= 10
+    assert max(len(b) for b in lists(3600)) > 10
