@@ -159,13 +159,11 @@ class AgentStream:
         # the hot path: one coroutine, no filter, a record queued (a run's records)
         pending = self._pending
         if pending and self._fast:
-            rec = pending.popleft()
-            slot = self._slot
-            slot.rec = rec
-            slot.batch = None
-            if self._shape == _VALUE:
+            rec = self._slot.rec = pending.popleft()
+            shape = self._shape
+            if shape == 0:  # _VALUE
                 return rec[1]
-            if self._shape == _ITEMS:
+            if shape == 1:  # _ITEMS
                 return rec[0], rec[1]
             return Event(rec, self._op.topic(), self._op.partition)
         return await self._next()

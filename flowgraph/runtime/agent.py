@@ -78,7 +78,8 @@ class Slot:
         self.rec: Rec | None = None
         """The record being handled (the last one of a ``take()`` batch)."""
         self.batch: list[Rec] | None = None
-        """The records of a ``take()`` batch being handled, for dead letters."""
+        """The records of the last ``take()`` batch, for dead letters: all of them are
+        dead-lettered while `rec` is its last record."""
         self.held: list[Rec] = []
         """Records taken into a ``take()`` batch not yet handed to the agent."""
         self.tables = op.tables
@@ -261,7 +262,10 @@ class AgentOp:
 
     def _failed(self, slot: Slot, exc: Exception) -> None:
         """The agent raised: its record (or ``take()`` batch) is a dead letter."""
-        records = slot.batch if slot.batch else ([slot.rec] if slot.rec is not None else [])
+        batch, rec = slot.batch, slot.rec
+        records = [rec] if rec is not None else []
+        if batch and batch[-1] is rec:  # the agent was handling this take() list
+            records = batch
         records = records + slot.held
         slot.held = []
         for rec in records:
