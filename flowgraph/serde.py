@@ -477,4 +477,5 @@ def fast_decoder(codec: Codec) -> Callable[[bytes], Any]:
         return bytes.decode
     if isinstance(codec, AutoCodec):
         return codec._decoder.decode
-    return codec.decode
+    fast: Callable[[bytes], Any] | None = getattr(codec, "fast_decode", None)
+    return codec.decode if fast is None else fast

@@ -242,9 +242,13 @@ class AgentTable(Node):
 class Send(Sink):
     """Records an agent writes with ``await topic.send(...)`` (its one input: that agent).
 
-    Unlike a `Sink`, it is not fed the agent's yields, and it may write a topic the graph
-    reads (one agent feeding another through a topic).
+    Unlike a `Sink`, it may write a topic the graph reads (one agent feeding another
+    through a topic). It is fed the agent's yields only with `yields` (a ``sink=`` topic).
     """
+
+    yields: bool = False
+    """True for a ``sink=`` topic or agent of the agent: fed what the agent yields, with no
+    key; False for the topics its code sends to with ``await topic.send(...)``."""
 
     @property
     def kind(self) -> str:

@@ -583,9 +583,8 @@ class App:
             )
         )
         tables, sends = self._used_by(agent)
-        # a topic the stream goes through is read back, not sent to
-        through = {n.topic for n in nodes if isinstance(n, lg.Repartition)}
-        sends = [t for t in sends if t.name not in through]
+        passed = {n.topic for n in nodes if isinstance(n, lg.Repartition)}
+        sends = [t for t in sends if t.name not in passed]  # through(topic): the plan's copy
         for table in tables:
             if table.name in owner:
                 msg = (
@@ -631,7 +630,7 @@ class App:
             target = sink.channel if isinstance(sink, Agent) else sink
             if isinstance(target, Topic):
                 nodes.append(
-                    lg.Sink(
+                    lg.Send(  # a Send: the topic may be another agent's input
                         id=f"{agent.name}->sink-{target.name}",
                         inputs=(agent.name,),
                         topic=target.name,
@@ -639,6 +638,7 @@ class App:
                         key_type=target.key_codec,
                         value_type=target.value_codec,
                         where=agent.where,
+                        yields=True,
                     )
                 )
             elif callable(target):

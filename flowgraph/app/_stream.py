@@ -77,6 +77,9 @@ class AgentStream:
         self._shape = shape
         self._filters = filters
         self._count = 0
+        self._pending = op.pending
+        self._fast = not filters and op.instances == 1 and shape != _ENUMERATE
+        """Records can be handed out straight from the queue (`__anext__`)."""
 
     # -- Faust's stream methods ----------------------------------------------------------
 
@@ -123,8 +126,9 @@ class AgentStream:
         batch's first record (checked as records arrive) or when the worker commits.
 
         What the agent writes for a batch carries the offset of the batch's last record, so
-        after a crash the replayed batches must end where the stored ones did (see
-        `AgentOp.replay_ends`), or a replayed batch would apply records twice.
+        after a crash the replay hands over the batches the crashed run handled, ending each
+        where it ended (`AgentOp.replay_ends`), and a commit meanwhile leaves a batch being
+        gathered uncommitted (`AgentOp.held_from`) rather than cutting it short.
         """
         op, slot = self._op, self._slot
         pending = op.pending
@@ -133,16 +137,8 @@ class AgentStream:
             values: list[Any] = []
             held = slot.held = []
             started = 0.0
-            while len(values) < max_:
+            while ends or len(values) < max_:
                 if pending:
-                    if held and ends:
-                        # a replay ends its batches where the run before the crash stored
-                        # one: a batch never spans a record applied and one not applied
-                        last = held[-1][3]
-                        while ends and ends[-1] < last:
-                            ends.pop()
-                        if ends and ends[-1] < pending[0][3]:
-                            break
                     rec = op.take(slot) if not held else pending.popleft()
                     assert rec is not None
                     if not await self._passes(rec):
@@ -151,8 +147,20 @@ class AgentStream:
                     values.append(self._shaped(rec))
                     if len(held) == 1:
                         started = time.monotonic()
+                    if ends:
+                        # replaying what a crashed run handled: end each batch where it
+                        # ended then (its writes carry that offset), nowhere else
+                        while ends and ends[-1] < rec[3]:
+                            ends.pop()
+                        if ends and ends[-1] == rec[3]:
+                            ends.pop()
+                            break
                     continue
-                if values and (op.flushing or (within and time.monotonic() - started >= within)):
+                if (
+                    values
+                    and not ends
+                    and (op.flushing or (within and time.monotonic() - started >= within))
+                ):
                     break
                 if not values:
                     op.finished(slot)
@@ -167,6 +175,20 @@ class AgentStream:
         return self
 
     async def __anext__(self) -> Any:
+        # the hot path: one coroutine, no filter, a record queued (a run's records)
+        pending = self._pending
+        if pending and self._fast:
+            rec = self._slot.rec = pending.popleft()
+            shape = self._shape
+            if shape == 0:  # _VALUE
+                return rec[1]
+            if shape == 1:  # _ITEMS
+                return rec[0], rec[1]
+            return Event(rec, self._op.topic(), self._op.partition)
+        return await self._next()
+
+    async def _next(self) -> Any:
+        """`__anext__` when the queue is empty, with filters or several coroutines."""
         op, slot = self._op, self._slot
         pending = op.pending
         while True:

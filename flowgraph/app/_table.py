@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from flowgraph._delete import DELETE
 from flowgraph.errors import ConfigurationError, GraphDefinitionError
 from flowgraph.runtime.agent import CURRENT, WORKER
+from flowgraph.runtime.table_state import TableState
 
 if TYPE_CHECKING:
     from flowgraph.app._app import App
-    from flowgraph.runtime.table_state import TableState
+    from flowgraph.runtime.agent import Slot
 
 __all__ = ["Table"]
 
@@ -96,6 +97,23 @@ class Table(Generic[K, V]):
     # -- the dict --------------------------------------------------------------------------
 
     def __getitem__(self, key: K) -> V:
+        slot = CURRENT.get()
+        if slot is not None:
+            # the hot path, in an agent: `TableState.get` inlined
+            state = slot.tables.get(self.name)
+            if state.__class__ is TableState:
+                e = state.cur.get(key)
+                if e is None:
+                    e = state._load(key)
+                value = e[2]
+                if value is DELETE:
+                    if self.default is None:
+                        raise KeyError(key)
+                    return self.default()
+                return value  # type: ignore[no-any-return]
+        return self._get_item(key)
+
+    def _get_item(self, key: K) -> V:
         state = self._state()
         if state is not None:
             value = state.get(key)
@@ -113,6 +131,24 @@ class Table(Generic[K, V]):
 
     def __setitem__(self, key: K, value: V) -> None:
         slot = CURRENT.get()
+        if slot is not None and value is not None:
+            # the hot path, in an agent: `TableState.set` inlined
+            state = slot.tables.get(self.name)
+            rec = slot.rec
+            if state.__class__ is TableState and rec is not None:
+                e = state.cur.get(key)
+                if e is None:
+                    e = state._load(key)
+                offset = rec[3]
+                if offset > e[0]:
+                    if e[1] == e[0]:
+                        state.dirty.append(key)
+                    e[1] = offset
+                    e[2] = value
+                    return
+        self._set_item(slot, key, value)
+
+    def _set_item(self, slot: Slot | None, key: K, value: V) -> None:
         if slot is None:
             what = f"table[{key!r}] = ..."
             raise self._write_refused(what)

@@ -32,7 +32,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from flowgraph.errors import ConfigurationError, GraphDefinitionError, StorageError
+from flowgraph.errors import (
+    ConfigurationError,
+    GraphDefinitionError,
+    RuntimeFailure,
+    StorageError,
+)
 from flowgraph.runtime.ops import Fail, Push, Rec
 from flowgraph.runtime.table_state import TableState
 from planner.logical import Agent
@@ -53,25 +58,34 @@ _FATAL = (StorageError, GraphDefinitionError, ConfigurationError)
 """Errors an agent raises that stop the run instead of dead-lettering its record."""
 
 
+def _before_reading(agent: str, exc: Exception) -> RuntimeFailure:
+    failure = RuntimeFailure(agent, exc)
+    failure.args = (
+        f"agent {agent!r} raised {type(exc).__name__}: {exc} before reading a record, so "
+        "there is no record to dead-letter and starting it again would fail again; fix the "
+        "code before its `async for` loop",
+    )
+    return failure
+
+
 class Slot:
     """One coroutine of an agent on one task: the record it handles and what it made."""
 
-    __slots__ = ("batch", "held", "op", "out", "rec", "seq", "tables", "took", "waiting")
+    __slots__ = ("batch", "held", "op", "out", "rec", "seq", "tables", "waiting")
 
     def __init__(self, op: AgentOp) -> None:
         self.op = op
         self.rec: Rec | None = None
         """The record being handled (the last one of a ``take()`` batch)."""
         self.batch: list[Rec] | None = None
-        """The records of a ``take()`` batch being handled, for dead letters."""
+        """The records of the last ``take()`` batch, for dead letters: all of them are
+        dead-lettered while `rec` is its last record."""
         self.held: list[Rec] = []
         """Records taken into a ``take()`` batch not yet handed to the agent."""
         self.tables = op.tables
         self.out: list[tuple[Push, Rec]] | None = None
         """With concurrency above 1: what the current record made, written in input order."""
         self.seq = -1
-        self.took = 0
-        """Records taken so far (an agent that returns having taken none reads nothing)."""
         self.waiting = False
 
     @property
@@ -122,6 +136,8 @@ class AgentOp:
         self.closed = False
         self._ends: list[int] | None = None
         self.marks: Callable[[], list[int]] = list
+        self.fail_at: Callable[[BaseException, Rec, int], None] = lambda e, r, o: fail(e, r)
+        """Dead-letter a record with the origin offset given (set by the task)."""
         """Offsets of the origin marks a crashed run left for this task (set by the task)."""
         # set by the task (`Task._bind`): its origin sequence while this agent writes
         self.capture: Callable[[], Any] = lambda: None
@@ -132,10 +148,12 @@ class AgentOp:
 
     def make_push(self) -> Push:
         """The push of this step: records wait in `pending` for the next `drain`."""
-        return self._push
+        append = self.pending.append
 
-    def _push(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
-        self.pending.append((k, v, ts, o, h))
+        def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            append((k, v, ts, o, h))
+
+        return push
 
     async def drain(self) -> bool:
         """Hand the queued records to the coroutines; return once all wait for more."""
@@ -210,7 +228,7 @@ class AgentOp:
 
         while not self.closed:
             stream = AgentStream(self, slot)
-            took = slot.took
+            slot.rec = slot.batch = None  # what an earlier start handled is done
             try:
                 result = self.fn(stream)
                 if inspect.isasyncgen(result):
@@ -226,7 +244,7 @@ class AgentOp:
                         "stream with async for"
                     )
                     raise ConfigurationError(msg)
-                if slot.took == took:
+                if slot.rec is None and not slot.held:
                     msg = (
                         f"agent {self.node.id!r} returned without reading its stream; an agent "
                         "must iterate it with `async for value in stream`"
@@ -239,28 +257,31 @@ class AgentOp:
                 self._stop(exc)  # a store failed, or the graph is wrong: stop the run
                 return
             except Exception as exc:
-                if slot.took == took:  # before its first record: it would fail forever
-                    msg = (
-                        f"agent {self.node.id!r} raised {type(exc).__name__}: {exc} before "
-                        "reading its stream; fix the code before its `async for`"
-                    )
-                    self._stop(ConfigurationError(msg))
+                if slot.rec is None and not slot.held:
+                    # raised before its first record: restarting would raise again forever
+                    self._stop(_before_reading(self.node.id, exc))
                     return
                 self._failed(slot, exc)
             finally:
                 slot.waiting = False
-            if slot.rec is None and not self.pending:
-                # returned without taking a record: wait rather than spin
-                await self.wait_input(slot)
-                slot.waiting = False
 
     def _failed(self, slot: Slot, exc: Exception) -> None:
         """The agent raised: its record (or ``take()`` batch) is a dead letter."""
-        records = slot.batch if slot.batch else ([slot.rec] if slot.rec is not None else [])
+        batch, rec = slot.batch, slot.rec
+        records = [rec] if rec is not None else []
+        if batch and batch[-1] is rec:  # the agent was handling this take() list
+            records = batch
         records = records + slot.held
         slot.held = []
-        for rec in records:
-            self.fail(exc, rec)
+        if len(records) > 1:
+            # a batch's dead letters carry its last offset as their origin, like its other
+            # writes, so a replay ends its batches there too (see `replay_ends`)
+            end = records[-1][3]
+            for rec in records:
+                self.fail_at(exc, rec, end)
+        else:
+            for rec in records:
+                self.fail(exc, rec)
         slot.rec = None
         slot.batch = None
         self.finished(slot)
@@ -288,10 +309,19 @@ class AgentOp:
         else:
             slot.out.append((writer, rec))
 
+    def held_from(self) -> int | None:
+        """The offset of the first record queued or gathered into a batch but not handed
+        to the agent yet (a commit must not cover it), or None."""
+        first = [slot.held[0][3] for slot in self.slots if slot.held]
+        if self.pending:
+            first.append(self.pending[0][3])
+        return min(first) if first else None
+
     def replay_ends(self) -> list[int]:
-        """Offsets where a batch of the run before a crash may have ended, descending (the
-        caller pops the passed ones from the end): every position stored in this agent's
-        tables and every origin mark of what its task wrote. Read once, by `take()`."""
+        """Offsets where a batch of the run before a crash ended, descending (the caller
+        pops the passed ones from the end): every position stored in this agent's tables
+        (a key's last write covers every batch before it) and the origin offset of every
+        record its task wrote since its checkpoint. Read once, by `take()`."""
         if self._ends is None:
             ends: set[int] = set(self.marks())
             for table in self.tables.values():
@@ -306,7 +336,6 @@ class AgentOp:
         if not self.pending:
             return None
         rec = self.pending.popleft()
-        slot.took += 1
         if self.instances > 1:
             self.finished(slot)
             slot.seq = self._taken

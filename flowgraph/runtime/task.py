@@ -141,6 +141,9 @@ class Task:
         self._seq = [0, -1, 0]
         """Entry index being processed, offset of the last record written, its sequence."""
         self.dedupe: dict[tuple[str, int, int], tuple[int, int]] = {}
+        self.written_at: set[int] = set()
+        """With an agent: every origin offset a crashed run wrote, for `AgentOp.replay_ends`
+        (the marks keep only the last per output partition)."""
         """(topic, partition, entry index) -> last (offset, sequence) written before a crash."""
         self._processed = -1
         """While replaying (`dedupe` not empty): the highest input offset processed."""
@@ -313,8 +316,11 @@ class Task:
                 push = None  # written by its agent, not fed records
             elif isinstance(step, lg.Send):
                 assert step.topic is not None
-                self._sends[step.id] = self._writer(step.topic, fail)
-                push = None  # fed by its agent's sends, not its yields
+                if step.yields:
+                    push = self._writer(step.topic, fail)  # fed what its agent yields
+                else:
+                    self._sends[step.id] = self._writer(step.topic, fail)
+                    push = None  # fed by its agent's sends, not its yields
             elif isinstance(step, lg.Agent):
                 aop = self._agent(step, consumers[step.id], fail)
                 aop.next = nxt
@@ -366,12 +372,34 @@ class Task:
                 table = self.aggregates[c]
                 assert isinstance(table, TableState)
                 tables[c] = table
-            elif isinstance(node, lg.Send):
+            elif isinstance(node, lg.Send) and not node.yields:
                 assert node.topic is not None
                 sends[node.topic] = self._sends[c]
         op = AgentOp(step, tables, sends, fail, self.partition, lambda: self._topic)
-        op.marks = lambda: [o for o, _ in self.dedupe.values()]
+        op.marks = lambda: [*self.written_at, *(o for o, _ in self.dedupe.values())]
+
+        def fail_at(exc: BaseException, rec: Rec, origin: int) -> None:
+            failure = Failure(step.id, exc, rec, self._topic, self.partition)
+            self._count_failure(failure)
+            _, k, v, ts, h = dead_letter(failure)
+            self._dead_letter(k, v, ts, origin, h)
+
+        op.fail_at = fail_at
         return op
+
+    def held(self) -> dict[tuple[str, int], int]:
+        """Per input partition, the offset of the first record an agent holds unhandled
+        (a ``take()`` batch being gathered): the commit stops there."""
+        out: dict[tuple[str, int], int] = {}
+        if len(self._entry_index) != 1:
+            return out
+        (topic,) = self._entry_index
+        for aop in self.agents:
+            first = aop.held_from()
+            if first is not None:
+                tp = (topic, self.partition)
+                out[tp] = min(first, out.get(tp, first))
+        return out
 
     def close(self) -> None:
         """Stop what runs on its own: the coroutines of agents (the task is dropped)."""
@@ -684,6 +712,8 @@ class Task:
         key = (topic, partition, index)
         if key not in self.dedupe or self.dedupe[key] < (offset, seq):
             self.dedupe[key] = (offset, seq)
+        if self.agents:
+            self.written_at.add(offset)
 
     def written_topics(self) -> list[str]:
         """Topics this task writes (repartition and sink topics, the dead-letter topic)."""

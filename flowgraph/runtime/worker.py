@@ -608,6 +608,11 @@ class Worker:
         self._touched.clear()  # cleared in place: direct writers hold this dict
         positions = self._positions.copy()
         self._positions.clear()  # in place: the task manager holds this dict
+        for task in touched:
+            if task.agents:
+                for tp, first in task.held().items():
+                    if tp in positions:
+                        positions[tp] = min(positions[tp], first)
         self._since_commit = 0
         lost = await self._committer.write(self._consumer, touched, positions, self._all_tasks)
         if lost is not None:
