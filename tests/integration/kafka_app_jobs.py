@@ -15,12 +15,26 @@ TABLE = "click_counts"
 """The agent's table: the tests read its changelog ``<app id>-click_counts-changelog``."""
 
 
-def make_app(app_id: str, clicks_topic: str, out_topic: str, partitions: int = 4) -> faust.App:
-    """Clicks (str URL -> int count) summed per URL in a table; every click also sent on."""
+def make_app(
+    app_id: str, clicks_topic: str, out_topic: str, partitions: int = 4, take: int = 0
+) -> faust.App:
+    """Clicks (str URL -> int count) summed per URL in a table; every click also sent on;
+    in ``take(take)`` lists when `take` is set."""
     app = faust.App(app_id, topic_partitions=partitions)
     clicks = app.topic(clicks_topic, key_type=str, value_type=int)
     out = app.topic(out_topic, key_type=str, value_type=int)
     counts = app.Table(TABLE, default=int)
+
+    if take:
+
+        @app.agent(clicks)
+        async def count_lists(stream: Any) -> None:
+            async for batch in stream.items().take(take, within=0.05):
+                for url, count in batch:
+                    counts[url] += count
+                    await out.send(key=url, value=count)
+
+        return app
 
     @app.agent(clicks)
     async def count_clicks(stream: Any) -> None:

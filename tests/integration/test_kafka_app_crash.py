@@ -101,18 +101,20 @@ class AppJob:
     app_id: str
     clicks: str
     out: str
+    take: int = 0
 
     @classmethod
-    def new(cls, name: str) -> AppJob:
+    def new(cls, name: str, take: int = 0) -> AppJob:
         app_id = f"ka-{name}-{uuid.uuid4().hex[:8]}"
-        return cls(app_id, f"{app_id}-clicks", f"{app_id}-out")
+        return cls(app_id, f"{app_id}-clicks", f"{app_id}-out", take)
 
     @property
     def target(self) -> str:
-        return f"{JOBS}:make_app({self.app_id!r}, {self.clicks!r}, {self.out!r}, {PARTITIONS})"
+        args = f"{self.app_id!r}, {self.clicks!r}, {self.out!r}, {PARTITIONS}, {self.take}"
+        return f"{JOBS}:make_app({args})"
 
     def app(self) -> fg.App:
-        return kafka_app_jobs.make_app(self.app_id, self.clicks, self.out, PARTITIONS)
+        return kafka_app_jobs.make_app(self.app_id, self.clicks, self.out, PARTITIONS, self.take)
 
     @property
     def store(self) -> str:
@@ -230,11 +232,17 @@ CRASHES = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", list(CRASHES))
+@pytest.mark.parametrize(
+    ("point", "take"),
+    [*((p, 0) for p in CRASHES), ("after-produce", 7), ("after-store", 7)],
+    ids=lambda v: f"take{v}" if isinstance(v, int) else v,
+)
 def test_kill_9_at_a_commit_point_keeps_the_app_table_and_sends_exact(
-    kafka: Broker, tmp_path: Path, point: str
+    kafka: Broker, tmp_path: Path, point: str, take: int
 ) -> None:
-    job = AppJob.new(point)
+    """With `take`, the agent handles lists of up to 7 clicks (cut short by commits and by
+    ``within=``); a crash then leaves lists written whose replay must not be cut elsewhere."""
+    job = AppJob.new(point, take)
     clicks = make_clicks(RECORDS, seed=21)
     state = tmp_path / "state"
     broker = f"{kafka.url}?{FAST_GROUP}"  # the restart must not wait long for the dead member
