@@ -75,6 +75,8 @@ MUTATED = (
     "flowgraph.runtime.task",
     "flowgraph.runtime.commit",
     "flowgraph.runtime.kafka_config",
+    "flowgraph.runtime.table_state",
+    "flowgraph.runtime.agent",
     "flowgraph.windows",
 )
 """Modules `mutants` mutates (the list is also `only_mutate` in pyproject.toml)."""
@@ -82,8 +84,8 @@ MUTATED = (
 
 @nox.session(python=PYTHON, default=False)
 def mutants(session: nox.Session) -> None:
-    """Mutation testing (mutmut) of the aggregation, window, recovery, task, commit and Kafka
-    settings modules.
+    """Mutation testing (mutmut) of the aggregation, window, recovery, task, commit, Kafka
+    settings, agent and agent-table modules.
 
     Not part of `tests` or CI. Each module gets ``MUTANTS_MINUTES`` minutes (default 7), niced,
     on up to ``MUTANTS_SAMPLE`` (default 150) of its mutants not checked yet, drawn at random;
