@@ -116,8 +116,12 @@ class Task:
         tag_origins: bool = False,
         clock: Callable[[], float] = time.time,
         windows: dict[str, Window] | None = None,
+        merged: bool = False,
     ) -> None:
+        """`merged`: the schedule runs this task's records in timestamp order with those of
+        other tasks of its sub-topology (`schedule.time_ordered`)."""
         self.plan = plan
+        self.merged = merged
         self._shared = {} if windows is None else windows
         """Per ``async def`` step, its window of calls in flight, shared by the tasks of a
         worker so that the step's bound holds across its partitions."""
@@ -333,10 +337,11 @@ class Task:
         self._windows = [s for s in self._async if isinstance(s, AsyncStep)]
         self.agents = [s for s in self._async if isinstance(s, AgentOp)]
         split = inputs > 1 and len(self._windows) < len(self._async)
-        self._settle_runs = inputs > 1 and bool(self._windows)
-        """Wait for the calls in flight at the end of every run: with several inputs, a run
-        of another input would otherwise overtake the outputs still in flight (a merge
-        after an async step would hand a window its records out of timestamp order)."""
+        self._settle_runs = (inputs > 1 or self.merged) and bool(self._windows)
+        """Wait for the calls in flight at the end of every run: a run of another input
+        would otherwise overtake the outputs still in flight and hand a window its records
+        out of timestamp order, whether the input is this task's (a merge after an async
+        step) or another task's of its sub-topology (both write one repartition topic)."""
         for j, astep in enumerate(self._windows, start=1):
             self._bind(astep, j * ASYNC_ENTRIES)
             astep.split = split

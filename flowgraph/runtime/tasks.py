@@ -258,6 +258,7 @@ class TaskManager:
                     tag_origins=self.transport.encoded,
                     clock=self._clock,
                     windows=self.windows,
+                    merged=sub.id in self._time_ordered and sub.partitions > 1,
                 )
                 if task.tag_origins:
                     recovering.append(task)

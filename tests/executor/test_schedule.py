@@ -151,6 +151,52 @@ def test_in_order_input_with_no_grace_is_never_late(
     assert windows == oracle.held
 
 
+# -- async steps before a key_by ----------------------------------------------------------
+
+
+async def plus_one(v: int) -> int:
+    return v + 1
+
+
+async def mod_five(v: int) -> int:
+    return v % 5
+
+
+async def slow_mod_five(v: int) -> int:
+    await asyncio.sleep(0.001)  # a real await: the call outlives the run that started it
+    return v % 5
+
+
+@pytest.mark.parametrize("max_batch", [1, 3, 1000])
+def test_async_steps_before_a_key_by_write_in_timestamp_order(max_batch: int) -> None:
+    """Two chained async steps on two partitions, then a key_by into 1-second windows: the
+    record at 2 s (partition 0) must reach the window before the one at 3 s (partition 1),
+    though partition 1's calls finish while partition 0's are still in flight."""
+    g = fg.Graph("eq")
+    src = g.source("src0", key_type=int, value_type=int, partitions=2)
+    rekeyed = src.peek(plus_one, name="peek1").key_by(mod_five, name="key_by2")
+    rekeyed.window(fg.Hopping(1, 1, retention=KEEP)).count(name="agg5")
+    records = [(0, 0, 1.0), (4, 0, 2.0), (0, 0, 3.0)]
+    assert zlib.crc32(b"0") % 2 != zlib.crc32(b"4") % 2  # keys 0 and 4 on both partitions
+    stats, windows, _ = run_prewritten(g, "src0", records, "agg5", max_batch=max_batch)
+    assert stats.late == 0
+    assert windows == {(0, 1.0, 2.0): 1, (0, 2.0, 3.0): 1, (0, 3.0, 4.0): 1}
+
+
+@pytest.mark.parametrize("max_batch", [1, 7, 1000])
+def test_slow_async_key_by_over_partitions_is_never_late(max_batch: int) -> None:
+    """Calls that wait on I/O finish after their run has ended, on every partition."""
+    g = fg.Graph("eq")
+    src = g.source("src0", key_type=int, value_type=int, partitions=3)
+    src.key_by(slow_mod_five, name="rekey").window(fg.Tumbling(2, retention=KEEP)).count(
+        name="counts"
+    )
+    records = [(i % 11, i, float(i)) for i in range(60)]
+    stats, windows, _ = run_prewritten(g, "src0", records, "counts", max_batch=max_batch)
+    assert stats.late == 0
+    assert windows == brute_force(records, lambda v: v % 5, 2)
+
+
 # -- the source timestamp= extractor -------------------------------------------------------
 
 
