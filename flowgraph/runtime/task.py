@@ -119,7 +119,7 @@ class Task:
         merged: bool = False,
     ) -> None:
         """`merged`: the schedule runs this task's records in timestamp order with those of
-        other tasks of its sub-topology (`schedule.time_ordered`)."""
+        other tasks of its sub-topology (`schedule.merged_groups`)."""
         self.plan = plan
         self.merged = merged
         self._shared = {} if windows is None else windows

@@ -34,20 +34,31 @@ def run_prewritten(
 ) -> tuple[fg.RunStats, dict[Any, Any], MemoryTransport]:
     """Write ``(key, value, timestamp)`` records to `topic` (partitioned by key), then run a
     worker until idle; its stats, the windows of `table` and the transport."""
+    return run_sources(graph, [(topic, *r) for r in records], table, **settings)
+
+
+def run_sources(
+    graph: fg.Graph,
+    records: list[tuple[str, Any, Any, float]],
+    table: str,
+    *,
+    encoded: bool = False,
+    **settings: Any,
+) -> tuple[fg.RunStats, dict[Any, Any], MemoryTransport]:
+    """`run_prewritten` for ``(topic, key, value, timestamp)`` records of several topics;
+    `encoded`: repartition topics hold bytes and are read through their logs."""
     plan = make_plan(graph)
-    transport = MemoryTransport()
+    transport = MemoryTransport(encoded=encoded)
 
     async def main() -> tuple[fg.RunStats, dict[Any, Any]]:
         worker = Worker(plan, transport, open_backend("memory://"), **settings)
         await transport.create_topics(plan.topics)
-        kc, vc = worker.codecs[topic]
-        assert kc is not None and vc is not None
-        parts = plan.topic(topic).partitions
-        out = []
-        for k, v, ts in records:
+        for topic, k, v, ts in records:
+            kc, vc = worker.codecs[topic]
+            assert kc is not None and vc is not None
             kb = kc.encode(k)
-            out.append((zlib.crc32(kb) % parts, kb, vc.encode(v), ts, None))
-        transport.broker.append(topic, out)
+            part = zlib.crc32(kb) % plan.topic(topic).partitions
+            transport.broker.append(topic, [(part, kb, vc.encode(v), ts, None)])
         await worker.start()
         try:
             stats = await worker.run(until_idle=True, idle_wait=0.0)
@@ -195,6 +206,43 @@ def test_slow_async_key_by_over_partitions_is_never_late(max_batch: int) -> None
     stats, windows, _ = run_prewritten(g, "src0", records, "counts", max_batch=max_batch)
     assert stats.late == 0
     assert windows == brute_force(records, lambda v: v % 5, 2)
+
+
+def test_a_rekeyed_stream_merged_with_a_source_meets_it_in_timestamp_order() -> None:
+    """`src0` re-keyed (its own sub-topology) merged with `src1` before a window: the record
+    at 1 s from `src0` must reach the window before the one at 2 s from `src1`, so the two
+    sub-topologies run their sources in timestamp order together."""
+    for encoded in (False, True):  # handed straight to the reader, or through the log
+        for max_batch in (1, 3, 1000):
+            g = fg.Graph("eq")
+            src0 = g.source("src0", key_type=int, value_type=int, partitions=1)
+            src1 = g.source("src1", key_type=int, value_type=int, partitions=1)
+            rekeyed = src0.key_by(lambda v: v % 5, name="rekey")
+            rekeyed.window(fg.Tumbling(1, retention=KEEP)).count(name="per_key")
+            both = src1.merge(rekeyed, name="both")
+            both.window(fg.Tumbling(1, retention=KEEP)).count(name="merged")
+            records = [("src0", 0, 0, 1.0), ("src1", 0, 0, 2.0)]
+            stats, windows, _ = run_sources(
+                g, records, "merged", encoded=encoded, max_batch=max_batch
+            )
+            assert stats.late == 0, (encoded, max_batch)
+            assert windows == {(0, 1.0, 2.0): 1, (0, 2.0, 3.0): 1}, (encoded, max_batch)
+
+
+def test_two_rekeyed_sources_merged_before_a_window_are_never_late() -> None:
+    """Two sources re-keyed apart and merged: their records meet in one repartition reader."""
+    g = fg.Graph("eq")
+    a = g.source("a", key_type=int, value_type=int, partitions=3)
+    b = g.source("b", key_type=int, value_type=int, partitions=2)
+    ka = a.key_by(lambda v: v % 4, name="ka")
+    kb = b.key_by(lambda v: v % 4, name="kb")
+    ka.window(fg.Tumbling(2, retention=KEEP)).count(name="per_a")
+    kb.window(fg.Tumbling(2, retention=KEEP)).count(name="per_b")
+    ka.merge(kb, name="both").window(fg.Tumbling(2, retention=KEEP)).count(name="merged")
+    records = [("a" if i % 3 else "b", i % 7, i, float(i)) for i in range(60)]
+    stats, windows, _ = run_sources(g, records, "merged", max_batch=4)
+    assert stats.late == 0
+    assert windows == brute_force([(k, v, t) for _, k, v, t in records], lambda v: v % 4, 2)
 
 
 # -- the source timestamp= extractor -------------------------------------------------------
