@@ -91,12 +91,15 @@ class TaskManager:
         self._groups = merged_groups(plan)
         """Per sub-topology merged across its tasks, its schedule group (`merged_groups`)."""
         members = Counter(self._groups.values())
-        self._merged = {
-            sub.id
-            for sub in plan.subtopologies
-            if sub.id in self._groups and (sub.partitions > 1 or members[self._groups[sub.id]] > 1)
-        }
-        """Sub-topologies whose tasks run in timestamp order with other tasks."""
+        self._merged: dict[int, str] = {}
+        """Per sub-topology whose tasks run in timestamp order with other tasks, with which:
+        ``"partitions"`` (its own only) or ``"subtopologies"`` (see `Task`)."""
+        for sub in plan.subtopologies:
+            if sub.id in self._groups:
+                if members[self._groups[sub.id]] > 1:
+                    self._merged[sub.id] = "subtopologies"
+                elif sub.partitions > 1:
+                    self._merged[sub.id] = "partitions"
         self._reader = {t: sub for sub in plan.subtopologies for t in sub.source_topics}
         self._source_topics = {t.name for t in plan.topics if t.role in ("source", "feed")}
         self.failure: Exception | None = None
@@ -267,7 +270,7 @@ class TaskManager:
                     tag_origins=self.transport.encoded,
                     clock=self._clock,
                     windows=self.windows,
-                    merged=sub.id in self._merged,
+                    merged=self._merged.get(sub.id, ""),
                 )
                 if task.tag_origins:
                     recovering.append(task)
