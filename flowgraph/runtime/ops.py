@@ -302,6 +302,38 @@ class Window:
         """Records whose call has not started (the window was full), oldest first."""
         self.closed = False
         self._turn: asyncio.Future[None] | None = None
+        self.order: deque[tuple[AsyncStep, _Slot]] | None = None
+        """With `keep_order`: every record of the step's tasks not emitted yet, in the order
+        the tasks took them, across tasks."""
+
+    def keep_order(self) -> None:
+        """Emit the records of all the step's tasks in the order they were taken: the tasks
+        run in timestamp order together, and their outputs meet in one repartition topic."""
+        if self.order is None:
+            self.order = deque()
+
+    def forget(self, step: AsyncStep) -> None:
+        """Drop the records of `step` (its task is dropped) from the order across tasks."""
+        if self.order is not None:
+            self.order = deque(x for x in self.order if x[0] is not step)
+
+    def pump(self) -> bool:
+        """Emit the finished records at the head of `order`, each by its own task's step, and
+        stop at the first one not finished; True if any."""
+        order = self.order
+        assert order is not None
+        emitted = False
+        while order:
+            step, slot = order[0]
+            fut = slot.fut
+            if fut is None or not fut.done():
+                break
+            order.popleft()
+            step.queue.popleft()  # its oldest: each task's queue is in the same order
+            if not fut.cancelled():
+                step.emit(slot, fut)
+            emitted = True
+        return emitted
 
     def submit(self, step: AsyncStep, slot: _Slot) -> None:
         """Start the call of `slot` now if a slot is free, else when one frees up."""
@@ -343,13 +375,16 @@ class AsyncStep:
     `push` (called from the sync chain) starts the record's call at once if the window has a
     free slot, else queues it; each call that finishes starts the next queued one, so a slow
     call holds one slot and never the others. Results leave in input order: `pump` emits
-    the finished records at the head of the task's queue and stops at the first one not
-    finished. Emitting in input order keeps order per key, keeps a downstream aggregation's
-    offsets increasing, and keeps the origins of written records increasing, which the
-    replay after a crash relies on to skip what was written (see `Task.note_written`).
+    the finished records at the head of the task's queue (with `Window.keep_order`, of the
+    order across the step's tasks) and stops at the first one not finished. Emitting in
+    input order keeps order per key, keeps a downstream aggregation's offsets increasing,
+    and keeps the origins of written records increasing, which the replay after a crash
+    relies on to skip what was written (see `Task.note_written`).
 
-    Emitting happens only when the task pumps (in `Task.process` and `Task.settle`), never
-    from a call's completion, so outputs are never made in the middle of a commit. The
+    Emitting happens only when a task pumps (in `Task.process` and `Task.settle`; with
+    `Window.keep_order` a task may emit the records of the step's other tasks, each in its
+    own task's context), never from a call's completion, so outputs are never made in the
+    middle of a commit. The
     task's context of each record (input topic and entry) is captured at `push` and restored
     around its emission by `enter` and `leave`, which the task sets.
     """
@@ -395,6 +430,9 @@ class AsyncStep:
         if self.context is not None:
             slot.rc = self.context(k, ts, o, h)
         self.queue.append(slot)
+        order = self.window.order
+        if order is not None:
+            order.append((self, slot))
         self.window.submit(self, slot)
 
     def call(self, slot: _Slot) -> Awaitable[Any]:
@@ -405,15 +443,53 @@ class AsyncStep:
         return self._fn(slot.k, slot.v) if self._two_args else self._fn(slot.v)
 
     async def wait_head(self) -> None:
-        """Wait until the oldest record not emitted has its result."""
-        head = self.queue[0].fut if self.queue else None
+        """Wait until the oldest record not emitted has its result (across tasks, when the
+        window keeps their order)."""
+        order = self.window.order
+        if order is not None:
+            head = order[0][1].fut if order else None
+        else:
+            head = self.queue[0].fut if self.queue else None
         if head is None:  # not started: the window is full, or a finished call's
             await self.window.turn()  # callback starts it on the next turn of the loop
         else:
             await asyncio.wait((head,))
 
+    def emit(self, slot: _Slot, fut: asyncio.Future[Any]) -> None:
+        """Push on what this step made of `slot`, in its task's context (`Window.pump`)."""
+        k, v, ts, o, h = slot.k, slot.v, slot.ts, slot.o, slot.h
+        kind = type(self.node)
+        out = self.next
+        self.enter(slot.ctx)
+        exc = fut.exception()
+        if exc is not None:
+            self.fail(exc, (k, v, ts, o, h))
+        elif kind is lg.Map:
+            out(k, fut.result(), ts, o, h)
+        elif kind is lg.Filter:
+            if fut.result():
+                out(k, v, ts, o, h)
+            else:
+                self.cell[0] += 1
+        elif kind is lg.KeyBy:
+            out(fut.result(), v, ts, o, h)
+        elif kind is lg.FlatMap:
+            try:
+                items = list(fut.result())
+            except Exception as err:
+                self.fail(err, (k, v, ts, o, h))
+            else:
+                self.cell[0] += len(items)
+                for x in items:
+                    out(k, x, ts, o, h)
+        else:  # Peek, Sink
+            out(k, v, ts, o, h)
+        self.leave()
+
     def pump(self) -> bool:
         """Emit the finished records at the head of the queue, in order; True if any."""
+        if self.window.order is not None:
+            return self.window.pump()
         queue = self.queue
         if not queue:
             return False

@@ -17,12 +17,16 @@ others go on without it.
 What is merged is a *group* of partitions, chosen by the worker: all the partitions of a
 sub-topology whose order reaches a windowed aggregation through repartition topics
 (`time_ordered`), else the inputs of one task (a one-input task then runs whole batches).
-Sub-topologies are merged apart: one reads only what the ones before it wrote, so their
-relative order changes nothing, and a reader of a repartition topic never waits on its writer.
-A task may read a repartition topic that it writes itself (a merge of a re-keyed stream with
-the sources of its own sub-topology): when a run writes to a partition of the group that was
-read to its end, the group stops until those records are fetched, since they may be older than
-the other heads.
+Sub-topologies are merged apart where one reads only what a single other one wrote: their
+relative order changes nothing then, and a reader of a repartition topic never waits on its
+writer. A sub-topology whose order matters and whose inputs come from more than one place (a
+re-keyed stream merged with a source, two re-keyed streams merged) is merged with the writers
+of its inputs (`merged_groups`): their records meet in it, so their sources must run in
+timestamp order together. A run that writes to a partition of its own group that was read to
+its end (a repartition topic read in the group, or one its own task reads: a merge of a
+re-keyed stream with the sources of its own sub-topology) stops the group until those records
+are fetched, since they may be older than the other heads; records handed straight to their
+reader (in process) need no wait.
 
 Only records handed out by `runs` are processed; the rest stay here, uncommitted, and are
 fetched again by whoever owns the partition after a restart or a rebalance.
@@ -40,7 +44,7 @@ from flowgraph.runtime.transport import TP, Message
 from planner import logical as lg
 from planner.physical import PhysicalPlan
 
-__all__ = ["DEFAULT_MAX_IDLE", "DEFAULT_MAX_SKEW", "Schedule", "time_ordered"]
+__all__ = ["DEFAULT_MAX_IDLE", "DEFAULT_MAX_SKEW", "Schedule", "merged_groups", "time_ordered"]
 
 DEFAULT_MAX_SKEW = 0.0
 """Seconds of timestamp a run may go past the next partition's head: 0 is strict order (ties
@@ -234,3 +238,46 @@ def time_ordered(plan: PhysicalPlan) -> frozenset[int]:
                 ordered.add(sub)
                 changed = True
     return frozenset(ordered)
+
+
+def merged_groups(plan: PhysicalPlan) -> dict[int, int]:
+    """Sub-topologies whose partitions are merged by timestamp, each mapped to its group (a
+    sub-topology id shared by the members); the others merge only each task's own inputs.
+
+    Each time-ordered sub-topology is a group of its own, unless records from more than one
+    place meet in a sub-topology whose order matters (it has a window, or leads to one): its
+    inputs from outside and from each writer of its input topics then interleave in it, so it
+    joins one group with those writers, whose sources then run in timestamp order together.
+    A sub-topology fed by a single writer reads what that one ran in order already.
+    """
+    ordered = time_ordered(plan)
+    windowed = {
+        sub.id
+        for sub in plan.subtopologies
+        if any(isinstance(s, lg.Aggregate) and s.window is not None for s in sub.steps)
+    }
+    writers: dict[str, set[int]] = {}
+    for sub in plan.subtopologies:
+        for _, topic in sub.outputs:
+            writers.setdefault(topic, set()).add(sub.id)
+    parent = {s: s for s in ordered}
+
+    def root(s: int) -> int:
+        while parent[s] != s:
+            s = parent[s]
+        return s
+
+    for sub in plan.subtopologies:
+        if sub.id not in ordered and sub.id not in windowed:
+            continue
+        origins: set[int] = set()
+        for topic in sub.source_topics:
+            # A topic nothing of the plan writes comes from outside: its own place.
+            origins |= writers.get(topic, set()) or {sub.id}
+        if len(origins) < 2:
+            continue  # one writer (possibly itself): its order is already the readers'
+        for s in (*origins, sub.id):
+            parent.setdefault(s, s)
+        for s in origins:
+            parent[root(s)] = root(sub.id)
+    return {s: root(s) for s in parent}

@@ -117,8 +117,13 @@ class Task:
         tag_origins: bool = False,
         clock: Callable[[], float] = time.time,
         windows: dict[str, Window] | None = None,
+        merged: str = "",
     ) -> None:
+        """`merged`: the schedule runs this task's records in timestamp order with those of
+        other tasks (`schedule.merged_groups`): of its sub-topology only (``"partitions"``),
+        or of other sub-topologies too (``"subtopologies"``)."""
         self.plan = plan
+        self.merged = merged
         self._shared = {} if windows is None else windows
         """Per ``async def`` step, its window of calls in flight, shared by the tasks of a
         worker so that the step's bound holds across its partitions."""
@@ -338,6 +343,8 @@ class Task:
                     window = self._shared.get(step.id) or self._shared.setdefault(
                         step.id, Window(limit)
                     )
+                    if self.merged == "partitions" and inputs == 1:
+                        window.keep_order()  # the outputs of its tasks leave in run order
                     astep = AsyncStep(step, fail, window, ctx, cell)
                     astep.next = nxt or (lambda k, v, ts, o, h: None)
                     async_steps.append(astep)
@@ -351,10 +358,13 @@ class Task:
         self._windows = [s for s in self._async if isinstance(s, AsyncStep)]
         self.agents = [s for s in self._async if isinstance(s, AgentOp)]
         split = inputs > 1 and len(self._windows) < len(self._async)
-        self._settle_runs = inputs > 1 and bool(self._windows)
-        """Wait for the calls in flight at the end of every run: with several inputs, a run
-        of another input would otherwise overtake the outputs still in flight (a merge
-        after an async step would hand a window its records out of timestamp order)."""
+        self._settle_runs = (inputs > 1 or self.merged == "subtopologies") and bool(self._windows)
+        """Wait for the calls in flight at the end of every run: a run of another input
+        would otherwise overtake the outputs still in flight and hand a window its records
+        out of timestamp order, whether the input is this task's (a merge after an async
+        step) or one of another sub-topology run in timestamp order with it. The tasks of
+        one sub-topology need not wait: their async steps emit in the order of their runs
+        (`Window.keep_order`)."""
         for j, astep in enumerate(self._windows, start=1):
             self._bind(astep, j * ASYNC_ENTRIES)
             astep.split = split
@@ -405,6 +415,8 @@ class Task:
         """Stop what runs on its own: the coroutines of agents (the task is dropped)."""
         for aop in self.agents:
             aop.close()
+        for astep in self._windows:
+            astep.window.forget(astep)
 
     def _bind(self, step: AsyncStep | AgentOp, shift: int) -> None:
         """Give `step` the task's context: captured at push, restored around each emission.

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from flowgraph.runtime.ops import Window
 from flowgraph.runtime.recovery import Recovery
-from flowgraph.runtime.schedule import Schedule, time_ordered
+from flowgraph.runtime.schedule import Schedule, merged_groups
 from flowgraph.runtime.state.base import StateBackend, StorePartition
 from flowgraph.runtime.stats import RunStats, derive_step_counts
 from flowgraph.runtime.task import Task
@@ -88,7 +89,18 @@ class TaskManager:
         self._on_progress = on_progress
         self.consumer: Consumer | None = None
         """The worker's consumer, once it has one (pausing, resuming, committed offsets)."""
-        self._time_ordered = time_ordered(plan)
+        self._groups = merged_groups(plan)
+        """Per sub-topology merged across its tasks, its schedule group (`merged_groups`)."""
+        members = Counter(self._groups.values())
+        self._merged: dict[int, str] = {}
+        """Per sub-topology whose tasks run in timestamp order with other tasks, with which:
+        ``"partitions"`` (its own only) or ``"subtopologies"`` (see `Task`)."""
+        for sub in plan.subtopologies:
+            if sub.id in self._groups:
+                if members[self._groups[sub.id]] > 1:
+                    self._merged[sub.id] = "subtopologies"
+                elif sub.partitions > 1:
+                    self._merged[sub.id] = "partitions"
         self._reader = {t: sub for sub in plan.subtopologies for t in sub.source_topics}
         self._source_topics = {t.name for t in plan.topics if t.role in ("source", "feed")}
         self.failure: Exception | None = None
@@ -259,6 +271,7 @@ class TaskManager:
                     tag_origins=self.transport.encoded,
                     clock=self._clock,
                     windows=self.windows,
+                    merged=self._merged.get(sub.id, ""),
                 )
                 if task.tag_origins:
                     recovering.append(task)
@@ -292,9 +305,10 @@ class TaskManager:
         for name, store in task.stores.items():
             self.stores[(name, p)] = store
         # All its partitions are merged when what it writes reaches windows through
-        # repartition topics (its order is their readers' order); else only its task's
+        # repartition topics (its order is their readers' order), with those of the writers
+        # of its inputs when records from several places meet in it; else only its task's
         # own inputs, as in Kafka Streams.
-        group = sub.id if sub.id in self._time_ordered else (sub.id, p)
+        group = self._groups.get(sub.id, (sub.id, p))
         mine = [
             (t, p) for t in sub.source_topics if (t, p) in assignment and self._reader[t] is sub
         ]

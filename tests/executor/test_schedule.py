@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+import time
 import zlib
 from collections import Counter
 from typing import Any
@@ -19,9 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import flowgraph as fg
+from flowgraph.runtime.faults import InjectedCrash
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
 from flowgraph.runtime.state import open_backend
-from flowgraph.runtime.worker import Worker
+from flowgraph.runtime.worker import Worker, topic_codecs
 from planner import plan as make_plan
 from tests.window_oracle import AGGREGATIONS, Oracle, window_tuple
 
@@ -34,20 +36,31 @@ def run_prewritten(
 ) -> tuple[fg.RunStats, dict[Any, Any], MemoryTransport]:
     """Write ``(key, value, timestamp)`` records to `topic` (partitioned by key), then run a
     worker until idle; its stats, the windows of `table` and the transport."""
+    return run_sources(graph, [(topic, *r) for r in records], table, **settings)
+
+
+def run_sources(
+    graph: fg.Graph,
+    records: list[tuple[str, Any, Any, float]],
+    table: str,
+    *,
+    encoded: bool = False,
+    **settings: Any,
+) -> tuple[fg.RunStats, dict[Any, Any], MemoryTransport]:
+    """`run_prewritten` for ``(topic, key, value, timestamp)`` records of several topics;
+    `encoded`: repartition topics hold bytes and are read through their logs."""
     plan = make_plan(graph)
-    transport = MemoryTransport()
+    transport = MemoryTransport(encoded=encoded)
 
     async def main() -> tuple[fg.RunStats, dict[Any, Any]]:
         worker = Worker(plan, transport, open_backend("memory://"), **settings)
         await transport.create_topics(plan.topics)
-        kc, vc = worker.codecs[topic]
-        assert kc is not None and vc is not None
-        parts = plan.topic(topic).partitions
-        out = []
-        for k, v, ts in records:
+        for topic, k, v, ts in records:
+            kc, vc = worker.codecs[topic]
+            assert kc is not None and vc is not None
             kb = kc.encode(k)
-            out.append((zlib.crc32(kb) % parts, kb, vc.encode(v), ts, None))
-        transport.broker.append(topic, out)
+            part = zlib.crc32(kb) % plan.topic(topic).partitions
+            transport.broker.append(topic, [(part, kb, vc.encode(v), ts, None)])
         await worker.start()
         try:
             stats = await worker.run(until_idle=True, idle_wait=0.0)
@@ -149,6 +162,165 @@ def test_in_order_input_with_no_grace_is_never_late(
         oracle.send(key_fn(v), t, v)
     assert stats.late == 0
     assert windows == oracle.held
+
+
+# -- async steps before a key_by ----------------------------------------------------------
+
+
+async def plus_one(v: int) -> int:
+    return v + 1
+
+
+async def mod_five(v: int) -> int:
+    return v % 5
+
+
+async def slow_mod_five(v: int) -> int:
+    await asyncio.sleep(0.001)  # a real await: the call outlives the run that started it
+    return v % 5
+
+
+@pytest.mark.parametrize("max_batch", [1, 3, 1000])
+def test_async_steps_before_a_key_by_write_in_timestamp_order(max_batch: int) -> None:
+    """Two chained async steps on two partitions, then a key_by into 1-second windows: the
+    record at 2 s (partition 0) must reach the window before the one at 3 s (partition 1),
+    though partition 1's calls finish while partition 0's are still in flight."""
+    g = fg.Graph("eq")
+    src = g.source("src0", key_type=int, value_type=int, partitions=2)
+    rekeyed = src.peek(plus_one, name="peek1").key_by(mod_five, name="key_by2")
+    rekeyed.window(fg.Hopping(1, 1, retention=KEEP)).count(name="agg5")
+    records = [(0, 0, 1.0), (4, 0, 2.0), (0, 0, 3.0)]
+    assert zlib.crc32(b"0") % 2 != zlib.crc32(b"4") % 2  # keys 0 and 4 on both partitions
+    stats, windows, _ = run_prewritten(g, "src0", records, "agg5", max_batch=max_batch)
+    assert stats.late == 0
+    assert windows == {(0, 1.0, 2.0): 1, (0, 2.0, 3.0): 1, (0, 3.0, 4.0): 1}
+
+
+@pytest.mark.parametrize("max_batch", [1, 7, 1000])
+def test_slow_async_key_by_over_partitions_is_never_late(max_batch: int) -> None:
+    """Calls that wait on I/O finish after their run has ended, on every partition."""
+    g = fg.Graph("eq")
+    src = g.source("src0", key_type=int, value_type=int, partitions=3)
+    src.key_by(slow_mod_five, name="rekey").window(fg.Tumbling(2, retention=KEEP)).count(
+        name="counts"
+    )
+    records = [(i % 11, i, float(i)) for i in range(60)]
+    stats, windows, _ = run_prewritten(g, "src0", records, "counts", max_batch=max_batch)
+    assert stats.late == 0
+    assert windows == brute_force(records, lambda v: v % 5, 2)
+
+
+async def uneven_plus_one(v: int) -> int:
+    await asyncio.sleep((v * 7 % 5) * 0.001)  # calls finish out of their order
+    return v + 1
+
+
+async def uneven_mod_five(v: int) -> int:
+    await asyncio.sleep((v * 3 % 4) * 0.001)
+    return v % 5
+
+
+def test_async_calls_overlap_across_partitions_and_leave_in_timestamp_order() -> None:
+    """Partitions run in timestamp order, one record per run, yet the calls of all of them
+    overlap: their results leave in the order the partitions ran, not when they finish."""
+    g = fg.Graph("eq")
+    src = g.source("src0", key_type=int, value_type=int, partitions=4)
+    rekeyed = src.map(uneven_plus_one, name="plus").key_by(uneven_mod_five, name="rekey")
+    rekeyed.window(fg.Tumbling(1, retention=KEEP)).count(name="counts")
+    records = [(i % 13, i, i * 0.5) for i in range(200)]
+    serial = sum((v * 7 % 5 + (v + 1) * 3 % 4) * 0.001 for _, v, _ in records)
+    started = time.monotonic()
+    stats, windows, _ = run_prewritten(g, "src0", records, "counts")
+    elapsed = time.monotonic() - started
+    assert stats.late == 0
+    assert windows == brute_force([(k, v + 1, t) for k, v, t in records], lambda v: v % 5, 1)
+    assert elapsed < serial / 2, (elapsed, serial)  # one call at a time would take `serial`
+
+
+def test_a_crash_with_calls_in_flight_across_partitions_replays_exactly() -> None:
+    """Killed mid-run (some commits done, calls of several partitions in flight), then run
+    again: the replay writes nothing twice to the repartition topic, so every window counts
+    each record once, and none is late."""
+    g = fg.Graph("eq")
+    src = g.source("src0", key_type=int, value_type=int, partitions=3)
+    rekeyed = src.map(uneven_plus_one, name="plus").key_by(uneven_mod_five, name="rekey")
+    rekeyed.window(fg.Tumbling(1, retention=KEEP)).count(name="counts")
+    plan = make_plan(g)
+    broker = MemoryBroker()
+    broker.ensure("src0", 3)
+    records = [(i % 13, i, i * 0.5) for i in range(120)]
+    kc, vc = topic_codecs(plan, in_process=False)["src0"]
+    assert kc is not None and vc is not None
+    for k, v, t in records:
+        kb = kc.encode(k)
+        broker.append("src0", [(zlib.crc32(kb) % 3, kb, vc.encode(v), t, None)])
+    runs = [0]
+
+    def crash(point: str) -> None:
+        if point == "in-batch":
+            runs[0] += 1
+            if runs[0] == 60:
+                raise InjectedCrash("killed with calls in flight")
+
+    async def one(hook: Any) -> tuple[dict[Any, Any], int]:
+        worker = Worker(
+            plan,
+            MemoryTransport(broker, encoded=True),
+            open_backend("memory://"),
+            max_batch=7,
+            commit_every=20,
+            crash_point=hook,
+        )
+        await worker.start()
+        await worker.run(until_idle=True, idle_wait=0.0)
+        table = worker.table("counts").windows()
+        late = worker.stats.late
+        await worker.stop()
+        return {window_tuple(wk): v for wk, v in table.items()}, late
+
+    with pytest.raises(InjectedCrash):
+        asyncio.run(one(crash))
+    assert broker.committed.get("eq", {})  # some commits before the crash
+    windows, late = asyncio.run(one(None))
+    assert late == 0
+    assert windows == brute_force([(k, v + 1, t) for k, v, t in records], lambda v: v % 5, 1)
+
+
+def test_a_rekeyed_stream_merged_with_a_source_meets_it_in_timestamp_order() -> None:
+    """`src0` re-keyed (its own sub-topology) merged with `src1` before a window: the record
+    at 1 s from `src0` must reach the window before the one at 2 s from `src1`, so the two
+    sub-topologies run their sources in timestamp order together."""
+    for encoded in (False, True):  # handed straight to the reader, or through the log
+        for max_batch in (1, 3, 1000):
+            g = fg.Graph("eq")
+            src0 = g.source("src0", key_type=int, value_type=int, partitions=1)
+            src1 = g.source("src1", key_type=int, value_type=int, partitions=1)
+            rekeyed = src0.key_by(lambda v: v % 5, name="rekey")
+            rekeyed.window(fg.Tumbling(1, retention=KEEP)).count(name="per_key")
+            both = src1.merge(rekeyed, name="both")
+            both.window(fg.Tumbling(1, retention=KEEP)).count(name="merged")
+            records = [("src0", 0, 0, 1.0), ("src1", 0, 0, 2.0)]
+            stats, windows, _ = run_sources(
+                g, records, "merged", encoded=encoded, max_batch=max_batch
+            )
+            assert stats.late == 0, (encoded, max_batch)
+            assert windows == {(0, 1.0, 2.0): 1, (0, 2.0, 3.0): 1}, (encoded, max_batch)
+
+
+def test_two_rekeyed_sources_merged_before_a_window_are_never_late() -> None:
+    """Two sources re-keyed apart and merged: their records meet in one repartition reader."""
+    g = fg.Graph("eq")
+    a = g.source("a", key_type=int, value_type=int, partitions=3)
+    b = g.source("b", key_type=int, value_type=int, partitions=2)
+    ka = a.key_by(lambda v: v % 4, name="ka")
+    kb = b.key_by(lambda v: v % 4, name="kb")
+    ka.window(fg.Tumbling(2, retention=KEEP)).count(name="per_a")
+    kb.window(fg.Tumbling(2, retention=KEEP)).count(name="per_b")
+    ka.merge(kb, name="both").window(fg.Tumbling(2, retention=KEEP)).count(name="merged")
+    records = [("a" if i % 3 else "b", i % 7, i, float(i)) for i in range(60)]
+    stats, windows, _ = run_sources(g, records, "merged", max_batch=4)
+    assert stats.late == 0
+    assert windows == brute_force([(k, v, t) for _, k, v, t in records], lambda v: v % 4, 2)
 
 
 # -- the source timestamp= extractor -------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import flowgraph as fg
-from flowgraph.runtime.schedule import Schedule, time_ordered
+from flowgraph.runtime.schedule import Schedule, merged_groups, time_ordered
 
 
 def recs(*times: float, start: int = 0) -> list[Any]:
@@ -137,3 +137,22 @@ def test_partitions_are_merged_where_their_order_reaches_windows() -> None:
     readers = {t: sub.id for sub in plan.subtopologies for t in sub.source_topics}
     assert time_ordered(plan) == {readers["a"], readers["chain-first-repartition"]}
     assert readers["chain-other-repartition"] not in time_ordered(plan)
+
+
+def test_a_reader_of_records_from_several_places_joins_their_writers_group() -> None:
+    g = fg.Graph("meet")
+    a = g.source("a", value_type=int, partitions=2)
+    b = g.source("b", value_type=int, partitions=2)
+    rekeyed = a.key_by(lambda v: v % 5, name="rekey")
+    rekeyed.window(fg.Tumbling(1)).count(name="alone")
+    b.merge(rekeyed, name="both").window(fg.Tumbling(1)).count(name="merged")
+    plan = g.plan()
+    readers = {t: sub.id for sub in plan.subtopologies for t in sub.source_topics}
+    groups = merged_groups(plan)
+    assert groups[readers["a"]] == groups[readers["b"]] == groups[readers["meet-rekey-repartition"]]
+
+    g = fg.Graph("single")  # a reader fed by one writer only: each sub-topology apart
+    a = g.source("a", value_type=int, partitions=2)
+    a.key_by(lambda v: v % 5, name="rekey").window(fg.Tumbling(1)).count(name="alone")
+    plan = g.plan()
+    assert merged_groups(plan) == {s: s for s in time_ordered(plan)}
