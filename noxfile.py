@@ -49,8 +49,6 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_faust.py")
     session.run("python", "bench/bench_async.py")
     session.run("python", "bench/bench_startup.py")
-    session.run("python", "bench/bench_agent_clicks.py")
-    session.run("python", "bench/bench_agent_clicks.py", "--kafka")
 
 
 @nox.session(python=PYTHON)
