@@ -496,9 +496,6 @@ class AsyncStep:
         fut = queue[0].fut
         if fut is None or not fut.done():
             return False
-        kind = type(self.node)
-        out = self.next
-        enter, leave = self.enter, self.leave
         while queue:
             slot = queue[0]
             fut = slot.fut
@@ -507,32 +504,7 @@ class AsyncStep:
             queue.popleft()
             if fut.cancelled():
                 continue
-            k, v, ts, o, h = slot.k, slot.v, slot.ts, slot.o, slot.h
-            enter(slot.ctx)
-            exc = fut.exception()
-            if exc is not None:
-                self.fail(exc, (k, v, ts, o, h))
-            elif kind is lg.Map:
-                out(k, fut.result(), ts, o, h)
-            elif kind is lg.Filter:
-                if fut.result():
-                    out(k, v, ts, o, h)
-                else:
-                    self.cell[0] += 1
-            elif kind is lg.KeyBy:
-                out(fut.result(), v, ts, o, h)
-            elif kind is lg.FlatMap:
-                try:
-                    items = list(fut.result())
-                except Exception as err:
-                    self.fail(err, (k, v, ts, o, h))
-                else:
-                    self.cell[0] += len(items)
-                    for x in items:
-                        out(k, x, ts, o, h)
-            else:  # Peek, Sink
-                out(k, v, ts, o, h)
-            leave()
+            self.emit(slot, fut)
             if self.split and queue and queue[0].ctx != slot.ctx:
                 break
         return True
