@@ -615,32 +615,12 @@ class App:
                 )
             )
         for target in sends:
-            nodes.append(
-                lg.Send(
-                    id=f"{agent.name}->{target.name}",
-                    inputs=(agent.name,),
-                    topic=target.name,
-                    partitions=target.width,
-                    key_type=target.key_codec,
-                    value_type=target.value_codec,
-                    where=agent.where,
-                )
-            )
+            nodes.append(_send(agent, target, f"{agent.name}->{target.name}", yields=False))
         for i, sink in enumerate(agent.sink):
             target = sink.channel if isinstance(sink, Agent) else sink
             if isinstance(target, Topic):
-                nodes.append(
-                    lg.Send(  # a Send: the topic may be another agent's input
-                        id=f"{agent.name}->sink-{target.name}",
-                        inputs=(agent.name,),
-                        topic=target.name,
-                        partitions=target.width,
-                        key_type=target.key_codec,
-                        value_type=target.value_codec,
-                        where=agent.where,
-                        yields=True,
-                    )
-                )
+                # a Send: the topic may be another agent's input
+                nodes.append(_send(agent, target, f"{agent.name}->sink-{target.name}", yields=True))
             elif callable(target):
                 nodes.append(
                     lg.Sink(
@@ -699,6 +679,20 @@ class App:
         from flowgraph.cli import main as cli_main
 
         raise SystemExit(cli_main(["run", _self_target(self), *_faust_args(sys.argv[1:])]))
+
+
+def _send(agent: Agent, target: Topic, step: str, *, yields: bool) -> lg.Send:
+    """The step writing `target` for `agent`: what it sends, or (`yields`) what it yields."""
+    return lg.Send(
+        id=step,
+        inputs=(agent.name,),
+        topic=target.name,
+        partitions=target.width,
+        key_type=target.key_codec,
+        value_type=target.value_codec,
+        where=agent.where,
+        yields=yields,
+    )
 
 
 def _sink_call(fn: Callable[..., Any]) -> Callable[..., Any]:

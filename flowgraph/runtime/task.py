@@ -386,7 +386,7 @@ class Task:
                 assert node.topic is not None
                 sends[node.topic] = self._sends[c]
         op = AgentOp(step, tables, sends, fail, self.partition, lambda: self._topic)
-        op.marks = lambda: [*self.written_at, *(o for o, _ in self.dedupe.values())]
+        op.marks = lambda: list(self.written_at)
 
         def fail_at(exc: BaseException, rec: Rec, origin: int) -> None:
             failure = Failure(step.id, exc, rec, self._topic, self.partition)

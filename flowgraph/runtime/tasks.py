@@ -138,7 +138,7 @@ class TaskManager:
             s.topic
             for sub in self.plan.subtopologies
             for s in sub.steps
-            if isinstance(s, lg.Sink) and s.topic is not None
+            if isinstance(s, lg.Send) and s.topic is not None
         }
         self.writers.update(
             (t.name, self.transport.writer(t.name))

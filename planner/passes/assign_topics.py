@@ -21,7 +21,7 @@ import attrs
 
 from planner import naming
 from planner.errors import GraphValidationError
-from planner.logical import Agent, Repartition, Send, Sink, Source
+from planner.logical import Repartition, Send, Sink, Source
 from planner.options import PlanOptions
 from planner.physical import PhysicalPlan, TopicSpec
 
@@ -49,14 +49,8 @@ def assign_topics(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
                 "write to another topic"
             )
 
-    agents = {n.id for n in plan.logical.nodes if isinstance(n, Agent)}
-    sent = {
-        n.topic
-        for n in plan.logical.nodes
-        if isinstance(n, Sink)
-        and n.topic is not None
-        and (isinstance(n, Send) or any(u in agents for u in n.inputs))
-    } | {d.name for d in plan.logical.topics}
+    sent = {n.topic for n in plan.logical.nodes if isinstance(n, Send) and n.topic is not None}
+    sent |= {d.name for d in plan.logical.topics}
     for sub in plan.subtopologies:
         for step in sub.steps:
             if isinstance(step, Source):

@@ -109,12 +109,6 @@ def validate(plan: LogicalPlan, options: PlanOptions) -> LogicalPlan:
     return plan
 
 
-def _from_agent(plan: LogicalPlan, sink: Sink) -> bool:
-    """True for an agent's send or sink: agents may feed each other through topics."""
-    by_id = plan.by_id()
-    return isinstance(sink, Send) or any(isinstance(by_id.get(u), Agent) for u in sink.inputs)
-
-
 def _topic_problems(plan: LogicalPlan) -> list[str]:
     read: dict[str, str] = {}
     problems: list[str] = []
@@ -130,7 +124,7 @@ def _topic_problems(plan: LogicalPlan) -> list[str]:
     for n in plan.nodes:
         if (
             isinstance(n, Sink)
-            and not _from_agent(plan, n)  # an agent may feed another through a topic
+            and not isinstance(n, Send)  # an agent may feed another through a topic
             and n.topic is not None
             and n.topic in read
         ):

@@ -81,7 +81,7 @@ def test_an_agent_may_send_to_a_topic_the_app_reads_but_a_builder_sink_may_not()
     send = Send(id="tally->confirmed", inputs=("tally",), topic="confirmed")
     p = plan(_app(SRC, AGENT, send, other, reader))
     assert p.topic("confirmed").role == "source"
-    yields = Sink(id="tally->sink", inputs=("tally",), topic="confirmed")
+    yields = Send(id="tally->sink", inputs=("tally",), topic="confirmed", yields=True)
     assert plan(_app(SRC, AGENT, yields, other, reader)).topic("confirmed").role == "source"
     copy = Sink(id="copy", inputs=("orders",), topic="confirmed")  # a builder step
     with pytest.raises(GraphValidationError, match="may not feed its own input"):
