@@ -30,7 +30,7 @@ from flowgraph.serde import fast_decoder
 from planner import naming
 from planner.physical import PhysicalPlan
 
-__all__ = ["POSITION_HEADER", "Recovery", "encode_position"]
+__all__ = ["POSITION_HEADER", "Recovery", "changelog_applier", "encode_position"]
 
 POSITION_HEADER = "fg.pos"
 """Changelog header holding the source offset(s) a stored value reflects."""
@@ -199,40 +199,51 @@ class Recovery:
         return True
 
     async def _restore_range(self, store: StorePartition, tp: TP, start: int, end: int) -> None:
-        kc, vc = self.codecs[tp[0]]
-        kd = fast_decoder(kc) if kc is not None else None
-        vd = fast_decoder(vc) if vc is not None else None
+        apply = changelog_applier(self.codecs, tp[0])
         while start < end:
             chunk = await self.transport.read(tp, start, min(end, start + 50_000))
             if not chunk:
                 break
-            updates: dict[Any, Entry | None] = {}
-            for k, v, _ts, _o, h in chunk:
-                key = k if kd is None else kd(k)
-                if v is None:
-                    # a tombstone with a position is a deleted key's grave (see aggregate.py);
-                    # without one it deletes the key for good
-                    position = _position(h)
-                    updates[key] = (
-                        None if position is None else (_decode_position(position), DELETE)
-                    )
-                elif vc is None:
-                    updates[key] = v
-                else:
-                    position = _position(h)
-                    if position is None:
-                        msg = (
-                            f"changelog {tp[0]!r} has a record without its {POSITION_HEADER!r} "
-                            f"header at offset {_o}; it was not written by flowgraph"
-                        )
-                        raise ConfigurationError(msg)
-                    value = vc.decode(v) if vd is None else vd(v)
-                    updates[key] = (_decode_position(position), value)
-            last = chunk[-1][3]
-            store.write(updates, changelog_offset=last)
+            apply(store, chunk)
             self.crash_point("in-restore")
             self.stats.restored += len(chunk)
-            start = last + 1
+            start = chunk[-1][3] + 1
+
+
+def changelog_applier(
+    codecs: TopicCodecs, changelog: str
+) -> Callable[[StorePartition, Sequence[Any]], None]:
+    """A function writing a chunk of records of `changelog` into a store, with the chunk's
+    last offset as the store's changelog position: the one way a store learns its changelog,
+    for restores, standbys and global tables alike."""
+    kc, vc = codecs[changelog]
+    kd = fast_decoder(kc) if kc is not None else None
+    vd = fast_decoder(vc) if vc is not None else None
+
+    def apply(store: StorePartition, chunk: Sequence[Any]) -> None:
+        updates: dict[Any, Entry | None] = {}
+        for k, v, _ts, _o, h in chunk:
+            key = k if kd is None else kd(k)
+            if v is None:
+                # a tombstone with a position is a deleted key's grave (see aggregate.py);
+                # without one it deletes the key for good
+                position = _position(h)
+                updates[key] = None if position is None else (_decode_position(position), DELETE)
+            elif vc is None:
+                updates[key] = v
+            else:
+                position = _position(h)
+                if position is None:
+                    msg = (
+                        f"changelog {changelog!r} has a record without its {POSITION_HEADER!r} "
+                        f"header at offset {_o}; it was not written by flowgraph"
+                    )
+                    raise ConfigurationError(msg)
+                value = vc.decode(v) if vd is None else vd(v)
+                updates[key] = (_decode_position(position), value)
+        store.write(updates, changelog_offset=chunk[-1][3])
+
+    return apply
 
 
 encode_position = msgspec.msgpack.Encoder().encode
