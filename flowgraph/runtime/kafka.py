@@ -30,6 +30,7 @@ from aiokafka.structs import TopicPartition
 from flowgraph.errors import ConfigurationError
 from flowgraph.runtime.kafka_config import KNOWN, KafkaSettings
 from flowgraph.runtime.kafka_consumer import Assigned, KafkaConsumer, RebalanceListener
+from flowgraph.runtime.kafka_tail import KafkaTailReader
 from flowgraph.runtime.kafka_topics import BrokerDataLost, KafkaTopics, no_auto_create
 from flowgraph.runtime.transport import TP, Message, OutRecord, Write
 from planner.physical import TopicSpec
@@ -165,6 +166,12 @@ class KafkaTransport:
         )
         no_auto_create(reader._client)
         return reader
+
+    async def tail_reader(self) -> KafkaTailReader:
+        """A group-less reader following changelog partitions (standbys, global tables)."""
+        reader = self._plain_reader()
+        await reader.start()
+        return KafkaTailReader(reader)
 
     async def stop(self) -> None:
         """Flush what is buffered and disconnect; every client is closed even if flushing or

@@ -17,6 +17,7 @@ on a real broker, and the next worker on the same `MemoryBroker` recovers from i
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -237,6 +238,39 @@ class MemoryConsumer:
         """Nothing to leave in one process."""
 
 
+class MemoryTailReader:
+    """`TailReader` in process: reads the broker's logs from given offsets on."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self._broker = broker
+        self._positions: dict[TP, int] = {}
+
+    def assign(self, positions: Mapping[TP, int]) -> None:
+        """Read exactly these partitions, each from its offset."""
+        self._positions = dict(positions)
+
+    async def getmany(self, timeout: float) -> dict[TP, list[Message]]:
+        """What the logs hold past each position; waits `timeout` when there is nothing."""
+        out: dict[TP, list[Message]] = {}
+        for tp, position in self._positions.items():
+            part = self._broker.logs[tp[0]][tp[1]]
+            if position < part.end:
+                batch = part.slice(position, part.end)
+                if batch:
+                    out[tp] = batch
+                    self._positions[tp] = batch[-1][3] + 1
+        if not out:
+            await asyncio.sleep(timeout)
+        return out
+
+    def highwater(self, tp: TP) -> int | None:
+        """The end of the partition's log."""
+        return self._broker.logs[tp[0]][tp[1]].end
+
+    async def stop(self) -> None:
+        """Nothing to close."""
+
+
 class MemoryTransport:
     """`memory://`: the embedded default; pass a `MemoryBroker` to share logs between runs.
 
@@ -329,6 +363,10 @@ class MemoryTransport:
     async def read(self, tp: TP, start: int, end: int) -> list[Message]:
         """Records of `tp` in ``[start, end)`` still kept."""
         return self.broker.logs[tp[0]][tp[1]].slice(start, end)
+
+    def tail_reader(self) -> MemoryTailReader:
+        """A reader following partitions of this broker from given offsets."""
+        return MemoryTailReader(self.broker)
 
     async def end_offset(self, tp: TP) -> int:
         """The offset the next record of `tp` will get."""

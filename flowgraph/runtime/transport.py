@@ -177,6 +177,11 @@ class Transport(Protocol):
         """`end_offset` of each of `tps`, read together; safe to call while a restore reads."""
         ...
 
+    def tail_reader(self) -> Any:
+        """A group-less `tailer.TailReader` (or an awaitable of one) for following
+        changelog partitions in the background: standby tasks, global tables."""
+        ...
+
 
 @runtime_checkable
 class InProcessTransport(Transport, Protocol):
