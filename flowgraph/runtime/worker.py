@@ -262,6 +262,18 @@ class Worker:
         restoring, running, suspended or standby."""
         return self._manager.task_states()
 
+    def task_report(self) -> dict[tuple[int, int], tuple[str, int | None]]:
+        """Per task this worker holds, its state and (standbys) changelog lag."""
+        lag = self.standby_lag()
+        return {t: (state, lag.get(t)) for t, state in self.task_states().items()}
+
+    def explain(self) -> str:
+        """The plan as `flowgraph explain` prints it, and the tasks this worker holds now
+        (running, restoring, suspended, standby) with each standby's changelog lag."""
+        from planner.explain import to_text
+
+        return to_text(self.plan, backend=self.backend.url, tasks=self.task_report())
+
     def standby_lag(self) -> dict[tuple[int, int], int | None]:
         """Per standby task, changelog records it has not applied yet (None: not known)."""
         standbys = self._manager.standbys

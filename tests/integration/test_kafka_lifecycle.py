@@ -81,6 +81,7 @@ def test_a_rebalance_keeps_the_tasks_that_stay_and_moves_only_the_others(
         assert all(a.tasks[tp] is before[tp] for tp in kept), "a task that stayed was rebuilt"
         assert a.stats.restored == restored, "a task that stayed was restored again"
         assert all(s == "running" for s in a.task_states().values())
+        assert f"Tasks on this worker: {len(kept)} running" in a.explain()
         await produce(kafka, topic, second, PARTITIONS)
         await _until(
             "everything is counted",
