@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -209,17 +210,29 @@ class TaskManager:
                 self.standbys.adopt(tid, dict(task.stores))
         self.suspended.clear()
         new = {tp for tp in assignment if tp not in self.tasks}
+        promoted = 0
         if self.standbys is not None:
             for sub in self.plan.subtopologies:
                 for p in range(sub.partitions):
                     if any((t, p) in new for t in sub.source_topics):
-                        self.standbys.take((sub.id, p))  # promoted: built on its stores
+                        promoted += self.standbys.take((sub.id, p))  # built on its stores
             self.standbys.assign(standby)
         if self.consumer is not None and new:
             self.consumer.pause(sorted(new))
         self.pending |= new
         self.recovery.begin()  # checkpoints are read afresh for this assignment
         self.joined = True
+        if not self.transport.in_process:
+            log.info(
+                "group %r assigned this worker %d partitions: %d tasks kept, %d partitions "
+                "to restore (%d tasks from standbys), %d standby tasks",
+                self.plan.graph_id,
+                len(assignment),
+                len(back),
+                len(new),
+                promoted,
+                0 if self.standbys is None else len(self.standbys.tasks),
+            )
 
     def suspend(self, tps: frozenset[TP] | set[TP]) -> None:
         """A rebalance takes `tps` away, everything processed being committed: keep their
@@ -315,6 +328,7 @@ class TaskManager:
         ]
         progress = self.restoring
         progress.done, progress.total, progress.records = 0, len(units), 0
+        began = time.monotonic()
         restored_before = self.stats.restored
         try:
             restores: list[tuple[StorePartition, TP]] = []
@@ -382,6 +396,13 @@ class TaskManager:
             return False
         progress.done = progress.total
         progress.records = self.stats.restored - restored_before
+        if units and not self.transport.in_process:
+            log.info(
+                "restored %d tasks in %.2f s (%d changelog records); processing them",
+                len(units),
+                time.monotonic() - began,
+                progress.records,
+            )
         return True
 
     def publish(self, task: Task, assignment: set[TP]) -> None:
