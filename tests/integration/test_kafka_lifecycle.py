@@ -101,9 +101,7 @@ def test_a_rebalance_keeps_the_tasks_that_stay_and_moves_only_the_others(
         stop_b.set()
         await run_b
         await b.stop()  # leaves the group: a takes b's tasks over from its standbys
-        await _until(
-            "a runs every task", lambda: len(a.tasks) == PARTITIONS and not a._pending, 30
-        )
+        await _until("a runs every task", lambda: len(a.tasks) == PARTITIONS and not a._pending, 30)
         assert a.stats.restored == restored, "a promoted standby restored more than its tail"
         assert a.table(kafka_jobs.TABLE) == counts(first, second)
         stop_a.set()
