@@ -17,13 +17,17 @@ Every process joins its group first, with fetching held back; only once the grou
 assignment covers every partition (and has stopped changing) are all told to go at once, so
 process start, imports and the join are not timed. Each process reports the wall times of
 its first and last record processed; a size's throughput is N over the span from the
-group's first record to its last. Rebalances after the start, CPU seconds of the members and
-of the broker are reported alongside. Both groups' counts must equal a plain-Python count.
+group's first record to its last. Alongside: CPU seconds per record of the members and the
+broker (the machine's other work stretches the wall times, hardly the CPU), rebalances after
+the go, and per flowgraph member the time spent processing, fetching and committing. Every
+group's counts must equal a plain-Python count.
 
-    python bench/bench_scale.py [--records N] [--sizes 1 2 4] [--profile DIR]
+``--kinds ... one-hop`` adds a third group: the same count on a copy of the clicks keyed by
+URL, so without the repartition hop (what the second hop costs). ``--profile DIR`` runs the
+flowgraph workers under cProfile (slower) and writes one ``.prof`` file per worker to DIR,
+for ``python -m pstats``.
 
-``--profile DIR`` runs the flowgraph workers under cProfile (slower) and writes one
-``.prof`` file per worker to DIR, for ``python -m pstats``.
+    python bench/bench_scale.py [--records N] [--sizes 1 2 4] [--kinds raw flowgraph one-hop]
 """
 
 from __future__ import annotations
@@ -66,7 +70,14 @@ that a member of 4 on 2 busy cores does not miss its heartbeats."""
 SETTLE = 1.0
 """Seconds the group's assignment must stay unchanged before the go."""
 JOIN_TIMEOUT = 120.0
-RUN_TIMEOUT = 1800.0
+"""Seconds for a group's members to start and join before the bench gives up."""
+
+
+def run_timeout(records: int) -> float:
+    """Seconds for a group to process `records` before the bench gives up (a stuck run)."""
+    return 120.0 + records / 5_000
+
+
 MARK = "@@"
 """Prefix of the children's report lines on stdout (anything else there is passed through)."""
 
@@ -128,6 +139,12 @@ async def read_line() -> str:
     return await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
 
+async def wait_go() -> None:
+    """Wait for the parent's go; a parent gone before it (its pipe closed) ends the child."""
+    if not await read_line():
+        raise SystemExit(1)
+
+
 def cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
@@ -167,7 +184,7 @@ async def raw_child(args: argparse.Namespace) -> None:
     state: dict[str, Any] = {"go": False, "rebalances": 0}
     await consumer.start()
     consumer.subscribe([args.topic], listener=_RawListener(consumer, state))
-    await read_line()  # go
+    await wait_go()
     state["go"] = True
     owned = consumer.assignment()
     # the records were dealt round-robin (make_records); tansu's ListOffsets can lag behind
@@ -289,7 +306,7 @@ async def flowgraph_child(args: argparse.Namespace) -> None:
         await worker.start()  # joins in the background; run() builds the tasks
         clock = Clock()
         clock.wrap(worker)
-        await read_line()  # go
+        await wait_go()
         state["go"] = True
         cpu0 = cpu_seconds()
         if profiler is not None:
@@ -427,7 +444,7 @@ async def group_run(
             f"{size} {kind} members to finish",
             lambda: all(m.done for m in members),
             members,
-            RUN_TIMEOUT,
+            run_timeout(args.records),
         )
         broker_cpu = cpu_of(pid) - broker_cpu
         for m in members:
