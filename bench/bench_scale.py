@@ -132,6 +132,7 @@ def make_records(n: int) -> tuple[list[tuple[int, bytes, bytes]], dict[str, int]
 
 
 def report(**fields: Any) -> None:
+    """One line to the parent: marked, so log lines on stdout are told apart from it."""
     sys.stdout.write(MARK + json.dumps(fields) + "\n")
     sys.stdout.flush()
 
@@ -148,6 +149,7 @@ async def wait_go() -> None:
 
 
 def cpu_seconds() -> float:
+    """CPU seconds of this process so far: the cost of a run, whatever the machine's load."""
     t = os.times()
     return t.user + t.system
 
@@ -405,6 +407,7 @@ def cpu_of(pid: int | None) -> float:
 
 
 async def wait_for(what: str, cond: Any, members: list[Member], timeout: float) -> None:
+    """Poll `cond` until it holds; stop the bench on a member that died or on `timeout`."""
     deadline = time.monotonic() + timeout
     while not cond():
         for m in members:
