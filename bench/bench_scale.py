@@ -246,7 +246,7 @@ class Clock:
         self.first = self.last = 0.0
         self.records = 0
         self.process = self.process_cpu = 0.0
-        self.fetch = self.fetches = self.fetched = 0.0
+        self.fetch = self.fetch_cpu = self.fetches = self.fetched = 0.0
         self.empty = 0.0
         """Seconds in fetches that brought nothing (waiting for records)."""
         self.commit = self.commits = 0.0
@@ -286,11 +286,12 @@ class Clock:
                 later[2] += 1
 
         async def timed_getmany(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.time()
+            t0, c0 = time.time(), time.process_time()
             batches = await getmany(*args, **kwargs)
             if self.first:
                 if batches:
                     self.fetch += time.time() - t0
+                    self.fetch_cpu += time.process_time() - c0
                     self.fetches += 1
                     self.fetched += sum(len(b) for b in batches.values())
                 else:
@@ -523,7 +524,8 @@ def describe(kind: str, size: int, result: dict[str, Any]) -> str:
             per = r["fetched"] / r["fetches"] if r["fetches"] else 0
             line += (
                 f"; processing {r['process']:.2f}s ({r['process_cpu']:.2f}s CPU), fetching "
-                f"{r['fetch']:.2f}s ({r['fetches']:.0f} fetches, {per:,.0f} records each), "
+                f"{r['fetch']:.2f}s ({r['fetch_cpu']:.2f}s CPU; {r['fetches']:.0f} fetches, "
+                f"{per:,.0f} records each), "
                 f"{r['commits']:.0f} commits {r['commit']:.2f}s, waiting for records "
                 f"{r['empty']:.2f}s"
             )
