@@ -4,8 +4,10 @@ Three `flowgraph run` workers (RocksDB stores, a directory each) share a group o
 8-partition topic and count records per key (``tests/integration/kafka_failover_jobs.py``).
 Per case:
 
-1. load: `--keys` records of distinct keys are produced and counted, so the table holds that
-   many keys (and its changelog as many records);
+1. load: `--keys` records of distinct keys are produced, then the workers start and count
+   them, so the table holds that many keys (and its changelog as many records); ``load/s``
+   is keys over the time from the start of the workers to the group's last commit of them
+   (joins included);
 2. settle: a ticker writes one timed record to every partition every `--tick` seconds; the
    graph stamps each with its partition, the worker's pid and ``time.time()`` at processing
    (to ``<graph>-stamps``); the case waits until every partition is stamped by one worker,
@@ -20,7 +22,9 @@ Per case:
 
 Restore: the workers' log lines (every 2 s) say how many changelog records each restored;
 the benchmark stamps the lines as they arrive and shows what the survivors restored after
-the kill and when their logs first showed the total (a bound, to 2 s).
+the kill (``restored``: more than the lost tables where the rebalance also moves partitions
+between survivors) and when their logs first showed the total (``restore shown``: the
+restore ended at most then, and at most 2 s before).
 
     python bench/bench_failover.py [--keys N] [--standbys 0,1] [--session-timeout-ms MS]
 
