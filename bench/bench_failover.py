@@ -392,7 +392,12 @@ async def run_case(
 
         await wait("the lost partitions are taken over", taken_over, 300, survivors)
         firsts = [stamps.first_after(p, killed_at, victim.pid) or 0.0 for p in lost]
-        await asyncio.sleep(2 * 2.0)  # a log line of each survivor after the restore
+        taken = max(firsts)
+
+        async def logged() -> bool:  # a line of each survivor since: the restore is in it
+            return all(w.lines and w.lines[-1][0] > taken for w in survivors)
+
+        await wait("the survivors log a line after the takeover", logged, 30, survivors)
         ticking = False
         await ticks
 
