@@ -51,6 +51,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_async.py")
     session.run("python", "bench/bench_startup.py")
     session.run("python", "bench/bench_scale.py")
+    session.run("python", "bench/bench_failover.py")
 
 
 @nox.session(python=PYTHON)

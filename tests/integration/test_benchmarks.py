@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
             ["--records", "4000", "--sizes", "2", "--kinds", "raw", "flowgraph", "one-hop"],
             "ours/raw",
         ),
+        ("bench_failover.py", ["--keys", "2000", "--session-timeout-ms", "2000"], "takeover"),
     ],
 )
 def test_a_benchmark_runs_on_a_small_input(script: str, args: list[str], expect: str) -> None:
