@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
+import flowgraph as fg
 from tests.integration.kafka_jobs import __file__ as JOBS_FILE
 from tests.integration.test_kafka import (
     FAST_GROUP,
@@ -135,3 +136,44 @@ def test_two_workers_each_hold_the_whole_table_and_follow_its_updates(
         assert {int(p.name) for p in (state / f"{store}.global").iterdir()} == set(
             range(PARTITIONS)
         )
+
+
+def test_a_restart_on_local_rocksdb_restores_only_the_tail_of_the_changelog(
+    kafka: Broker, tmp_path: Path
+) -> None:
+    from tests.integration.kafka_jobs import make_global_lookup_graph
+
+    suffix = uuid.uuid4().hex[:8]
+    graph_id, topic = f"kt-global-tail-{suffix}", f"kt-global-tail-{suffix}-users"
+    run_async(create_topic(kafka, topic, PARTITIONS))
+    run_async(create_topic(kafka, f"{topic}-lookups", PARTITIONS))
+    graph = make_global_lookup_graph(graph_id, topic, PARTITIONS)
+    broker = f"{kafka.url}?{FAST_GROUP}"
+
+    def run(state: Path) -> tuple[int, int, dict[str, str]]:
+        """One until-idle run: records applied to the copies at start, in all, the table."""
+        workers: list[fg.Worker] = []
+        at_start: list[int] = []
+        result = fg.run(
+            graph,
+            broker=broker,
+            store=f"rocksdb://{state}",
+            until_idle=True,
+            on_worker=workers.append,
+            on_start=lambda w: at_start.append(w.global_tables.applied),
+        )
+        return at_start[0], workers[0].global_tables.applied, result.table("users")
+
+    send(kafka, topic, [(partition_of(u, PARTITIONS), u, f"first-{u}") for u in USERS])
+    state = tmp_path / "state"
+    first = run(state)
+    assert first == (0, len(USERS), {u: f"first-{u}" for u in USERS})
+    send(kafka, topic, [(partition_of(u, PARTITIONS), u, f"second-{u}") for u in USERS[:5]])
+    at_start, applied, table = run(state)
+    assert (at_start, applied) == (0, 5)  # the copies on disk were at the changelog's end
+    assert table == {u: f"{'second' if u in USERS[:5] else 'first'}-{u}" for u in USERS}
+    # a worker without local state restores the whole changelog at start
+    changelog = run_async(read_topic(kafka, f"{graph_id}-users-changelog"))
+    at_start, _, fresh = run(tmp_path / "fresh")
+    assert at_start == sum(map(len, changelog.values())) >= len(USERS)
+    assert fresh == table
