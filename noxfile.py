@@ -20,8 +20,9 @@ def _pytest(session: nox.Session, *args: str) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The whole suite: unit, golden, property, executor, integration and slow cases."""
-    _pytest(session)
+    """The whole suite: unit, golden, property, executor, integration and slow cases
+    (the slowest 25 are listed at the end, to keep the suite within its time budget)."""
+    _pytest(session, "--durations=25")
 
 
 @nox.session(python=PYTHON)

@@ -142,6 +142,9 @@ class LiveView:
         if services:
             runs, errors = sum(s.runs for s in services), sum(s.errors for s in services)
             line += f", services {runs} runs" + (f" {errors} errors" if errors else "")
+        tasks = _tasks(self._worker)
+        if tasks:
+            line += f", tasks {tasks}"
         waiting = self._worker.waiting_for()
         if waiting:
             line += f"; {waiting}"
@@ -170,6 +173,9 @@ class LiveView:
             parts.append(Text(f"late records {stats.late} (too late for a closed window)"))
         if stats.restored:
             parts.append(Text(f"restored {stats.restored} changelog records"))
+        tasks = _tasks(worker)
+        if tasks:
+            parts.append(Text(f"tasks {tasks}"))
         steps = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
         steps.add_column("step")
         steps.add_column("records", justify="right")
@@ -218,6 +224,24 @@ def _services(worker: Worker) -> Table:
         error = s.last_error if len(s.last_error) <= 60 else s.last_error[:59] + "…"
         table.add_row(s.name, s.kind, runs, str(s.errors), Text(error, style="red"))
     return table
+
+
+def _tasks(worker: Worker) -> str:
+    """The tasks a worker of a group holds by state, with its standbys' total lag:
+    ``3 running, 2 standby (lag 120)``; empty in process (one member runs everything)."""
+    if worker.transport.in_process:
+        return ""
+    report = worker.task_report()
+    states: dict[str, int] = {}
+    lag = 0
+    for state, behind in report.values():
+        states[state] = states.get(state, 0) + 1
+        lag += behind or 0
+    order = ("running", "restoring", "suspended", "standby")
+    shown = ", ".join(f"{states[s]} {s}" for s in order if s in states)
+    if "standby" in states:
+        shown += f" (lag {lag})"
+    return shown
 
 
 async def _lag(worker: Worker) -> dict[TP, int]:

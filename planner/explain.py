@@ -39,7 +39,7 @@ step on the line above.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from planner.describe import (
     DEFAULT_BACKEND,
@@ -53,20 +53,45 @@ from planner.logical import LogicalPlan
 from planner.naming import global_store
 from planner.physical import PhysicalPlan
 
-__all__ = ["render", "to_text", "type_name"]
+__all__ = ["TaskReport", "render", "tasks_section", "to_text", "type_name"]
 
 type_name = codec_name
 """Former name of `planner.describe.codec_name`, kept for callers."""
 
 
-def to_text(plan: PhysicalPlan | LogicalPlan, *, backend: str | None = None) -> str:
+TaskReport = Mapping[tuple[int, int], tuple[str, int | None]]
+"""Per task ``(sub-topology, partition)`` a running worker holds: its state and, for a
+standby, the changelog records it has not applied yet (None: not known yet)."""
+
+
+def to_text(
+    plan: PhysicalPlan | LogicalPlan,
+    *,
+    backend: str | None = None,
+    tasks: TaskReport | None = None,
+) -> str:
     """Describe `plan` as text (what ``flowgraph explain`` prints).
 
     Args:
         plan: a physical plan, or a logical plan (logical or partitioned stage).
         backend: the store backend, when the caller knows it (see `describe`).
+        tasks: what a running worker holds (`Worker.explain`), shown after the plan.
     """
-    return render(describe(plan, backend=backend))
+    text = render(describe(plan, backend=backend))
+    return text if tasks is None else "\n".join([text, *tasks_section(tasks)])
+
+
+def tasks_section(tasks: TaskReport) -> list[str]:
+    """The tasks a running worker holds, with their states and standby lag."""
+    states: dict[str, int] = {}
+    for state, _ in tasks.values():
+        states[state] = states.get(state, 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "none"
+    rows = [["task", "sub-topology", "partition", "state", "standby lag"]]
+    for (sub, p), (state, lag) in sorted(tasks.items()):
+        shown = "" if state != "standby" else ("unknown" if lag is None else str(lag))
+        rows.append([f"{sub}_{p}", str(sub), str(p), state, shown])
+    return ["", f"Tasks on this worker: {summary}", *_table(rows, indent="  ")]
 
 
 def render(d: PlanDescription) -> str:

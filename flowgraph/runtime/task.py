@@ -130,6 +130,8 @@ class Task:
         self.sub = sub
         self.partition = partition
         self.stores = stores
+        self.state = "running"
+        """``running``, ``suspended`` or ``closed`` (see tasks.py for the lifecycle)."""
         self.failed = 0
         """Records sent to the dead-letter topic since the last `take_failures`."""
         self.failures: list[Failure] = []
@@ -413,6 +415,7 @@ class Task:
 
     def close(self) -> None:
         """Stop what runs on its own: the coroutines of agents (the task is dropped)."""
+        self.state = "closed"
         for aop in self.agents:
             aop.close()
         for astep in self._windows:

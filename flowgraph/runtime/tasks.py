@@ -1,16 +1,26 @@
 """The tasks of a worker: the partitions the group assigns it, restored and built into tasks.
 
-A rebalance only notes what it assigns (`TaskManager.assigned`) and pauses fetching it; the
-worker's next step restores the stores of those partitions from their changelogs and builds
-their tasks (`TaskManager.build`), outside the rebalance callback, which sends no heartbeat.
-Partitions taken away, or lost with the worker's membership, are dropped with their tasks,
-stores and buffered records (`TaskManager.drop`).
+A task is a sub-topology on one partition, and moves through explicit states:
+
+- ``restoring``: assigned, its stores being restored from their changelogs. A rebalance only
+  notes what it assigns (`TaskManager.assigned`) and pauses fetching it; the worker's next
+  step restores and builds (`TaskManager.build`), outside the rebalance callback, which
+  sends no heartbeat, so a long restore never holds up the group.
+- ``running``: built, its partitions fetched and processed.
+- ``suspended``: a rebalance began and took its partitions away (everything it processed is
+  committed). It is kept whole, caches and agents included, until the new assignment is
+  known: given back, it runs on from where it stopped without a restore, so a rebalance
+  touches only the tasks that move.
+- ``standby``: a replica of a task another worker runs, its stores following their changelogs
+  (standby.py); promoted, it restores only the changelog tail it had not applied.
+- ``closed``: gone from this worker (moved elsewhere, or the worker lost its membership).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +28,7 @@ from typing import Any
 from flowgraph.runtime.ops import Window
 from flowgraph.runtime.recovery import Recovery
 from flowgraph.runtime.schedule import Schedule, merged_groups
+from flowgraph.runtime.standby import Standbys, TaskId
 from flowgraph.runtime.state.base import StateBackend, StorePartition
 from flowgraph.runtime.stats import RunStats, derive_step_counts
 from flowgraph.runtime.task import Task
@@ -28,7 +39,10 @@ from flowgraph.serde import Codec
 from planner import logical as lg
 from planner.physical import PhysicalPlan
 
-__all__ = ["Restoring", "TaskManager"]
+__all__ = ["TASK_STATES", "Restoring", "TaskManager"]
+
+TASK_STATES = ("restoring", "running", "suspended", "standby", "closed")
+"""The states a task moves through (see the module docstring)."""
 
 log = logging.getLogger("flowgraph")
 
@@ -130,6 +144,16 @@ class TaskManager:
         """Mark the readers of directly wired topics touched (they may have new records)."""
         self.windows: dict[str, Window] = {}
         """Per ``async def`` step, its calls in flight, shared by its tasks (`Task`)."""
+        self.suspended: dict[TaskId, Task] = {}
+        """Tasks a rebalance under way took away, kept whole until the new assignment says
+        whether they come back (`suspend`, `assigned`)."""
+        self.committed: dict[TP, int] = {}
+        """Per partition, the offset this worker last committed for it."""
+        self.resume_at: dict[TP, int] = {}
+        """Per partition, the next offset its task processes: above `committed` while an
+        agent holds a `take()` batch whose records a crash would replay."""
+        self.standbys: Standbys | None = None
+        """This worker's standby tasks (None in process: one member owns everything)."""
 
     def open_writers(self) -> None:
         """Open a writer per topic the tasks write to (a source topic too, when an agent
@@ -146,19 +170,92 @@ class TaskManager:
             if t.role in ("repartition", "sink", "dlq") or t.name in written
         )
 
-    def assigned(self, assignment: frozenset[TP]) -> None:
-        """A rebalance gave this worker `assignment`: note it, and fetch nothing from it yet.
+    async def assigned(
+        self, assignment: frozenset[TP], standby: frozenset[TaskId] = frozenset()
+    ) -> None:
+        """A rebalance gave this worker `assignment` (and `standby` tasks to mirror).
 
-        Nothing slow happens here: the consumer sends no heartbeat while a rebalance
-        callback runs, so restoring state here (seconds to minutes) would get the member
-        expelled. The worker's next `step` restores the stores and builds the tasks (`build`).
+        Suspended tasks whose partitions all came back run on where they stopped, unless
+        the group's committed offsets moved meanwhile (another member ran them: this
+        worker's state is stale, so they are built afresh). The other suspended tasks are
+        closed or, when assigned as standbys, become standbys on their open stores. New
+        partitions are noted and not fetched yet: nothing slow happens here (the consumer
+        sends no heartbeat while a rebalance callback runs); the worker's next `step`
+        restores their stores and builds their tasks (`build`).
         """
+        back = [
+            task
+            for task in self.suspended.values()
+            if all((t, task.partition) in assignment for t in task.sub.source_topics)
+        ]
+        if back and self.consumer is not None:
+            tps = [(t, task.partition) for task in back for t in task.sub.source_topics]
+            found = await self.consumer.group_offsets(tps)
+            moved = {tp for tp in tps if found.get(tp) != self.committed.get(tp)}
+            back = [
+                task
+                for task in back
+                if not any((t, task.partition) in moved for t in task.sub.source_topics)
+            ]
+        for task in back:
+            del self.suspended[(task.sub.id, task.partition)]
+            task.state = "running"
+            for tp in [(t, task.partition) for t in task.sub.source_topics]:
+                if tp in self.resume_at and self.consumer is not None:
+                    self.consumer.seek(tp, self.resume_at[tp])
+            self.publish(task, set(assignment))
+        for tid, task in sorted(self.suspended.items()):
+            self._close(task)
+            if self.standbys is not None and tid in standby:
+                self.standbys.adopt(tid, dict(task.stores))
+        self.suspended.clear()
         new = {tp for tp in assignment if tp not in self.tasks}
+        promoted = 0
+        if self.standbys is not None:
+            for sub in self.plan.subtopologies:
+                for p in range(sub.partitions):
+                    if any((t, p) in new for t in sub.source_topics):
+                        promoted += self.standbys.take((sub.id, p))  # built on its stores
+            self.standbys.assign(standby)
         if self.consumer is not None and new:
             self.consumer.pause(sorted(new))
         self.pending |= new
         self.recovery.begin()  # checkpoints are read afresh for this assignment
         self.joined = True
+        if not self.transport.in_process:
+            log.info(
+                "group %r assigned this worker %d partitions: %d tasks kept, %d partitions "
+                "to restore (%d tasks from standbys), %d standby tasks",
+                self.plan.graph_id,
+                len(assignment),
+                len(back),
+                len(new),
+                promoted,
+                0 if self.standbys is None else len(self.standbys.tasks),
+            )
+
+    def suspend(self, tps: frozenset[TP] | set[TP]) -> None:
+        """A rebalance takes `tps` away, everything processed being committed: keep their
+        tasks whole, suspended, until `assigned` says whether they come back."""
+        self.pending -= tps
+        gone = {id(t): t for tp, t in self.tasks.items() if tp in tps}
+        for task in gone.values():
+            task.state = "suspended"
+            self.suspended[(task.sub.id, task.partition)] = task
+            for name in task.stores:
+                self.stores.pop((name, task.partition), None)
+            self.touched.pop(id(task), None)
+        self.tasks = {tp: t for tp, t in self.tasks.items() if id(t) not in gone}
+        self.all_tasks = [t for t in self.all_tasks if id(t) not in gone]
+        self.schedule.drop(tps)
+        for tp in tps:
+            self.tails.pop(tp, None)
+            self.positions.pop(tp, None)
+
+    def _close(self, task: Task) -> None:
+        """`task` leaves this worker: stop what runs on its own, keep its step counts."""
+        task.close()
+        self.stats.retire(task.tally())  # its step counts outlive it
 
     def revoking(self) -> None:
         """A rebalance begins taking partitions away: stop any build under way."""
@@ -171,8 +268,7 @@ class TaskManager:
         gone = {id(t) for tp, t in self.tasks.items() if tp in tps}
         for task in self.all_tasks:
             if id(task) in gone:
-                task.close()
-                self.stats.retire(task.tally())  # its step counts outlive it
+                self._close(task)
                 for name in task.stores:
                     self.stores.pop((name, task.partition), None)
                 self.touched.pop(id(task), None)
@@ -201,6 +297,9 @@ class TaskManager:
         )
         self.joined = False
         self.generation += 1
+        for task in self.suspended.values():
+            self._close(task)
+        self.suspended.clear()
         if self.consumer is not None:  # fetch nothing more for what is no longer ours
             self.consumer.pause(sorted(lost))
         self.drop(lost)
@@ -229,6 +328,7 @@ class TaskManager:
         ]
         progress = self.restoring
         progress.done, progress.total, progress.records = 0, len(units), 0
+        began = time.monotonic()
         restored_before = self.stats.restored
         try:
             restores: list[tuple[StorePartition, TP]] = []
@@ -296,6 +396,13 @@ class TaskManager:
             return False
         progress.done = progress.total
         progress.records = self.stats.restored - restored_before
+        if units and not self.transport.in_process:
+            log.info(
+                "restored %d tasks in %.2f s (%d changelog records); processing them",
+                len(units),
+                time.monotonic() - began,
+                progress.records,
+            )
         return True
 
     def publish(self, task: Task, assignment: set[TP]) -> None:
@@ -355,6 +462,35 @@ class TaskManager:
 
         self.direct_marks.append(mark)
         self.writers[topic] = transport.direct_writer(topic, delivers)
+
+    # -- what it holds --------------------------------------------------------------------
+
+    def task_states(self) -> dict[TaskId, str]:
+        """Every task this worker holds, by id, with its state (see `TASK_STATES`)."""
+        out: dict[TaskId, str] = {}
+        if self.standbys is not None:
+            out.update((tid, "standby") for tid in self.standbys.tasks)
+        for sub in self.plan.subtopologies:
+            for p in range(sub.partitions):
+                if any((t, p) in self.pending for t in sub.source_topics):
+                    out[(sub.id, p)] = "restoring"
+        out.update(((t.sub.id, t.partition), t.state) for t in self.all_tasks)
+        out.update((tid, "suspended") for tid in self.suspended)
+        return out
+
+    def local_offsets(self) -> dict[TaskId, int]:
+        """Per task whose state this worker holds (active, suspended or standby), the sum
+        of its stores' changelog positions: how far its local state is, for the assignor
+        to prefer the most caught-up member when a task moves."""
+        out: dict[TaskId, int] = {}
+        for task in [*self.all_tasks, *self.suspended.values()]:
+            if task.stores:
+                out[(task.sub.id, task.partition)] = sum(
+                    s.changelog_offset() or 0 for s in task.stores.values()
+                )
+        if self.standbys is not None:
+            out.update(self.standbys.offsets())
+        return out
 
     # -- reading state -------------------------------------------------------------------
 

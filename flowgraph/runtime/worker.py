@@ -25,6 +25,7 @@ from flowgraph.runtime.commit import Committer
 from flowgraph.runtime.feeder import Feeder
 from flowgraph.runtime.global_tables import GlobalTables
 from flowgraph.runtime.idle import CHECK_INTERVAL, GroupIdle
+from flowgraph.runtime.rebalance import Rebalancer
 from flowgraph.runtime.recovery import Recovery
 from flowgraph.runtime.schedule import (
     DEFAULT_MAX_IDLE,
@@ -32,6 +33,7 @@ from flowgraph.runtime.schedule import (
     Schedule,
 )
 from flowgraph.runtime.services import Services
+from flowgraph.runtime.standby import Standbys
 from flowgraph.runtime.state.base import StateBackend, StorePartition
 from flowgraph.runtime.stats import (
     DeadLetterLimit,
@@ -39,6 +41,7 @@ from flowgraph.runtime.stats import (
     RunStats,
 )
 from flowgraph.runtime.status import PHASES, Status
+from flowgraph.runtime.tailer import ChangelogTailer
 from flowgraph.runtime.task import Task
 from flowgraph.runtime.tasks import Restoring, TaskManager
 from flowgraph.runtime.transport import (
@@ -136,8 +139,6 @@ class Worker:
         self._crash_hook = crash_point
         self._fetched_at = time.monotonic()
         """When a fetch last returned (the event loop ran, so heartbeats went out)."""
-        self.lost_memberships = 0
-        """Times a commit found this worker out of its group (it then rejoined)."""
         self._lock = asyncio.Lock()
         """Held while processing and committing, so a rebalance never cuts a batch in two."""
         self._positions: dict[TP, int] = {}
@@ -171,6 +172,11 @@ class Worker:
             on_progress=self._report_waiting,
         )
         self._direct_marks = self._manager.direct_marks
+        if not transport.in_process:
+            tailer = ChangelogTailer(transport.tail_reader, self.codecs)
+            self._manager.standbys = Standbys(plan, backend, tailer)
+        self.rebalancer = Rebalancer(self._manager, self._lock, self.commit, self._touched)
+        """Applies the group's rebalances to the tasks (rebalance.py)."""
         self._status = Status(plan, transport, self._manager, float(waiting_report))
         """The task manager's list (extended in place): read once per step."""
         self.services = Services(self)
@@ -240,25 +246,44 @@ class Worker:
         self.services.start()
 
     async def _on_assigned(self, assignment: frozenset[TP]) -> None:
-        """The rebalance listener's: the group gave this worker `assignment` (restored and
-        built by the next `step`: see `TaskManager.assigned`)."""
-        self._manager.assigned(assignment)
+        """The rebalance listener's: see `Rebalancer.assigned`."""
+        await self.rebalancer.assigned(assignment)
 
     async def _on_revoked(self, revoked: frozenset[TP]) -> None:
-        """A rebalance takes `revoked` away: commit everything, then drop their tasks."""
-        self._manager.revoking()
-        async with self._lock:
-            await self.commit()
-            if self._touched:  # graves this commit wrote: one more deletes them for good
-                await self.commit()
-            self._manager.drop(revoked)
+        """The rebalance listener's: see `Rebalancer.revoked`."""
+        await self.rebalancer.revoked(revoked)
 
     def _lost(self, exc: MembershipLost) -> None:
-        """A commit found this worker out of the group: drop every task (see
-        `TaskManager.lose`), wait for the rejoin."""
-        self._manager.lose(exc)
+        """A commit found this worker out of the group: see `Rebalancer.lost`."""
+        self.rebalancer.lost(exc)
         self._since_commit = 0
-        self.lost_memberships += 1
+
+    @property
+    def lost_memberships(self) -> int:
+        """Times a commit found this worker out of its group (it then rejoined)."""
+        return self.rebalancer.lost_memberships
+
+    def task_states(self) -> dict[tuple[int, int], str]:
+        """Every task this worker holds, ``(sub-topology, partition)``, with its state:
+        restoring, running, suspended or standby."""
+        return self._manager.task_states()
+
+    def task_report(self) -> dict[tuple[int, int], tuple[str, int | None]]:
+        """Per task this worker holds, its state and (standbys) changelog lag."""
+        lag = self.standby_lag()
+        return {t: (state, lag.get(t)) for t, state in self.task_states().items()}
+
+    def explain(self) -> str:
+        """The plan as `flowgraph explain` prints it, and the tasks this worker holds now
+        (running, restoring, suspended, standby) with each standby's changelog lag."""
+        from planner.explain import to_text
+
+        return to_text(self.plan, backend=self.backend.url, tasks=self.task_report())
+
+    def standby_lag(self) -> dict[tuple[int, int], int | None]:
+        """Per standby task, changelog records it has not applied yet (None: not known)."""
+        standbys = self._manager.standbys
+        return {} if standbys is None else standbys.lag()
 
     async def stop(self, *, commit: bool = True, commit_timeout: float | None = None) -> None:
         """Commit what is processed (unless `commit` is False: a batch was cut short), leave
@@ -291,6 +316,11 @@ class Worker:
                 failures.append(exc)
         for task in self._all_tasks:
             task.close()  # agents' coroutines end with the worker
+        if self._manager.standbys is not None:
+            try:
+                await self._manager.standbys.stop()
+            except BaseException as exc:
+                failures.append(exc)
         await self.global_tables.stop()
         if WORKER.get() is self:
             WORKER.set(None)
@@ -462,6 +492,9 @@ class Worker:
                     await self._consumer.commit(ahead)
                 except MembershipLost as exc:
                     self._lost(exc)
+                else:
+                    self._manager.committed.update(ahead)
+                    self._manager.resume_at.update(ahead)
 
     async def step(self, budget: int | None = None, timeout: float = 0.0) -> bool:
         """Fetch for the partitions whose buffers run low, then run what the schedule hands
@@ -617,6 +650,7 @@ class Worker:
         self._touched.clear()  # cleared in place: direct writers hold this dict
         positions = self._positions.copy()
         self._positions.clear()  # in place: the task manager holds this dict
+        resume = positions.copy()
         for task in touched:
             if task.agents:
                 for tp, first in task.held().items():
@@ -627,6 +661,8 @@ class Worker:
         if lost is not None:
             self._lost(lost)
             return
+        self._manager.resume_at.update(resume)
+        self._manager.committed.update(positions)
         for task in touched:
             if task.has_graves:  # deleted keys: the next commit deletes their graves for good
                 self._touched[id(task)] = task

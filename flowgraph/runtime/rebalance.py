@@ -1,0 +1,79 @@
+"""What a rebalance does to a worker.
+
+The group's rebalance listener calls `Rebalancer.revoked` when a rebalance begins (commit
+everything processed, then suspend the tasks of the partitions taken away) and
+`Rebalancer.assigned` when it ends (resume the tasks that came back, close or demote to
+standby the others, note the new partitions: `TaskManager.assigned`). A commit that finds
+the worker out of its group calls `Rebalancer.lost`. The partition assignor asks
+`Rebalancer.member_state` what this worker holds, so tasks stay where their state is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from flowgraph.runtime.standby import TaskId
+from flowgraph.runtime.tasks import TaskManager
+from flowgraph.runtime.transport import TP, MembershipLost
+
+__all__ = ["Rebalancer"]
+
+log = logging.getLogger("flowgraph")
+
+
+class Rebalancer:
+    """Applies the group's rebalances to a worker's tasks."""
+
+    def __init__(
+        self,
+        manager: TaskManager,
+        lock: asyncio.Lock,
+        commit: Callable[[], Awaitable[None]],
+        touched: dict[int, Any],
+    ) -> None:
+        """`lock` is the worker's processing lock (a rebalance never cuts a batch in two),
+        `commit` its commit, `touched` the tasks taking part in the next one."""
+        self.manager = manager
+        self._lock = lock
+        self._commit = commit
+        self._touched = touched
+        self.assignor: Any = None
+        """The group's partition assignor, when it hands out standby tasks."""
+        self.lost_memberships = 0
+        """Times a commit found this worker out of its group (it then rejoined)."""
+        self.rebalances = 0
+        """Assignments received (the first one included)."""
+
+    async def assigned(self, assignment: frozenset[TP]) -> None:
+        """The group gave this worker `assignment` (and the assignor, standby tasks)."""
+        self.rebalances += 1
+        standby: frozenset[TaskId] = frozenset()
+        if self.assignor is not None:
+            standby = frozenset(getattr(self.assignor, "standby", ()) or ())
+        await self.manager.assigned(assignment, standby)
+
+    async def revoked(self, revoked: frozenset[TP]) -> None:
+        """A rebalance takes `revoked` away: commit everything, then suspend their tasks."""
+        self.manager.revoking()
+        async with self._lock:
+            await self._commit()
+            if self._touched:  # graves this commit wrote: one more deletes them for good
+                await self._commit()
+            self.manager.suspend(revoked)
+
+    def lost(self, exc: MembershipLost) -> None:
+        """A commit found this worker out of the group: drop every task (see
+        `TaskManager.lose`), wait for the rejoin."""
+        self.manager.lose(exc)
+        self.lost_memberships += 1
+
+    def member_state(self) -> tuple[frozenset[TaskId], frozenset[TaskId], dict[TaskId, int]]:
+        """What this worker holds, for the assignor: active tasks (running, suspended or
+        restoring), standby tasks, and how far the local state of each goes."""
+        states = self.manager.task_states()
+        active = frozenset(t for t, s in states.items() if s != "standby")
+        standby = frozenset(t for t, s in states.items() if s == "standby")
+        return active, standby, self.manager.local_offsets()

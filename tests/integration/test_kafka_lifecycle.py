@@ -1,0 +1,97 @@
+"""Task lifecycle across rebalances, with two workers in one process on the test broker.
+
+A rebalance suspends the tasks it takes away after committing them; the tasks that come
+back to the same worker run on as they were (the same objects, no restore), and only the
+partitions that move are restored elsewhere. Standby tasks follow the changelogs of tasks
+another worker runs and, promoted, restore only what they had not applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowgraph.runtime import open_transport
+from flowgraph.runtime.state.rocksdb import RocksDBBackend
+from flowgraph.runtime.worker import Worker
+from planner.pipeline import plan as compile_plan
+from tests.integration import kafka_jobs
+from tests.integration.test_kafka import (
+    FAST_GROUP,
+    changelog_table,
+    counts,
+    make_clicks,
+    produce,
+)
+from tests.kafka_broker import Broker
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+
+
+def _worker(graph: Any, url: str, state: Path) -> Worker:
+    return Worker(compile_plan(graph), open_transport(url), RocksDBBackend(state))
+
+
+async def _until(what: str, predicate: Any, timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out waiting until {what}")
+        await asyncio.sleep(0.05)
+
+
+def test_a_rebalance_keeps_the_tasks_that_stay_and_moves_only_the_others(
+    kafka: Broker, tmp_path: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    graph_id, topic = f"kt-life-{suffix}", f"kt-life-{suffix}-clicks"
+    graph = kafka_jobs.make_graph(graph_id, topic, PARTITIONS)
+    url = f"{kafka.url}?{FAST_GROUP}"
+    first, second = make_clicks(2_000, seed=1), make_clicks(2_000, seed=2)
+
+    async def main() -> None:
+        from tests.integration.test_kafka import create_topic
+
+        await create_topic(kafka, topic, PARTITIONS)
+        await produce(kafka, topic, first, PARTITIONS)
+        a = _worker(graph, url, tmp_path / "a")
+        b = _worker(graph, url, tmp_path / "b")
+        stop_a, stop_b = asyncio.Event(), asyncio.Event()
+        await a.start()
+        run_a = asyncio.create_task(a.run(stop=stop_a))
+        await _until("a owns every partition", lambda: len(a.tasks) == PARTITIONS, 30)
+        await _until("a counted the first input", lambda: a.stats.events >= len(first), 30)
+        before = dict(a.tasks)
+        restored = a.stats.restored
+        await b.start()
+        run_b = asyncio.create_task(b.run(stop=stop_b))
+        await _until(
+            "both own partitions",
+            lambda: bool(a.tasks) and bool(b.tasks) and not a._pending and not b._pending,
+            30,
+        )
+        kept = set(a.tasks)
+        assert 0 < len(kept) < PARTITIONS
+        assert all(a.tasks[tp] is before[tp] for tp in kept), "a task that stayed was rebuilt"
+        assert a.stats.restored == restored, "a task that stayed was restored again"
+        assert all(s == "running" for s in a.task_states().values())
+        assert f"Tasks on this worker: {len(kept)} running" in a.explain()
+        await produce(kafka, topic, second, PARTITIONS)
+        await _until(
+            "everything is counted",
+            lambda: a.stats.events + b.stats.events >= len(first) + len(second),
+            60,
+        )
+        stop_a.set()
+        stop_b.set()
+        await asyncio.gather(run_a, run_b)
+        await asyncio.gather(a.stop(), b.stop())
+
+    asyncio.run(asyncio.wait_for(main(), 150))
+    assert changelog_table(kafka, graph) == counts(first, second)
