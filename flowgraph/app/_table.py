@@ -291,7 +291,14 @@ class GlobalTable(Table[K, V]):
                 "agent, a timer or a task, or after a run with RunResult.table(name)"
             )
             raise ConfigurationError(msg)
-        return worker.global_tables
+        tables = worker.global_tables
+        if self.name not in tables.specs:
+            msg = (
+                f"global table {self.name!r} is written by no agent, so no worker holds it; "
+                "name it in the code of the agent that writes it"
+            )
+            raise ConfigurationError(msg)
+        return tables
 
     def _own(self) -> tuple[TableState | None, int]:
         """The shard the agent handling a record writes, and its partition (-1: none)."""
@@ -330,8 +337,6 @@ class GlobalTable(Table[K, V]):
         it is now, uncommitted writes included)."""
         state, partition = self._own()
         copies = self._copies()
-        if self.name not in copies.specs:
-            copies.get(self.name, None)  # raises: not a global table of the running app
         seen: set[Any] = set()
         if state is not None:
             for key, value in state.items():

@@ -253,3 +253,23 @@ def test_faust_global_table_cannot_be_windowed() -> None:
     app = fg.App("fc")
     with pytest.raises(fg.ConfigurationError, match="cannot be windowed"):
         app.GlobalTable("t").tumbling(10)
+
+
+def test_faust_global_table_no_agent_writes_says_so_when_read() -> None:
+    app = fg.App("fd")
+    table = app.GlobalTable("t", key_type=str, value_type=int)
+    seen: list[str] = []
+
+    @app.task
+    async def read() -> None:
+        try:
+            table["x"]
+        except fg.ConfigurationError as exc:
+            seen.append(str(exc))
+
+    with TestDriver(app):
+        pass
+    assert seen == [
+        "global table 't' is written by no agent, so no worker holds it; name it in the code "
+        "of the agent that writes it"
+    ]
