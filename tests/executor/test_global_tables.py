@@ -273,3 +273,22 @@ def test_faust_global_table_no_agent_writes_says_so_when_read() -> None:
         "global table 't' is written by no agent, so no worker holds it; name it in the code "
         "of the agent that writes it"
     ]
+
+
+def test_the_live_view_line_shows_the_global_tables_lag() -> None:
+    import io
+
+    from flowgraph._live import LiveView
+
+    g, _ = lookup_graph("live")
+    with TestDriver(g) as driver:
+        driver.send("users", "u1", "Ann")
+        view = LiveView(driver.plan, out=io.StringIO(), interactive=False)
+        view._worker = driver._worker
+        assert "global tables lag 0" in view._log_line()
+    plain = fg.Graph("plain")
+    plain.source("in", key_type=str, value_type=int).count(name="n")
+    with TestDriver(plain) as driver:
+        view = LiveView(driver.plan, out=io.StringIO(), interactive=False)
+        view._worker = driver._worker
+        assert "global" not in view._log_line()
