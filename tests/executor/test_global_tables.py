@@ -187,7 +187,9 @@ def faust_app() -> tuple[fg.App, list[Any]]:
     updates = app.topic("updates", key_type=str, value_type=int)
     lookups = app.topic("lookups", key_type=str, value_type=str)
     found = app.topic("found", key_type=str, value_type=int)
-    prices = app.GlobalTable("prices", default=int, key_type=str, value_type=int)
+    prices = app.GlobalTable(
+        "prices", default=int, key_type=str, value_type=int, recovery_buffer_size=1
+    )
     seen: list[Any] = []
 
     @app.agent(updates)
