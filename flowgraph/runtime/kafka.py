@@ -28,6 +28,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from flowgraph.errors import ConfigurationError
+from flowgraph.runtime.kafka_assignor import FlowgraphAssignor
 from flowgraph.runtime.kafka_config import KNOWN, KafkaSettings
 from flowgraph.runtime.kafka_consumer import Assigned, KafkaConsumer, RebalanceListener
 from flowgraph.runtime.kafka_tail import KafkaTailReader
@@ -47,6 +48,10 @@ CLOSE_TIMEOUT = 3.0
 worker whose broker went away still exits."""
 HIGHWATER_POLL_MS = 10
 """How long one poll for a partition's high watermark waits (it is polled until known)."""
+JOIN_GROUP = 11
+"""Kafka's api key of JoinGroup."""
+STATIC_JOIN_VERSION = 5
+"""The first JoinGroup version that carries a group instance id (KIP-345)."""
 
 
 def _ms(ts: float | None) -> int | None:
@@ -243,14 +248,25 @@ class KafkaTransport:
         topics: Sequence[str],
         on_assigned: Assigned | None = None,
         on_revoked: Assigned | None = None,
+        assignor: FlowgraphAssignor | None = None,
     ) -> KafkaConsumer:
-        """Join `group` over `topics`; rebalances call `on_assigned`/`on_revoked`."""
+        """Join `group` over `topics`; rebalances call `on_assigned`/`on_revoked`.
+
+        `assignor` replaces aiokafka's round robin (every member of a group must use the
+        same); the settings' `group_instance_id` makes this member static.
+        """
 
         async def nothing(tps: frozenset[TP]) -> None:
             return None
 
+        if self.settings.group_instance_id is not None:
+            self._check_static_membership()
+        extra: dict[str, Any] = {}
+        if assignor is not None:
+            extra["partition_assignment_strategy"] = (assignor,)
         consumer = AIOKafkaConsumer(
             **self.settings.group_kwargs(group),
+            **extra,
             enable_auto_commit=False,
             max_partition_fetch_bytes=4 * MAX_BATCH_BYTES,
             fetch_max_bytes=16 * MAX_BATCH_BYTES,
@@ -267,7 +283,32 @@ class KafkaTransport:
                 listener=RebalanceListener(on_assigned or nothing, on_revoked or nothing),
             )
         assert self._admin is not None
-        return KafkaConsumer(consumer, self._written, self._admin, self.settings.group_id or group)
+        return KafkaConsumer(
+            consumer,
+            self._written,
+            self._admin,
+            self.settings.group_id or group,
+            static=self.settings.group_instance_id is not None,
+        )
+
+    def _check_static_membership(self) -> None:
+        """Static membership needs JoinGroup v5 (Kafka 2.3); an older broker would take the
+        member as dynamic, and one that never leaves would hold its partitions a whole
+        session after every stop. Read from the admin client's connections (aiokafka
+        internals, guarded: when they cannot tell, go on)."""
+        conns = getattr(getattr(self._admin, "_client", None), "_conns", None) or {}
+        tops = [
+            versions[JOIN_GROUP][1]
+            for conn in list(conns.values())
+            if JOIN_GROUP in (versions := getattr(conn, "_versions", None) or {})
+        ]
+        if tops and max(tops) < STATIC_JOIN_VERSION:
+            msg = (
+                f"kafka setting 'group_instance_id' needs a broker with static membership "
+                f"(JoinGroup v{STATIC_JOIN_VERSION}, Kafka 2.3 or later), but {self.servers!r} "
+                f"speaks JoinGroup v{max(tops)} at most; unset group_instance_id"
+            )
+            raise ConfigurationError(msg)
 
     # -- producing -----------------------------------------------------------------------
 

@@ -89,6 +89,12 @@ class KafkaSettings:
     heartbeat_interval_ms: int = 1_000
     connect_timeout: float = 15.0
     """Seconds to keep trying to reach the brokers at start."""
+    standby_replicas: int | None = None
+    """Standby copies of each stateful task's state kept by other workers; None: one when the
+    group has two workers or more."""
+    group_instance_id: str | None = None
+    """Static group membership (KIP-345): a worker restarted with the same id within
+    `session_timeout_ms` gets its partitions back without a rebalance."""
 
     @functools.cached_property
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -137,13 +143,16 @@ class KafkaSettings:
 
     def group_kwargs(self, group: str) -> dict[str, Any]:
         """`client_kwargs` plus what the group consumer needs; `group` unless overridden."""
-        return {
+        kwargs = {
             **self.client_kwargs(),
             "group_id": self.group_id or group,
             "auto_offset_reset": self.auto_offset_reset,
             "session_timeout_ms": self.session_timeout_ms,
             "heartbeat_interval_ms": self.heartbeat_interval_ms,
         }
+        if self.group_instance_id is not None:
+            kwargs["group_instance_id"] = self.group_instance_id
+        return kwargs
 
     def describe(self) -> str:
         """One line for logs and views: the cluster and how it is reached, no secrets."""
@@ -300,6 +309,15 @@ def _convert(name: str, value: Any, where: str) -> Any:
             return text in _TRUE
         msg = f"kafka setting {name!r} in {where} must be true or false, got {shown}"
         raise ConfigurationError(msg)
+    if name == "standby_replicas":
+        try:
+            number = value if type(value) is int else int(str(value).strip())
+        except ValueError:
+            number = -1
+        if number < 0:
+            msg = f"kafka setting {name!r} in {where} must be a whole number >= 0, got {shown}"
+            raise ConfigurationError(msg)
+        return number
     if name in _INTS:
         try:
             number = value if type(value) is int else int(str(value).strip())

@@ -68,8 +68,12 @@ class KafkaConsumer:
         written: Mapping[TP, int],
         admin: AIOKafkaAdminClient,
         group: str,
+        static: bool = False,
     ) -> None:
         self._consumer = consumer
+        self._static = static
+        """A static member (``group_instance_id``): it never sends LeaveGroup, so a restart
+        within the session timeout gets its partitions back without a rebalance."""
         self._written = written
         """End offsets this process's own writes reached, which a fetch may not show yet."""
         self._admin = admin
@@ -269,6 +273,9 @@ class KafkaConsumer:
         member still joining (the broker holds its join while it waits for a stopped member)
         has nothing to hand over, and aiokafka would otherwise wait for that join to time
         out before it stops.
+
+        A static member sends no LeaveGroup at all (nor does aiokafka for it): the group
+        keeps its partitions for it until it is back or its session times out.
         """
         if self._fetch is not None:  # records it may still return were never processed
             self._fetch.cancel()
@@ -287,7 +294,7 @@ class KafkaConsumer:
         try:
             await asyncio.wait_for(self._leave(), LEAVE_TIMEOUT if owns else JOINING_LEAVE_TIMEOUT)
         except TimeoutError:
-            if member and node is not None:
+            if member and node is not None and not self._static:
                 # Stuck in a join the broker holds: leave by member id on the admin
                 # client's connection (the consumer's is held by the join), or the broker
                 # keeps this member until its session expires (aiokafka internals, guarded).
@@ -301,7 +308,11 @@ class KafkaConsumer:
 
     async def _leave(self) -> None:
         coordinator = getattr(self._consumer, "_coordinator", None)
-        if coordinator is not None and getattr(coordinator, "generation", None) == 0:
+        if (
+            coordinator is not None
+            and getattr(coordinator, "generation", None) == 0
+            and not self._static
+        ):
             # Some brokers (tansu) number a new group's first generation 0, and aiokafka
             # sends LeaveGroup only above 0, so the others would wait a whole session
             # timeout for our partitions. Leave explicitly (aiokafka internals, guarded).

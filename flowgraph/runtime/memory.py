@@ -302,9 +302,15 @@ class MemoryTransport:
             )
 
     async def consumer(
-        self, group: str, topics: Sequence[str], on_assigned: Any = None, on_revoked: Any = None
+        self,
+        group: str,
+        topics: Sequence[str],
+        on_assigned: Any = None,
+        on_revoked: Any = None,
+        assignor: Any = None,
     ) -> MemoryConsumer:
-        """A consumer owning every partition of `topics` (no rebalances, so no callbacks)."""
+        """A consumer owning every partition of `topics` (no rebalances, so no callbacks,
+        and no assignor: the one member runs every task)."""
         return MemoryConsumer(self.broker, group, topics)
 
     def writer(self, topic: str) -> Callable[[int, Any, Any, float, Any], None]:

@@ -18,6 +18,7 @@ from typing import Any
 from flowgraph.runtime.standby import TaskId
 from flowgraph.runtime.tasks import TaskManager
 from flowgraph.runtime.transport import TP, MembershipLost
+from planner.assignment import MemberState
 
 __all__ = ["Rebalancer"]
 
@@ -70,10 +71,12 @@ class Rebalancer:
         self.manager.lose(exc)
         self.lost_memberships += 1
 
-    def member_state(self) -> tuple[frozenset[TaskId], frozenset[TaskId], dict[TaskId, int]]:
+    def member_state(self) -> MemberState:
         """What this worker holds, for the assignor: active tasks (running, suspended or
         restoring), standby tasks, and how far the local state of each goes."""
         states = self.manager.task_states()
-        active = frozenset(t for t, s in states.items() if s != "standby")
-        standby = frozenset(t for t, s in states.items() if s == "standby")
-        return active, standby, self.manager.local_offsets()
+        return MemberState(
+            active=frozenset(t for t, s in states.items() if s != "standby"),
+            standby=frozenset(t for t, s in states.items() if s == "standby"),
+            offsets=self.manager.local_offsets(),
+        )

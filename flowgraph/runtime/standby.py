@@ -15,14 +15,12 @@ from collections.abc import Iterable
 from flowgraph.runtime.state.base import StateBackend, StorePartition
 from flowgraph.runtime.tailer import ChangelogTailer
 from flowgraph.runtime.transport import TP
+from planner.assignment import TaskId
 from planner.physical import PhysicalPlan
 
 __all__ = ["Standbys", "TaskId"]
 
 log = logging.getLogger("flowgraph")
-
-TaskId = tuple[int, int]
-"""A task: ``(sub-topology id, partition)``."""
 
 
 class Standbys:

@@ -142,8 +142,14 @@ class Transport(Protocol):
         topics: Sequence[str],
         on_assigned: Callable[[frozenset[TP]], Awaitable[None]] | None = None,
         on_revoked: Callable[[frozenset[TP]], Awaitable[None]] | None = None,
+        assignor: Any = None,
     ) -> Consumer:
-        """Join `group` subscribed to `topics`; rebalances call the two callbacks."""
+        """Join `group` subscribed to `topics`; rebalances call the two callbacks.
+
+        `assignor` (a `flowgraph.runtime.kafka_assignor.FlowgraphAssignor` on Kafka) decides
+        which member gets which partitions; None keeps the transport's default. In-process
+        transports have one member and ignore it.
+        """
         ...
 
     def writer(self, topic: str) -> Callable[[int, Any, Any, float, Any], None]:

@@ -52,6 +52,7 @@ from flowgraph.runtime.transport import (
 )
 from flowgraph.serde import AutoCodec, Codec
 from planner import logical as lg
+from planner.assignment import topology
 from planner.physical import PhysicalPlan
 
 __all__ = [
@@ -232,8 +233,18 @@ class Worker:
                     spec = self.plan.topic(step.topic)
                     self._feeders.append(Feeder(step, spec, self.codecs[spec.name][1]))
         entry_topics = [t for sub in self.plan.subtopologies for t in sub.source_topics]
+        assignor = None
+        if not self.transport.in_process:  # a group: tasks and standbys by flowgraph's rules
+            from flowgraph.runtime.kafka_assignor import FlowgraphAssignor
+
+            settings = getattr(self.transport, "settings", None)
+            assignor = self.rebalancer.assignor = FlowgraphAssignor(
+                topology(self.plan),
+                getattr(settings, "standby_replicas", None),
+                self.rebalancer.member_state,
+            )
         self._consumer = await self.transport.consumer(
-            self.plan.graph_id, entry_topics, self._on_assigned, self._on_revoked
+            self.plan.graph_id, entry_topics, self._on_assigned, self._on_revoked, assignor
         )
         self._manager.consumer = self._consumer
         # one member owns everything, at once; with nothing to read (an app of timers

@@ -71,7 +71,12 @@ class RecordingTransport(MemoryTransport):
         self.events.append(("flushed",))
 
     async def consumer(
-        self, group: str, topics: Sequence[str], on_assigned: Any = None, on_revoked: Any = None
+        self,
+        group: str,
+        topics: Sequence[str],
+        on_assigned: Any = None,
+        on_revoked: Any = None,
+        assignor: Any = None,
     ) -> MemoryConsumer:
         consumer = RecordingConsumer(self.broker, group, topics)
         consumer.events = self.events

@@ -162,7 +162,12 @@ class Member(MemoryTransport):
         self.fetch_time = fetch_time
 
     async def consumer(
-        self, group: str, topics: Sequence[str], on_assigned: Any = None, on_revoked: Any = None
+        self,
+        group: str,
+        topics: Sequence[str],
+        on_assigned: Any = None,
+        on_revoked: Any = None,
+        assignor: Any = None,
     ) -> MemoryConsumer:
         return _Owning(self, group, topics, on_assigned)
 

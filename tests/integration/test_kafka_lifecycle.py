@@ -80,18 +80,33 @@ def test_a_rebalance_keeps_the_tasks_that_stay_and_moves_only_the_others(
         assert 0 < len(kept) < PARTITIONS
         assert all(a.tasks[tp] is before[tp] for tp in kept), "a task that stayed was rebuilt"
         assert a.stats.restored == restored, "a task that stayed was restored again"
-        assert all(s == "running" for s in a.task_states().values())
-        assert f"Tasks on this worker: {len(kept)} running" in a.explain()
+        running = {t for t, s in a.task_states().items() if s == "running"}
+        standby = {t for t, s in a.task_states().items() if s == "standby"}
+        assert len(running) == len(kept)
+        assert standby == {t for t, s in b.task_states().items() if s == "running"}
+        assert f"Tasks on this worker: {len(kept)} running, {len(standby)} standby" in a.explain()
         await produce(kafka, topic, second, PARTITIONS)
         await _until(
             "everything is counted",
             lambda: a.stats.events + b.stats.events >= len(first) + len(second),
             60,
         )
-        stop_a.set()
+        await _until("b committed it all", lambda: not b._touched, 30)
+        await _until(
+            "a's standbys applied b's changelog",
+            lambda: set(a.standby_lag().values()) == {0},
+            30,
+        )
+        restored = a.stats.restored
         stop_b.set()
-        await asyncio.gather(run_a, run_b)
-        await asyncio.gather(a.stop(), b.stop())
+        await run_b
+        await b.stop()  # leaves the group: a takes b's tasks over from its standbys
+        await _until("a runs every task", lambda: len(a.tasks) == PARTITIONS and not a._pending, 30)
+        assert a.stats.restored == restored, "a promoted standby restored more than its tail"
+        assert a.table(kafka_jobs.TABLE) == counts(first, second)
+        stop_a.set()
+        await run_a
+        await a.stop()
 
     asyncio.run(asyncio.wait_for(main(), 150))
     assert changelog_table(kafka, graph) == counts(first, second)

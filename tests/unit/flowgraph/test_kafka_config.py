@@ -79,6 +79,18 @@ def test_precedence_url_then_env_then_file(tmp_path: Path) -> None:
     assert parse(URL, {}, {"auto_offset_reset": "LATEST"}).auto_offset_reset == "latest"
 
 
+def test_standbys_and_static_membership() -> None:
+    assert parse(URL, {}).standby_replicas is None
+    settings = parse(f"{URL}?standby_replicas=0&group_instance_id=worker-a", {})
+    assert (settings.standby_replicas, settings.group_instance_id) == (0, "worker-a")
+    assert settings.group_kwargs("graph")["group_instance_id"] == "worker-a"
+    assert "group_instance_id" not in parse(URL, {}).group_kwargs("graph")
+    env = {"FLOWGRAPH_KAFKA_STANDBY_REPLICAS": "2", "FLOWGRAPH_KAFKA_GROUP_INSTANCE_ID": "w-b"}
+    from_env = parse(URL, env)
+    assert (from_env.standby_replicas, from_env.group_instance_id) == (2, "w-b")
+    assert parse(URL, {}, {"standby_replicas": 3}).standby_replicas == 3
+
+
 @pytest.mark.parametrize(
     ("query", "env", "words"),
     [
@@ -90,6 +102,9 @@ def test_precedence_url_then_env_then_file(tmp_path: Path) -> None:
         ("session_timeout_ms=abc", {}, ["'session_timeout_ms'"]),
         ("connect_timeout=-1", {}, ["'connect_timeout'", "seconds"]),
         ("create_source_topics=maybe", {}, ["'create_source_topics'", "true or false"]),
+        ("standby_replicas=-1", {}, ["'standby_replicas'", "whole number >= 0"]),
+        ("", {"FLOWGRAPH_KAFKA_STANDBY_REPLICAS": "one"}, ["FLOWGRAPH_KAFKA_STANDBY_REPLICAS"]),
+        ("group_instance_id=", {}, ["'group_instance_id'", "non-empty string"]),
         ("security_protocol=SASL_SSL&sasl_username=u", {}, ["'sasl_password' is needed"]),
         ("sasl_username=u", {}, ["'sasl_username'", "needs security_protocol SASL_"]),
         ("ssl_cafile=/nonexistent/ca.pem", {}, ["'ssl_cafile'", "not a file"]),
