@@ -7,6 +7,7 @@ it embedded (``memory://``) or on Kafka. See docs/getting-started/.
 from flowgraph import testing as testing
 from flowgraph._context import RecordContext as RecordContext
 from flowgraph._delete import DELETE as DELETE
+from flowgraph._global_table import GlobalTable as GlobalTable
 from flowgraph._graph import Graph as Graph
 from flowgraph._graph import Stream as Stream
 from flowgraph._graph import Table as Table
@@ -43,6 +44,7 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, which the API test pins
     "DELETE",
     "DeadLetterLimitError",
     "FlowgraphError",
+    "GlobalTable",
     "Graph",
     "GraphDefinitionError",
     "GraphValidationError",

@@ -22,6 +22,7 @@ from planner.logical import AggregateKind, LogicalPlan, Node
 from planner.physical import PhysicalPlan
 
 if TYPE_CHECKING:
+    from flowgraph._global_table import GlobalTable
     from flowgraph._windowed import WindowedStream
 
 __all__ = ["Graph", "Stream", "Table"]
@@ -115,6 +116,35 @@ class Graph:
             **_timestamp(timestamp),
         )
         return self._add(node)
+
+    def global_table(
+        self,
+        topic: str,
+        *,
+        key_type: object = None,
+        value_type: object = None,
+        partitions: int = 1,
+        name: str | None = None,
+    ) -> GlobalTable[Any, Any]:
+        """The last value per key of `topic`, held whole by every worker (Kafka Streams'
+        ``builder.globalTable``): look it up with ``table[key]`` in any step function.
+
+        A None value (a tombstone) deletes its key. The table (named `name`, default the
+        topic) is read like ``source(topic).to_table()``, and every worker also follows all
+        of its changelog in the background; see docs/concepts/global-tables.md.
+        """
+        table_name = name or topic
+        if not isinstance(table_name, str) or not table_name:
+            msg = f"global_table needs a topic name, got {topic!r}"
+            raise _error(msg)
+        stream = self.source(
+            topic,
+            key_type=key_type,
+            value_type=value_type,
+            partitions=partitions,
+            name=f"{table_name}-source",
+        )
+        return stream.to_table(name=table_name).to_global()
 
     def to_logical(self) -> LogicalPlan:
         """The graph as a frozen logical plan (what `planner.plan` compiles)."""
@@ -651,6 +681,29 @@ class Table(Generic[K, V]):
     def store(self) -> str:
         """The store name (``<graph>-<step>``), which also names the changelog topic."""
         return naming.store_name(self.graph.id, self.step)
+
+    def to_global(self) -> GlobalTable[K, V]:
+        """This table, held whole by every worker as well: look it up with ``table[key]``
+        in any step function (see docs/concepts/global-tables.md).
+
+        Its shards stay where they are; each worker also follows every partition of its
+        changelog into a copy of its own. It is the same table under the same name (the
+        changelog already holds all of it), so there is no name to give.
+        """
+        from flowgraph._global_table import GlobalTable
+
+        graph = self.graph
+        node = graph._node(self.step)
+        assert isinstance(node, lg.Aggregate)
+        if node.window is not None:
+            msg = (
+                f"table {self.step!r} is windowed; only a table of one value per key can be global"
+            )
+            raise _error(msg)
+        if not node.is_global:
+            index = graph._nodes.index(node)
+            graph._nodes[index] = attrs.evolve(node, is_global=True)
+        return GlobalTable(graph, self.step)
 
     def changes(self, *, name: str | None = None) -> Stream[K, V]:
         """The stream of updates to this table: ``(key, new value)`` on every change."""

@@ -145,6 +145,10 @@ class LiveView:
         tasks = _tasks(self._worker)
         if tasks:
             line += f", tasks {tasks}"
+        global_tables = self._worker.global_tables
+        if global_tables:
+            behind = sum(n or 0 for n in global_tables.lag().values())
+            line += f", global tables lag {behind}"
         waiting = self._worker.waiting_for()
         if waiting:
             line += f"; {waiting}"

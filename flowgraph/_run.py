@@ -180,6 +180,8 @@ async def run_async(
         failure = getattr(transport, "failure", None)
         if failure is not None:
             raise failure
+        if worker.global_tables:  # the copies take in the last commit, for the result
+            await worker.global_tables.catch_up()
         tables = {s.step: worker.table(s.step) for s in plan.stores}
         return tables, worker.step_counts(), stalled
 

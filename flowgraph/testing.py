@@ -26,6 +26,7 @@ import attrs
 from flowgraph._graph import Graph
 from flowgraph.app import App
 from flowgraph.errors import ConfigurationError
+from flowgraph.runtime.agent import WORKER
 from flowgraph.runtime.memory import MemoryTransport
 from flowgraph.runtime.state import open_backend
 from flowgraph.runtime.task import ORIGIN_HEADER
@@ -86,12 +87,27 @@ class TestDriver:
         self._drain()
 
     def _run(self, coro: Any) -> Any:
+        coro = self._as_worker(coro)
         if self._pool is not None:  # a loop already runs in this thread (Jupyter)
             return self._pool.submit(self._loop.run_until_complete, coro).result()
         return self._loop.run_until_complete(coro)
 
+    async def _as_worker(self, coro: Any) -> Any:
+        """Run `coro` where step functions find the worker (each loop run is a new task,
+        so what `Worker.start` set in its own task's context is not seen here)."""
+        WORKER.set(self._worker)
+        return await coro
+
     def _drain(self) -> None:
-        self._run(self._worker.run(until_idle=True, idle_wait=0.0))
+        self._run(self._settled())
+
+    async def _settled(self, end_of_input: bool = False) -> None:
+        """Process everything, then bring the global tables' copies to what was committed,
+        so the next record (and `table`) sees every write so far."""
+        worker = self._worker
+        await worker.run(until_idle=True, idle_wait=0.0, end_of_input=end_of_input)
+        if worker.global_tables:
+            await worker.global_tables.catch_up()
 
     def send(
         self,
@@ -137,7 +153,7 @@ class TestDriver:
         ``emit="close"`` window emits its final value now) and what that emits is processed
         downstream; records sent afterwards for those windows are late.
         """
-        self._run(self._worker.run(until_idle=True, idle_wait=0.0, end_of_input=True))
+        self._run(self._settled(end_of_input=True))
 
     def advance_time(self, t: float) -> None:
         """Set the driver's clock (seconds) and let idle windows follow it.

@@ -200,6 +200,8 @@ class StoreDescription:
     backend: str = DEFAULT_BACKEND
     key: str = "?"
     value: str = "?"
+    is_global: bool = False
+    """A global table: every worker also holds all its partitions (see `StoreSpec`)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -478,4 +480,5 @@ def _store(s: StoreSpec, backend: str) -> StoreDescription:
         backend=backend,
         key=codec_name(s.key_type),
         value=codec_name(s.value_type),
+        is_global=s.is_global,
     )

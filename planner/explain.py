@@ -50,6 +50,7 @@ from planner.describe import (
     describe,
 )
 from planner.logical import LogicalPlan
+from planner.naming import global_store
 from planner.physical import PhysicalPlan
 
 __all__ = ["TaskReport", "render", "tasks_section", "to_text", "type_name"]
@@ -216,7 +217,14 @@ def _stores(d: PlanDescription) -> list[str]:
     for s in d.stores:
         row = [s.name, s.step, str(s.partitions), s.key, s.value, s.changelog]
         rows.append(row if shared else [*row, s.backend])
-    return [head, *_table(rows, indent="  ")]
+    lines = [head, *_table(rows, indent="  ")]
+    for s in d.stores:
+        if s.is_global:
+            lines.append(
+                f"  {s.name} is global: every worker holds all {s.partitions} partitions "
+                f"(store {global_store(s.name)}, following {s.changelog})"
+            )
+    return lines
 
 
 def _services(d: PlanDescription) -> list[str]:

@@ -160,6 +160,9 @@ class Aggregate(FnNode):
     """A window spec (opaque here): the table then holds one value per key and window."""
     timestamp: object = None
     """For a windowed aggregation: value -> event time; None uses the record timestamp."""
+    is_global: bool = False
+    """Every worker also holds the whole table (all partitions of its changelog), for
+    lookups from any step: ``graph.global_table(...)`` or ``table.to_global()``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -231,6 +234,9 @@ class AgentTable(Node):
     window: object = None
     relative_to: object = attrs.field(default=None, eq=False)
     """How a windowed table finds the time of a write (opaque; the runtime's business)."""
+    is_global: bool = False
+    """Faust's GlobalTable: written like any agent table, and every worker also holds all
+    of it (all partitions of its changelog)."""
 
     @property
     def kind(self) -> str:

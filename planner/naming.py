@@ -13,6 +13,7 @@ __all__ = [
     "checkpoint_topic",
     "dlq_topic",
     "feed_topic",
+    "global_store",
     "repartition_topic",
     "store_name",
 ]
@@ -26,6 +27,15 @@ def repartition_topic(graph_id: str, step_id: str) -> str:
 def store_name(graph_id: str, step_id: str) -> str:
     """Store that holds the table of the stateful step `step_id`."""
     return f"{graph_id}-{step_id}"
+
+
+def global_store(store: str) -> str:
+    """Where a worker keeps its copy of every partition of the global table `store`.
+
+    It differs from the store of the table's own shards (``<graph>-<step>``), which the same
+    worker may hold too; validation refuses a step named ``<step>.global`` beside it.
+    """
+    return f"{store}.global"
 
 
 def changelog_topic(store: str) -> str:

@@ -67,6 +67,9 @@ class StoreSpec:
     partitions: int
     key_type: object = None
     value_type: object = None
+    is_global: bool = False
+    """Every worker also holds all `partitions` of it, kept up to date from `changelog` in
+    the background (a global table), besides the tasks' own shards."""
 
 
 @attrs.frozen(kw_only=True)

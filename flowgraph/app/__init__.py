@@ -10,6 +10,7 @@ from flowgraph.app._app import Topic as Topic
 from flowgraph.app._stream import AgentStream as AgentStream
 from flowgraph.app._stream import Event as Event
 from flowgraph.app._stream import current_event as current_event
+from flowgraph.app._table import GlobalTable as GlobalTable
 from flowgraph.app._table import Table as Table
 
-__all__ = ["Agent", "AgentStream", "App", "Event", "Table", "Topic", "current_event"]
+__all__ = ["Agent", "AgentStream", "App", "Event", "GlobalTable", "Table", "Topic", "current_event"]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from flowgraph import _util
 from flowgraph._graph import Graph
 from flowgraph.app._codecs import faust_codec
+from flowgraph.app._table import GlobalTable as AppGlobalTable
 from flowgraph.app._table import Table as AppTable
 from flowgraph.app._trace import references, trace
 from flowgraph.errors import ConfigurationError, GraphDefinitionError
@@ -407,13 +408,42 @@ class App:
         **_faust_only: Any,
     ) -> AppTable[Any, Any]:
         """A table: a dict an agent reads and writes, made durable by a changelog topic."""
+        return self._table(AppTable, name, default, key_type, value_type, partitions, help)
+
+    def GlobalTable(
+        self,
+        name: str,
+        *,
+        default: Callable[[], Any] | None = None,
+        key_type: Any = None,
+        value_type: Any = None,
+        partitions: int | None = None,
+        help: str | None = None,  # noqa: A002 - Faust's name
+        **_faust_only: Any,
+    ) -> AppGlobalTable[Any, Any]:
+        """A table every worker holds whole: written by one agent like a `Table`, read by
+        any agent, timer or task (see docs/concepts/global-tables.md)."""
+        table = self._table(AppGlobalTable, name, default, key_type, value_type, partitions, help)
+        assert isinstance(table, AppGlobalTable)
+        return table
+
+    def _table(
+        self,
+        cls: type[AppTable[Any, Any]],
+        name: str,
+        default: Callable[[], Any] | None,
+        key_type: Any,
+        value_type: Any,
+        partitions: int | None,
+        help: str | None,  # noqa: A002 - Faust's name
+    ) -> AppTable[Any, Any]:
         if name in self.tables:
             msg = f"app {self.id!r} already has a table {name!r}; table names must be unique"
             raise GraphDefinitionError(msg)
         if default is not None and not callable(default):
             msg = f"table {name!r}: default must be callable (like int or list), not {default!r}"
             raise ConfigurationError(msg)
-        table: AppTable[Any, Any] = AppTable(
+        table: AppTable[Any, Any] = cls(
             self,
             name,
             default=default,
@@ -425,13 +455,6 @@ class App:
         )
         self.tables[name] = table
         return table
-
-    def GlobalTable(self, name: str, **_: Any) -> Any:
-        msg = (
-            f"GlobalTable {name!r}: global tables (every worker holds all partitions) are not "
-            "available yet; use app.Table, sharded like the agent that writes it"
-        )
-        raise NotImplementedError(msg)
 
     # -- services ------------------------------------------------------------------------
 
@@ -586,6 +609,9 @@ class App:
         passed = {n.topic for n in nodes if isinstance(n, lg.Repartition)}
         sends = [t for t in sends if t.name not in passed]  # through(topic): the plan's copy
         for table in tables:
+            is_global = isinstance(table, AppGlobalTable)
+            if is_global and table.name in owner:
+                continue  # another agent writes it; this one reads every worker's copy
             if table.name in owner:
                 msg = (
                     f"table {table.name!r} is used by agents {owner[table.name]!r} and "
@@ -601,6 +627,8 @@ class App:
                 )
                 raise GraphDefinitionError(msg)
             owner[table.name] = agent.name
+            if isinstance(table, AppGlobalTable):
+                table.writer = agent.name
             nodes.append(
                 lg.AgentTable(
                     id=table.name,
@@ -612,6 +640,7 @@ class App:
                     key_type=table.key_type,
                     value_type=table.value_type,
                     where=table.where,
+                    is_global=is_global,
                 )
             )
         for target in sends:

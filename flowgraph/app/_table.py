@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from flowgraph.app._app import App
     from flowgraph.runtime.agent import Slot
 
-__all__ = ["Table"]
+__all__ = ["GlobalTable", "Table"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -250,3 +250,117 @@ class Table(Generic[K, V]):
         from flowgraph.app._windowed import windowed_table
 
         return windowed_table(self, "sliding", size, None, expires)
+
+
+class GlobalTable(Table[K, V]):
+    """Faust's GlobalTable: written like a `Table`, and every worker holds all of it.
+
+    The first agent (in the order the app declares them) whose code names the table writes
+    it, each write going to the shard of the record's partition as for a `Table`; other
+    agents, timers and tasks only read it. Every worker follows all partitions of its
+    changelog into a copy of its own (`flowgraph.runtime.global_tables`): a read in the
+    writing agent sees the agent's own shard, uncommitted writes included, then the copy of
+    every other partition; any other read sees the copy.
+    """
+
+    writer: str | None = None
+    """The agent that writes the table (set when the app is planned)."""
+
+    def __repr__(self) -> str:
+        return f"<GlobalTable {self.name!r} of app {self.app.id!r}>"
+
+    def _state(self) -> TableState | None:
+        slot = CURRENT.get()
+        if slot is None:
+            return None
+        state = slot.tables.get(self.name)
+        if state is None:
+            msg = (
+                f"agent {slot.op.node.id!r} writes global table {self.name!r}, which agent "
+                f"{self.writer!r} writes (the first agent whose code names it); other agents "
+                "only read a global table, so send what should change it to that agent's topic"
+            )
+            raise ConfigurationError(msg)
+        return state
+
+    def _copies(self) -> Any:
+        worker = WORKER.get()
+        if worker is None:
+            msg = (
+                f"global table {self.name!r} is read outside a running worker; read it in an "
+                "agent, a timer or a task, or after a run with RunResult.table(name)"
+            )
+            raise ConfigurationError(msg)
+        tables = worker.global_tables
+        if self.name not in tables.specs:
+            msg = (
+                f"global table {self.name!r} is written by no agent, so no worker holds it; "
+                "name it in the code of the agent that writes it"
+            )
+            raise ConfigurationError(msg)
+        return tables
+
+    def _own(self) -> tuple[TableState | None, int]:
+        """The shard the agent handling a record writes, and its partition (-1: none)."""
+        slot = CURRENT.get()
+        if slot is None:
+            return None, -1
+        state = slot.tables.get(self.name)
+        return (None, -1) if state is None else (state, slot.op.partition)
+
+    def _lookup(self, key: Any) -> Any:
+        state, partition = self._own()
+        if state is not None:
+            value = state.get(key)
+            if value is not DELETE:
+                return value
+        return self._copies().get(self.name, key, skip=partition)
+
+    def __getitem__(self, key: K) -> V:
+        value = self._lookup(key)
+        if value is DELETE:
+            if self.default is None:
+                raise KeyError(key)
+            return self.default()
+        return value  # type: ignore[no-any-return]
+
+    def __contains__(self, key: object) -> bool:
+        return self._lookup(key) is not DELETE
+
+    def get(self, key: K, default: Any = None) -> Any:
+        """The value of `key`, or `default` (not the table's default) when it has none."""
+        value = self._lookup(key)
+        return default if value is DELETE else value
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        """Every key and value of every partition (in the writing agent, its own shard as
+        it is now, uncommitted writes included)."""
+        state, partition = self._own()
+        copies = self._copies()
+        seen: set[Any] = set()
+        if state is not None:
+            for key, value in state.items():
+                seen.add(key)
+                yield key, value
+        for p, store in enumerate(copies.stores.get(self.name, ())):
+            if p != partition:
+                for key, value in store.items():
+                    if key not in seen:
+                        seen.add(key)
+                        yield key, value
+
+    def _windowed_refused(self) -> ConfigurationError:
+        msg = f"global table {self.name!r} cannot be windowed; use app.Table for a windowed table"
+        return ConfigurationError(msg)
+
+    def tumbling(self, size: Any, expires: Any = None) -> Any:
+        """Refused: a global table holds one value per key."""
+        raise self._windowed_refused()
+
+    def hopping(self, size: Any, step: Any, expires: Any = None) -> Any:
+        """Refused: a global table holds one value per key."""
+        raise self._windowed_refused()
+
+    def sliding(self, size: Any, expires: Any = None) -> Any:
+        """Refused: a global table holds one value per key."""
+        raise self._windowed_refused()

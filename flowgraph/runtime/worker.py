@@ -18,10 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 from flowgraph.errors import ConfigurationError, GroupStalledError
+from flowgraph.runtime.agent import WORKER
 from flowgraph.runtime.codecs import codec_or, topic_codecs
 from flowgraph.runtime.collector import quiet_gc
 from flowgraph.runtime.commit import Committer
 from flowgraph.runtime.feeder import Feeder
+from flowgraph.runtime.global_tables import GlobalTables
 from flowgraph.runtime.idle import CHECK_INTERVAL, GroupIdle
 from flowgraph.runtime.rebalance import Rebalancer
 from flowgraph.runtime.recovery import Recovery
@@ -180,6 +182,8 @@ class Worker:
         """The task manager's list (extended in place): read once per step."""
         self.services = Services(self)
         """The app's timers, crontabs and tasks: started by `start`, stopped by `stop`."""
+        self.global_tables = GlobalTables(plan, transport, backend, self.codecs, self.stats)
+        """Copies of the plan's global tables, whole (restored by `start`)."""
 
     # -- the task manager's state, by its names here -------------------------------------
 
@@ -220,6 +224,8 @@ class Worker:
         """Create topics, join the group, open and restore stores, build tasks."""
         await self.transport.start()
         await self.transport.create_topics(self.plan.topics)
+        WORKER.set(self)  # step functions find the global tables they look up here
+        await self.global_tables.start()  # whole before any record is processed
         self._manager.open_writers()
         for sub in self.plan.subtopologies:
             for step in sub.steps:
@@ -326,6 +332,9 @@ class Worker:
                 await self._manager.standbys.stop()
             except BaseException as exc:
                 failures.append(exc)
+        await self.global_tables.stop()
+        if WORKER.get() is self:
+            WORKER.set(None)
         try:
             self.backend.close()
         except BaseException as exc:
@@ -721,9 +730,15 @@ class Worker:
     # -- reading state -------------------------------------------------------------------
 
     def table(self, name: str) -> Any:
-        """The table of step `name` held by this worker: a dict of its keys and values, or,
-        for a windowed table, a live `WindowedTableView`."""
+        """The table of step `name` held by this worker: a dict of its keys and values (all
+        of them for a global table), or, for a windowed table, a live `WindowedTableView`."""
+        if name in self.global_tables.specs:
+            return self.global_tables.view(name)
         return self._manager.table(name)
+
+    def global_table(self, name: str) -> dict[Any, Any]:
+        """This worker's copy of global table `name`, every partition of it."""
+        return self.global_tables.view(name)
 
     def step_counts(self) -> dict[str, int]:
         """Records out of each step, over all tasks, those a rebalance took away included."""

@@ -2,7 +2,8 @@
 
 Preconditions: a `PhysicalPlan` from `split_subtopologies`.
 Postconditions: one `StoreSpec` per `Aggregate`, named ``<graph>-<step>``, with changelog
-``<graph>-<step>-changelog`` and the partitions of its sub-topology. Returns the input when
+``<graph>-<step>-changelog`` and the partitions of its sub-topology; a global table's store
+is marked `is_global` (every worker also follows all of its changelog). Returns the input when
 the stores are already there.
 
 Example: ``count(name="per_url")`` in graph ``clickstats`` gets store
@@ -43,6 +44,7 @@ def assign_stores(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
                         # its changelog needs the self-describing codec
                         key_type=None if windowed else (typed or upstream).key_type,
                         value_type=None if windowed else step.value_type,
+                        is_global=isinstance(step, Aggregate | AgentTable) and step.is_global,
                     )
                 )
     result = tuple(stores)

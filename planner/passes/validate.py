@@ -94,6 +94,16 @@ def validate(plan: LogicalPlan, options: PlanOptions) -> LogicalPlan:
             and (isinstance(n, AgentTable) or n.inputs)
         ):
             errors.append(f"{n.kind} {n.id!r} must read from an agent{_at(n)}")
+        if isinstance(n, Aggregate | AgentTable) and n.is_global and n.window is not None:
+            errors.append(
+                f"table {n.id!r} is global and windowed; a global table holds one value per "
+                f"key, so keep the windowed table sharded{_at(n)}"
+            )
+        if isinstance(n, Aggregate | AgentTable) and n.is_global and f"{n.id}.global" in by_id:
+            errors.append(
+                f"step {n.id}.global would share the store of global table {n.id!r}'s copy; "
+                f"rename it{_at(by_id[f'{n.id}.global'])}"
+            )
         if not isinstance(n, _TERMINAL) and not any(True for _ in plan.consumers(n.id)):
             errors.append(
                 f"step {n.id!r} ({n.kind}) has no consumer, so its output would be dropped; "

@@ -146,3 +146,19 @@ def make_blocking_graph(
     clicks = g.source(topic, key_type=str, value_type=Click, partitions=partitions)
     clicks.filter(keep).key_by(by_url).count(name=TABLE)
     return g
+
+
+def make_global_lookup_graph(graph_id: str, topic: str, partitions: int = 4) -> fg.Graph:
+    """Lookups (``round:user`` values on ``<topic>-lookups``) answered from a global table of
+    the users on `topic`: ``round|user|name|pid`` on ``<topic>-out`` (name ``-`` when the
+    user is unknown), so a test sees which worker answered and what its copy held."""
+    g = fg.Graph(graph_id)
+    users = g.global_table(topic, key_type=str, value_type=str, partitions=partitions, name="users")
+
+    def answer(value: str) -> str:
+        round_, user = value.split(":", 1)
+        return f"{round_}|{user}|{users.get(user, '-')}|{os.getpid()}"
+
+    lookups = g.source(f"{topic}-lookups", key_type=str, value_type=str, partitions=partitions)
+    lookups.map(answer).to(f"{topic}-out", value_type=str)
+    return g

@@ -12,6 +12,7 @@ PUBLIC = [
     "DELETE",
     "DeadLetterLimitError",
     "FlowgraphError",
+    "GlobalTable",
     "Graph",
     "GraphDefinitionError",
     "GraphValidationError",
