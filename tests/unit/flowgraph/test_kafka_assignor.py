@@ -13,12 +13,15 @@ import msgspec
 import pytest
 from aiokafka.coordinator.protocol import ConsumerProtocol
 
+from flowgraph.errors import ConfigurationError
+from flowgraph.runtime.kafka import KafkaTransport
 from flowgraph.runtime.kafka_assignor import (
     FlowgraphAssignor,
     decode_assignment,
     decode_state,
     encode_state,
 )
+from flowgraph.runtime.kafka_config import parse
 from planner.assignment import MemberAssignment, MemberState, Topology
 
 TOPO = Topology(
@@ -88,3 +91,29 @@ def test_missing_topic_assigns_the_rest(caplog: pytest.LogCaptureFixture) -> Non
     # a member that cannot say its state still joins, with none
     broken = FlowgraphAssignor(TOPO, 0, lambda: 1 / 0)  # type: ignore[arg-type, return-value]
     assert decode_state(broken.metadata(["orders"]).user_data) == MemberState()
+
+
+def test_static_membership_on_a_broker_without_it_is_one_sentence() -> None:
+    """The JoinGroup versions a broker announces (its ApiVersions answer) decide."""
+
+    class Conn:
+        def __init__(self, top: int) -> None:
+            self._versions = {11: (0, top)}
+
+    class Client:
+        _conns: dict[str, Conn] = {}
+
+    class Admin:
+        _client = Client()
+
+    settings = parse("kafka://h:9092?group_instance_id=worker-a", {})
+    transport = KafkaTransport(settings)
+    transport._admin = Admin()  # type: ignore[assignment]
+    Client._conns = {"a": Conn(2)}
+    with pytest.raises(ConfigurationError) as info:
+        transport._check_static_membership()
+    assert "group_instance_id" in str(info.value) and "\n" not in str(info.value)
+    Client._conns = {"a": Conn(9)}
+    transport._check_static_membership()
+    Client._conns = {}  # not known yet: go on
+    transport._check_static_membership()
