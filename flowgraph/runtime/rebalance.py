@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from flowgraph.runtime.standby import TaskId
@@ -47,6 +49,9 @@ class Rebalancer:
         """Times a commit found this worker out of its group (it then rejoined)."""
         self.rebalances = 0
         """Assignments received (the first one included)."""
+        self.joined_file: Path | None = None
+        """Where the state sent at the last join is kept, in the store directory (None:
+        stores not on disk)."""
 
     async def assigned(self, assignment: frozenset[TP]) -> None:
         """The group gave this worker `assignment` (and the assignor, standby tasks)."""
@@ -73,10 +78,48 @@ class Rebalancer:
 
     def member_state(self) -> MemberState:
         """What this worker holds, for the assignor: active tasks (running, suspended or
-        restoring), standby tasks, and how far the local state of each goes."""
+        restoring), standby tasks, and how far the local state of each goes.
+
+        Until its first assignment, a worker whose store directory keeps the state it sent
+        at its last join (`joined_file`) sends that again: its stores on disk still hold
+        those tasks' state, so the group may give them back; and a static member
+        (``group_instance_id``) restarted with the same join data keeps its assignment
+        without a rebalance on every broker.
+        """
+        if self.rebalances == 0 and self.joined_file is not None:
+            saved = _read_state(self.joined_file)
+            if saved is not None:
+                return saved
         states = self.manager.task_states()
-        return MemberState(
+        state = MemberState(
             active=frozenset(t for t, s in states.items() if s != "standby"),
             standby=frozenset(t for t, s in states.items() if s == "standby"),
             offsets=self.manager.local_offsets(),
         )
+        if self.joined_file is not None:
+            _write_state(self.joined_file, state)
+        return state
+
+
+def _read_state(path: Path) -> MemberState | None:
+    """The state saved at a join, None when there is none (or it cannot be read)."""
+    from flowgraph.runtime.kafka_assignor import decode_state
+
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    state = decode_state(data)
+    return state if state.active or state.standby else None
+
+
+def _write_state(path: Path, state: MemberState) -> None:
+    """Save the state sent at a join, atomically (a crash leaves the old or the new one)."""
+    from flowgraph.runtime.kafka_assignor import encode_state
+
+    try:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(encode_state(state))
+        os.replace(tmp, path)
+    except OSError as exc:  # not worth stopping for: the join goes out all the same
+        log.warning("could not save this worker's join state in %s: %s", path, exc)

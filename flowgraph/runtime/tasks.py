@@ -385,6 +385,12 @@ class TaskManager:
                             await self.wire_direct(t)
             if not await self.recovery.recover_writes(recovering, interrupted):
                 return False
+            if recovering and self.consumer is not None:
+                # where the group stands for them now: a rebalance that gives them back
+                # resumes them only if nobody moved these offsets meanwhile (`assigned`)
+                tps = [(t, task.partition) for task in recovering for t in task.sub.source_topics]
+                found = await self.consumer.group_offsets(tps)
+                self.committed.update((tp, o) for tp, o in found.items() if o is not None)
             if self.interrupted(generation):
                 return False
             for task in recovering:

@@ -15,6 +15,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from flowgraph.errors import ConfigurationError, GroupStalledError
@@ -238,6 +239,9 @@ class Worker:
             from flowgraph.runtime.kafka_assignor import FlowgraphAssignor
 
             settings = getattr(self.transport, "settings", None)
+            directory = getattr(self.backend, "directory", None)
+            if directory is not None:
+                self.rebalancer.joined_file = Path(directory) / f"{self.plan.graph_id}.joined"
             assignor = self.rebalancer.assignor = FlowgraphAssignor(
                 topology(self.plan),
                 getattr(settings, "standby_replicas", None),

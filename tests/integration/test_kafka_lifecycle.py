@@ -110,3 +110,71 @@ def test_a_rebalance_keeps_the_tasks_that_stay_and_moves_only_the_others(
 
     asyncio.run(asyncio.wait_for(main(), 150))
     assert changelog_table(kafka, graph) == counts(first, second)
+
+
+@pytest.mark.slow
+def test_a_static_worker_restarted_gets_its_tasks_back_without_a_rebalance(
+    kafka: Broker, tmp_path: Path
+) -> None:
+    """A worker with ``group_instance_id`` that stops and comes back within the session
+    timeout gets its tasks back, and the other worker's tasks run on without a restore. The
+    restarted worker sends the join state its store directory kept from its last join."""
+    suffix = uuid.uuid4().hex[:8]
+    graph_id, topic = f"kt-static-{suffix}", f"kt-static-{suffix}-clicks"
+    graph = kafka_jobs.make_graph(graph_id, topic, PARTITIONS)
+    url = f"{kafka.url}?session_timeout_ms=12000&heartbeat_interval_ms=500&standby_replicas=0"
+    first, second = make_clicks(2_000, seed=3), make_clicks(2_000, seed=4)
+
+    async def main() -> None:
+        from tests.integration.test_kafka import create_topic
+
+        await create_topic(kafka, topic, PARTITIONS)
+        await produce(kafka, topic, first, PARTITIONS)
+        a = _worker(graph, f"{url}&group_instance_id=a-{suffix}", tmp_path / "a")
+        b = _worker(graph, f"{url}&group_instance_id=b-{suffix}", tmp_path / "b")
+        stop_a, stop_b = asyncio.Event(), asyncio.Event()
+        await b.start()  # alone first: its join after a's comes with the tasks it holds
+        run_b = asyncio.create_task(b.run(stop=stop_b))
+        await _until("b runs every task", lambda: len(b.tasks) == PARTITIONS, 40)
+        await a.start()
+        run_a = asyncio.create_task(a.run(stop=stop_a))
+        await _until(
+            "both run tasks",
+            lambda: (
+                bool(a.tasks)
+                and len(a.tasks) + len(b.tasks) == PARTITIONS
+                and not a._pending
+                and not b._pending
+            ),
+            60,
+        )
+        await _until("the first input is counted", lambda: not a._touched and not b._touched, 30)
+        tasks_a, tasks_b = dict(a.tasks), set(b.tasks)
+        rebalances, restored_a = a.rebalancer.rebalances, a.stats.restored
+        stop_b.set()
+        await run_b
+        await b.stop()  # a static member sends no LeaveGroup: its tasks wait for it
+        b2 = _worker(graph, f"{url}&group_instance_id=b-{suffix}", tmp_path / "b")
+        await b2.start()
+        stop_b2 = asyncio.Event()
+        run_b2 = asyncio.create_task(b2.run(stop=stop_b2))
+        await _until("b is back with its tasks", lambda: set(b2.tasks) == tasks_b, 40)
+        await produce(kafka, topic, second, PARTITIONS)
+        await _until(
+            "everything is counted",
+            lambda: a.stats.events + b.stats.events + b2.stats.events >= len(first) + len(second),
+            60,
+        )
+        # On Apache Kafka the other worker sees no rebalance at all; tansu rebalances a
+        # static member that comes back with other join data than its last (see
+        # docs/contributing.md), and then the other worker's tasks run on, not rebuilt.
+        assert a.rebalancer.rebalances >= rebalances
+        assert all(a.tasks[tp] is task for tp, task in tasks_a.items()), "a task was rebuilt"
+        assert a.stats.restored == restored_a, "a task of the other worker was restored"
+        stop_a.set()
+        stop_b2.set()
+        await asyncio.gather(run_a, run_b2)
+        await asyncio.gather(a.stop(), b2.stop())
+
+    asyncio.run(asyncio.wait_for(main(), 170))
+    assert changelog_table(kafka, graph) == counts(first, second)
