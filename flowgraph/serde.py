@@ -423,9 +423,7 @@ class AutoCodec:
         return msgspec.msgpack.Ext(code, self._encoder.encode(payload))
 
     def _ext_hook(self, code: int, data: memoryview) -> Any:
-        if code == _EXT_TUPLE:
-            return tuple(self._decoder.decode(data))
-        if code == _EXT_RECORD:
+        if code == _EXT_RECORD:  # the most common by far: first
             name, fields = self._decoder.decode(data)
             cls = record_class(name)
             if cls is None:
@@ -434,7 +432,12 @@ class AutoCodec:
                     "import the module that defines it before decoding"
                 )
                 raise SerializationError(reason)
-            return _make_record(cls, fields)
+            try:
+                return cls(**fields)
+            except TypeError:
+                return _refit_record(cls, fields)
+        if code == _EXT_TUPLE:
+            return tuple(self._decoder.decode(data))
         if code == _EXT_DATETIME:
             return dt.datetime.fromisoformat(str(data, "ascii"))
         if code == _EXT_BIGINT:
@@ -451,17 +454,15 @@ class AutoCodec:
         raise SerializationError(msg)
 
 
-def _make_record(cls: type[Record], fields: dict[str, Any]) -> Record:
-    """Record from stored fields; fields the class no longer has are dropped, as in JSON."""
+def _refit_record(cls: type[Record], fields: dict[str, Any]) -> Record:
+    """Record from stored fields that its class refused: fields the class no longer has are
+    dropped, as in JSON."""
+    known = {a.alias for a in attrs.fields(cls) if a.init}
     try:
-        return cls(**fields)
-    except TypeError:
-        known = {a.alias for a in attrs.fields(cls) if a.init}
-        try:
-            return cls(**{k: v for k, v in fields.items() if k in known})
-        except TypeError as exc:
-            reason = f"stored fields do not fit Record {cls.__qualname__}: {exc}"
-            raise SerializationError(reason) from exc
+        return cls(**{k: v for k, v in fields.items() if k in known})
+    except TypeError as exc:
+        reason = f"stored fields do not fit Record {cls.__qualname__}: {exc}"
+        raise SerializationError(reason) from exc
 
 
 _BUILTIN_BASES: tuple[type, ...] = (

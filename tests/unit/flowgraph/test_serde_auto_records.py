@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flowgraph.errors import SerializationError
 from flowgraph.records import Record, record_name
 from flowgraph.serde import AutoCodec
 
@@ -206,3 +207,13 @@ def test_a_field_holding_an_int_beyond_64_bits_goes_the_generic_way(value: int) 
     assert codec.encode(r) == _reference_encode(r)
     assert codec.decode(codec.encode(r)) == r
     assert codec.encode([r]) == _reference_encode([r])
+
+
+def test_stored_fields_a_class_no_longer_has_are_dropped_and_missing_ones_are_an_error() -> None:
+    codec = AutoCodec()
+    name = record_name(Loose)
+    stored = _reference_encoder.encode(_ext(2, [name, {"a": 1, "gone": 2}]))
+    assert codec.decode(stored) == Loose(1)
+    stored = _reference_encoder.encode(_ext(2, [name, {"b": 1}]))
+    with pytest.raises(SerializationError, match="stored fields do not fit Record Loose"):
+        codec.decode(stored)
