@@ -328,7 +328,10 @@ class AutoCodec:
 
     def encode(self, obj: Any) -> bytes:
         try:
-            layout = self._layouts.get(type(obj))
+            t = type(obj)
+            if t in _FLAT or (t is int and _INT_MIN <= obj <= _INT_MAX):
+                return self._encoder.encode(obj)  # counts and other scalars: nothing to prepare
+            layout = self._layouts.get(t)
             if layout is not None:  # a record class seen before: skip the Ext object
                 payload = self._record_payload(obj, layout)
                 if len(payload) < 256:
