@@ -267,6 +267,36 @@ _PLAIN_KEYS = frozenset({str, int, float, bytes, bool, type(None)})
 _FLAT = _PLAIN_KEYS - {int}
 """Types msgpack round-trips exactly by itself (ints too, within 64 bits: checked apart)."""
 
+# The bytes msgpack puts before an Ext record payload of each length below 256, taken from
+# msgspec itself, so a record at the top level skips building and encoding an Ext object.
+_RECORD_EXT_HEADERS: tuple[bytes, ...] = tuple(
+    msgspec.msgpack.encode(msgspec.msgpack.Ext(_EXT_RECORD, bytes(n)))[: -n or None]
+    for n in range(256)
+)
+
+
+@attrs.frozen
+class _RecordLayout:
+    """What the "auto" codec writes for every record of one class, worked out once.
+
+    `plain` holds when every field is an `__init__` argument named as the field, so that
+    msgspec's own encoding of the (attrs) record is the map the codec writes.
+    """
+
+    name: str
+    names: tuple[str, ...]
+    aliases: tuple[str, ...]
+    plain: bool
+
+    @classmethod
+    def of(cls, rtype: type[Record]) -> _RecordLayout:
+        fields = [a for a in attrs.fields(rtype) if a.init]
+        every = [a.name for a in attrs.fields(rtype)]
+        names = tuple(a.name for a in fields)
+        aliases = tuple(a.alias for a in fields)
+        plain = names == aliases and list(names) == every
+        return cls(record_name(rtype), names, aliases, plain)
+
 
 @attrs.frozen
 class AutoCodec:
@@ -292,9 +322,21 @@ class AutoCodec:
             lambda self: msgspec.msgpack.Decoder(ext_hook=self._ext_hook), takes_self=True
         ),
     )
+    _layouts: dict[type, _RecordLayout] = attrs.field(
+        init=False, eq=False, repr=False, factory=dict
+    )
 
     def encode(self, obj: Any) -> bytes:
         try:
+            t = type(obj)
+            if t in _FLAT or (t is int and _INT_MIN <= obj <= _INT_MAX):
+                return self._encoder.encode(obj)  # counts and other scalars: nothing to prepare
+            layout = self._layouts.get(t)
+            if layout is not None:  # a record class seen before: skip the Ext object
+                payload = self._record_payload(obj, layout)
+                if len(payload) < 256:
+                    return _RECORD_EXT_HEADERS[len(payload)] + payload
+                return self._encoder.encode(msgspec.msgpack.Ext(_EXT_RECORD, payload))
             return self._encoder.encode(self._prepare(obj))
         except (TypeError, ValueError, OverflowError) as exc:
             if isinstance(exc, SerializationError):
@@ -332,12 +374,10 @@ class AutoCodec:
             # only scalars msgpack gives back as they are (window store keys): no recursion
             return msgspec.msgpack.Ext(_EXT_TUPLE, self._encoder.encode(obj))
         if isinstance(obj, Record):
-            fields = {
-                a.alias: self._prepare(getattr(obj, a.name))
-                for a in attrs.fields(type(obj))
-                if a.init
-            }
-            return self._ext(_EXT_RECORD, [record_name(type(obj)), fields])
+            layout = self._layouts.get(t)
+            if layout is None:
+                layout = self._layouts[t] = _RecordLayout.of(t)
+            return msgspec.msgpack.Ext(_EXT_RECORD, self._record_payload(obj, layout))
         if isinstance(obj, dt.datetime):
             if t is not dt.datetime:  # e.g. pandas.Timestamp, whose isoformat has nanoseconds
                 obj = dt.datetime(*obj.timetuple()[:6], obj.microsecond, obj.tzinfo, fold=obj.fold)
@@ -348,6 +388,31 @@ class AutoCodec:
         if t is decimal.Decimal:
             return msgspec.msgpack.Ext(_EXT_DECIMAL, str(obj).encode())
         return self._prepare(_as_builtin(obj))
+
+    def _record_payload(self, obj: Any, layout: _RecordLayout) -> bytes:
+        """The Ext payload of a record: `[name, {alias: value}]`, its fields prepared.
+
+        Fields that msgpack writes as they are (str, float, bool, None, bytes, ints that fit
+        64 bits) need no preparing. When all are such, and every field is written under its
+        own name, msgspec writes the record itself (an attrs class: its fields in order) with
+        no dict built; an int beyond 64 bits makes it refuse, and the record then goes field
+        by field.
+        """
+        if layout.plain:
+            for v in obj.__dict__.values():
+                if type(v) not in _PLAIN_KEYS:
+                    break
+            else:
+                try:
+                    return self._encoder.encode([layout.name, obj])
+                except OverflowError:
+                    pass
+        prepare = self._prepare
+        fields = {}
+        for alias, name in zip(layout.aliases, layout.names, strict=True):
+            v = getattr(obj, name)
+            fields[alias] = v if type(v) in _FLAT else prepare(v)
+        return self._encoder.encode([layout.name, fields])
 
     def _prepare_dict(self, obj: dict[Any, Any]) -> Any:
         for k in obj:
@@ -361,9 +426,7 @@ class AutoCodec:
         return msgspec.msgpack.Ext(code, self._encoder.encode(payload))
 
     def _ext_hook(self, code: int, data: memoryview) -> Any:
-        if code == _EXT_TUPLE:
-            return tuple(self._decoder.decode(data))
-        if code == _EXT_RECORD:
+        if code == _EXT_RECORD:  # the most common by far: first
             name, fields = self._decoder.decode(data)
             cls = record_class(name)
             if cls is None:
@@ -372,7 +435,12 @@ class AutoCodec:
                     "import the module that defines it before decoding"
                 )
                 raise SerializationError(reason)
-            return _make_record(cls, fields)
+            try:
+                return cls(**fields)
+            except TypeError:
+                return _refit_record(cls, fields)
+        if code == _EXT_TUPLE:
+            return tuple(self._decoder.decode(data))
         if code == _EXT_DATETIME:
             return dt.datetime.fromisoformat(str(data, "ascii"))
         if code == _EXT_BIGINT:
@@ -389,17 +457,15 @@ class AutoCodec:
         raise SerializationError(msg)
 
 
-def _make_record(cls: type[Record], fields: dict[str, Any]) -> Record:
-    """Record from stored fields; fields the class no longer has are dropped, as in JSON."""
+def _refit_record(cls: type[Record], fields: dict[str, Any]) -> Record:
+    """Record from stored fields that its class refused: fields the class no longer has are
+    dropped, as in JSON."""
+    known = {a.alias for a in attrs.fields(cls) if a.init}
     try:
-        return cls(**fields)
-    except TypeError:
-        known = {a.alias for a in attrs.fields(cls) if a.init}
-        try:
-            return cls(**{k: v for k, v in fields.items() if k in known})
-        except TypeError as exc:
-            reason = f"stored fields do not fit Record {cls.__qualname__}: {exc}"
-            raise SerializationError(reason) from exc
+        return cls(**{k: v for k, v in fields.items() if k in known})
+    except TypeError as exc:
+        reason = f"stored fields do not fit Record {cls.__qualname__}: {exc}"
+        raise SerializationError(reason) from exc
 
 
 _BUILTIN_BASES: tuple[type, ...] = (
