@@ -30,7 +30,7 @@ from flowgraph.serde import fast_decoder
 from planner import naming
 from planner.physical import PhysicalPlan
 
-__all__ = ["POSITION_HEADER", "Recovery", "changelog_applier", "encode_position"]
+__all__ = ["POSITION_HEADER", "Recovery", "changelog_applier", "encode_position", "newer"]
 
 POSITION_HEADER = "fg.pos"
 """Changelog header holding the source offset(s) a stored value reflects."""
@@ -210,40 +210,109 @@ class Recovery:
             start = chunk[-1][3] + 1
 
 
+MEMORY_KEYS = 1_000_000
+"""Keys whose positions an applier remembers between chunks (about 120 MB at most); past
+that it forgets them and reads the positions of each chunk's keys from the store again."""
+
+
 def changelog_applier(
     codecs: TopicCodecs, changelog: str
 ) -> Callable[[StorePartition, Sequence[Any]], None]:
     """A function writing a chunk of records of `changelog` into a store, with the chunk's
     last offset as the store's changelog position: the one way a store learns its changelog,
-    for restores, standbys and global tables alike."""
+    for restores, standbys and global tables alike.
+
+    Per key, the entry with the highest source position wins, not the last one written: a
+    worker paused past its session may write a changelog record after the new owner of its
+    partitions wrote newer ones, and its record (a lower position) must not win a restore.
+    A record is dropped when the key already holds a `newer` position (from an earlier record
+    or in the store); equal or incomparable positions go to the later record. A tombstone
+    without a position deletes the key for good: whatever comes after it starts afresh.
+
+    The positions held come from memory: what this function wrote into the same store, as
+    long as the store's changelog offset is the one it left. A store that started empty
+    holds nothing else; otherwise the keys of a chunk not remembered are read from the store
+    first, in one multi-get.
+    """
     kc, vc = codecs[changelog]
     kd = fast_decoder(kc) if kc is not None else None
-    vd = fast_decoder(vc) if vc is not None else None
+    decode = None if vc is None else fast_decoder(vc)
+    memory: dict[Any, Any] = {}
+    """Per key, the position of the entry the store holds (None: it holds none)."""
+    remembered: list[Any] = [None, None, False]
+    """The store `memory` is about, its changelog offset after the last chunk, and whether
+    `memory` knows every key the store holds (the store started empty)."""
 
     def apply(store: StorePartition, chunk: Sequence[Any]) -> None:
+        offset = store.changelog_offset()
+        if store is not remembered[0] or offset is None or offset != remembered[1]:
+            # another store, or this one written (or cleared) by someone else since
+            memory.clear()
+            remembered[0], remembered[2] = store, offset is None
+        elif len(memory) > MEMORY_KEYS:
+            memory.clear()
+            remembered[2] = False
+        if not remembered[2]:
+            keys = {k if kd is None else kd(k) for k, *_ in chunk}.difference(memory)
+            memory.update(dict.fromkeys(keys))
+            memory.update((key, entry[0]) for key, entry in store.get_many(keys).items())
+        remember = memory.get
         updates: dict[Any, Entry | None] = {}
         for k, v, _ts, _o, h in chunk:
             key = k if kd is None else kd(k)
-            if v is None:
-                # a tombstone with a position is a deleted key's grave (see aggregate.py);
-                # without one it deletes the key for good
-                position = _position(h)
-                updates[key] = None if position is None else (_decode_position(position), DELETE)
-            elif vc is None:
-                updates[key] = v
-            else:
-                position = _position(h)
-                if position is None:
+            if v is not None and decode is not None:  # the common case, inlined
+                raw = h[0][1] if h and h[0][0] == POSITION_HEADER else _position(h)
+                if raw is None:
                     msg = (
-                        f"changelog {changelog!r} has a record without its {POSITION_HEADER!r} "
-                        f"header at offset {_o}; it was not written by flowgraph"
+                        f"changelog {changelog!r} has a record without its "
+                        f"{POSITION_HEADER!r} header at offset {_o}; it was not written "
+                        "by flowgraph"
                     )
                     raise ConfigurationError(msg)
-                value = vc.decode(v) if vd is None else vd(v)
-                updates[key] = (_decode_position(position), value)
+                position: Any = _decode_list(raw)
+                if type(position) is list:
+                    position = tuple(position)
+                entry: Entry | None = (position, decode(v))
+            elif v is not None:  # in process: the entry itself
+                position, entry = v[0], v
+            else:
+                # a tombstone with a position is a deleted key's grave (see aggregate.py);
+                # without one it deletes the key for good
+                raw = _position(h)
+                if raw is None:
+                    updates[key] = memory[key] = None
+                    continue
+                position = _decode_position(raw)
+                entry = (position, DELETE)
+            held = remember(key)
+            if held is not None:
+                if type(position) is not int:
+                    if newer(held, position):
+                        continue
+                else:
+                    try:
+                        if held > position:
+                            continue  # a late record of a paused worker: a newer one came first
+                    except TypeError:  # held a tuple: incomparable, the later record wins
+                        pass
+            updates[key] = entry
+            memory[key] = position
         store.write(updates, changelog_offset=chunk[-1][3])
+        remembered[1] = chunk[-1][3]
 
     return apply
+
+
+def newer(position: Any, than: Any) -> bool:
+    """True when `position` is strictly ahead of `than`: a greater int, or a tuple (one
+    offset per input topic) at least as far on every input and not equal. Anything else
+    (equal, incomparable tuples, an int against a tuple) is not newer, so a restore keeps
+    the later record of the two."""
+    if type(position) is int:
+        return type(than) is int and position > than
+    if type(position) is not tuple or type(than) is not tuple or len(position) != len(than):
+        return False
+    return position != than and all(p >= t for p, t in zip(position, than, strict=True))
 
 
 encode_position = msgspec.msgpack.Encoder().encode

@@ -1,0 +1,201 @@
+"""Restores keep, per key, the changelog record with the highest source position.
+
+A worker paused past its session can write a changelog record after the new owner of its
+partitions wrote a newer one for the same key; its record carries the lower position and
+must not win a restore (`recovery.changelog_applier`, `recovery.newer`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import flowgraph as fg
+from flowgraph.runtime.codecs import topic_codecs
+from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
+from flowgraph.runtime.recovery import POSITION_HEADER, changelog_applier, encode_position, newer
+from flowgraph.runtime.state import open_backend
+from flowgraph.runtime.worker import Worker
+
+# -- newer: ints, and tuples (one offset per input topic) ---------------------------------------
+
+
+def test_an_int_position_is_newer_only_when_greater():
+    assert newer(5, 4)
+    assert not newer(4, 5)
+    assert not newer(4, 4)
+
+
+def test_a_tuple_is_newer_when_ahead_or_level_on_every_input_and_not_equal():
+    assert newer((3, 7), (3, 6))
+    assert newer((4, 7), (3, 6))
+    assert not newer((3, 6), (3, 6))
+    assert not newer((3, 6), (3, 7))
+
+
+def test_incomparable_positions_are_neither_newer():
+    assert not newer((4, 6), (3, 7))
+    assert not newer((3, 7), (4, 6))
+    assert not newer(5, (1, 2))
+    assert not newer((1, 2), 5)
+    assert not newer((1, 2, 3), (1, 2))
+
+
+# -- the applier on hand-written changelog chunks, both stores ---------------------------------
+
+
+@pytest.fixture(params=["memory", "rocksdb"])
+def backend(request, tmp_path):
+    url = "memory://" if request.param == "memory" else "rocksdb://" + str(tmp_path / "state")
+    opened = open_backend(url)
+    yield opened
+    opened.close()
+
+
+def counts_graph(inputs: int = 1) -> fg.Graph:
+    g = fg.Graph("t")
+    streams = [
+        g.source(f"in{i}", key_type=str, value_type=str, partitions=1) for i in range(inputs)
+    ]
+    merged = streams[0] if inputs == 1 else streams[0].merge(*streams[1:])
+    merged.count(name="counts")
+    return g
+
+
+class Changelog:
+    """Encodes changelog records of the `counts` table as a worker writes them."""
+
+    def __init__(self, inputs: int = 1) -> None:
+        plan = counts_graph(inputs).plan()
+        self.codecs = topic_codecs(plan, in_process=False)
+        self.topic = plan.stores[0].changelog
+        self.kc, self.vc = self.codecs[self.topic]
+        self.offset = 0
+
+    def record(self, key: str, value: int | None, position: Any) -> tuple[Any, ...]:
+        headers = None if position is None else ((POSITION_HEADER, encode_position(position)),)
+        encoded = None if value is None else self.vc.encode(value)
+        self.offset += 1
+        return (self.kc.encode(key), encoded, 0.0, self.offset - 1, headers)
+
+    def apply(self, store: Any, *records: tuple[Any, ...], applier: Any = None) -> None:
+        (applier or changelog_applier(self.codecs, self.topic))(store, list(records))
+
+
+def test_a_stale_record_after_a_newer_one_in_the_same_chunk_is_dropped(backend):
+    log = Changelog()
+    store = backend.open("t-counts", 0)
+    log.apply(store, log.record("a", 7, 70), log.record("b", 1, 71), log.record("a", 5, 50))
+    assert dict(store.items()) == {"a": 7, "b": 1}
+    assert store.get("a") == (70, 7)
+    assert store.changelog_offset() == 2
+
+
+def test_a_stale_record_in_a_later_chunk_is_dropped(backend):
+    log = Changelog()
+    store = backend.open("t-counts", 0)
+    apply = changelog_applier(log.codecs, log.topic)
+    log.apply(store, log.record("a", 7, 70), applier=apply)
+    log.apply(store, log.record("a", 5, 50), log.record("b", 2, 72), applier=apply)
+    assert dict(store.items()) == {"a": 7, "b": 2}
+    assert store.changelog_offset() == 2
+
+
+def test_a_stale_record_loses_to_what_the_store_held_before_the_restore(backend):
+    """An incremental restore (local state, then the changelog's tail) reads the store."""
+    log = Changelog()
+    store = backend.open("t-counts", 0)
+    log.apply(store, log.record("a", 7, 70))
+    log.apply(store, log.record("a", 5, 50), log.record("a", 6, 60))  # a new applier
+    assert store.get("a") == (70, 7)
+
+
+def test_a_newer_record_after_an_older_one_wins_as_before(backend):
+    log = Changelog()
+    store = backend.open("t-counts", 0)
+    log.apply(store, log.record("a", 1, 10), log.record("a", 2, 20))
+    log.apply(store, log.record("a", 3, 30))
+    assert store.get("a") == (30, 3)
+
+
+def test_a_stale_record_after_a_grave_is_dropped_and_the_grave_stays(backend):
+    log = Changelog()
+    store = backend.open("t-counts", 0)
+    log.apply(store, log.record("a", 4, 40), log.record("a", None, 80), log.record("a", 6, 60))
+    assert store.get("a") == (80, fg.DELETE)
+    assert dict(store.items()) == {}
+
+
+def test_a_tombstone_without_a_position_deletes_for_good_and_the_next_record_starts_afresh(
+    backend,
+):
+    """What a paused worker's late write after it does: it comes back (documented)."""
+    log = Changelog()
+    store = backend.open("t-counts", 0)
+    log.apply(store, log.record("a", 4, 80), log.record("a", None, None))
+    assert store.get("a") is None
+    log.apply(store, log.record("a", 3, 30))
+    assert store.get("a") == (30, 3)
+
+
+def test_tuple_positions_keep_the_newer_and_the_later_of_incomparable_ones(backend):
+    log = Changelog(inputs=2)
+    store = backend.open("t-counts", 0)
+    log.apply(
+        store,
+        log.record("a", 5, (5, 9)),
+        log.record("a", 4, (4, 9)),  # behind on the first input, level on the second: stale
+        log.record("b", 1, (1, 1)),
+        log.record("b", 2, (0, 2)),  # incomparable: the later one wins
+    )
+    assert store.get("a") == ((5, 9), 5)
+    assert store.get("b") == ((0, 2), 2)
+
+
+def test_the_applier_forgets_a_store_written_by_someone_else_meanwhile(backend):
+    """A standby's store becomes active, is written by its task, then follows again."""
+    log = Changelog()
+    store = backend.open("t-counts", 0)
+    apply = changelog_applier(log.codecs, log.topic)
+    log.apply(store, log.record("a", 7, 70), applier=apply)
+    store.write({"a": None}, changelog_offset=5)  # the key deleted for good elsewhere
+    log.offset = 6
+    log.apply(store, log.record("a", 2, 20), applier=apply)
+    assert store.get("a") == (20, 2)
+
+
+# -- a worker restoring a hand-written changelog -------------------------------------------------
+
+
+def test_a_worker_restores_the_newest_entry_when_a_stale_record_comes_last(tmp_path):
+    """The changelog a pause leaves: the new owner's records, then the paused worker's late
+    ones with lower positions. A fresh worker restoring it gets the new owner's counts."""
+    broker = MemoryBroker()
+    graph = counts_graph()
+    plan = graph.plan()
+    log = Changelog()
+    broker.ensure(log.topic, 1)  # not compacted: compaction would keep the last record only
+    records = [
+        log.record("a", 2, 1),
+        log.record("b", 1, 2),
+        log.record("a", 3, 3),  # the new owner
+        log.record("a", 1, 0),  # the paused worker, late
+    ]
+    broker.append(log.topic, [(0, k, v, ts, h) for k, v, ts, _o, h in records])
+    broker.ensure("in0", 1)
+    broker.append("in0", [(0, b"a", b"x", 0.0, None) for _ in range(4)])
+    broker.committed.setdefault("t", {})[("in0", 0)] = 4  # all four processed
+
+    async def restore() -> dict[Any, Any]:
+        backend = open_backend("rocksdb://" + str(tmp_path / "state"))
+        worker = Worker(plan, MemoryTransport(broker, encoded=True), backend)
+        await worker.start()
+        try:
+            await worker.run(until_idle=True, idle_wait=0.0)
+            return dict(worker.table("counts"))
+        finally:
+            await worker.stop()
+
+    assert asyncio.run(restore()) == {"a": 3, "b": 1}
