@@ -146,3 +146,12 @@ def make_blocking_graph(
     clicks = g.source(topic, key_type=str, value_type=Click, partitions=partitions)
     clicks.filter(keep).key_by(by_url).count(name=TABLE)
     return g
+
+
+def make_changes_graph(graph_id: str, topic: str, partitions: int = 4) -> fg.Graph:
+    """`make_graph` whose every count change also goes to a sink, ``<graph>-out``: each URL's
+    counts 1, 2, 3, ... once each when nothing is lost or written twice."""
+    g = fg.Graph(graph_id)
+    clicks = g.source(topic, key_type=str, value_type=Click, partitions=partitions)
+    clicks.filter(drop_bots).count(name=TABLE).changes().to(f"{graph_id}-out", value_type=int)
+    return g
