@@ -103,6 +103,37 @@ def test_a_stale_record_in_a_later_chunk_is_dropped(backend):
     assert store.changelog_offset() == 2
 
 
+def test_a_commit_cut_by_the_chunk_boundary_is_applied_whole(backend):
+    """A commit's records are in no order of position, so the second chunk holds records
+    below the first chunk's highest position that are nonetheless the newest of their keys."""
+    log = Changelog()
+    store = backend.open("t-counts", 0)
+    apply = changelog_applier(log.codecs, log.topic)
+    log.apply(store, log.record("a", 1, 70), log.record("b", 1, 75), applier=apply)
+    log.apply(store, log.record("c", 1, 72), log.record("a", 2, 71), applier=apply)
+    log.apply(store, log.record("a", 3, 73), log.record("c", 0, 60), applier=apply)
+    assert store.get("a") == (73, 3)
+    assert store.get("b") == (75, 1)
+    assert store.get("c") == (72, 1)
+
+
+def test_tuple_positions_across_chunks(backend):
+    log = Changelog(inputs=2)
+    store = backend.open("t-counts", 0)
+    apply = changelog_applier(log.codecs, log.topic)
+    log.apply(store, log.record("a", 1, (5, 1)), log.record("b", 1, (1, 5)), applier=apply)
+    log.apply(
+        store,
+        log.record("a", 0, (4, 1)),  # behind the stored (5, 1): stale
+        log.record("b", 2, (2, 5)),  # ahead of the stored (1, 5)
+        log.record("c", 1, (3, 3)),  # below the highest of each input, but new
+        applier=apply,
+    )
+    assert store.get("a") == ((5, 1), 1)
+    assert store.get("b") == ((2, 5), 2)
+    assert store.get("c") == ((3, 3), 1)
+
+
 def test_a_stale_record_loses_to_what_the_store_held_before_the_restore(backend):
     """An incremental restore (local state, then the changelog's tail) reads the store."""
     log = Changelog()
@@ -110,6 +141,24 @@ def test_a_stale_record_loses_to_what_the_store_held_before_the_restore(backend)
     log.apply(store, log.record("a", 7, 70))
     log.apply(store, log.record("a", 5, 50), log.record("a", 6, 60))  # a new applier
     assert store.get("a") == (70, 7)
+
+
+def test_an_incremental_restore_remembers_what_it_read_from_the_store(backend):
+    log = Changelog()
+    store = backend.open("t-counts", 0)
+    log.apply(store, log.record("a", 7, 70), log.record("b", 1, 10))
+    apply = changelog_applier(log.codecs, log.topic)  # a restore of the tail
+    log.apply(store, log.record("a", 5, 50), log.record("b", 2, 20), applier=apply)
+    log.apply(
+        store,
+        log.record("a", 6, 60),  # still behind what the store held
+        log.record("b", 1, 15),  # behind what the first chunk wrote
+        log.record("c", 1, 5),
+        applier=apply,
+    )
+    assert store.get("a") == (70, 7)
+    assert store.get("b") == (20, 2)
+    assert store.get("c") == (5, 1)
 
 
 def test_a_newer_record_after_an_older_one_wins_as_before(backend):
