@@ -134,18 +134,22 @@ class Committer:
         when no heartbeat may have gone out for half a session: the last fetch (`fetched_at`)
         is that old, or the event loop stood still since the group last counted the worker
         in. Otherwise False at once."""
-        now = time.monotonic()
-        if self.stall is not None:
-            self.stall.watch()
-            stood = self.stall.since(self._member_at)
-        else:
-            stood = False
-        if not stood and now - fetched_at <= self._half_session:
+        if self.stall is None:  # in process: the only member, nothing can expel it
+            return not await consumer.still_member()
+        self.stall.watch()
+        if (
+            not self.stall.since(self._member_at)
+            and time.monotonic() - fetched_at <= self._half_session
+        ):
             return False
-        if await consumer.still_member():
-            self._member_at = now
-            return False
-        return True
+        for _ in range(3):  # a pause while the answer was on its way makes it stale: ask again
+            asked = time.monotonic()
+            if not await consumer.still_member():
+                return True
+            if time.monotonic() - asked <= self._half_session:
+                self._member_at = asked
+                return False
+        return False  # the group keeps answering late: the offset commit will tell
 
     async def write(
         self,

