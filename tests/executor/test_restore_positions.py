@@ -248,3 +248,63 @@ def test_a_worker_restores_the_newest_entry_when_a_stale_record_comes_last(tmp_p
             await worker.stop()
 
     assert asyncio.run(restore()) == {"a": 3, "b": 1}
+
+
+# -- a commit that fails at the offset commit ----------------------------------------------------
+
+
+def test_a_store_written_by_a_commit_the_group_refused_goes_back_to_its_changelog_offset(
+    tmp_path, monkeypatch
+):
+    """The group moved on while the worker committed: its changelog records and store write
+    went through, its offsets did not. The store's changelog offset goes back to where it
+    was, so its next restore reads everything since (a new owner's records among them)."""
+    from flowgraph.runtime.memory import MemoryConsumer
+    from flowgraph.runtime.transport import MembershipLost
+
+    broker = MemoryBroker()
+    plan = counts_graph().plan()
+    url = "rocksdb://" + str(tmp_path / "state")
+
+    async def scenario() -> tuple[int | None, int | None, int, dict[Any, Any]]:
+        backend = open_backend(url)
+        worker = Worker(plan, MemoryTransport(broker, encoded=True), backend, commit_every=10**9)
+        await worker.start()
+        try:
+            broker.append("in0", [(0, b"a", b"x", 0.0, None)] * 3)
+            while await worker.step():
+                pass
+            await worker.commit()
+            store = backend.open("t-counts", 0)
+            before = store.changelog_offset()
+
+            async def refused(self: MemoryConsumer, offsets: Any) -> None:
+                raise MembershipLost("the group moved on")
+
+            monkeypatch.setattr(MemoryConsumer, "commit", refused)
+            broker.append("in0", [(0, b"a", b"x", 0.0, None)] * 2)
+            while await worker.step():
+                pass
+            await worker.commit()
+            return before, store.changelog_offset(), worker.lost_memberships, dict(store.items())
+        finally:
+            monkeypatch.undo()
+            await worker.stop(commit=False)
+
+    before, after, lost, stored = asyncio.run(scenario())
+    assert lost == 1
+    assert before is not None
+    assert after == before  # rewound: the next restore reads this commit's records again
+    assert stored == {"a": 5}  # written, with its position: a replay will not count it twice
+
+    async def restart() -> dict[Any, Any]:
+        backend = open_backend(url)
+        worker = Worker(plan, MemoryTransport(broker, encoded=True), backend)
+        await worker.start()
+        try:
+            await worker.run(until_idle=True, idle_wait=0.0)
+            return dict(worker.table("counts"))
+        finally:
+            await worker.stop()
+
+    assert asyncio.run(restart()) == {"a": 5}
