@@ -49,6 +49,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_faust.py")
     session.run("python", "bench/bench_async.py")
     session.run("python", "bench/bench_startup.py")
+    session.run("python", "bench/bench_restore.py")
 
 
 @nox.session(python=PYTHON)

@@ -30,6 +30,11 @@ ROOT = Path(__file__).resolve().parents[2]
         ("bench_faust.py", ["--records", "5000", "--rounds", "1"], "agent / builder"),
         ("bench_async.py", ["--records", "1000", "--rounds", "1"], "slow"),
         ("bench_startup.py", ["--partitions", "4", "--records-per-partition", "100"], "first"),
+        (
+            "bench_restore.py",
+            ["--records", "20000", "--keys", "2000", "--repeat", "1"],
+            "records/s",
+        ),
     ],
 )
 def test_a_benchmark_runs_on_a_small_input(script: str, args: list[str], expect: str) -> None:
