@@ -52,6 +52,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_startup.py")
     session.run("python", "bench/bench_scale.py")
     session.run("python", "bench/bench_failover.py")
+    session.run("python", "bench/bench_restore.py")
 
 
 @nox.session(python=PYTHON)

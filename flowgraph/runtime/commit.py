@@ -14,11 +14,20 @@ A crash anywhere in between replays input, and the per-key offsets in the stored
 make sure no record is applied to a table twice. A deleted key keeps its offset as a grave
 until the commit after the one that deleted it (see aggregate.py), so a task that wrote
 graves takes part in the next commit even if it processes nothing.
+
+A worker whose event loop stood still (stopped with SIGSTOP, a suspended VM, a long blocking
+call) sent no heartbeat meanwhile; if that lasted a session, the group gave its partitions to
+another member, and whatever it writes now races the new owner. So before step 2 it asks the
+group whether it is still a member when the loop may have stood still for half a session
+since it last knew (`Committer.expelled`, watched by `Stall`), and writes nothing if not. A
+pause that starts after that check, inside the produce requests, is not caught: those records
+land after the new owner's (see docs/concepts/state.md, "Failure model").
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,12 +44,62 @@ from flowgraph.runtime.windowed import WindowedAggregateOp
 from flowgraph.serde import Codec
 from planner.physical import PhysicalPlan
 
-__all__ = ["Committer"]
+__all__ = ["Committer", "Stall"]
+
+STALL_TICK = 0.25
+"""Seconds between the ticks by which `Stall` sees that the event loop runs."""
+STALL_IDLE = 60.0
+"""Seconds without a commit after which `Stall` stops ticking (until the next one)."""
 
 
 def _position_header(entry: Entry) -> tuple[tuple[str, bytes], ...]:
     """The header of a changelog record: the source offset(s) the entry reflects."""
     return ((POSITION_HEADER, encode_position(entry[0])),)
+
+
+class Stall:
+    """Notices that the event loop stood still for longer than `limit` seconds.
+
+    A timer ticks every `STALL_TICK` seconds (nothing per record) and notes when it ran; a
+    gap between two ticks, or since the last one, longer than `limit` is a stall. It ticks
+    while someone asks (`watch`), and stops after `STALL_IDLE` seconds without a question,
+    so a stopped worker leaves no timer behind; the next question after that counts the
+    silence as a stall, which costs one membership check.
+    """
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.last = time.monotonic()
+        """When the last tick ran."""
+        self.ended = -math.inf
+        """When the last stall seen by a tick ended."""
+        self._asked = self.last
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self) -> None:
+        """Keep ticking on the running event loop (start again if stopped or on a new one)."""
+        loop = asyncio.get_running_loop()
+        self._asked = time.monotonic()
+        if self._timer is None or loop is not self._loop:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._loop = loop
+            self._timer = loop.call_later(STALL_TICK, self._tick)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if now - self.last > self.limit:
+            self.ended = now
+        self.last = now
+        if now - self._asked > STALL_IDLE or self._loop is None:
+            self._timer = None
+            return
+        self._timer = self._loop.call_later(STALL_TICK, self._tick)
+
+    def since(self, moment: float) -> bool:
+        """True if the loop stood still after `moment` (or stands still since the last tick)."""
+        return self.ended > moment or time.monotonic() - self.last > self.limit
 
 
 class Committer:
@@ -64,6 +123,33 @@ class Committer:
         self.changelogs = {s.name: s.changelog for s in plan.stores}
         """Per store, its changelog topic."""
         self._source_topics = {t.name for t in plan.topics if t.role in ("source", "feed")}
+        self._half_session = transport.session_timeout / 2
+        self.stall = Stall(self._half_session) if transport.session_timeout > 0 else None
+        """Watches the event loop; None where no group can expel the worker (in process)."""
+        self._member_at = time.monotonic()
+        """When the group last counted this worker in (an offset commit, a check)."""
+
+    async def expelled(self, consumer: Consumer, fetched_at: float) -> bool:
+        """True when the group no longer counts this worker in. Asked (`still_member`) only
+        when no heartbeat may have gone out for half a session: the last fetch (`fetched_at`)
+        is that old, or the event loop stood still since the group last counted the worker
+        in. Otherwise False at once."""
+        if self.stall is None:  # in process: the only member, nothing can expel it
+            return not await consumer.still_member()
+        self.stall.watch()
+        if (
+            not self.stall.since(self._member_at)
+            and time.monotonic() - fetched_at <= self._half_session
+        ):
+            return False
+        for _ in range(3):  # a pause while the answer was on its way makes it stale: ask again
+            asked = time.monotonic()
+            if not await consumer.still_member():
+                return True
+            if time.monotonic() - asked <= self._half_session:
+                self._member_at = asked
+                return False
+        return False  # the group keeps answering late: the offset commit will tell
 
     async def write(
         self,
@@ -71,13 +157,17 @@ class Committer:
         touched: list[Task],
         positions: dict[TP, int],
         all_tasks: list[Task],
+        fetched_at: float = math.inf,
     ) -> MembershipLost | None:
         """Produce, write the stores, commit `positions`; what committing the offsets raised
         when the group no longer counts the worker in (nothing after that is done then).
 
         Sink, repartition and dead-letter records and the changelog records (one per changed
         key) are produced and acknowledged; then each store writes its changes with the
-        changelog offset in one atomic batch; then the source offsets are committed.
+        changelog offset in one atomic batch; then the source offsets are committed. Right
+        before the first produce, a worker whose loop may have stood still since its last
+        fetch (`fetched_at`) or check asks again whether it is still a member, and if not,
+        drops everything buffered and writes nothing.
         """
         changes: list[tuple[Task, AggregateOp | WindowedAggregateOp, dict[Any, Entry | None]]] = []
         for task in touched:
@@ -130,23 +220,38 @@ class Committer:
         for task in touched:
             if task.dedupe:
                 task.retire_commit_marks()
+        if await self.expelled(consumer, fetched_at):
+            self.transport.discard()
+            return MembershipLost("expelled from the group (the event loop stood still)")
         results = await asyncio.gather(
             self.transport.flush(),
             *(self.transport.produce(topic, recs) for _, _, topic, recs in changelog_writes),
         )
         acked = results[1:]
         self._crash_point("after-produce")
+        before = [store.changelog_offset() for store, _, _, _ in changelog_writes]
         for (store, dirty, _, _), last in zip(changelog_writes, acked, strict=True):
             assert last is not None
             store.write(dirty, changelog_offset=last[store.partition])
         self._crash_point("after-store")
+        asked = time.monotonic()
         try:
             await consumer.commit(positions)
         except MembershipLost as exc:
-            # The stores and changelogs hold what was processed, which is fine: whoever
-            # owns the partitions now replays them from the committed offsets, and the
-            # offsets in the stored entries keep those records from being applied twice.
+            # The changelogs hold what was processed, which is fine: whoever owns the
+            # partitions now replays them from the committed offsets, and the offsets in
+            # the entries keep those records from being applied twice. But the new owner
+            # may have written newer records before this worker's landed, and a restore
+            # from this store would start after them: each store goes back to where its
+            # changelog stood before this commit, so its next restore reads them all and
+            # keeps, per key, the newest (`recovery.changelog_applier`).
+            for (store, _, _, _), offset in zip(changelog_writes, before, strict=True):
+                if offset is None:
+                    store.clear()
+                else:
+                    store.write({}, changelog_offset=offset)
             return exc
+        self._member_at = asked
         self._crash_point("after-commit")
         return None
 

@@ -5,7 +5,9 @@ and changelogs acknowledged, stores not written), ``after-store`` (stores writte
 committed), ``after-commit`` and ``in-restore`` (a changelog chunk restored). A hook is passed
 to the worker (``Worker(..., crash_point=hook)``); nothing here reads the environment except
 `from_env`, which the CLI calls where it builds the worker for a run. Besides crashes, a hook
-can make a point slow (`sleep_at`), so tests can stop a worker in the middle of a restore.
+can make a point slow (`sleep_at`), so tests can stop a worker in the middle of a restore, or
+pause the process there (`pause_at`: it stops itself with SIGSTOP until a test sends SIGCONT),
+as a long garbage collection, a swapped-out process or a suspended VM would.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = [
     "InjectedCrash",
     "from_env",
     "kill_at",
+    "pause_at",
     "raise_at",
     "sleep_at",
 ]
@@ -30,6 +33,8 @@ CrashHook = Callable[[str], None]
 POINTS = ("in-batch", "after-produce", "after-store", "after-commit", "in-restore")
 ENV = "FLOWGRAPH_CRASH_AT"
 """``<point>:<n>``: the CLI's worker kills itself with SIGKILL the n-th time it passes point."""
+PAUSE_ENV = "FLOWGRAPH_PAUSE_AT"
+"""``<point>:<n>``: the CLI's worker stops itself with SIGSTOP the n-th time it passes point."""
 SLOW_ENV = "FLOWGRAPH_SLOW_AT"
 """``<point>:<seconds>``: the CLI's worker sleeps this long each time it passes point."""
 
@@ -69,6 +74,23 @@ def kill_at(point: str, n: int = 1) -> CrashHook:
     return _nth(point, n, lambda: os.kill(os.getpid(), signal.SIGKILL))
 
 
+def pause_at(point: str, n: int = 1) -> CrashHook:
+    """A hook making the process SIGSTOP itself the n-th time it passes `point` (once): it
+    stands still, heartbeats and all, until something sends it SIGCONT."""
+    if point not in POINTS:
+        msg = f"unknown crash point {point!r}; the points are {', '.join(POINTS)}"
+        raise ValueError(msg)
+    seen = [0]
+
+    def hook(name: str) -> None:
+        if name == point:
+            seen[0] += 1
+            if seen[0] == n:
+                os.kill(os.getpid(), signal.SIGSTOP)
+
+    return hook
+
+
 def sleep_at(point: str, seconds: float) -> CrashHook:
     """A hook that blocks for `seconds` each time the worker passes `point`: a slow disk or
     network there. It blocks the event loop as slow synchronous work would."""
@@ -84,13 +106,18 @@ def sleep_at(point: str, seconds: float) -> CrashHook:
 
 
 def from_env(environ: Mapping[str, str]) -> CrashHook | None:
-    """The hooks that ``FLOWGRAPH_CRASH_AT=<point>:<n>`` (`kill_at`) and
+    """The hooks that ``FLOWGRAPH_CRASH_AT=<point>:<n>`` (`kill_at`),
+    ``FLOWGRAPH_PAUSE_AT=<point>:<n>`` (`pause_at`) and
     ``FLOWGRAPH_SLOW_AT=<point>:<seconds>`` (`sleep_at`) ask for, as one, or None."""
     hooks: list[CrashHook] = []
     slow = environ.get(SLOW_ENV, "")
     if slow:
         point, _, seconds = slow.partition(":")
         hooks.append(sleep_at(point, float(seconds or 1)))
+    pause = environ.get(PAUSE_ENV, "")
+    if pause:
+        point, _, nth = pause.partition(":")
+        hooks.append(pause_at(point, int(nth or 1)))
     spec = environ.get(ENV, "")
     if spec:
         point, _, nth = spec.partition(":")
@@ -98,8 +125,8 @@ def from_env(environ: Mapping[str, str]) -> CrashHook | None:
     if len(hooks) < 2:
         return hooks[0] if hooks else None
 
-    def both(name: str) -> None:
+    def every(name: str) -> None:
         for hook in hooks:
             hook(name)
 
-    return both
+    return every

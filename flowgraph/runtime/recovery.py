@@ -13,6 +13,7 @@ Two things must be true before a task processes a record:
 
 from __future__ import annotations
 
+import operator
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from flowgraph.serde import fast_decoder
 from planner import naming
 from planner.physical import PhysicalPlan
 
-__all__ = ["POSITION_HEADER", "Recovery", "changelog_applier", "encode_position"]
+__all__ = ["POSITION_HEADER", "Recovery", "changelog_applier", "encode_position", "newer"]
 
 POSITION_HEADER = "fg.pos"
 """Changelog header holding the source offset(s) a stored value reflects."""
@@ -210,40 +211,167 @@ class Recovery:
             start = chunk[-1][3] + 1
 
 
+MEMORY_KEYS = 1_000_000
+"""Keys whose stored positions an incremental restore remembers (about 120 MB at most);
+past that it forgets them and reads them from the store again."""
+_MISSING: Any = object()
+
+
 def changelog_applier(
     codecs: TopicCodecs, changelog: str
 ) -> Callable[[StorePartition, Sequence[Any]], None]:
     """A function writing a chunk of records of `changelog` into a store, with the chunk's
     last offset as the store's changelog position: the one way a store learns its changelog,
-    for restores, standbys and global tables alike."""
+    for restores, standbys and global tables alike.
+
+    Per key, the entry with the highest source position wins, not the last one written: a
+    worker paused past its session may write a changelog record after the new owner of its
+    partitions wrote newer ones, and its record (a lower position) must not win a restore.
+    A record is dropped when the key already holds a `newer` position (from an earlier record
+    or in the store); equal or incomparable positions go to the later record. A tombstone
+    without a position deletes the key for good: whatever comes after it starts afresh.
+
+    Cheap because a changelog's positions grow from commit to commit: the function keeps the
+    highest position of the chunks it wrote into a store that started empty, and a record
+    above it cannot lose to any of them. Only the others (a commit cut in two by the chunk
+    boundary, a paused worker's late record) are compared with the store, in one multi-get
+    per chunk; repeats of a key within a chunk are compared with each other as they come.
+    Into a store that held entries before (an incremental restore), each key is read from
+    the store once and then remembered (`MEMORY_KEYS` at most).
+    """
     kc, vc = codecs[changelog]
     kd = fast_decoder(kc) if kc is not None else None
-    vd = fast_decoder(vc) if vc is not None else None
+    decode = None if vc is None else fast_decoder(vc)
+    known: list[Any] = [None, None, None]
+    """The store written last, its changelog offset after that, and the highest position
+    written into it (None: unknown, the store held entries of its own before)."""
+    memory: dict[Any, Any] = {}
+    """Without a highest position: the positions the store holds for the keys seen so far
+    (None: no entry), so each key is read from the store once."""
 
     def apply(store: StorePartition, chunk: Sequence[Any]) -> None:
+        offset = store.changelog_offset()
+        if store is not known[0] or offset is None or offset != known[1]:
+            # another store, or this one written (or cleared) by someone else since
+            known[0], known[2] = store, (-1 if offset is None else None)
+            memory.clear()
+        top = known[2]
+        remember = memory.get
+        by_int = type(top) is int
         updates: dict[Any, Entry | None] = {}
+        first = updates.setdefault
+        suspects: list[Any] = []  # keys whose first record here is not above `top`
+        reset: set[Any] = set()  # keys deleted for good in this chunk
         for k, v, _ts, _o, h in chunk:
             key = k if kd is None else kd(k)
-            if v is None:
-                # a tombstone with a position is a deleted key's grave (see aggregate.py);
-                # without one it deletes the key for good
-                position = _position(h)
-                updates[key] = None if position is None else (_decode_position(position), DELETE)
-            elif vc is None:
-                updates[key] = v
-            else:
-                position = _position(h)
-                if position is None:
+            if v is not None and decode is not None:  # the common case, inlined
+                raw = h[0][1] if h and h[0][0] == POSITION_HEADER else _position(h)
+                if raw is None:
                     msg = (
-                        f"changelog {changelog!r} has a record without its {POSITION_HEADER!r} "
-                        f"header at offset {_o}; it was not written by flowgraph"
+                        f"changelog {changelog!r} has a record without its "
+                        f"{POSITION_HEADER!r} header at offset {_o}; it was not written "
+                        "by flowgraph"
                     )
                     raise ConfigurationError(msg)
-                value = vc.decode(v) if vd is None else vd(v)
-                updates[key] = (_decode_position(position), value)
+                position: Any = _decode_list(raw)
+                if type(position) is list:
+                    position = tuple(position)
+                entry: Entry | None = (position, decode(v))
+            elif v is not None:  # in process: the entry itself
+                position, entry = v[0], v
+            else:
+                # a tombstone with a position is a deleted key's grave (see aggregate.py);
+                # without one it deletes the key for good
+                raw = _position(h)
+                if raw is None:
+                    updates[key] = None
+                    reset.add(key)
+                    continue
+                position = _decode_position(raw)
+                entry = (position, DELETE)
+            held = first(key, entry)
+            if held is not entry:  # the key came before in this chunk
+                if held is not None and newer(held[0], position):
+                    continue  # a late record of a paused worker: a newer one came first
+                updates[key] = entry
+            elif by_int:
+                try:
+                    if position <= top:
+                        suspects.append(key)
+                except TypeError:  # a tuple against an int: no telling
+                    suspects.append(key)
+            elif top is not None:
+                if not _ahead(position, top):
+                    suspects.append(key)
+            else:
+                stored = remember(key, _MISSING)
+                if stored is _MISSING:
+                    suspects.append(key)
+                elif stored is not None and newer(stored, position):
+                    del updates[key]  # a late record: the store holds a newer entry
+        if reset and suspects:
+            suspects = [key for key in suspects if key not in reset]
+        if suspects:
+            for key, stored in store.get_many(suspects).items():
+                entry = updates[key]
+                if entry is not None and newer(stored[0], entry[0]):
+                    del updates[key]  # the store holds a newer entry of the key
+                    if top is None:
+                        memory[key] = stored[0]
         store.write(updates, changelog_offset=chunk[-1][3])
+        known[1] = chunk[-1][3]
+        if top is not None:
+            known[2] = _highest(top, updates)
+        else:
+            if len(memory) > MEMORY_KEYS:
+                memory.clear()
+            memory.update(zip(updates, map(_position_of, updates.values()), strict=True))
 
     return apply
+
+
+def _position_of(entry: Entry | None) -> Any:
+    return None if entry is None else entry[0]
+
+
+def _ahead(position: Any, top: Any) -> bool:
+    """True when no record at or below `top` (the highest of each input so far) can be
+    `newer` than `position`: it is above `top` on some input."""
+    if type(position) is tuple and type(top) is tuple and len(position) == len(top):
+        return any(p > t for p, t in zip(position, top, strict=True))
+    return False
+
+
+def _highest(top: Any, updates: dict[Any, Entry | None]) -> Any:
+    """`top` raised to the positions of `updates` (per input for tuples); None when they
+    mix kinds."""
+    try:
+        high = max(map(_first, filter(None, updates.values())), default=top)
+    except TypeError:  # ints and tuples
+        return None
+    if type(high) is int:
+        return max(top, high) if type(top) is int else None
+    positions = [e[0] for e in updates.values() if e is not None]
+    if type(top) is int and top < 0:  # nothing written yet: the first chunk sets the kind
+        top = positions[0]
+    if type(top) is tuple and all(type(p) is tuple and len(p) == len(top) for p in positions):
+        return tuple(map(max, top, *positions))
+    return None
+
+
+_first = operator.itemgetter(0)
+
+
+def newer(position: Any, than: Any) -> bool:
+    """True when `position` is strictly ahead of `than`: a greater int, or a tuple (one
+    offset per input topic) at least as far on every input and not equal. Anything else
+    (equal, incomparable tuples, an int against a tuple) is not newer, so a restore keeps
+    the later record of the two."""
+    if type(position) is int:
+        return type(than) is int and position > than
+    if type(position) is not tuple or type(than) is not tuple or len(position) != len(than):
+        return False
+    return position != than and all(p >= t for p, t in zip(position, than, strict=True))
 
 
 encode_position = msgspec.msgpack.Encoder().encode

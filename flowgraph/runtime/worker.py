@@ -651,13 +651,10 @@ class Worker:
         if not self._touched:
             return
         assert self._consumer is not None
-        if (
-            self._last_commit - self._fetched_at > self.transport.session_timeout / 2
-            and not await self._consumer.still_member()
-        ):
-            # Blocked so long that no heartbeat went out, and the group expelled this
-            # worker: another member may own its partitions by now, so nothing processed
-            # since the last commit is written (it is replayed there).
+        if await self._committer.expelled(self._consumer, self._fetched_at):
+            # Blocked or stopped so long that no heartbeat went out, and the group expelled
+            # this worker: another member may own its partitions by now, so nothing
+            # processed since the last commit is written (it is replayed there).
             self.transport.discard()
             self._lost(MembershipLost("expelled from the group"))
             return
@@ -672,7 +669,9 @@ class Worker:
                     if tp in positions:
                         positions[tp] = min(positions[tp], first)
         self._since_commit = 0
-        lost = await self._committer.write(self._consumer, touched, positions, self._all_tasks)
+        lost = await self._committer.write(
+            self._consumer, touched, positions, self._all_tasks, self._fetched_at
+        )
         if lost is not None:
             self._lost(lost)
             return

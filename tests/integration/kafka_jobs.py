@@ -161,4 +161,12 @@ def make_global_lookup_graph(graph_id: str, topic: str, partitions: int = 4) -> 
 
     lookups = g.source(f"{topic}-lookups", key_type=str, value_type=str, partitions=partitions)
     lookups.map(answer).to(f"{topic}-out", value_type=str)
+
+
+def make_changes_graph(graph_id: str, topic: str, partitions: int = 4) -> fg.Graph:
+    """`make_graph` whose every count change also goes to a sink, ``<graph>-out``: each URL's
+    counts 1, 2, 3, ... once each when nothing is lost or written twice."""
+    g = fg.Graph(graph_id)
+    clicks = g.source(topic, key_type=str, value_type=Click, partitions=partitions)
+    clicks.filter(drop_bots).count(name=TABLE).changes().to(f"{graph_id}-out", value_type=int)
     return g

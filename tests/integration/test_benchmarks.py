@@ -36,6 +36,11 @@ ROOT = Path(__file__).resolve().parents[2]
             "ours/raw",
         ),
         ("bench_failover.py", ["--keys", "2000", "--session-timeout-ms", "2000"], "takeover"),
+        (
+            "bench_restore.py",
+            ["--records", "20000", "--keys", "2000", "--repeat", "1"],
+            "records/s",
+        ),
     ],
 )
 def test_a_benchmark_runs_on_a_small_input(script: str, args: list[str], expect: str) -> None:
