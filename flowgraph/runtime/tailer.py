@@ -65,7 +65,7 @@ class ChangelogTailer:
         self._stores: dict[TP, StorePartition] = {}
         self._positions: dict[TP, int] = {}
         """Per changelog partition, the offset of the next record to apply."""
-        self._appliers: dict[str, Callable[[StorePartition, Sequence[Any]], None]] = {}
+        self._appliers: dict[TP, Callable[[StorePartition, Sequence[Any]], None]] = {}
         self._dirty = True
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -90,6 +90,7 @@ class ChangelogTailer:
         """
         store = self._stores.pop(tp, None)
         self._positions.pop(tp, None)
+        self._appliers.pop(tp, None)
         self._dirty = True
         return store
 
@@ -135,9 +136,9 @@ class ChangelogTailer:
             records = [r for r in records if r[3] >= position]
             if not records:
                 continue
-            apply = self._appliers.get(tp[0])
-            if apply is None:
-                apply = self._appliers[tp[0]] = changelog_applier(self._codecs, tp[0])
+            apply = self._appliers.get(tp)
+            if apply is None:  # one per partition: an applier remembers its store's keys
+                apply = self._appliers[tp] = changelog_applier(self._codecs, tp[0])
             apply(store, records)
             self._positions[tp] = records[-1][3] + 1
             applied += len(records)
