@@ -161,6 +161,7 @@ def make_global_lookup_graph(graph_id: str, topic: str, partitions: int = 4) -> 
 
     lookups = g.source(f"{topic}-lookups", key_type=str, value_type=str, partitions=partitions)
     lookups.map(answer).to(f"{topic}-out", value_type=str)
+    return g
 
 
 def make_changes_graph(graph_id: str, topic: str, partitions: int = 4) -> fg.Graph:
