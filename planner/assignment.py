@@ -12,10 +12,15 @@ The rules, in order of weight:
    member and never two on one member;
 2. balance: active counts per member differ by at most one, for stateful tasks alone too
    (so standby counts can differ by at most one as well);
-3. stickiness: a member keeps the active tasks it had, as far as balance allows (a moved
-   task costs a restore); a task that must move goes to the member whose copy of its state
-   is most caught up (its standby, usually), and standbys go where state already is;
-4. spread: each sub-topology's tasks go to different members where that costs nothing.
+3. state: as few stateful tasks as balance allows go to a member holding no copy of their
+   state (neither a standby's nor its own from running it), since there a task restores
+   its whole changelog, where a copy restores only the tail;
+4. stickiness: a member keeps the active tasks it had, as far as balance and rule 3 allow:
+   it hands one over only to a member holding a copy of it, and only to let a task with no
+   other copy with room land on state (see `_land_on_state`); a task that must move goes
+   to the member whose copy of its state is most caught up (its standby, usually), the
+   tasks with the best copies choosing first, and standbys go where state already is;
+5. spread: each sub-topology's tasks go to different members where that costs nothing.
 
 Ties are broken by member id, so every member computing this gets the same answer.
 """
@@ -409,7 +414,7 @@ def _swap_to_best_copies(
     claims: Mapping[TaskId, str],
     active: dict[str, set[TaskId]],
 ) -> None:
-    """Swap moved tasks so that the best copies go to the tasks placed first (rule 3).
+    """Swap moved tasks so that the best copies go to the tasks placed first (rule 4).
 
     Chains (`_land_on_state`) pick among equally good placements without that order, so a
     task may sit on a worse copy while a member with a better one took a task of lower
