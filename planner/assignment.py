@@ -301,11 +301,6 @@ def _holders(
     return found
 
 
-_Cost = tuple[int, int, int]
-"""A chain's cost: previous tasks moved off their member (minus moved back onto it), tasks
-moved, and the ranks of the copies they land on (0: the best); compared in that order."""
-
-
 def _land_on_state(
     tasks: list[TaskId],
     ids: list[str],
@@ -323,10 +318,18 @@ def _land_on_state(
     on, until a member that holds a stranded task hands that one to where the first came
     from. A member with ``base`` tasks may instead keep the extra one and let a member with
     ``base + 1`` hand one on. Each round takes the cheapest such chain over every stranded
-    task (see `_Cost`; a shortest-path search, as in min-cost flow), so the placement keeps
-    as many previous tasks as any with that few stranded ones.
+    task, a shortest-path search as in min-cost flow, so the placement keeps as many
+    previous tasks as any with that few stranded ones. A chain's cost, compared in this
+    order: previous tasks moved off their member (less those moved back onto it), tasks
+    moved, the ranks of the copies they land on (0: the best); packed in one integer.
     """
     holders = _holders(tasks, ids, states)
+    n = len(ids)
+    w_move = (n + 1) ** 2  # above any sum of ranks along a chain (at most n + 1 links)
+    w_prev = (n + 2) * w_move  # above any count of moves weighed so
+    out: dict[str, list[tuple[str, TaskId | None, int]]] = {}
+    """Per member, where each of its tasks (or its extra slot) could go, and the cost."""
+    full: list[str] = []
     while True:
         where = {t: mid for mid in ids for t in active[mid]}
         stranded = sorted(
@@ -335,40 +338,46 @@ def _land_on_state(
         )
         if not stranded:
             return
-        dist: dict[str, _Cost] = {}
+        now_full = [mid for mid in ids if len(active[mid]) > base]
+        if now_full != full:
+            full = now_full
+            out.clear()
+        dist: dict[str, int] = {}
         parent: dict[str, tuple[str | None, TaskId | None]] = {}
         links: dict[str, int] = {}
         for t in stranded:
             for rank, mid in enumerate(holders[t]):
-                cost = (-(claims.get(t) == mid), 1, rank)
+                cost = -(claims.get(t) == mid) * w_prev + w_move + rank
                 if mid not in dist or cost < dist[mid]:
                     dist[mid] = cost
                     parent[mid] = (None, t)
                     links[mid] = 1
         queue = deque(mid for mid in ids if mid in dist)
         queued = set(queue)
-        full = [mid for mid in ids if len(active[mid]) > base]
         while queue:
             mid = queue.popleft()
             queued.discard(mid)
             here = dist[mid]
-            steps: list[tuple[str, TaskId | None, _Cost]] = []
-            for u in sorted(active[mid]):
-                if mid not in holders[u]:
-                    continue
-                off = claims.get(u) == mid
-                for rank, nxt in enumerate(holders[u]):
-                    if nxt != mid:
-                        steps.append((nxt, u, (off - (claims.get(u) == nxt), 1, rank)))
-            if len(active[mid]) == base:  # keep one more, and a fuller member hands one on
-                steps += [(nxt, None, (0, 0, 0)) for nxt in full]
-            for nxt, handed, (a, b, c) in steps:
-                cost = (here[0] + a, here[1] + b, here[2] + c)
-                if nxt not in dist or cost < dist[nxt]:
+            steps = out.get(mid)
+            if steps is None:
+                steps = out[mid] = []
+                for u in sorted(active[mid]):
+                    if mid not in holders[u]:
+                        continue
+                    off = claims.get(u) == mid
+                    for rank, nxt in enumerate(holders[u]):
+                        if nxt != mid:
+                            prev = off - (claims.get(u) == nxt)
+                            steps.append((nxt, u, prev * w_prev + w_move + rank))
+                if len(active[mid]) == base:  # keep one more, and a fuller member hands one on
+                    steps += [(nxt, None, 0) for nxt in full]
+            for nxt, handed, weight in steps:
+                cost = here + weight
+                if cost < dist.get(nxt, cost + 1):
                     dist[nxt] = cost
                     parent[nxt] = (mid, handed)
                     links[nxt] = links[mid] + 1
-                    if links[nxt] > len(ids):  # a negative cycle: stop rather than loop
+                    if links[nxt] > n:  # a negative cycle: stop rather than loop
                         return
                     if nxt not in queued:
                         queue.append(nxt)
@@ -405,6 +414,8 @@ def _land_on_state(
         for giver, taker, moved in moves:
             active[giver].remove(moved)
             active[taker].add(moved)
+            out.pop(giver, None)
+            out.pop(taker, None)
 
 
 def _swap_to_best_copies(
