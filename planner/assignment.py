@@ -19,7 +19,8 @@ The rules, in order of weight:
    it hands one over only to a member holding a copy of it, and only to let a task with no
    other copy with room land on state (see `_land_on_state`); a task that must move goes
    to the member whose copy of its state is most caught up (its standby, usually), the
-   tasks with the best copies choosing first, and standbys go where state already is;
+   tasks with the best copies choosing first (unless that strands another task away from
+   its state), and standbys go where state already is;
 5. spread: each sub-topology's tasks go to different members where that costs nothing.
 
 Ties are broken by member id, so every member computing this gets the same answer.
