@@ -12,10 +12,16 @@ The rules, in order of weight:
    member and never two on one member;
 2. balance: active counts per member differ by at most one, for stateful tasks alone too
    (so standby counts can differ by at most one as well);
-3. stickiness: a member keeps the active tasks it had, as far as balance allows (a moved
-   task costs a restore); a task that must move goes to the member whose copy of its state
-   is most caught up (its standby, usually), and standbys go where state already is;
-4. spread: each sub-topology's tasks go to different members where that costs nothing.
+3. state: as few stateful tasks as balance allows go to a member holding no copy of their
+   state (neither a standby's nor its own from running it), since there a task restores
+   its whole changelog, where a copy restores only the tail;
+4. stickiness: a member keeps the active tasks it had, as far as balance and rule 3 allow:
+   it hands one over only to a member holding a copy of it, and only to let a task with no
+   other copy with room land on state (see `_land_on_state`); a task that must move goes
+   to the member whose copy of its state is most caught up (its standby, usually), the
+   tasks with the best copies choosing first (unless that strands another task away from
+   its state), and standbys go where state already is;
+5. spread: each sub-topology's tasks go to different members where that costs nothing.
 
 Ties are broken by member id, so every member computing this gets the same answer.
 """
@@ -182,6 +188,8 @@ def assign(
 
     caps_s = _Caps(len(stateful) // m, len(stateful) % m, ids)
     _place_active(stateful, ids, members, claims, caps_s, active)
+    _land_on_state(stateful, ids, members, claims, caps_s.base, active)
+    _swap_to_best_copies(stateful, ids, members, claims, active)
     heavy = {mid for mid in ids if len(active[mid]) > caps_s.base}
     base_l, extra_l = divmod(len(stateless), m)
     light = [mid for mid in ids if mid not in heavy]
@@ -266,6 +274,207 @@ def _place_active(
         counts[mid] += 1
         active[mid].add(task)
         per_sub[mid, sub] = per_sub.get((mid, sub), 0) + 1
+
+
+def _has_copy(states: Mapping[str, MemberState], member: str, task: TaskId) -> bool:
+    """True when `member` holds state of `task` (a restore there reads only the tail)."""
+    state = states.get(member)
+    return state is not None and (state.offsets.get(task, -1) >= 0 or task in state.active)
+
+
+def _holders(
+    tasks: list[TaskId], ids: list[str], states: Mapping[str, MemberState]
+) -> dict[TaskId, list[str]]:
+    """Task -> the members holding its state, the best copy first (from the members'
+    reports, not by asking every member about every task: most hold few)."""
+    found: dict[TaskId, list[str]] = {t: [] for t in tasks}
+    for mid in ids:
+        state = states.get(mid)
+        if state is None:
+            continue
+        held = {t for t, o in state.offsets.items() if o >= 0} | state.active
+        for t in held:
+            if t in found:
+                found[t].append(mid)
+    for t, mids in found.items():
+        if len(mids) > 1:
+            mids.sort(key=lambda i: (-_offset(states, i, t), i))
+    return found
+
+
+def _land_on_state(
+    tasks: list[TaskId],
+    ids: list[str],
+    states: Mapping[str, MemberState],
+    claims: Mapping[TaskId, str],
+    base: int,
+    active: dict[str, set[TaskId]],
+) -> None:
+    """Move tasks along chains so that as few as balance allows land where nobody holds
+    their state (a full restore).
+
+    `active` is balanced (counts ``base`` or ``base + 1``, every slot filled) and holds
+    only `tasks`. A task on a member without its state ("stranded") goes to a member with
+    a copy, which hands one of its tasks to another member with a copy of that one, and so
+    on, until a member that holds a stranded task hands that one to where the first came
+    from. A member with ``base`` tasks may instead keep the extra one and let a member with
+    ``base + 1`` hand one on. Each round takes the cheapest such chain over every stranded
+    task, a shortest-path search as in min-cost flow, so the placement keeps as many
+    previous tasks as any with that few stranded ones. A chain's cost, compared in this
+    order: previous tasks moved off their member (less those moved back onto it), tasks
+    moved, the ranks of the copies they land on (0: the best); packed in one integer.
+    """
+    holders = _holders(tasks, ids, states)
+    n = len(ids)
+    w_move = (n + 1) ** 2  # above any sum of ranks along a chain (at most n + 1 links)
+    w_prev = (n + 2) * w_move  # above any count of moves weighed so
+    out: dict[str, list[tuple[str, TaskId | None, int]]] = {}
+    """Per member, where each of its tasks (or its extra slot) could go, and the cost."""
+    full: list[str] = []
+    while True:
+        where = {t: mid for mid in ids for t in active[mid]}
+        stranded = sorted(
+            (t for t in tasks if holders[t] and where[t] not in holders[t]),
+            key=lambda t: (-_offset(states, holders[t][0], t), t),
+        )
+        if not stranded:
+            return
+        now_full = [mid for mid in ids if len(active[mid]) > base]
+        if now_full != full:
+            full = now_full
+            out.clear()
+        dist: dict[str, int] = {}
+        parent: dict[str, tuple[str | None, TaskId | None]] = {}
+        links: dict[str, int] = {}
+        for t in stranded:
+            for rank, mid in enumerate(holders[t]):
+                cost = -(claims.get(t) == mid) * w_prev + w_move + rank
+                if mid not in dist or cost < dist[mid]:
+                    dist[mid] = cost
+                    parent[mid] = (None, t)
+                    links[mid] = 1
+        queue = deque(mid for mid in ids if mid in dist)
+        queued = set(queue)
+        while queue:
+            mid = queue.popleft()
+            queued.discard(mid)
+            here = dist[mid]
+            steps = out.get(mid)
+            if steps is None:
+                steps = out[mid] = []
+                for u in sorted(active[mid]):
+                    if mid not in holders[u]:
+                        continue
+                    off = claims.get(u) == mid
+                    for rank, nxt in enumerate(holders[u]):
+                        if nxt != mid:
+                            prev = off - (claims.get(u) == nxt)
+                            steps.append((nxt, u, prev * w_prev + w_move + rank))
+                if len(active[mid]) == base:  # keep one more, and a fuller member hands one on
+                    steps += [(nxt, None, 0) for nxt in full]
+            for nxt, handed, weight in steps:
+                cost = here + weight
+                if cost < dist.get(nxt, cost + 1):
+                    dist[nxt] = cost
+                    parent[nxt] = (mid, handed)
+                    links[nxt] = links[mid] + 1
+                    if links[nxt] > n:  # a negative cycle: stop rather than loop
+                        return
+                    if nxt not in queued:
+                        queue.append(nxt)
+                        queued.add(nxt)
+        ends = [
+            mid for mid in ids if mid in dist and any(mid not in holders[t] for t in active[mid])
+        ]
+        if not ends:
+            return
+        end = min(ends, key=lambda i: (dist[i], i))
+        # Walk the chain back to its first task; apply each move.
+        moves: list[tuple[str, str, TaskId]] = []
+        node = end
+        seen: set[str] = set()
+        while True:
+            if node in seen:
+                return
+            seen.add(node)
+            giver, moved = parent[node]
+            if giver is None:
+                assert moved is not None
+                start = where[moved]
+                moves.append((start, node, moved))
+                break
+            if moved is not None:
+                moves.append((giver, node, moved))
+            node = giver
+        if end != start:  # `end` hands a stranded task to where the first one left
+            evicted = min(
+                (t for t in active[end] if end not in holders[t]),
+                key=lambda t: (start not in holders[t], t),
+            )
+            moves.append((end, start, evicted))
+        for giver, taker, moved in moves:
+            active[giver].remove(moved)
+            active[taker].add(moved)
+            out.pop(giver, None)
+            out.pop(taker, None)
+
+
+def _swap_to_best_copies(
+    tasks: list[TaskId],
+    ids: list[str],
+    states: Mapping[str, MemberState],
+    claims: Mapping[TaskId, str],
+    active: dict[str, set[TaskId]],
+) -> None:
+    """Swap moved tasks so that the best copies go to the tasks placed first (rule 4).
+
+    Chains (`_land_on_state`) pick among equally good placements without that order, so a
+    task may sit on a worse copy while a member with a better one took a task of lower
+    priority. Swap those two when the lower one keeps state (or had none there); each swap
+    moves a higher task to a better copy, so this ends.
+    """
+    best = dict.fromkeys(tasks, -1)
+    for mid in ids:
+        state = states.get(mid)
+        for t, o in state.offsets.items() if state is not None else ():
+            if t in best and o > best[t]:
+                best[t] = o
+    where = {t: mid for mid in ids for t in active[mid]}
+    moved = [t for t in tasks if best[t] >= 0 and claims.get(t) != where[t]]
+    if not moved:
+        return
+    new: dict[str, set[TaskId]] = {mid: set() for mid in ids}
+    for t in tasks:
+        if claims.get(t) != where[t]:
+            new[where[t]].add(t)
+    order = sorted(moved, key=lambda t: (-best[t], t))
+    swapped = True
+    while swapped:
+        swapped = False
+        for t in order:
+            here = where[t]
+            got = _offset(states, here, t)
+            for x in ids:
+                if _offset(states, x, t) <= got:
+                    continue
+                lower = [
+                    u
+                    for u in new[x]
+                    if (-best[u], u) > (-best[t], t)
+                    and (_has_copy(states, here, u) or not _has_copy(states, x, u))
+                ]
+                if not lower:
+                    continue
+                u = max(lower, key=lambda u: (-best[u], u))
+                for task, src, dst in ((t, here, x), (u, x, here)):
+                    active[src].remove(task)
+                    active[dst].add(task)
+                    new[src].discard(task)
+                    if claims.get(task) != dst:
+                        new[dst].add(task)
+                    where[task] = dst
+                swapped = True
+                break
 
 
 def _place_standbys(

@@ -7,6 +7,7 @@ task whose state they ever held (older copies lower, standbys behind their activ
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 
 import pytest
@@ -115,6 +116,11 @@ def check_rules(
         assert max(counts) - min(counts) <= 1, counts
 
 
+def has_copy(states: Mapping[str, MemberState], member: str, task: TaskId) -> bool:
+    """`member` holds state of `task`: a copy at some offset, or it ran it."""
+    return states[member].offsets.get(task, -1) >= 0 or task in states[member].active
+
+
 def best(states: Mapping[str, MemberState], task: TaskId) -> int:
     """The most caught-up copy of `task`'s state in the group (-1: none)."""
     return max(state.offsets.get(task, -1) for state in states.values())
@@ -146,12 +152,15 @@ def test_rounds_keep_every_rule(
         check_rules(topo, result, group.members, replicas)
         m = len(group.members)
         stayed = left & set(group.members)
-        # Stickiness: a member that stays keeps what balance allows of its tasks.
+        # Stickiness: a member that stays keeps what balance allows of its tasks, but for
+        # stateful ones it hands to a member holding a copy (to let a task land on state).
+        owner = {t: x for x, share in result.items() for t in share.active}
         for name in stayed:
             had_s = {t for t in before[name] if t[0] in topo.stateful}
             had_l = before[name] - had_s
             kept = before[name] & result[name].active
-            assert len(kept) >= min(len(had_s), n_s // m) + min(len(had_l), n_l // m)
+            handed = {t for t in had_s - kept if has_copy(states, owner[t], t)}
+            assert len(kept | handed) >= min(len(had_s), n_s // m) + min(len(had_l), n_l // m)
         if set(group.members) == left:  # nobody joined or left: nothing moves
             assert {k: v.active for k, v in result.items()} == {
                 k: frozenset(v) for k, v in before.items()
@@ -162,22 +171,106 @@ def test_rounds_keep_every_rule(
 
         # Failover: a task that moves goes to the member with the best copy of its state
         # that has room; one with a better copy took only tasks whose best copy was better
-        # still (they were placed first) before it was full.
+        # still (they were placed first) before it was full, or tasks that land on a copy
+        # there and would have none where this one went. This holds for the tasks of members
+        # that left; a member that stays may hand one to a copy (see stickiness).
+        prev = {t for x in stayed for t in before[x] if has_copy(states, owner[t], t)}
         for name, share in result.items():
             for task in share.active - before.get(name, set()):
-                if task[0] not in topo.stateful:
+                if task[0] not in topo.stateful or task in prev:
                     continue
                 got = states[name].offsets.get(task, -1)
                 for x in group.members:
                     if states[x].offsets.get(task, -1) <= got:
                         continue
                     for other in result[x].active - before.get(x, set()):
-                        if other[0] in topo.stateful:
+                        if other[0] in topo.stateful and not (
+                            has_copy(states, x, other) and not has_copy(states, name, other)
+                        ):
                             assert (-best(states, other), other) < (-best(states, task), task), (
                                 task,
                                 x,
                             )
         group.feed(result, topo)
+
+
+@st.composite
+def small_groups(draw: st.DrawFn) -> tuple[Topology, dict[str, MemberState]]:
+    """<= 3 members, <= 6 stateful tasks (and a few stateless ones), random copies."""
+    names = ["a", "b", "c"][: draw(st.integers(1, 3))]
+    n = draw(st.integers(1, 6))
+    light = draw(st.integers(0, 3))
+    topo = Topology(
+        topics={0: ("s",), 1: ("l",)},
+        partitions={0: n, 1: light},
+        stateful={0},
+    )
+    ran: dict[str, set[TaskId]] = {m: set() for m in names}
+    for task in topo.tasks():
+        owner = draw(st.sampled_from([None, *names]))
+        if owner is not None:
+            ran[owner].add(task)
+    states = {}
+    for m in names:
+        offsets = {
+            (0, p): o for p in range(n) if (o := draw(st.sampled_from([-1, -1, 0, 3, 7]))) >= 0
+        }
+        standby = {t for t in offsets if t not in ran[m]}
+        states[m] = MemberState(active=ran[m], standby=standby, offsets=offsets)
+    return topo, states
+
+
+@SETTINGS
+@given(group=small_groups(), replicas=st.integers(0, 2))
+def test_as_few_tasks_without_state_as_balance_allows(
+    group: tuple[Topology, dict[str, MemberState]], replicas: int
+) -> None:
+    """Brute force over every balanced placement of the stateful tasks: none strands fewer
+    tasks away from their state than `assign`, and of those that strand as few, none keeps
+    more tasks where they ran."""
+    topo, states = group
+    names = sorted(states)
+    result = assign(topo, states, replicas)
+    check_rules(topo, result, names, replicas)
+    stateful = [t for t in topo.tasks() if t[0] in topo.stateful]
+    ran = {t: m for m in names for t in states[m].active}
+
+    def score(place: Mapping[TaskId, str]) -> tuple[int, int]:
+        stranded = sum(not has_copy(states, m, t) for t, m in place.items())
+        moved = sum(ran.get(t, m) != m for t, m in place.items())
+        return stranded, moved
+
+    got = score({t: m for m in names for t in result[m].active if t in stateful})
+    best_score = min(
+        score(dict(zip(stateful, choice, strict=True)))
+        for choice in itertools.product(names, repeat=len(stateful))
+        if max(choice.count(m) for m in names) - min(choice.count(m) for m in names) <= 1
+    )
+    assert got == best_score
+
+
+def test_a_full_member_hands_a_task_to_its_standby_so_every_task_lands_on_state() -> None:
+    """A (3 tasks) and B (2) survive C (3); A holds the standbys of two of C's tasks, B of
+    the third and of one of A's. A hands that one to B and takes both of its standbys'."""
+    topo = Topology(topics={0: ("a",)}, partitions={0: 8}, stateful={0})
+    states = {
+        "A": MemberState(
+            active={(0, 0), (0, 1), (0, 2)},
+            standby={(0, 5), (0, 7)},
+            offsets={(0, 0): 50, (0, 1): 50, (0, 2): 50, (0, 5): 40, (0, 7): 40},
+        ),
+        "B": MemberState(
+            active={(0, 3), (0, 4)},
+            standby={(0, 6), (0, 2)},
+            offsets={(0, 3): 50, (0, 4): 50, (0, 6): 40, (0, 2): 40},
+        ),
+    }
+    result = assign(topo, states, 1)
+    check_rules(topo, result, ["A", "B"], 1)
+    assert result["A"].active == {(0, 0), (0, 1), (0, 5), (0, 7)}
+    assert result["B"].active == {(0, 3), (0, 4), (0, 6), (0, 2)}
+    for m, share in result.items():  # no full restore: each task runs where its state is
+        assert all(has_copy(states, m, t) for t in share.active)
 
 
 @pytest.mark.parametrize("gone", ["w", "x", "y", "z"])
