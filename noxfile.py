@@ -20,9 +20,13 @@ def _pytest(session: nox.Session, *args: str) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The whole suite: unit, golden, property, executor, integration and slow cases
-    (the slowest 25 are listed at the end, to keep the suite within its time budget)."""
-    _pytest(session, "--durations=25")
+    """The whole suite: unit, golden, property, executor, integration and slow cases.
+
+    Three processes, a test file each at a time (most Kafka tests wait on the broker, not
+    the CPU), each with a broker of its own; the slowest 25 tests are listed at the end, to
+    keep the suite within its time budget.
+    """
+    _pytest(session, "-n", "3", "--dist", "loadfile", "--durations=25")
 
 
 @nox.session(python=PYTHON)
