@@ -83,6 +83,10 @@ MUTATED = (
     "flowgraph.runtime.kafka_config",
     "flowgraph.runtime.table_state",
     "flowgraph.runtime.agent",
+    "flowgraph.runtime.tasks",
+    "flowgraph.runtime.rebalance",
+    "flowgraph.runtime.standby",
+    "flowgraph.runtime.tailer",
     "flowgraph.windows",
 )
 """Modules `mutants` mutates (the list is also `only_mutate` in pyproject.toml)."""
@@ -91,7 +95,8 @@ MUTATED = (
 @nox.session(python=PYTHON, default=False)
 def mutants(session: nox.Session) -> None:
     """Mutation testing (mutmut) of the aggregation, window, recovery, task, commit, Kafka
-    settings, agent and agent-table modules.
+    settings, agent and agent-table modules, and of the task lifecycle (tasks, rebalance,
+    standby, tailer).
 
     Not part of `tests` or CI. Each module gets ``MUTANTS_MINUTES`` minutes (default 7), niced,
     on up to ``MUTANTS_SAMPLE`` (default 150) of its mutants not checked yet, drawn at random;
