@@ -54,13 +54,13 @@ class Standbys:
         if self.tasks:
             self.tailer.start()
 
-    def adopt(self, task: TaskId, stores: dict[str, StorePartition] | None = None) -> None:
-        """Make `task` a standby here; `stores` are its open stores (an active task
-        suspended here that stays as a standby), else they are opened."""
+    def adopt(self, task: TaskId) -> None:
+        """Make `task` a standby here, following its stores from their own positions (a
+        backend hands out a store already open, such as the one of a task that ran here)."""
         sub, p = task
         followed: dict[TP, StorePartition] = {}
         for spec in self._stores.get(sub, []):
-            store = (stores or {}).get(spec.name) or self.backend.open(spec.name, p)
+            store = self.backend.open(spec.name, p)
             followed[(spec.changelog, p)] = store
             self.tailer.add((spec.changelog, p), store)
         self.tasks[task] = followed

@@ -204,10 +204,8 @@ class TaskManager:
                 if tp in self.resume_at and self.consumer is not None:
                     self.consumer.seek(tp, self.resume_at[tp])
             self.publish(task, set(assignment))
-        for tid, task in sorted(self.suspended.items()):
-            self._close(task)
-            if self.standbys is not None and tid in standby:
-                self.standbys.adopt(tid, dict(task.stores))
+        for task in self.suspended.values():
+            self._close(task)  # its stores stay open: a standby of it here follows them on
         self.suspended.clear()
         new = {tp for tp in assignment if tp not in self.tasks}
         promoted = 0
