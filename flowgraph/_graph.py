@@ -474,6 +474,64 @@ class Stream(Generic[K, V]):
         )
         return self.graph._add(node)
 
+    def join(
+        self,
+        table: Table[Any, Any] | GlobalTable[Any, Any],
+        fn: Callable[[V, Any], Any],
+        *,
+        how: str = "inner",
+        key: Callable[[V], Any] | None = None,
+        name: str | None = None,
+        value_type: object = None,
+    ) -> Stream[K, Any]:
+        """Each record looks up `table`'s current value for its key; ``fn(value, table_value)``
+        is the new value (Kafka Streams' KStream-KTable join).
+
+        ``how="inner"`` drops records whose key the table lacks; ``how="left"`` keeps them
+        with ``table_value`` None. A `Table` is read on the task that holds its partition, so
+        the planner repartitions this stream like the table when it is not; a `GlobalTable`
+        is read from every worker's copy and needs no repartition: `key` (a function of the
+        value) then gives the key to look up. See docs/concepts/joins.md.
+        """
+        from flowgraph._global_table import GlobalTable
+
+        func = _callable(fn, "join")
+        if how not in ("inner", "left"):
+            msg = f'join how= must be "inner" or "left", got {how!r}'
+            raise _error(msg)
+        if _util.is_async(func):
+            msg = "join needs a plain function, not async def; it runs while the table is read"
+            raise _error(msg)
+        _check_call(func, "join", ("value", "table_value"), "it gets the value and the table's")
+        is_global = isinstance(table, GlobalTable)
+        if not isinstance(table, Table | GlobalTable) or table.graph is not self.graph:
+            msg = f"join needs a table or global table of graph {self.graph.id!r}, got {table!r}"
+            raise _error(msg)
+        if key is not None:
+            if not is_global:
+                msg = (
+                    "join key= is only for a global table; a table is looked up by the "
+                    "record's key, so re-key the stream with key_by(...) first"
+                )
+                raise _error(msg)
+            _callable(key, "join key=")
+            _check_call(key, "join key=", ("value",), "it gets the value")
+        step, _ = self.graph._step_name(name, func, "join")
+        node = lg.Join(
+            id=step,
+            inputs=(self.step,) if is_global else (self.step, table.step),
+            fn=func,
+            fn_name=_util.fn_name(func),
+            how="left" if how == "left" else "inner",
+            global_table=table.step if is_global else "",
+            key=key,
+            key_name=_util.fn_name(key) if key is not None else "",
+            key_type=self._up.key_type,
+            value_type=value_type or _util.return_type(func),
+            where=_util.call_site(),
+        )
+        return self.graph._add(node)
+
     def to(
         self,
         target: str | Callable[..., Any],

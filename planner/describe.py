@@ -31,6 +31,7 @@ from planner.logical import (
     Filter,
     FlatMap,
     FnNode,
+    Join,
     KeyBy,
     Late,
     LogicalPlan,
@@ -347,6 +348,8 @@ def _step(node: Node, stores: dict[str, str]) -> StepDescription:
         function = node.fn_name
         if node.context:  # the step also reads the record's context (key, headers, offset...)
             function += " +context"
+        if isinstance(node, Join):
+            function += f", {node.how} join on {_joined(node)}"
         if node.is_async and not isinstance(node, Aggregate):
             concurrency = node.concurrency or DEFAULT_CONCURRENCY
     elif isinstance(node, Source) and node.timestamp_name:
@@ -370,6 +373,14 @@ def _step(node: Node, stores: dict[str, str]) -> StepDescription:
         window=_window(node),
         concurrency=concurrency,
     )
+
+
+def _joined(node: Join) -> str:
+    """What a join looks up: its table on the same task, or a global table by a key."""
+    if not node.global_table:
+        return f"table {node.inputs[1]}"
+    by = f" by {node.key_name}" if node.key_name else ""
+    return f"global table {node.global_table}{by}"
 
 
 def _window(node: Node) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "Filter",
     "FlatMap",
     "FnNode",
+    "Join",
     "KeyBy",
     "Late",
     "LogicalPlan",
@@ -163,6 +164,23 @@ class Aggregate(FnNode):
     is_global: bool = False
     """Every worker also holds the whole table (all partitions of its changelog), for
     lookups from any step: ``graph.global_table(...)`` or ``table.to_global()``."""
+
+
+@attrs.frozen(kw_only=True)
+class Join(FnNode):
+    """A stream joined with a table: ``fn(value, table_value)`` per stream record.
+
+    Its inputs are the stream, then the table (an `Aggregate`) that the stream looks up on
+    the same task, so the planner co-partitions them. A join with a global table has only
+    the stream as input and names the table in `global_table`; `key` gives the lookup key
+    from the value (None: the record's key). ``how="inner"`` drops records whose key the
+    table lacks; ``"left"`` calls `fn` with None for them.
+    """
+
+    how: Literal["inner", "left"] = "inner"
+    global_table: str = ""
+    key: object = None
+    key_name: str = attrs.field(default="", eq=False)
 
 
 @attrs.frozen(kw_only=True)

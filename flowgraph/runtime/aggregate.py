@@ -320,6 +320,19 @@ class AggregateOp:
                 self.next(*u)
         return True
 
+    def read(self, key: Any) -> Any:
+        """The key's value as of now (None if the table lacks it), for a join on this task:
+        the cache first, then the store; nothing is loaded, so a read marks no key."""
+        e = self.cur.get(key)
+        if e is not None:
+            v = e[2]
+        else:
+            stored = self.store.get(key)
+            if stored is None:
+                return None
+            v = stored[1]
+        return None if v is DELETE else v
+
     @property
     def has_graves(self) -> bool:
         """True while some key is stored as a grave that the next flush deletes for good."""

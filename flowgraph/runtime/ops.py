@@ -83,6 +83,32 @@ def _noop(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
     return None
 
 
+def join_push(
+    node: lg.Join, nxt: Push | None, fail: Fail, cell: list[int], read: list[Callable[[Any], Any]]
+) -> Push:
+    """The push function of a join: ``fn(value, table_value)`` with the table's value read
+    through ``read[0]`` (bound once the task has built the table's step). `cell[0]` counts
+    what the join emits (an inner join drops the records the table lacks)."""
+    f: Any = node.fn
+    key_fn: Any = node.key
+    out = nxt or _noop
+    inner = node.how == "inner"
+
+    def push_join(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+        try:
+            t = read[0](k if key_fn is None else key_fn(v))
+            if t is None and inner:
+                return
+            r = f(v, t)
+        except Exception as exc:
+            fail(exc, (k, v, ts, o, h))
+            return
+        cell[0] += 1
+        out(k, r, ts, o, h)
+
+    return push_join
+
+
 def stateless_push(
     node: lg.Node,
     nxt: Push | None,

@@ -277,8 +277,9 @@ def derive_step_counts(plan: PhysicalPlan, tally: Mapping[tuple[str, str], int])
             elif isinstance(s, lg.Late):
                 n = sum(tally.get(("late", u), 0) for u in s.inputs)
             else:
-                came = sum(out.get(u, 0) for u in s.inputs)
-                if isinstance(s, lg.FlatMap):
+                ins = s.inputs[:1] if isinstance(s, lg.Join) else s.inputs
+                came = sum(out.get(u, 0) for u in ins)
+                if isinstance(s, lg.FlatMap | lg.Join):
                     n = tally.get(("cell", sid), 0)
                 elif isinstance(s, lg.Filter):
                     n = came - dead - tally.get(("cell", sid), 0)

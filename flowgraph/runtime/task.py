@@ -23,9 +23,17 @@ from typing import Any
 from flowgraph._context import RecordContext
 from flowgraph._util import f_repr
 from flowgraph.errors import SerializationError
-from flowgraph.runtime.agent import AgentOp
+from flowgraph.runtime.agent import WORKER, AgentOp
 from flowgraph.runtime.aggregate import AggregateOp
-from flowgraph.runtime.ops import AsyncStep, MakeContext, Rec, Window, fanout, stateless_push
+from flowgraph.runtime.ops import (
+    AsyncStep,
+    MakeContext,
+    Rec,
+    Window,
+    fanout,
+    join_push,
+    stateless_push,
+)
 from flowgraph.runtime.state.base import StorePartition
 from flowgraph.runtime.table_state import TableState
 from flowgraph.runtime.transport import OutRecord, Push, Write
@@ -261,7 +269,8 @@ class Task:
         for s in sub.steps:
             if isinstance(s, lg.Repartition):
                 continue  # entered from its topic; the edge into it is a writer (below)
-            for u in s.inputs:
+            # a join reads its table's state, not its updates
+            for u in s.inputs[:1] if isinstance(s, lg.Join) else s.inputs:
                 if u in consumers:
                     consumers[u].append(s.id)
         writers: dict[str, list[Push]] = {}
@@ -269,6 +278,7 @@ class Task:
             writers.setdefault(step_id, []).append(self._writer(topic, self._failer(step_id)))
         async_steps: list[AsyncStep | AggregateOp | WindowedAggregateOp | AgentOp] = []
         late_steps = {s.id for s in sub.steps if isinstance(s, lg.Late)}
+        joins: list[tuple[list[Callable[[Any], Any]], lg.Join]] = []
         for step in reversed(sub.steps):
             targets = [
                 p
@@ -333,6 +343,10 @@ class Task:
                 aop.next = nxt
                 async_steps.append(aop)
                 push = aop.make_push()
+            elif isinstance(step, lg.Join):
+                read: list[Callable[[Any], Any]] = []
+                joins.append((read, step))
+                push = join_push(step, nxt, fail, self.cells.setdefault(step.id, [0]), read)
             elif isinstance(step, lg.Sink) and step.topic is not None:
                 push = self._writer(step.topic, fail)
             elif isinstance(step, lg.FnNode | lg.Sink):
@@ -356,6 +370,12 @@ class Task:
             else:  # Source, Repartition, Merge, Changes, Late: records pass through
                 push = nxt
             self._pushes[step.id] = push
+        for read, join in joins:
+            read.append(
+                _global_reader(join.global_table)
+                if join.global_table
+                else self._table_reader(join.inputs[1])
+            )
         self._async = list(reversed(async_steps))  # topological order
         self._windows = [s for s in self._async if isinstance(s, AsyncStep)]
         self.agents = [s for s in self._async if isinstance(s, AgentOp)]
@@ -372,6 +392,11 @@ class Task:
             astep.split = split
         for j, aop in enumerate(self.agents, start=len(self._windows) + 1):
             self._bind(aop, j * ASYNC_ENTRIES)
+
+    def _table_reader(self, step_id: str) -> Callable[[Any], Any]:
+        op = self.aggregates[step_id]
+        assert isinstance(op, AggregateOp)
+        return op.read
 
     def _agent(self, step: lg.Agent, consumers: list[str], fail: Any) -> AgentOp:
         """The agent `step`, with the tables and send writers of its consumers."""
@@ -844,6 +869,21 @@ class Task:
             if isinstance(agg, WindowedAggregateOp):
                 out["late", s] = agg.late
         return out
+
+
+def _global_reader(name: str) -> Callable[[Any], Any]:
+    """A lookup in this worker's copy of global table `name` (None if it lacks the key)."""
+    from flowgraph.runtime.global_tables import MISSING  # it imports this module
+
+    def read(key: Any) -> Any:
+        worker = WORKER.get()
+        if worker is None:
+            msg = f"global table {name!r} is read outside a running worker"
+            raise RuntimeError(msg)
+        value = worker.global_tables.get(name, key)
+        return None if value is MISSING else value
+
+    return read
 
 
 def _never_fails(exc: BaseException, rec: Rec) -> None:

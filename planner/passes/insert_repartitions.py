@@ -8,6 +8,9 @@ partitioning (they never change keys); `key_by` loses it, and so do a windowed t
 (keyed by window); a `merge` keeps it only when all its inputs are partitioned by key over the
 same number of partitions (co-partitioned).
 
+A stream-table `Join` reads its stream partitioned like its table (same key, same count): the
+stream is repartitioned to the table's partition count when it is not, never the table.
+
 Where an aggregation is fed, through key-keeping steps, by a `key_by`, the repartition goes
 right after that `key_by` and is shared by all of its consumers, so two aggregations over one
 `key_by` share one topic (``<graph>-<key_by>-repartition``). Otherwise (a merge of streams that
@@ -31,6 +34,7 @@ from planner.logical import (
     Changes,
     Filter,
     FlatMap,
+    Join,
     KeyBy,
     LogicalPlan,
     Map,
@@ -44,7 +48,7 @@ from planner.options import PlanOptions
 
 __all__ = ["Partitioning", "insert_repartitions", "partitioning_of"]
 
-_KEEPS_KEY = (Map, Filter, FlatMap, Peek, Agent)
+_KEEPS_KEY = (Map, Filter, FlatMap, Peek, Agent, Join)
 _MAX_ROUNDS = 1000
 
 
@@ -126,6 +130,10 @@ def _insert_one(plan: LogicalPlan) -> LogicalPlan | None:
             if parts[n.inputs[0]] is None and (changer := _key_changer(plan, n.inputs[0])):
                 return _add_after(plan, changer, reason=f"group_by {_describe(changer)}")
             continue
+        if isinstance(n, Join):
+            if not n.global_table and (fixed := _co_partition(plan, n, parts)) is not None:
+                return fixed
+            continue
         if not isinstance(n, STATEFUL) or parts[n.inputs[0]] is not None:
             continue
         changer = _key_changer(plan, n.inputs[0])
@@ -135,6 +143,51 @@ def _insert_one(plan: LogicalPlan) -> LogicalPlan | None:
             raise GraphValidationError([_unsharded(plan, n)])
         return _add_before(plan, n)
     return None
+
+
+def _co_partition(
+    plan: LogicalPlan, join: Join, parts: dict[str, Partitioning | None]
+) -> LogicalPlan | None:
+    """Repartition a join's stream (never its table) to the table's key and partitions."""
+    table = parts[join.inputs[1]]
+    have = parts[join.inputs[0]]
+    if table is None or have == table:
+        return None
+    # keys the stream does not type are read back as the table's keys, so lookups match
+    key_type = plan.by_id()[join.inputs[1]].key_type
+    reason = f"join {join.id!r} on table {join.inputs[1]!r} of {table.partitions} partitions"
+    changer = _key_changer(plan, join.inputs[0])
+    if have is None and changer is not None:
+        if changer.partitions is not None and changer.partitions != table.partitions:
+            msg = (
+                f"join {join.id!r} looks up table {join.inputs[1]!r} of {table.partitions} "
+                f"partitions, but key_by {changer.id!r} asks for {changer.partitions}; a stream "
+                f"is joined on the table's partitions, so give key_by partitions="
+                f"{table.partitions}"
+            )
+            raise GraphValidationError([msg])
+        return _add_after(
+            plan,
+            changer,
+            reason=f"key changed by {_describe(changer)}, for {reason}",
+            width=table.partitions,
+            key_type=changer.key_type or key_type,
+        )
+    upstream = plan.by_id()[join.inputs[0]]
+    rep = attrs.evolve(
+        _repartition(plan, join, table.partitions, ""),
+        inputs=(upstream.id,),
+        key_type=upstream.key_type or key_type,
+        value_type=upstream.value_type,
+        reason=reason,
+    )
+    nodes: list[Node] = []
+    for n in plan.nodes:
+        if n.id == join.id:
+            nodes.append(rep)
+            n = attrs.evolve(n, inputs=(rep.id, *n.inputs[1:]))
+        nodes.append(n)
+    return attrs.evolve(plan, nodes=nodes)
 
 
 def _unsharded(plan: LogicalPlan, table: AgentTable) -> str:
@@ -192,7 +245,13 @@ def _repartition(plan: LogicalPlan, after: Node, width: int, reason: str) -> Rep
     )
 
 
-def _add_after(plan: LogicalPlan, changer: KeyBy, reason: str) -> LogicalPlan:
+def _add_after(
+    plan: LogicalPlan,
+    changer: KeyBy,
+    reason: str,
+    width: int | None = None,
+    key_type: object = None,
+) -> LogicalPlan:
     if changer.anonymous:
         at = f" at {changer.where}" if changer.where else ""
         msg = (
@@ -201,8 +260,11 @@ def _add_after(plan: LogicalPlan, changer: KeyBy, reason: str) -> LogicalPlan:
             "pass name=..."
         )
         raise GraphValidationError([msg])
-    width = changer.partitions or _width(plan)[changer.id]
-    rep = _repartition(plan, changer, width, reason)
+    rep = _repartition(
+        plan, changer, width or changer.partitions or _width(plan)[changer.id], reason
+    )
+    if key_type is not None:
+        rep = attrs.evolve(rep, key_type=key_type)
     nodes: list[Node] = []
     for n in plan.nodes:
         if changer.id in n.inputs:

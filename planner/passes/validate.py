@@ -25,6 +25,7 @@ from planner.logical import (
     AgentTable,
     Aggregate,
     Changes,
+    Join,
     Late,
     LogicalPlan,
     Node,
@@ -84,6 +85,18 @@ def validate(plan: LogicalPlan, options: PlanOptions) -> LogicalPlan:
             isinstance(by_id.get(u), Aggregate) for u in n.inputs
         ):
             errors.append(f"changes {n.id!r} must read from a table (an aggregation){_at(n)}")
+        if (
+            isinstance(n, Join)
+            and not n.global_table
+            and (
+                len(n.inputs) != 2
+                or not isinstance(t := by_id.get(n.inputs[1]), Aggregate)
+                or t.window is not None
+            )
+        ):
+            errors.append(
+                f"join {n.id!r} must read a stream and a table of one value per key{_at(n)}"
+            )
         if isinstance(n, Late) and not all(
             isinstance(u := by_id.get(i), Aggregate) and u.window is not None for i in n.inputs
         ):
