@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from planner.errors import PlannerInternalError
-from planner.logical import STATEFUL, LogicalPlan
+from planner.logical import STATEFUL, Join, LogicalPlan
 from planner.passes.insert_repartitions import partitioning_of
 from planner.physical import PhysicalPlan
 
@@ -20,6 +20,13 @@ def validate_invariants(plan: LogicalPlan | PhysicalPlan) -> None:
             f"stateful step {n.id!r} reads a stream not partitioned by its key"
             for n in logical.nodes
             if isinstance(n, STATEFUL) and parts.get(n.inputs[0]) is None
+        ]
+        problems += [
+            f"join {n.id!r} reads a stream not partitioned like its table"
+            for n in logical.nodes
+            if isinstance(n, Join)
+            and not n.global_table
+            and (parts.get(n.inputs[0]) is None or parts[n.inputs[0]] != parts[n.inputs[1]])
         ]
         placed = [s.id for sub in plan.subtopologies for s in sub.steps]
         if sorted(placed) != sorted(n.id for n in logical.nodes):

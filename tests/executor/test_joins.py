@@ -3,11 +3,13 @@ planner co-partitions the two), or a global table's value on every worker."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import flowgraph as fg
+from flowgraph.runtime import aggregate
 from flowgraph.runtime.worker import Worker
 from flowgraph.testing import TestDriver
 
@@ -191,3 +193,25 @@ def test_a_key_by_with_other_partitions_than_the_table_is_refused() -> None:
     rekeyed.join(table, lambda o, p: p, name="both", value_type="json").to("out")
     with pytest.raises(fg.GraphDefinitionError, match="give key_by partitions=3"):
         g.plan()
+
+
+def test_a_join_reads_keys_no_longer_in_memory_from_the_rocksdb_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the table's cache emptied at every commit, lookups read the RocksDB store."""
+    monkeypatch.setattr(aggregate, "CACHE_KEYS", 0)
+    g = orders_graph("left")
+    with TestDriver(g, store="rocksdb://" + str(tmp_path)) as driver:
+        for i in range(4):
+            driver.send("prices", f"i{i}", i + 1)
+        driver.send("prices", "i3", None)  # a grave, then deleted for good
+        driver.send("prices", "i0", 7)
+        ops = [
+            t.aggregates["price"] for t in driver._worker.tasks.values() if "price" in t.aggregates
+        ]
+        assert ops and all(not op.cur for op in ops)  # nothing left in memory
+        for i in range(5):
+            driver.send("orders", f"o{i}", order(i, f"i{i}"))
+        got = sorted(v for _, v in driver.output("out"))
+    assert got == ["o0:i0:7", "o1:i1:2", "o2:i2:3", "o3:i3:None", "o4:i4:None"]
+    assert any(tmp_path.iterdir())
