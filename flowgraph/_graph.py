@@ -763,6 +763,73 @@ class Table(Generic[K, V]):
             graph._nodes[index] = attrs.evolve(node, is_global=True)
         return GlobalTable(graph, self.step)
 
+    def join(
+        self,
+        other: Table[Any, Any],
+        fn: Callable[[Any, Any], Any],
+        *,
+        how: str = "inner",
+        name: str | None = None,
+        value_type: object = None,
+    ) -> Table[K, Any]:
+        """A table of ``fn(value, other_value)`` per key, updated when either side changes
+        (Kafka Streams' KTable-KTable join); a key deleted from a side is deleted from the
+        result unless `how` keeps it.
+
+        ``how="inner"``: keys both tables hold; ``"left"``: keys of this table (`other_value`
+        None when `other` lacks it); ``"outer"``: keys of either (the missing side None). Each
+        side's updates look up the other side's current value on the same task (a
+        stream-table `join`), and the two streams of results fold into a table named `name`.
+        See docs/concepts/joins.md.
+        """
+        func = _callable(fn, "join")
+        if how not in ("inner", "left", "outer"):
+            msg = f'table join how= must be "inner", "left" or "outer", got {how!r}'
+            raise _error(msg)
+        if not isinstance(other, Table) or other.graph is not self.graph:
+            msg = f"table join needs a table of graph {self.graph.id!r}, got {other!r}"
+            raise _error(msg)
+        if _util.is_async(func):
+            msg = "join needs a plain function, not async def; it runs while the table is read"
+            raise _error(msg)
+        _check_call(func, "join", ("value", "other_value"), "it gets both tables' values")
+        step = name or _util.short_name(func)
+        if step is None:
+            msg = (
+                f"table join at {_util.call_site()} has a lambda and no name=; its store and "
+                "changelog topic are named after the step; pass name=..."
+            )
+            raise GraphDefinitionError(msg)
+        keep_left, keep_right = how in ("left", "outer"), how == "outer"
+
+        def from_left(left: Any, right: Any) -> Any:
+            if left is None and not (keep_right and right is not None):
+                return None
+            if right is None and not keep_left:
+                return None
+            return func(left, right)
+
+        def from_right(right: Any, left: Any) -> Any:
+            return from_left(left, right)
+
+        for helper, label in ((from_left, "left"), (from_right, "right")):
+            helper.__module__ = getattr(func, "__module__", None) or helper.__module__
+            helper.__qualname__ = f"{getattr(func, '__qualname__', 'fn')}[{label}]"
+        left_updates = self._updates(f"{step}-left-changes", self.graph._node(self.step).key_type)
+        right_updates = other._updates(f"{step}-right-changes", left_updates._up.key_type)
+        halves = [
+            updates.join(table, half, how="left", name=f"{step}-{label}", value_type=value_type)
+            for updates, table, half, label in (
+                (left_updates, other, from_left, "left"),
+                (right_updates, self, from_right, "right"),
+            )
+        ]
+        for half_stream in halves:  # mark both halves: the planner must not repartition them
+            node = half_stream._up
+            assert isinstance(node, lg.Join)
+            self.graph._nodes[self.graph._nodes.index(node)] = attrs.evolve(node, table_join=step)
+        return halves[0].merge(halves[1], name=f"{step}-merge").to_table(name=step)
+
     def changes(self, *, name: str | None = None) -> Stream[K, V]:
         """The stream of updates to this table: ``(key, new value)`` on every change."""
         return self._updates(name, self.graph._node(self.step).key_type)

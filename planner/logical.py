@@ -181,6 +181,9 @@ class Join(FnNode):
     global_table: str = ""
     key: object = None
     key_name: str = attrs.field(default="", eq=False)
+    table_join: str = ""
+    """Set on the two halves of a table-table join (the name of its table): the stream is
+    the changes of the other table, and both tables must already be co-partitioned."""
 
 
 @attrs.frozen(kw_only=True)

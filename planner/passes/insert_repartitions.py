@@ -153,6 +153,15 @@ def _co_partition(
     have = parts[join.inputs[0]]
     if table is None or have == table:
         return None
+    if join.table_join:
+        ours = plan.by_id()[join.inputs[0]].inputs[0]
+        counts = "not partitioned by key" if have is None else _partitions(have.partitions)
+        msg = (
+            f"table join {join.table_join!r} joins table {ours!r} ({counts}) with table "
+            f"{join.inputs[1]!r} ({_partitions(table.partitions)}); both are read on one task, "
+            "so give their inputs the same partitions"
+        )
+        raise GraphValidationError([msg])
     # keys the stream does not type are read back as the table's keys, so lookups match
     key_type = plan.by_id()[join.inputs[1]].key_type
     reason = f"join {join.id!r} on table {join.inputs[1]!r} of {table.partitions} partitions"
@@ -188,6 +197,10 @@ def _co_partition(
             n = attrs.evolve(n, inputs=(rep.id, *n.inputs[1:]))
         nodes.append(n)
     return attrs.evolve(plan, nodes=nodes)
+
+
+def _partitions(n: int) -> str:
+    return f"{n} partition{'' if n == 1 else 's'}"
 
 
 def _unsharded(plan: LogicalPlan, table: AgentTable) -> str:
