@@ -68,3 +68,30 @@ def test_a_rekeyed_stream_joins_a_table_of_other_partitions_on_kafka(
             assert partition_of(item, 3) == p  # written where the item's table shard is
             got[order] = (item, price)
     assert got == {v: (v.split("@")[1], ITEMS.get(v.split("@")[1])) for _, v in wanted}
+
+
+def test_two_tables_join_into_one_on_kafka(kafka: Broker, tmp_path: Path) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    graph_id = f"kt-tjoin-{suffix}"
+    users, payments = f"{graph_id}-users", f"{graph_id}-payments"
+    run_async(create_topic(kafka, users, 2))
+    run_async(create_topic(kafka, payments, 2))
+    g = fg.Graph(graph_id)
+    names = g.source(users, key_type=str, value_type=str, partitions=2).to_table(name="user")
+    paid = g.source(payments, key_type=str, value_type=str, partitions=2).to_table(name="paid")
+    names.join(paid, lambda n, p: f"{n}/{p}", how="outer", name="profile", value_type=str)
+    send(kafka, users, [(partition_of(f"u{i}", 2), f"u{i}", f"n{i}") for i in range(10)])
+    send(kafka, payments, [(partition_of(f"u{i}", 2), f"u{i}", f"p{i}") for i in range(5, 15)])
+    send(kafka, users, [(partition_of("u6", 2), "u6", None)])  # u6 keeps only its payment
+    send(kafka, payments, [(partition_of("u14", 2), "u14", None)])  # u14 is gone from both
+    result = fg.run(
+        g,
+        broker=f"{kafka.url}?{FAST_GROUP}",
+        store=f"rocksdb://{tmp_path / 'state'}",
+        until_idle=True,
+    )
+    name = {f"u{i}": f"n{i}" for i in range(10) if i != 6}
+    pay = {f"u{i}": f"p{i}" for i in range(5, 14)}
+    assert result.table("profile") == {
+        k: f"{name.get(k)}/{pay.get(k)}" for k in name.keys() | pay.keys()
+    }
