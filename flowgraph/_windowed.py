@@ -44,9 +44,7 @@ class WindowedStream(Generic[K, V]):
         vt: object,
         merge: object = None,
     ) -> WindowedTable[K, Any]:
-        step = self.stream._aggregate(
-            agg, fn, name, initial, vt, self.spec, self.timestamp, merge
-        )
+        step = self.stream._aggregate(agg, fn, name, initial, vt, self.spec, self.timestamp, merge)
         return WindowedTable(self.stream.graph, step)
 
     def count(self, *, name: str | None = None) -> WindowedTable[K, int]:

@@ -24,6 +24,7 @@ are too late) and its state may be dropped at ``end + grace + retention``.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import math
 from collections.abc import Callable
@@ -315,14 +316,20 @@ class Session(_Windowed):
         """``(session, merged)``: the session a record at `t` makes with `held`, a key's
         sessions in start order, and those of `held` it absorbs (touches: within `gap`).
 
-        A session ``[s, e)`` is touched when ``s - gap < t < e``; the touched ones are a run of
-        `held`, and the result spans them and ``[t, t + gap)``.
+        A session ``[s, e)`` is touched when ``t < e`` and ``s < t + gap``; the touched ones
+        are a run of `held`, and the result spans them and ``[t, t + gap)``.
         """
         _check_time(t)
         gap = self.gap
-        touched = [w for w in held if w[0] - gap < t < w[1]]
-        start = min([t, *(w[0] for w in touched)])
-        end = max([t + gap, *(w[1] for w in touched)])
+        # Sessions are disjoint, so their ends are in start order too: walk back from the
+        # last that starts before t + gap while they end after t (a bisection, not a scan).
+        i = bisect.bisect_left(held, (t + gap,))
+        j = i
+        while j > 0 and held[j - 1][1] > t:
+            j -= 1
+        touched = held[j:i]
+        start = min(t, touched[0][0]) if touched else t
+        end = max(t + gap, touched[-1][1]) if touched else t + gap
         return (start, end), touched
 
 

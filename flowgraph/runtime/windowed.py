@@ -546,10 +546,12 @@ class WindowedAggregateOp:
         """`k`'s sessions touched by a record at `t` become one, with the record folded in."""
         held = self.sessions.get(k, [])
         windows = self.windows
-        if any(self._seen(windows[w][k][0], o) for w in held):
-            return [], False  # applied before a crash: in one of the key's sessions already
         spec: Session = self.spec  # type: ignore[assignment]
         (s, e), touched = spec.place(held, t)
+        # A key's records apply in offset order, so a session of the key stored at a later
+        # position means this record came before; if it was applied, it is in a touched one.
+        if any(self._seen(windows[w][k][0], o) for w in touched):
+            return [], False
         st = self.st
         if self.closes(t + self.size) <= st or any(self.closes(w[1]) <= st for w in touched):
             return [], True

@@ -151,9 +151,9 @@ def test_sessions_over_a_repartition_on_several_partitions() -> None:
     g = fg.Graph("sess")
     src = g.source("events", key_type=str, value_type=str, partitions=2)
     by_user = src.key_by(lambda v: v.split(":")[0], key_type=str, partitions=3, name="by-user")
-    by_user.map(lambda v: int(v.split(":")[1]), name="amount").window(fg.Session(GAP, grace=1000)).sum(
-        name="agg"
-    )
+    by_user.map(lambda v: int(v.split(":")[1]), name="amount").window(
+        fg.Session(GAP, grace=1000)
+    ).sum(name="agg")
     stamps = [0.0, 20.0, 3.0, 9.0, 6.5, 40.0, 14.0, 33.0, 37.5, 1.0, 18.0, 11.0]
     users = ["ann", "bob", "cid", "dee", "eve"]
     evs: list[Event] = []
