@@ -210,3 +210,41 @@ def test_a_restart_anywhere_ends_where_sorting_says(data: st.DataObject, tmp_pat
 
     assert held == expected
     assert replay(changes) == expected
+
+
+async def _add(a: int, b: int) -> int:
+    return a + b
+
+
+def test_async_reduce_and_aggregate_over_sessions() -> None:
+    g = fg.Graph("sess")
+    src = g.source("events", key_type=str, value_type=int)
+    src.window(fg.Session(10, grace=100)).reduce(_add, name="r")
+    src.window(fg.Session(10, grace=100)).aggregate(0, _add, merge=lambda a, b: a + b, name="a")
+    with TestDriver(g) as driver:
+        for t, v in [(0.0, 1), (15.0, 2), (8.0, 4), (40.0, 8)]:
+            driver.send("events", "k", v, timestamp=t)
+        expected = {("k", 0.0, 25.0): 7, ("k", 40.0, 50.0): 8}
+        assert as_held(driver.table("r")) == expected
+        assert as_held(driver.table("a")) == expected
+
+
+def test_explain_names_the_session_gap() -> None:
+    g = fg.Graph("sess")
+    src = g.source("events", key_type=str, value_type=int)
+    src.window(fg.Session(30, grace=5)).count(name="visits")
+    assert "session gap 30s grace 5s" in g.explain()
+
+
+def test_sessions_over_two_merged_inputs() -> None:
+    """One step fed by two topics keeps one position per input; sessions span both."""
+    g = fg.Graph("sess")
+    a = g.source("a", key_type=str, value_type=int)
+    b = g.source("b", key_type=str, value_type=int)
+    a.merge(b, name="both").window(fg.Session(GAP, grace=1000)).count(name="agg")
+    evs: list[Event] = []
+    with TestDriver(g) as driver:
+        for i, t in enumerate([0.0, 12.0, 3.0, 8.0, 30.0, 16.0]):
+            driver.send("ab"[i % 2], "k", 1, timestamp=t)
+            evs.append(("k", t, 1))
+        assert as_held(driver.table("agg")) == brute(evs, GAP, "count")
