@@ -254,7 +254,11 @@ class WindowedAggregateOp:
             if d is None:
                 return
             if stored is None:
-                d.pop(k, None)
+                if d.pop(k, None) is not None and self.session:
+                    held = self.sessions[k]
+                    held.remove((s, e))
+                    if not held:
+                        del self.sessions[k]
             else:
                 d[k] = [stored[0], stored[0], stored[1]]
         elif len(skey) == 1:

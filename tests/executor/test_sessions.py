@@ -248,3 +248,24 @@ def test_sessions_over_two_merged_inputs() -> None:
             driver.send("ab"[i % 2], "k", 1, timestamp=t)
             evs.append(("k", t, 1))
         assert as_held(driver.table("agg")) == brute(evs, GAP, "count")
+
+
+class _Opaque:
+    """A value no codec can store."""
+
+
+def test_a_session_value_that_cannot_be_stored_is_dead_lettered_and_reverts() -> None:
+    def add(acc: Any, v: int) -> Any:
+        return _Opaque() if v < 0 else acc + v
+
+    g = fg.Graph("t")
+    src = g.source("in", key_type=str, value_type=int)
+    src.window(fg.Session(10, grace=100)).aggregate(0, add, merge=lambda a, b: a + b, name="w")
+    with TestDriver(g) as d:
+        d.send("in", "a", 1, timestamp=1.0)
+        d.send("in", "b", -1, timestamp=2.0)  # a new session whose value cannot be stored
+        d.send("in", "b", 3, timestamp=4.0)
+        d.send("in", "a", 5, timestamp=6.0)
+        assert as_held(d.table("w")) == {("a", 1.0, 16.0): 6, ("b", 4.0, 14.0): 3}
+        (letter,) = d.dead_letters()
+        assert letter.headers["error.step"] == "w"
