@@ -32,6 +32,7 @@ from flowgraph.runtime.window_views import WindowedTableView as WindowedTableVie
 from flowgraph.runtime.window_views import WindowSet as WindowSet
 from flowgraph.runtime.worker import Worker as Worker
 from flowgraph.windows import Hopping as Hopping
+from flowgraph.windows import Session as Session
 from flowgraph.windows import Sliding as Sliding
 from flowgraph.windows import Tumbling as Tumbling
 from flowgraph.windows import WindowKey as WindowKey
@@ -57,6 +58,7 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, which the API test pins
     "RunResult",
     "RuntimeFailure",
     "SerializationError",
+    "Session",
     "Sliding",
     "Stream",
     "Table",

@@ -15,7 +15,7 @@ import attrs
 
 from flowgraph import _util
 from flowgraph.errors import GraphDefinitionError
-from flowgraph.windows import Hopping, Sliding, Tumbling, WindowSpec
+from flowgraph.windows import Hopping, Session, Sliding, Tumbling, WindowSpec
 from planner import logical as lg
 from planner import naming
 from planner.logical import AggregateKind, LogicalPlan, Node
@@ -614,6 +614,7 @@ class Stream(Generic[K, V]):
         value_type: object,
         window: object = None,
         timestamp: Callable[[Any], Any] | None = None,
+        merge: object = None,
     ) -> str:
         """Add an aggregation step; returns its step id (the table's name)."""
         func = None if fn is None else _callable(fn, agg)
@@ -649,6 +650,7 @@ class Stream(Generic[K, V]):
             initial=initial,
             window=window,
             timestamp=timestamp,
+            merge=merge,
             key_type=self._up.key_type,
             value_type=value_type,
             where=_util.call_site(),
@@ -674,9 +676,9 @@ class Stream(Generic[K, V]):
         """
         from flowgraph._windowed import WindowedStream
 
-        if not isinstance(spec, Tumbling | Hopping | Sliding):
+        if not isinstance(spec, Tumbling | Hopping | Sliding | Session):
             msg = (
-                f"window needs fg.Tumbling, fg.Hopping or fg.Sliding, got {spec!r}; "
+                f"window needs fg.Tumbling, fg.Hopping, fg.Sliding or fg.Session, got {spec!r}; "
                 "for example .window(fg.Tumbling(60))"
             )
             raise _error(msg)

@@ -14,7 +14,8 @@ import attrs
 
 from flowgraph import _util
 from flowgraph._graph import Table
-from flowgraph.windows import WindowKey, WindowSpec
+from flowgraph.errors import GraphDefinitionError
+from flowgraph.windows import Session, WindowKey, WindowSpec
 from planner import logical as lg
 
 if TYPE_CHECKING:
@@ -35,9 +36,15 @@ class WindowedStream(Generic[K, V]):
     timestamp: Callable[[V], Any] | None = None
 
     def _table(
-        self, agg: lg.AggregateKind, fn: object, name: str | None, initial: object, vt: object
+        self,
+        agg: lg.AggregateKind,
+        fn: object,
+        name: str | None,
+        initial: object,
+        vt: object,
+        merge: object = None,
     ) -> WindowedTable[K, Any]:
-        step = self.stream._aggregate(agg, fn, name, initial, vt, self.spec, self.timestamp)
+        step = self.stream._aggregate(agg, fn, name, initial, vt, self.spec, self.timestamp, merge)
         return WindowedTable(self.stream.graph, step)
 
     def count(self, *, name: str | None = None) -> WindowedTable[K, int]:
@@ -61,10 +68,32 @@ class WindowedStream(Generic[K, V]):
         *,
         name: str | None = None,
         value_type: object = None,
+        merge: Callable[[Any, Any], Any] | None = None,
     ) -> WindowedTable[K, Any]:
-        """Fold values per key and window with ``fn(accumulated, value)`` from `initial`."""
+        """Fold values per key and window with ``fn(accumulated, value)`` from `initial`.
+
+        Session windows also need ``merge(a, b)``: when a late record bridges two sessions,
+        their values are combined with it (earlier session first).
+        """
+        if isinstance(self.spec, Session):
+            if merge is None:
+                msg = (
+                    f"aggregate over session windows at {_util.call_site()} has no merge=; "
+                    "a late record can join two sessions, whose accumulators must then be "
+                    "combined; pass merge=lambda a, b: ..."
+                )
+                raise GraphDefinitionError(msg)
+            if not callable(merge) or _util.is_async(merge):
+                msg = f"aggregate merge= must be a plain function of (a, b), got {merge!r}"
+                raise GraphDefinitionError(msg)
+        elif merge is not None:
+            msg = (
+                f"aggregate merge= at {_util.call_site()} is only for session windows; "
+                f"{self.spec.describe()} windows never merge; leave merge= out"
+            )
+            raise GraphDefinitionError(msg)
         vt = value_type or (type(initial) if not callable(initial) else _util.return_type(fn))
-        return self._table("aggregate", fn, name, initial, vt)
+        return self._table("aggregate", fn, name, initial, vt, merge)
 
 
 @attrs.frozen

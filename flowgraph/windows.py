@@ -6,6 +6,8 @@ Times are float seconds since the epoch; sizes may be given as seconds or `datet
   aligned to the epoch, with ``start = k * step`` for an integer ``k >= 0``. Tumbling is hopping
   with ``step == size``, so every timestamp ``t >= 0`` is in exactly one tumbling window.
 - `Sliding(size)` is the range ``[t - size, t]`` around each record (both ends included).
+- `Session(gap)` windows are per key: records closer than ``gap`` to each other form one session
+  ``[first, last + gap)``; a record that falls within ``gap`` of two sessions merges them.
 
 Window bounds are computed exactly: ``start`` is the float nearest to ``k * step`` and ``end`` the
 float nearest to ``k * step + size``, both taken over the exact values of the floats involved.
@@ -22,6 +24,7 @@ are too late) and its state may be dropped at ``end + grace + retention``.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import math
 from collections.abc import Callable
@@ -33,7 +36,7 @@ import attrs
 from flowgraph.errors import GraphDefinitionError
 from flowgraph.records import Record
 
-__all__ = ["Hopping", "Sliding", "Tumbling", "WindowKey", "WindowSpec"]
+__all__ = ["Hopping", "Session", "Sliding", "Tumbling", "WindowKey", "WindowSpec"]
 
 Emit = Literal["update", "close"]
 Window = tuple[float, float]
@@ -182,7 +185,10 @@ class _Windowed:
     def describe(self) -> str:
         """A few words for plans: ``hopping 60s step 10s grace 5s emit close``."""
         kind = type(self).__name__.lower()
-        parts = [f"{kind} {_short(getattr(self, 'size', 0.0))}"]
+        if isinstance(self, Session):
+            parts = [f"session gap {_short(self.gap)}"]
+        else:
+            parts = [f"{kind} {_short(getattr(self, 'size', 0.0))}"]
         if isinstance(self, Hopping):
             parts.append(f"step {_short(self.step)}")
         if self.grace:
@@ -279,6 +285,70 @@ class Sliding(_Windowed):
         return self.range_for(t)
 
 
+@attrs.frozen
+class Session(_Windowed):
+    """Per key, records less than `gap` apart form one session ``[first, last + gap)``.
+
+    Sessions of a key never overlap: the next record at least `gap` after a session's last one
+    starts a new session, which begins at or after the old one's end. A record within `gap` of
+    two sessions (it came late, between them) merges them into one.
+    """
+
+    gap: float = attrs.field(converter=_seconds)
+
+    def __attrs_post_init__(self) -> None:
+        _check_positive("session", "gap", self.gap, "a session lasts at least gap seconds")
+        _check_common("session", self.gap, self.grace, self.retention, self.emit, None)
+        if self.idle_timeout is not None:
+            _check_positive(
+                "session",
+                "idle_timeout",
+                self.idle_timeout,
+                "idle_timeout is how long a quiet key waits before closing",
+            )
+
+    @property
+    def size(self) -> float:
+        """The shortest session (one record): `gap`."""
+        return self.gap
+
+    def place(self, held: list[Window], t: float) -> tuple[Window, list[Window]]:
+        """``(session, merged)``: the session a record at `t` makes with `held`, a key's
+        sessions in start order, and those of `held` it absorbs (touches: within `gap`).
+
+        A session ``[s, e)`` is touched when ``t < e`` and ``s < t + gap``; the touched ones
+        are a run of `held`, and the result spans them and ``[t, t + gap)``.
+        """
+        _check_time(t)
+        gap = self.gap
+        # Sessions are disjoint, so their ends are in start order too: walk back from the
+        # last that starts before t + gap while they end after t (a bisection, not a scan).
+        i = bisect.bisect_left(held, (t + gap,))
+        j = i
+        while j > 0 and held[j - 1][1] > t:
+            j -= 1
+        touched = held[j:i]
+        start = min(t, touched[0][0]) if touched else t
+        end = max(t + gap, touched[-1][1]) if touched else t + gap
+        return (start, end), touched
+
+
+def sessions_of(times: list[float], gap: float) -> list[tuple[Window, int]]:
+    """The sessions records at `times` form, as ``((start, end), records)`` in start order.
+
+    The reference definition (sort, split where two neighbours are `gap` or more apart), which
+    `Session.place` reaches one record at a time, in any arrival order.
+    """
+    out: list[tuple[Window, int]] = []
+    for t in sorted(times):
+        if out and t < out[-1][0][1]:
+            (s, _), n = out[-1]
+            out[-1] = ((s, t + gap), n + 1)
+        else:
+            out.append(((t, t + gap), 1))
+    return out
+
+
 def _latest(windows: tuple[Window, ...], t: float) -> Window:
     if not windows:
         msg = f"timestamp {t!r} is before the epoch; windows start at 0; pass a time >= 0"
@@ -297,5 +367,5 @@ class WindowKey(Record):
     end: float
 
 
-WindowSpec: TypeAlias = Tumbling | Hopping | Sliding
+WindowSpec: TypeAlias = Tumbling | Hopping | Sliding | Session
 """Any window spec an aggregation accepts."""

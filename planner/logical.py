@@ -161,6 +161,8 @@ class Aggregate(FnNode):
     """A window spec (opaque here): the table then holds one value per key and window."""
     timestamp: object = None
     """For a windowed aggregation: value -> event time; None uses the record timestamp."""
+    merge: object = attrs.field(default=None, eq=False)
+    """For `aggregate` over session windows: ``merge(a, b)`` combines two sessions' values."""
     is_global: bool = False
     """Every worker also holds the whole table (all partitions of its changelog), for
     lookups from any step: ``graph.global_table(...)`` or ``table.to_global()``."""

@@ -92,6 +92,17 @@ class WindowedTableView:
         ]
         return sorted(found, key=lambda item: (item[0].start, item[0].end))
 
+    def sessions(self, key: Any) -> list[tuple[WindowKey, Any]]:
+        """The sessions of `key` held now, by start (for `fg.Session` windows)."""
+        for op in self._ops:
+            op._sync()
+        found = [
+            (WindowKey(key, s, e), op.windows[(s, e)][key][2])
+            for op in self._ops
+            for s, e in op.sessions.get(key, ())
+        ]
+        return sorted(found, key=lambda item: item[0].start)
+
     @property
     def late(self) -> int:
         """Records this table found too late for one of their windows, so far."""

@@ -12,6 +12,14 @@ docs/concepts/windows.md; how they are kept here:
   passes a close time the window is emitted (``emit="close"``) and, at ``end + grace +
   retention``, deleted: a store delete and a changelog tombstone.
 - Sliding windows also keep, per key, the records that a later window may still cover.
+- Session windows are windows ``(start, end)`` held by one key each, and ``sessions[key]``
+  lists a key's in start order. A record that touches sessions (see `Session.place`) replaces
+  them with one: their values merged, its own folded in, their entries deleted (a tombstone
+  downstream with ``emit="update"``) and the merged one written. A record is late when its own
+  session ``[t, t + gap)`` has closed or it touches a closed one; a closed session is kept at
+  least `gap` past its close so that the second test never depends on retention. The
+  merged entry takes the highest position of those it replaces, so a key's records applied
+  before a crash are recognised (skipped) however their sessions merged since.
 - The store holds ``(key, start, end)`` per window, ``(key,)`` per sliding buffer and ``()``
   for the partition's stream time and the position of the last record processed. That entry
   is flushed last, so when it is durable the whole commit is: after a crash, records up to
@@ -33,7 +41,7 @@ from flowgraph.runtime.aggregate import MISSING, _initial_factory, _step
 from flowgraph.runtime.ops import Fail, Push, Rec
 from flowgraph.runtime.state.base import Entry, StorePartition
 from flowgraph.runtime.window_push import _before_epoch, event_time, fast_push
-from flowgraph.windows import Sliding, WindowKey, WindowSpec
+from flowgraph.windows import Session, Sliding, Window, WindowKey, WindowSpec
 from planner.logical import Aggregate
 
 __all__ = ["WindowedAggregateOp"]
@@ -81,6 +89,30 @@ def _run_sync(coro: Any) -> Any:
     raise RuntimeError(msg)
 
 
+def _highest(a: Any, b: Any) -> Any:
+    """The later of two positions (one offset, or one per input)."""
+    if type(a) is int:
+        return max(a, b)
+    return tuple(map(max, a, b))
+
+
+def _merge_factory(node: Aggregate) -> Callable[[Any, Any], Any]:
+    """``async merge(a, b)`` of two sessions' values: ``+`` for counts and sums, the reduce
+    function itself, or the `merge=` an aggregate over sessions must have."""
+    fn: Any = node.merge if node.agg == "aggregate" else node.fn
+    is_async = node.is_async and node.agg == "reduce"
+
+    async def merge(a: Any, b: Any) -> Any:
+        if node.agg in ("count", "sum"):
+            return a + b
+        value = await fn(a, b) if is_async else fn(a, b)
+        if value is DELETE:
+            raise TypeError(_delete_refused(node))
+        return value
+
+    return merge
+
+
 class WindowedAggregateOp:
     """One windowed aggregation step over one store partition."""
 
@@ -96,6 +128,7 @@ class WindowedAggregateOp:
         self.node = node
         self.spec: WindowSpec = spec
         self.sliding = isinstance(spec, Sliding)
+        self.session = isinstance(spec, Session)
         self.size: float = spec.size
         self.grace: float = spec.grace
         self.keep: float = spec.grace + spec.retention
@@ -114,6 +147,9 @@ class WindowedAggregateOp:
         self.start_pos: Any = -1 if inputs == 1 else (-1,) * inputs
         self.windows: dict[tuple[float, float], dict[Any, list[Any]]] = {}
         self.buffers: dict[Any, list[Any]] = {}
+        self.sessions: dict[Any, list[Window]] = {}
+        """Session only: key -> its sessions ``(start, end)`` held, in start order."""
+        self.merge: Any = _merge_factory(node) if self.session else None
         """Sliding only: key -> [stored position, position, [(time, value), ...] in arrival
         order, their times sorted]. Records too old for any window leave from the front."""
         self.closing: list[tuple[float, float, float]] = []
@@ -161,6 +197,10 @@ class WindowedAggregateOp:
             else:
                 k, s, e = key
                 self.windows.setdefault((s, e), {})[k] = [position, position, value]
+                if self.session:
+                    self.sessions.setdefault(k, []).append((s, e))
+        for held in self.sessions.values():
+            held.sort()
         for s, e in self.windows:
             if self.closes(e) > self.st:
                 heapq.heappush(self.closing, (self.closes(e), s, e))
@@ -182,6 +222,8 @@ class WindowedAggregateOp:
 
     def expires(self, end: float) -> float:
         """Stream time at which the window ending at `end` is deleted."""
+        if self.session:  # kept while a record on time could still touch it
+            return end + self.grace + max(self.keep - self.grace, self.size)
         gone = end + self.keep
         return math.nextafter(gone, _INF) if self.sliding else gone
 
@@ -212,7 +254,11 @@ class WindowedAggregateOp:
             if d is None:
                 return
             if stored is None:
-                d.pop(k, None)
+                if d.pop(k, None) is not None and self.session:
+                    held = self.sessions[k]
+                    held.remove((s, e))
+                    if not held:
+                        del self.sessions[k]
             else:
                 d[k] = [stored[0], stored[0], stored[1]]
         elif len(skey) == 1:
@@ -309,6 +355,11 @@ class WindowedAggregateOp:
         for k, ent in (d or {}).items():
             if ent[0] != self.start_pos:
                 self.deleted.append((k, s, e))
+            if self.session:
+                held = self.sessions[k]
+                held.remove((s, e))
+                if not held:
+                    del self.sessions[k]
 
     def tick(self, now: float) -> bool:
         """Idle timeout: advance a quiet partition's stream time by clock time; True if it did."""
@@ -362,7 +413,7 @@ class WindowedAggregateOp:
         self.late_next = late
         if self.is_async:
             return self._collect
-        if self.inputs != 1 or self.sliding:
+        if self.inputs != 1 or self.sliding or self.session:
             return self._push_generic
         return fast_push(self)
 
@@ -432,7 +483,7 @@ class WindowedAggregateOp:
             return
         try:
             t = float(ts) if self.tsfn is None else event_time(self.tsfn(v))
-            if not self.sliding:
+            if not self.sliding and not self.session:
                 found = self.spec.windows_for(t)  # type: ignore[union-attr]
                 if not found:
                     raise _before_epoch(t)
@@ -447,6 +498,8 @@ class WindowedAggregateOp:
         self.st = max(self.st, t)
         if self.sliding:
             updates, late = await self._apply_sliding(k, v, t, o, rec)
+        elif self.session:
+            updates, late = await self._apply_session(k, v, t, o, rec)
         else:
             updates, late = await self._apply_windows(k, v, found, o, rec)
         if updates is None:
@@ -490,6 +543,50 @@ class WindowedAggregateOp:
                 self.fail(exc, rec)
                 return None, False
         return updates, late
+
+    async def _apply_session(
+        self, k: Any, v: Any, t: float, o: int, rec: Rec
+    ) -> tuple[list[Any] | None, bool]:
+        """`k`'s sessions touched by a record at `t` become one, with the record folded in."""
+        held = self.sessions.get(k, [])
+        windows = self.windows
+        spec: Session = self.spec  # type: ignore[assignment]
+        (s, e), touched = spec.place(held, t)
+        # A key's records apply in offset order, so a session of the key stored at a later
+        # position means this record came before; if it was applied, it is in a touched one.
+        if any(self._seen(windows[w][k][0], o) for w in touched):
+            return [], False
+        st = self.st
+        if self.closes(t + self.size) <= st or any(self.closes(w[1]) <= st for w in touched):
+            return [], True
+        ents = [windows[w][k] for w in touched]
+        try:
+            acc = self.initial()
+            for i, ent in enumerate(ents):
+                acc = ent[2] if i == 0 else await self.merge(acc, ent[2])
+            value = await self._afold(acc, v) if self.is_async else self.step(acc, v)
+        except Exception as exc:
+            self.fail(exc, rec)
+            return None, False
+        stored = pos = self.start_pos
+        nxt = None if self.emit_close else self.next
+        for w, ent in zip(touched, ents, strict=True):
+            stored, pos = _highest(stored, ent[0]), _highest(pos, ent[1])
+            if w == (s, e):
+                continue  # the record falls inside this session: it is updated in place
+            del windows[w][k]  # an emptied window stays until it expires: it is in the heaps
+            held.remove(w)
+            if ent[0] != self.start_pos:
+                self.deleted.append((k, *w))
+            if nxt is not None:
+                nxt(WindowKey(k, *w), None, rec[2], o, rec[4])
+        d = self._window(s, e)
+        if k not in d:
+            d[k] = [stored, pos, value]
+            bisect.insort(held, (s, e))
+            self.sessions[k] = held
+        self.dirty.append((k, s, e))
+        return [(d, s, e, value)], False
 
     async def _apply_sliding(
         self, k: Any, v: Any, t: float, o: int, rec: Rec
@@ -564,6 +661,11 @@ class WindowedAggregateOp:
             if bisect.bisect_right(times, t) == bisect.bisect_left(times, s):
                 return False, None
             return True, _run_sync(self._fold_range(b, s, t))
+        if self.session:
+            for s, e in self.sessions.get(key, ()):
+                if s <= t < e:
+                    return True, self.windows[(s, e)][key][2]
+            return False, None
         found_windows = self.spec.windows_for(t) if t >= 0 else ()  # type: ignore[union-attr]
         if not found_windows:
             return False, None

@@ -32,6 +32,13 @@ SLIDE_MAX_AMOUNT = 10
 """Only readings with an amount up to this (about 10 %) are slid: a sliding window per record
 that each out-of-order record joins costs far more than a tumbling one."""
 
+SESSION = "visits"
+"""Session count per sensor: readings less than `SESSION_GAP` apart are one visit."""
+SESSION_GAP, SESSION_GRACE = 0.5, 3_600.0
+"""Half a second: about every other reading of a sensor starts a new session, and the readings
+that come early bridge sessions. The grace is longer than the input spans, so nothing is late
+and the sessions are those of sorting each sensor's readings."""
+
 KEYED_COUNT = "per_zone_10s"
 """`make_keyed_graph`: tumbling count per zone, after a `key_by` (so a repartition topic)."""
 KEYED_CLOSE = "per_zone_30_10"
@@ -95,9 +102,9 @@ def late_topic(graph_id: str) -> str:
 
 
 def make_graph(graph_id: str, topic: str, partitions: int = 4) -> fg.Graph:
-    """Readings keyed by sensor: a tumbling count (emit on close), a hopping sum and a
-    sliding aggregate of the small readings, no repartition, so the stream time of each is
-    that of each input partition (for the sliding one: of its small readings)."""
+    """Readings keyed by sensor: a tumbling count (emit on close), a hopping sum, a sliding
+    aggregate of the small readings and a session count, no repartition, so the stream time
+    of each is that of each input partition (for the sliding one: of its small readings)."""
     g = fg.Graph(graph_id)
     readings = g.source(topic, key_type=str, value_type=Reading, partitions=partitions)
     counts = readings.window(
@@ -116,6 +123,9 @@ def make_graph(graph_id: str, topic: str, partitions: int = 4) -> fg.Graph:
         fg.Sliding(SLIDE_SIZE, grace=SLIDE_GRACE, retention=SLIDE_RETENTION),
         timestamp=event_time,
     ).aggregate(0, mix_reading, name=SLIDE, value_type=int)
+    readings.window(fg.Session(SESSION_GAP, grace=SESSION_GRACE), timestamp=event_time).count(
+        name=SESSION
+    )
     return g
 
 

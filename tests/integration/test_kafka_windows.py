@@ -128,6 +128,18 @@ def sum_windows(t: float) -> list[tuple[float, float]]:
     return hop_windows(t, jobs.SUM_SIZE, jobs.SUM_STEP)
 
 
+def sessions(times: list[float], gap: float) -> list[tuple[tuple[float, float], int]]:
+    """Sort, split where neighbours are `gap` or more apart: ``((first, last + gap), n)``."""
+    out: list[tuple[tuple[float, float], int]] = []
+    for t in sorted(times):
+        if out and t < out[-1][0][1]:  # less than gap after the last reading
+            (start, _), n = out[-1]
+            out[-1] = ((start, t + gap), n + 1)
+        else:
+            out.append(((t, t + gap), 1))
+    return out
+
+
 @dataclass
 class Expected:
     """What the graph must end with, from the input alone."""
@@ -141,6 +153,8 @@ class Expected:
     """Count windows still held at the end (closed ones inside their retention included)."""
     held_sums: dict[W, int] = field(default_factory=dict)
     held_slides: dict[W, int] = field(default_factory=dict)
+    held_sessions: dict[W, int] = field(default_factory=dict)
+    """Session counts: nothing is late for them, so sorting each sensor's readings says."""
     """Sliding windows held at the end (the oracle of tests/window_oracle.py)."""
     late: collections.Counter[tuple[str, float, int]] = field(default_factory=collections.Counter)
     stream_time: dict[int, float] = field(default_factory=dict)
@@ -208,6 +222,10 @@ def oracle(by_partition: Mapping[int, Sequence[Reading]], *, sliding: bool = Tru
                 ex.held_sums[w] = n
         ex.counts.update(counts)
         ex.sums.update(sums)
+        for sensor in sorted({r.sensor for r in part}):
+            times = [r.ts for r in part if r.sensor == sensor]
+            for (start, end), n in sessions(times, jobs.SESSION_GAP):
+                ex.held_sessions[(sensor, start, end)] = n
     return ex
 
 
@@ -238,6 +256,8 @@ def test_oracle_sees_every_case_it_should() -> None:
     assert len(cases) == 5, cases
     assert 0 < len(ex.held_slides) < 0.1 * cases["records"], cases  # retention deleted most
     assert set(ex.slide_stream_time) == set(ex.stream_time)  # small readings in every partition
+    assert sum(ex.held_sessions.values()) == N  # every reading in one session
+    assert 0.1 * N < len(ex.held_sessions) < 0.9 * N, len(ex.held_sessions)
 
 
 # -- jobs -------------------------------------------------------------------------------------
@@ -305,13 +325,14 @@ def restored_run(job: Job, kafka: Broker, state: Path) -> fg.RunResult:
 
 def restored_tables(
     job: Job, kafka: Broker, state: Path, ex: Expected
-) -> tuple[dict[W, int], dict[W, int], dict[W, int]]:
-    """The three tables as a bounded run on a fresh store sees them."""
+) -> tuple[dict[W, int], dict[W, int], dict[W, int], dict[W, int]]:
+    """The four tables as a bounded run on a fresh store sees them."""
     result = restored_run(job, kafka, state)
     finals = {
         jobs.COUNT: max(ex.stream_time.values()),
         jobs.SUM: max(ex.stream_time.values()),
         jobs.SLIDE: max(ex.slide_stream_time.values()),
+        jobs.SESSION: max(ex.stream_time.values()),
     }
     for name, final in finals.items():  # restored with the windows, from the changelog
         assert result.table(name).stream_time == final, (name, result.table(name).stream_time)
@@ -319,6 +340,7 @@ def restored_tables(
         windows_of(result.table(jobs.COUNT), "restored count"),
         windows_of(result.table(jobs.SUM), "restored sum"),
         windows_of(result.table(jobs.SLIDE), "restored sliding"),
+        windows_of(result.table(jobs.SESSION), "restored sessions"),
     )
 
 
@@ -495,7 +517,12 @@ def test_kill_9_keeps_windowed_state_exact(kafka: Broker, tmp_path: Path, point:
     timings = [f"produce {time.monotonic() - started:.1f} s"]
 
     crashed = crash_run(job.target, broker, state, f"{point}:{CRASHES[point]}", N, timings)
-    stores = [job.store(jobs.COUNT), job.store(jobs.SUM), job.store(jobs.SLIDE)]
+    stores = [
+        job.store(jobs.COUNT),
+        job.store(jobs.SUM),
+        job.store(jobs.SLIDE),
+        job.store(jobs.SESSION),
+    ]
     if point == "in-restore":
         assert any(owned(state, s) for s in stores), "not killed mid-restore"
     source_committed = committed(kafka, job.graph_id, job.topic, PARTITIONS)
@@ -521,10 +548,11 @@ def test_kill_9_keeps_windowed_state_exact(kafka: Broker, tmp_path: Path, point:
     context = f"crash at {point}:{CRASHES[point]}, {done_before} of {N} committed before"
     try:
         # the public path: a fresh store restored from the changelogs, queried
-        counts, sums, slides = restored_tables(job, kafka, tmp_path / "reader", ex)
+        counts, sums, slides, sessions = restored_tables(job, kafka, tmp_path / "reader", ex)
         assert_windows(counts, ex.held_counts, f"{context}: count, restored", ex)
         assert_windows(sums, ex.held_sums, f"{context}: sum, restored", ex)
         assert_windows(slides, ex.held_slides, f"{context}: sliding, restored", ex)
+        assert_windows(sessions, ex.held_sessions, f"{context}: sessions, restored", ex)
         # what the sinks got: each closed window once, each late reading once
         assert_once(
             emitted_windows(kafka, job), ex.closed.items(), f"{context}: closed sink", show_window
@@ -543,13 +571,23 @@ def test_kill_9_keeps_windowed_state_exact(kafka: Broker, tmp_path: Path, point:
         assert_windows(stored_windows(state, stores[0]), ex.held_counts, f"{context}: count db", ex)
         assert_windows(stored_windows(state, stores[1]), ex.held_sums, f"{context}: sum db", ex)
         assert_windows(stored_windows(state, stores[2]), ex.held_slides, f"{context}: slide db", ex)
+        assert_windows(
+            changelog_windows(kafka, job, jobs.SESSION),
+            ex.held_sessions,
+            f"{context}: session log",
+            ex,
+        )
+        assert_windows(
+            stored_windows(state, stores[3]), ex.held_sessions, f"{context}: session db", ex
+        )
     except AssertionError as exc:
         raise AssertionError(
             f"{exc}\n--- crashed run\n{tail(crashed)}\n--- restart\n{tail(done)}"
         ) from None
     print(
         f"[kafka] windows, {context}: {len(ex.held_counts)} count, {len(ex.held_sums)} sum and "
-        f"{len(ex.held_slides)} sliding windows held, {len(ex.closed)} closed ({emitted_before} "
+        f"{len(ex.held_slides)} sliding windows and {len(ex.held_sessions)} sessions held, "
+        f"{len(ex.closed)} closed ({emitted_before} "
         f"emitted before the restart, {from_committed} from committed input), "
         f"{sum(ex.late.values())} late; restart restored {done.summary_number('restored')}, "
         f"skipped {done.summary_number('skipped')}; "

@@ -25,6 +25,7 @@ PUBLIC = [
     "RunResult",
     "RuntimeFailure",
     "SerializationError",
+    "Session",
     "Sliding",
     "Stream",
     "Table",
