@@ -120,6 +120,9 @@ class TaskManager:
         self._source_topics = {t.name for t in plan.topics if t.role in ("source", "feed")}
         self._held = {t for sub in plan.subtopologies for c in sub.catch_up for t in c.held}
         """Topics a join's catch-up may hold at task start: never wired directly."""
+        self.starting: list[Task] = []
+        """Tasks built whose joins' catch-up waits start with the worker's next step
+        (`catch_up`): in process, the first step comes after what a run feeds at start."""
         self.failure: Exception | None = None
         """What assigning partitions raised, raised again by the worker's `step`."""
         self.joined = False
@@ -398,7 +401,8 @@ class TaskManager:
                 return False
             for task in recovering:
                 self.publish(task, pending)
-            await self._catch_up(built)
+            if self._held:
+                self.starting += [task for task in built if task.sub.catch_up]
         except Exception as exc:
             # A changelog that cannot be restored: the run stops on it (raised by `step`)
             # instead of going on without the state.
@@ -438,14 +442,15 @@ class TaskManager:
         assert self.consumer is not None
         self.consumer.resume(mine)
 
-    async def _catch_up(self, tasks: list[Task]) -> None:
-        """Start the catch-up waits of the joins of `tasks`, just built: their stream
-        partitions are held until their table partitions are processed up to the end
+    async def catch_up(self) -> None:
+        """Start the catch-up waits of the joins of the tasks just built (`starting`): their
+        stream partitions are held until their table partitions are processed up to the end
         offsets they have now (read once, in one request), or for the join's bound.
 
         A table input wired directly needs no wait: its records are processed as they are
         written. Waits start after the restore, so a long one does not eat the bound.
         """
+        tasks, self.starting = self.starting, []
         waits = [(task, c) for task in tasks for c in task.sub.catch_up]
         if not waits or self.consumer is None:
             return
