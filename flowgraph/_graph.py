@@ -270,8 +270,12 @@ def _concurrency(value: int | None, fn: Callable[..., Any], op: str) -> dict[str
 
 def _catch_up(value: object, *, is_global: bool) -> float:
     """A join's ``catch_up=``: seconds >= 0, and only for a table the join's task reads."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        msg = f"join catch_up= must be a number of seconds >= 0, got {value!r}"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value < float("inf")
+    ):
+        msg = f"join catch_up= must be a number of seconds >= 0 (a bound), got {value!r}"
         raise _error(msg)
     if value and is_global:
         msg = (
