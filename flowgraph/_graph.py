@@ -268,6 +268,25 @@ def _concurrency(value: int | None, fn: Callable[..., Any], op: str) -> dict[str
     return {"concurrency": value}
 
 
+def _catch_up(value: object, *, is_global: bool) -> float:
+    """A join's ``catch_up=``: seconds >= 0, and only for a table the join's task reads."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value < float("inf")
+    ):
+        msg = f"join catch_up= must be a number of seconds >= 0 (a bound), got {value!r}"
+        raise _error(msg)
+    if value and is_global:
+        msg = (
+            "join catch_up= is only for a table: a global table's copy is read to the end of "
+            "its changelog before any record is processed, and what its input holds beyond "
+            "that is written by the tasks of other workers, which a join cannot wait for"
+        )
+        raise _error(msg)
+    return float(value)
+
+
 def _callable(fn: object, op: str) -> Callable[..., Any]:
     if not callable(fn):
         msg = f"{op} needs a function, got {fn!r}"
@@ -483,6 +502,7 @@ class Stream(Generic[K, V]):
         key: Callable[[V], Any] | None = None,
         name: str | None = None,
         value_type: object = None,
+        catch_up: float = 0,
     ) -> Stream[K, Any]:
         """Each record looks up `table`'s current value for its key; ``fn(value, table_value)``
         is the new value (Kafka Streams' KStream-KTable join).
@@ -491,7 +511,9 @@ class Stream(Generic[K, V]):
         with ``table_value`` None. A `Table` is read on the task that holds its partition, so
         the planner repartitions this stream like the table when it is not; a `GlobalTable`
         is read from every worker's copy and needs no repartition: `key` (a function of the
-        value) then gives the key to look up. See docs/concepts/joins.md.
+        value) then gives the key to look up. `catch_up` (seconds) holds the stream back when
+        a task starts until the table has read its input up to where it ended then, for at
+        most that long. See docs/concepts/joins.md.
         """
         from flowgraph._global_table import GlobalTable
 
@@ -516,6 +538,7 @@ class Stream(Generic[K, V]):
                 raise _error(msg)
             _callable(key, "join key=")
             _check_call(key, "join key=", ("value",), "it gets the value")
+        wait = _catch_up(catch_up, is_global=is_global)
         step, _ = self.graph._step_name(name, func, "join")
         node = lg.Join(
             id=step,
@@ -526,6 +549,7 @@ class Stream(Generic[K, V]):
             global_table=table.step if is_global else "",
             key=key,
             key_name=_util.fn_name(key) if key is not None else "",
+            catch_up=wait,
             key_type=self._up.key_type,
             value_type=value_type or _util.return_type(func),
             where=_util.call_site(),

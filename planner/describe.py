@@ -350,6 +350,8 @@ def _step(node: Node, stores: dict[str, str]) -> StepDescription:
             function += " +context"
         if isinstance(node, Join):
             function += f", {node.how} join on {_joined(node)}"
+            if node.catch_up:  # held at task start until the table caught up
+                function += f", catch up <= {node.catch_up:g}s"
         if node.is_async and not isinstance(node, Aggregate):
             concurrency = node.concurrency or DEFAULT_CONCURRENCY
     elif isinstance(node, Source) and node.timestamp_name:

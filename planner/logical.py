@@ -186,6 +186,9 @@ class Join(FnNode):
     table_join: str = ""
     """Set on the two halves of a table-table join (the name of its table): the stream is
     the changes of the other table, and both tables must already be co-partitioned."""
+    catch_up: float = 0.0
+    """Seconds the stream may be held at task start while the table reads its input up to
+    the end offsets it had then (0: no wait, the table as of processing)."""
 
 
 @attrs.frozen(kw_only=True)

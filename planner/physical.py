@@ -15,6 +15,7 @@ import attrs
 from planner.logical import LogicalPlan, Node
 
 __all__ = [
+    "CatchUp",
     "FusedTask",
     "PhysicalPlan",
     "StoreSpec",
@@ -85,6 +86,26 @@ def _fused(value: Iterable[FusedTask]) -> tuple[FusedTask, ...]:
 
 
 @attrs.frozen(kw_only=True)
+class CatchUp:
+    """A join's bounded wait at task start (``join(..., catch_up=seconds)``).
+
+    On each task, the partitions of `held` (the stream's input topics) are not processed
+    until those of `tables` (the table's input topics) have been processed up to the end
+    offsets they had when the task started, or until `seconds` have passed.
+    """
+
+    join: str
+    table: str
+    seconds: float
+    held: tuple[str, ...] = attrs.field(converter=_strs)
+    tables: tuple[str, ...] = attrs.field(converter=_strs)
+
+
+def _catch_ups(value: Iterable[CatchUp]) -> tuple[CatchUp, ...]:
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
 class Subtopology:
     """A connected part of the plan between topics; runs as one task per partition.
 
@@ -100,6 +121,8 @@ class Subtopology:
     outputs: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
     tasks: tuple[FusedTask, ...] = attrs.field(default=(), converter=_fused)
     cuts: tuple[str, ...] = attrs.field(default=(), converter=_strs, eq=False)
+    catch_up: tuple[CatchUp, ...] = attrs.field(default=(), converter=_catch_ups)
+    """The bounded waits of its joins at task start (`CatchUp`), set by `planner.catch_up`."""
 
     @property
     def step_ids(self) -> tuple[str, ...]:

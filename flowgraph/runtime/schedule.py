@@ -30,6 +30,11 @@ reader (in process) need no wait.
 
 Only records handed out by `runs` are processed; the rest stay here, uncommitted, and are
 fetched again by whoever owns the partition after a restart or a rebalance.
+
+A join with ``catch_up=`` holds its stream's partitions out of their group when its task
+starts (`hold`, a `CatchUpWait`): they are fetched but not handed out until the table's
+partitions have been handed out up to their end offsets of task start, or the wait's bound has
+passed. `runs` checks the waits once per call, and only while there are some.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 
+from flowgraph.runtime.catch_up import CatchUpWait
 from flowgraph.runtime.transport import TP, Message
 from planner import logical as lg
 from planner.physical import PhysicalPlan
@@ -56,7 +62,7 @@ DEFAULT_MAX_IDLE = 0.5
 class _Buffer:
     """Fetched records of one partition not yet handed out: ``records[at:]``."""
 
-    __slots__ = ("at", "group", "handle", "last", "records", "tp")
+    __slots__ = ("at", "group", "handle", "last", "records", "tp", "waits")
 
     def __init__(self, tp: TP, group: Hashable, handle: Any) -> None:
         self.tp = tp
@@ -67,6 +73,8 @@ class _Buffer:
         self.last = -math.inf
         """Timestamp of the last record handed out: while the buffer is empty, the
         partition's next record is taken to be no older (its records come in order)."""
+        self.waits: list[CatchUpWait] | None = None
+        """The catch-up waits for this (table) partition, told how far its runs reach."""
 
 
 class Schedule:
@@ -88,6 +96,10 @@ class Schedule:
         self._buffers: dict[TP, _Buffer] = {}
         self._groups: dict[Hashable, list[TP]] = {}
         self._blocked_since: dict[Hashable, float] = {}
+        self._waits: list[CatchUpWait] = []
+        """Catch-up waits under way (`hold`); empty for graphs without ``catch_up``."""
+        self._parked: dict[TP, int] = {}
+        """Held partitions, out of their group's list, with how many waits hold each."""
 
     def assign(self, tp: TP, group: Hashable, handle: Any = None) -> None:
         """Buffer `tp`, merged with the other partitions of `group` (its sub-topology).
@@ -104,11 +116,62 @@ class Schedule:
         for tp in tps:
             buf = self._buffers.pop(tp, None)
             if buf is not None:
-                members = self._groups[buf.group]
-                members.remove(tp)
+                members = self._groups.get(buf.group, [])
+                if self._parked.pop(tp, None) is None:
+                    members.remove(tp)
                 if not members:
-                    del self._groups[buf.group]
+                    self._groups.pop(buf.group, None)
                     self._blocked_since.pop(buf.group, None)
+        if self._waits:  # the waits of tasks gone with them end unannounced
+            self._waits = [w for w in self._waits if any(tp in self._buffers for tp in w.held)]
+
+    def hold(self, wait: CatchUpWait) -> None:
+        """Keep `wait.held` out of their groups until `wait` ends (a join's catch-up)."""
+        for tp in wait.held:
+            buf = self._buffers.get(tp)
+            if buf is None:
+                continue
+            n = self._parked.get(tp, 0)
+            if not n:
+                self._groups[buf.group].remove(tp)
+            self._parked[tp] = n + 1
+        for tp in wait.ends:
+            buf = self._buffers.get(tp)
+            if buf is not None:
+                buf.waits = [*(buf.waits or ()), wait]
+        self._waits.append(wait)
+
+    def _check_waits(self, behind: Callable[[TP], bool]) -> None:
+        """End the waits whose table caught up or whose bound passed: their held partitions
+        go back into their groups, after the partitions there (their order is kept)."""
+        buffers = self._buffers
+
+        def caught_up(tp: TP) -> bool:
+            buf = buffers.get(tp)
+            return buf is None or (buf.at >= len(buf.records) and not behind(tp))
+
+        now = self.clock()
+        for wait in list(self._waits):
+            for tp in wait.ends:  # a run cut short by a budget never came back to say it
+                buf = buffers.get(tp)
+                if buf is not None and buf.at:
+                    wait.reached[tp] = max(wait.reached.get(tp, 0), buf.records[buf.at - 1][3] + 1)
+            if not wait.finished(now, caught_up):
+                continue
+            self._waits.remove(wait)
+            for tp in wait.ends:
+                buf = buffers.get(tp)
+                if buf is not None and buf.waits is not None:
+                    buf.waits = [w for w in buf.waits if w is not wait] or None
+            for tp in wait.held:
+                n = self._parked.get(tp)
+                if n is None:
+                    continue  # dropped meanwhile
+                if n > 1:
+                    self._parked[tp] = n - 1
+                    continue
+                del self._parked[tp]
+                self._groups.setdefault(buffers[tp].group, []).append(tp)
 
     def add(self, tp: TP, messages: list[Message]) -> None:
         """Append fetched records of `tp` (ignored if `tp` is not assigned any more)."""
@@ -149,6 +212,8 @@ class Schedule:
         its next record may be older than every buffered one. The caller may stop early
         (and `give_back` part of the last run).
         """
+        if self._waits:
+            self._check_waits(behind)
         skew = self.max_skew
         heapreplace, heappop = heapq.heapreplace, heapq.heappop
         for group, tps in list(self._groups.items()):
@@ -201,6 +266,9 @@ class Schedule:
                 buf.at = j
                 buf.last = records[j - 1][2]
                 yield buf.handle, records[at:j] if (at or j < end) else records
+                if buf.waits is not None and buf.at > at:  # a table a join waits for
+                    for wait in buf.waits:
+                        wait.reached[buf.tp] = records[buf.at - 1][3] + 1
                 if buf.at < end:
                     heapreplace(heap, (records[buf.at][2], i, buf))
                 else:

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from flowgraph.runtime.catch_up import CatchUpWait
 from flowgraph.runtime.ops import Window
 from flowgraph.runtime.recovery import Recovery
 from flowgraph.runtime.schedule import Schedule, merged_groups
@@ -117,6 +118,11 @@ class TaskManager:
                     self._merged[sub.id] = "partitions"
         self._reader = {t: sub for sub in plan.subtopologies for t in sub.source_topics}
         self._source_topics = {t.name for t in plan.topics if t.role in ("source", "feed")}
+        self._held = {t for sub in plan.subtopologies for c in sub.catch_up for t in c.held}
+        """Topics a join's catch-up may hold at task start: never wired directly."""
+        self.starting: list[Task] = []
+        """Tasks built whose joins' catch-up waits start with the worker's next step
+        (`catch_up`): in process, the first step comes after what a run feeds at start."""
         self.failure: Exception | None = None
         """What assigning partitions raised, raised again by the worker's `step`."""
         self.joined = False
@@ -357,6 +363,7 @@ class TaskManager:
             if not await self.recovery.restore_all(restores, interrupted, restored):
                 return False
             recovering: list[Task] = []
+            built: list[Task] = []
             for (sub, p), stores in zip(units, unit_stores, strict=True):
                 task = Task(
                     self.plan,
@@ -371,6 +378,7 @@ class TaskManager:
                     windows=self.windows,
                     merged=self._merged.get(sub.id, ""),
                 )
+                built.append(task)
                 if task.tag_origins:
                     recovering.append(task)
                 else:
@@ -393,6 +401,8 @@ class TaskManager:
                 return False
             for task in recovering:
                 self.publish(task, pending)
+            if self._held:
+                self.starting += [task for task in built if task.sub.catch_up]
         except Exception as exc:
             # A changelog that cannot be restored: the run stops on it (raised by `step`)
             # instead of going on without the state.
@@ -432,6 +442,42 @@ class TaskManager:
         assert self.consumer is not None
         self.consumer.resume(mine)
 
+    async def catch_up(self) -> None:
+        """Start the catch-up waits of the joins of the tasks just built (`starting`): their
+        stream partitions are held until their table partitions are processed up to the end
+        offsets they have now (read once, in one request), or for the join's bound.
+
+        A table input wired directly needs no wait: its records are processed as they are
+        written. Waits start after the restore, so a long one does not eat the bound.
+        """
+        tasks, self.starting = self.starting, []
+        waits = [(task, c) for task in tasks for c in task.sub.catch_up]
+        if not waits or self.consumer is None:
+            return
+        tables = sorted(
+            {(t, task.partition) for task, c in waits for t in c.tables if t not in self.direct}
+        )
+        ends = await self.transport.end_offsets(tables) if tables else {}
+        starts = await self.consumer.group_offsets(tables) if tables else {}
+        for task, c in waits:
+            p = task.partition
+            held = [(t, p) for t in c.held if self.tasks.get((t, p)) is task]
+            mine = [(t, p) for t in c.tables if (t, p) in ends and self.tasks.get((t, p)) is task]
+            if not held:
+                continue
+            self.schedule.hold(
+                CatchUpWait(
+                    join=c.join,
+                    table=c.table,
+                    partition=p,
+                    seconds=c.seconds,
+                    held=held,
+                    ends={tp: ends[tp] for tp in mine},
+                    starts={tp: starts.get(tp) or 0 for tp in mine},
+                    began=self.schedule.clock(),
+                )
+            )
+
     async def wire_direct(self, topic: str) -> None:
         """Hand records for `topic` straight to the tasks that read it, when that is exact.
 
@@ -446,6 +492,7 @@ class TaskManager:
             or transport.encoded
             or self.consumer is None
             or topic in self.direct
+            or topic in self._held
         ):
             return
         parts = self.plan.topic(topic).partitions

@@ -526,6 +526,8 @@ class Worker:
             if manager.failure is not None:
                 raise manager.failure
             return False  # stopping, or the assignment changed meanwhile
+        if manager.starting:  # tasks just built whose joins wait for their tables
+            await manager.catch_up()
         for feeder in self._feeders:
             if not feeder.done:
                 await self.transport.produce(feeder.topic, feeder.chunk(FEED_CHUNK))

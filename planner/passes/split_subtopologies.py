@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import networkx as nx
 
+from planner.catch_up import catch_ups
 from planner.logical import LogicalPlan, Repartition, Source
 from planner.options import PlanOptions
 from planner.physical import PhysicalPlan, Subtopology
@@ -56,6 +57,7 @@ def split_subtopologies(plan: LogicalPlan, options: PlanOptions) -> PhysicalPlan
                 source_topics=tuple(e.topic for e in entries),
                 outputs=outputs,
                 cuts=tuple(e.reason for e in entries if isinstance(e, Repartition)),
+                catch_up=catch_ups(steps),
             )
         )
     return PhysicalPlan(graph_id=plan.graph_id, logical=plan, subtopologies=subtopologies)
