@@ -133,13 +133,24 @@ def _category(s: StepDescription) -> str:
     return "step"
 
 
-def _step_label(s: StepDescription) -> str:
-    """Second line of a step box: its kind, and its topic when it reads or writes one."""
-    return f"{s.kind} {s.topic}" if s.topic else s.kind
+def _what(s: StepDescription) -> str:
+    """What a step does, in a few words: its kind, the windows of a windowed aggregation
+    (``count, session gap 10s``), or how a join looks up which table (its function is in
+    the tooltip)."""
+    if s.window:
+        return f"{s.kind.removeprefix('windowed ')}, {s.window}"
+    if s.kind == "join" and ", " in s.function:
+        return s.function.split(", ", 1)[1].split(" by ", 1)[0]
+    return s.kind
+
+
+def _step_label(s: StepDescription, *, with_topic: bool) -> str:
+    """Second line of a step box: what it does, and its topic when it reads or writes one."""
+    return f"{_what(s)} {s.topic}" if s.topic and with_topic else _what(s)
 
 
 def _step_width(s: StepDescription, *, with_topic: bool) -> float:
-    label = _step_label(s) if with_topic else s.kind
+    label = _step_label(s, with_topic=with_topic)
     return max(_width(s.id, 12), _width(label, 10), 56.0) + 20
 
 
@@ -154,7 +165,7 @@ def _step_svg(s: StepDescription, r: _Rect, *, with_topic: bool) -> str:
         f'<rect x="{_n(r.x)}" y="{_n(r.y)}" width="{_n(r.w)}" height="{_n(r.h)}" rx="5" '
         f'fill="{fill}" stroke="{stroke}"{dash}/>'
         + _text(r.cx, r.y + 16, s.id, weight="bold")
-        + _text(r.cx, r.y + 30, _step_label(s) if with_topic else s.kind, size=10, color="#555")
+        + _text(r.cx, r.y + 30, _step_label(s, with_topic=with_topic), size=10, color="#555")
         + "</g>"
     )
 
@@ -237,14 +248,20 @@ def _layers(
 ) -> tuple[dict[str, float], dict[str, int]]:
     """Centre x (the leftmost footprint starts at 0) and layer of each id.
 
-    `ids` are in topological order. A node's layer is one more than its deepest parent's; it
-    is placed under the mean of its parents, then pushed right past its left neighbour.
+    `ids` are in topological order. A node's layer is one more than its deepest parent's,
+    and a node without parents sits right above its first child, so that its edges do not
+    cross the layers between (and the stores drawn beside their steps there). A node is
+    placed under the mean of its parents, then pushed right past its left neighbour.
     `left`/`right` are how far its footprint reaches from its centre.
     """
     depth: dict[str, int] = {}
     for i in ids:
         parents = [depth[u] for u in inputs[i] if u in depth]
         depth[i] = 1 + max(parents) if parents else 0
+    for i in ids:
+        children = [depth[c] for c in ids if i in inputs[c]]
+        if children and not any(u in depth for u in inputs[i]):
+            depth[i] = min(children) - 1
     cx: dict[str, float] = {}
     for k in range(max(depth.values(), default=-1) + 1):
         layer = [i for i in ids if depth[i] == k]
@@ -401,11 +418,15 @@ def _layout_sub(
     right = dict(left)
     for i, st in stores.items():
         if i in right:
-            right[i] += GAP + _pill_size(st.name) + GAP + _pill_size(st.changelog)
+            right[i] += _store_reach(st)
     cx, depth = _layers(sub.steps, {s.id: s.inputs for s in steps}, left, right)
     width = max((cx[i] + right[i] for i in sub.steps), default=0.0)
-    label = f"sub-topology {sub.id} · {sub.partitions} partitions"
+    label = f"sub-topology {sub.id} · {_partitions(sub.partitions)}"
     return _SubLayout(sub, size, cx, depth, max(width, _width(label, 11)), label)
+
+
+def _partitions(n: int) -> str:
+    return "1 partition" if n == 1 else f"{n} partitions"
 
 
 def _box_svg(lay: _SubLayout, x: float, y: float, w: float, h: float) -> str:
@@ -419,6 +440,11 @@ def _box_svg(lay: _SubLayout, x: float, y: float, w: float, h: float) -> str:
         + _text(x + 10, y + 16, lay.label, size=11, weight="bold", anchor="start", color="#555")
         + "</g>"
     )
+
+
+def _store_reach(st: StoreDescription) -> float:
+    """How far right of its step a store and its changelog pill reach."""
+    return GAP + _pill_size(st.name) + GAP + _pill_size(st.changelog)
 
 
 def _draw_store(canvas: _Canvas, st: StoreDescription, step: _Rect, tips: _Tips) -> None:
@@ -438,13 +464,38 @@ def _draw_store(canvas: _Canvas, st: StoreDescription, step: _Rect, tips: _Tips)
     canvas.right = max(canvas.right, log.x + log.w)
 
 
+def _upstream_first(d: PlanDescription) -> list[SubtopologyDescription]:
+    """Sub-topologies in plan order, except that one writing a repartition topic comes before
+    those reading it: the dashed arrow to a repartition topic then points down the page."""
+    home = {step: sub.id for sub in d.subtopologies for step in sub.steps}
+    steps = {s.id: s for s in d.steps}
+    writers = {
+        sub.id: {
+            home[u]
+            for i in sub.steps
+            if steps[i].kind == "repartition"
+            for u in steps[i].inputs
+            if u in home and home[u] != sub.id
+        }
+        for sub in d.subtopologies
+    }
+    todo = list(d.subtopologies)
+    done: list[SubtopologyDescription] = []
+    while todo:
+        placed = {sub.id for sub in done}
+        ready = next((s for s in todo if writers[s.id] <= placed), todo[0])
+        todo.remove(ready)
+        done.append(ready)
+    return done
+
+
 def physical_svg(plan: PhysicalPlan | PlanDescription, *, backend: str | None = None) -> str:
     """Sub-topologies boxed with their steps, topics as pills, stores as cylinders."""
     d = plan if isinstance(plan, PlanDescription) else describe(plan, backend=backend)
     steps = {s.id: s for s in d.steps}
     stores = {s.step: s for s in d.stores}
     tips = _Tips(d)
-    layouts = [_layout_sub(sub, d, stores) for sub in d.subtopologies]
+    layouts = [_layout_sub(sub, d, stores) for sub in _upstream_first(d)]
     inner = max((lay.width for lay in layouts), default=100.0)
     canvas = _Canvas(right=MARGIN + inner + 2 * BOX_PAD)
     rects: dict[str, _Rect] = {}
@@ -469,7 +520,12 @@ def physical_svg(plan: PhysicalPlan | PlanDescription, *, backend: str | None = 
         layers = max(lay.depth.values(), default=0) + 1
         box_h = BOX_LABEL + 8 + (layers - 1) * PITCH + NODE_H + BOX_PAD
         canvas.back.append(_box_svg(lay, MARGIN, box_top, inner + 2 * BOX_PAD, box_h))
-        canvas.back += _task_shades(sub.tasks, rects)
+        # A step's footprint includes the store and changelog drawn to its right.
+        footprints = {
+            i: attrs.evolve(r, w=r.w + _store_reach(stores[i])) if i in stores else r
+            for i, r in rects.items()
+        }
+        canvas.back += _task_shades(sub.tasks, footprints)
         for i in sub.steps:
             canvas.front.append(_step_svg(steps[i], rects[i], with_topic=False))
             canvas.edges += [

@@ -82,7 +82,8 @@ def test_physical_svg_shows_every_step_topic_and_store(case):
     assert {t.name for t in plan.topics} <= shown
     assert {s.name for s in plan.stores} <= shown
     assert {
-        f"sub-topology {sub.id} · {sub.partitions} partitions" for sub in plan.subtopologies
+        f"sub-topology {sub.id} · {sub.partitions} partition{'' if sub.partitions == 1 else 's'}"
+        for sub in plan.subtopologies
     } <= shown
 
 
@@ -99,6 +100,41 @@ def test_physical_svg_draws_subtopology_boxes_and_cut_reasons():
     tips = {t.text or "" for t in root.iter(f"{SVG}title")}
     assert "fused task: clicks -> parse -> drop_bots -> by_url" in tips
     assert any(t.startswith("map app.parse at app.py:") for t in tips)
+
+
+def text_y(svg: str) -> dict[str, float]:
+    """The baseline y of each <text> element, by its text."""
+    return {t.text or "": float(t.get("y", "0")) for t in ET.fromstring(svg).iter(f"{SVG}text")}
+
+
+def test_physical_svg_of_a_join_reads_down_the_page():
+    """The sub-topology writing a repartition topic is drawn above the one reading it; the
+    repartition sits beside the table it is joined with, not above its store; the join box
+    says which table it reads."""
+    plan = build("stream_table_join").plan()
+    svg = physical_svg(plan)
+    y = text_y(svg)
+    writer = next(s for s in plan.subtopologies if "item" in {n.id for n in s.steps})
+    reader = next(s for s in plan.subtopologies if "priced" in {n.id for n in s.steps})
+    assert writer.id != reader.id
+    box = "sub-topology {} · {} partitions"
+    assert y[box.format(writer.id, writer.partitions)] < y[box.format(reader.id, reader.partitions)]
+    assert y["item-repartition"] == y["price"] < y["priced"]
+    assert "left join on table price" in y
+
+
+def test_physical_svg_names_the_windows_of_a_windowed_step():
+    g = fg.Graph("w")
+    g.source("clicks", key_type=str, value_type=int).window(fg.Session(10)).count(name="visits")
+    shown = texts(physical_svg(g.plan()))
+    assert "count, session gap 10s" in shown
+    assert "sub-topology 0 · 1 partition" in shown
+
+
+def test_a_fused_task_is_not_shaded_over_a_store():
+    svg = physical_svg(build("stream_table_join").plan())
+    tips = {t.text or "" for t in ET.fromstring(svg).iter(f"{SVG}title")}
+    assert not any(t.startswith("fused task: item-repartition") for t in tips)
 
 
 def test_repr_svg_of_graph_and_plans():
