@@ -90,7 +90,7 @@ def process_result(fn_label: str, result: Any) -> tuple[Any, list[Any]]:
     if not isinstance(result, tuple | list) or len(result) != 2:
         msg = (
             f"process function {fn_label} returned {_short(result)}; "
-            "it must return a pair (new_state, outputs), e.g. (state, [value])"
+            "it must return a pair (new_state, outputs), such as (state, [value])"
         )
         raise ProcessResultError(msg)
     state, outputs = result
@@ -101,7 +101,7 @@ def process_result(fn_label: str, result: Any) -> tuple[Any, list[Any]]:
     if isinstance(outputs, _NOT_OUTPUTS) or not hasattr(outputs, "__iter__"):
         msg = (
             f"process function {fn_label} returned outputs of type {type(outputs).__name__}; "
-            "return a list of values to emit (or None), e.g. (state, [value])"
+            "return a list of values to emit (or None), such as (state, [value])"
         )
         raise ProcessResultError(msg)
     return state, list(outputs)
