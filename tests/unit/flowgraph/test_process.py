@@ -76,7 +76,7 @@ def test_a_taken_function_name_needs_a_name():
     g = fg.Graph("g")
     s = source(g)
     s.process(dedupe, False).to("a")
-    with pytest.raises(fg.GraphDefinitionError, match="already exists; .* pass name="):
+    with pytest.raises(fg.GraphDefinitionError, match=r"already exists; .* pass name="):
         s.process(dedupe, False)
 
 
