@@ -1,0 +1,78 @@
+"""`stream.process` on Kafka: orders of two partitions re-keyed by item into three, a running
+total per item kept by a real worker, its state restored from the changelog by a second run
+on an empty store."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+import flowgraph as fg
+from tests.integration.test_kafka import (
+    FAST_GROUP,
+    create_topic,
+    partition_of,
+    read_topic,
+    run_async,
+)
+from tests.integration.test_kafka_global_tables import send
+from tests.kafka_broker import Broker
+
+pytestmark = pytest.mark.integration
+
+
+def item(order: str) -> str:
+    return order.split("@")[1]
+
+
+def running_total(total: int, order: str) -> tuple[int, list[str]]:
+    amount = int(order.split("@")[2])
+    return total + amount, [json.dumps([order, total + amount])]
+
+
+def process_graph(graph_id: str, orders: str, out: str) -> fg.Graph:
+    g = fg.Graph(graph_id)
+    stream = g.source(orders, key_type=str, value_type=str, partitions=2)
+    stream.key_by(item, partitions=3).process(running_total, 0, value_type=str).to(out)
+    return g
+
+
+def test_process_keeps_state_per_key_through_a_repartition_on_kafka(
+    kafka: Broker, tmp_path: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    graph_id = f"kt-process-{suffix}"
+    orders, out = f"{graph_id}-orders", f"{graph_id}-out"
+    run_async(create_topic(kafka, orders, 2))
+    g = process_graph(graph_id, orders, out)
+    assert [t.partitions for t in g.plan().topics if t.role == "repartition"] == [3]
+    wanted = [(f"o{n}", f"o{n}@i{n % 5}@{n}") for n in range(60)]
+    totals: dict[str, int] = {}
+    for run, part in enumerate((wanted[:30], wanted[30:])):
+        send(kafka, orders, [(partition_of(k, 2), k, v) for k, v in part])
+        for _, v in part:
+            totals[item(v)] = totals.get(item(v), 0) + int(v.split("@")[2])
+        result = fg.run(
+            g,
+            broker=f"{kafka.url}?{FAST_GROUP}",
+            store=f"rocksdb://{tmp_path / f'state-{run}'}",  # the second run restores
+            until_idle=True,
+        )
+        assert result.table("running_total") == totals
+    seen: dict[str, list[int]] = {}
+    orders_out = []
+    for p, records in run_async(read_topic(kafka, out)).items():
+        for r in records:
+            order, total = json.loads(r.value)
+            key = r.key.decode()
+            assert key == item(order)
+            assert partition_of(key, 3) == p  # written where the item's state is
+            seen.setdefault(key, []).append(total)
+            orders_out.append(order)
+    assert sorted(orders_out) == sorted(v for _, v in wanted)  # each order once
+    for key, got in seen.items():
+        assert got == sorted(got)  # running totals only grow (amounts are positive or 0)
+        assert got[-1] == totals[key]
