@@ -78,6 +78,8 @@ class ProcessResultError(TypeError):
 
 
 _NOT_OUTPUTS = (str, bytes, bytearray, memoryview, dict)
+_NO_OUTPUTS: list[Any] = []
+"""Never appended to: the outputs of a record until its function says otherwise."""
 
 
 def process_result(fn_label: str, result: Any) -> tuple[Any, list[Any]]:
@@ -400,7 +402,7 @@ class AggregateOp:
         if self.contexts:
             contexts = {id(r): c for r, c in zip(batch, self.contexts, strict=True)}
             self.contexts = []
-        label = f_repr(fn)
+        label = f_repr(fn) if agg == "process" else ""
 
         async def fold(key: Any, records: list[Rec]) -> list[Rec]:
             try:
@@ -418,7 +420,7 @@ class AggregateOp:
                         self.replayed[key] = o  # the record that deleted the key, replayed
                     continue
                 acc = self.initial() if e[2] is DELETE else e[2]
-                outputs: list[Any] = []
+                outputs = _NO_OUTPUTS
                 try:
                     if agg == "reduce" and acc is MISSING:
                         value = r[1]

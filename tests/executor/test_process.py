@@ -288,3 +288,13 @@ def test_a_count_written_with_process_equals_the_built_in_one(records, partition
             results.append((d.output("out"), d.table("n")))
     assert results[1] == results[0]
     assert results[0][1] == dict(Counter(k for k, _ in records))
+
+
+def test_step_counts_count_what_a_process_step_emits():
+    g = fg.Graph("t")
+    s = g.source_from(VALUES, name="in", value_type=int)
+    s.key_by(mod3).process(batches_of_four, list).to("out")
+    result = fg.run(g)
+    emitted = sum(len(vs) // 4 for vs in GROUPS.values())
+    assert result.step_counts["batches_of_four"] == emitted
+    assert result.step_counts["to-out"] == emitted
