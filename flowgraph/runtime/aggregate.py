@@ -342,7 +342,12 @@ class AggregateOp:
                     result = fn(acc, v)
                 else:
                     result = fn(acc, v, make_context(k, ts, o, h))
-                state, outputs = process_result(label, result)
+                if type(result) is tuple and len(result) == 2:
+                    state, outputs = result  # the common cases, without a call
+                    if outputs is not None and type(outputs) is not list:
+                        state, outputs = process_result(label, result)
+                else:
+                    state, outputs = process_result(label, result)
             except Exception as exc:
                 fail(exc, (k, v, ts, o, h))
                 return
