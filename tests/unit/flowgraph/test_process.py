@@ -161,3 +161,36 @@ def test_bad_outputs_go_to_the_dead_letter_topic_with_the_sentence():
     assert dead.value == b"2"
     assert dead.headers["error.type"] == "ProcessResultError"
     assert "returned outputs of type str; return a list" in dead.headers["error.message"]
+
+
+def test_describe_gives_kind_process_with_function_and_store():
+    from planner.describe import describe
+
+    g = fg.Graph("g")
+    source(g).process(dedupe, False).to("out")
+    (step,) = [s for s in describe(g.plan()).steps if s.id == "dedupe"]
+    assert (step.kind, step.function, step.store) == (
+        "process",
+        "tests.unit.flowgraph.test_process.dedupe",
+        "g-dedupe",
+    )
+
+
+def test_a_generator_that_raises_halfway_emits_nothing_and_keeps_the_state():
+    def halfway(n: int, v: int) -> tuple[int, object]:
+        def outputs():
+            yield v
+            if v == 2:
+                raise ValueError("broke after one output")
+            yield -v
+
+        return n + 1, outputs()
+
+    g = fg.Graph("g")
+    source(g).process(halfway, 0).to("out")
+    with TestDriver(g) as d:
+        for v in (1, 2, 3):
+            d.send("in", "k", v)
+        assert d.output("out") == [("k", 1), ("k", -1), ("k", 3), ("k", -3)]
+        assert d.table("halfway") == {"k": 2}
+        assert [x.headers["error.message"] for x in d.dead_letters()] == ["broke after one output"]
