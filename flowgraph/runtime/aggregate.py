@@ -25,6 +25,10 @@ tombstone without a position, and the key is gone from the store. A grave left b
 goes the same way one flush after a replay skips its deleting record (a table with one input;
 with several, a grave's position has one offset per input), or when its key is written again.
 Until then (a key never seen again) it stays in the store, hidden from reads.
+
+A `process` step (``stream.process``) is an aggregation of its own kind: the table holds the
+function's state under the same rules (positions, skips on replay, graves), but its push hands
+the next step the values the function returned instead of the new state.
 """
 
 from __future__ import annotations
@@ -327,8 +331,11 @@ class AggregateOp:
                 e = load(k, v, ts, o, h)
                 if e is None:
                     return
-            i = self.index
-            position = e[0][i] if multi else e[0]
+            if multi:
+                i = self.index
+                position = e[0][i]
+            else:
+                position = e[0]
             if o <= position:
                 self.skipped += 1
                 if o == position and not multi and e[2] is DELETE:
