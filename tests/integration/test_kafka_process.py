@@ -1,22 +1,32 @@
 """`stream.process` on Kafka: orders of two partitions re-keyed by item into three, a running
 total per item kept by a real worker, its state restored from the changelog by a second run
-on an empty store."""
+on an empty store; and a `flowgraph run` worker killed with SIGKILL right after a commit
+produced its outputs and changelog records, whose restart leaves each record applied and
+written once."""
 
 from __future__ import annotations
 
+import collections
 import json
+import signal
 import uuid
 from pathlib import Path
 
 import pytest
 
 import flowgraph as fg
+from tests.integration import kafka_process_jobs as jobs
 from tests.integration.test_kafka import (
     FAST_GROUP,
+    committed,
     create_topic,
+    flowgraph_run,
+    high_watermarks,
+    make_clicks,
     partition_of,
     read_topic,
     run_async,
+    write_input,
 )
 from tests.integration.test_kafka_global_tables import send
 from tests.kafka_broker import Broker
@@ -76,3 +86,51 @@ def test_process_keeps_state_per_key_through_a_repartition_on_kafka(
     for key, got in seen.items():
         assert got == sorted(got)  # running totals only grow (amounts are positive or 0)
         assert got[-1] == totals[key]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_applies_and_writes_each_record_once(kafka: Broker, tmp_path: Path) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    graph_id = f"kt-process-kill-{suffix}"
+    topic = f"{graph_id}-clicks"
+    target = f"{jobs.__name__}:make_process_graph({graph_id!r}, {topic!r}, 4)"
+    clicks = make_clicks(12_000, seed=21)
+    write_input(kafka, topic, clicks)  # keyed by URL
+    broker = f"{kafka.url}?{FAST_GROUP}"
+    state = tmp_path / "state"
+    small_commits = ("--until-idle", "--commit-every", "500")
+    crashed = flowgraph_run(target, broker, state, *small_commits, crash_at="after-produce:3")
+    if crashed.returncode != -signal.SIGKILL:
+        pytest.fail(f"no crash at after-produce:3: {crashed.why()}")
+    # The window: outputs (and changelog records) of records whose offsets were not
+    # committed, so the restart reads those records again and must skip them.
+    applied = sum(high_watermarks(kafka, f"{graph_id}-out").values())
+    from_committed = sum(committed(kafka, graph_id, topic, 4).values())
+    print(f"[kafka] process kill: {applied} outputs, {from_committed} committed inputs")
+    if not applied > from_committed:
+        pytest.fail(f"crash window missed: {applied} outputs, {from_committed} committed inputs")
+    done = flowgraph_run(target, broker, state, *small_commits)
+    assert done.returncode == 0, done.why()
+
+    per_url = collections.Counter(c.url for c in clicks)
+    written: collections.Counter[tuple[str, str, float]] = collections.Counter()
+    numbers: dict[str, list[int]] = {}
+    for records in run_async(read_topic(kafka, f"{graph_id}-out")).values():
+        for r in records:
+            user, ts, n = json.loads(r.value)
+            url = r.key.decode()
+            written[url, user, ts] += 1
+            numbers.setdefault(url, []).append(n)
+    assert written == collections.Counter((c.url, c.user, c.ts) for c in clicks), (
+        "a record's output lost or written twice"
+    )
+    # each URL's clicks numbered 1..n exactly: none applied twice, none skipped
+    assert {u: sorted(ns) for u, ns in numbers.items()} == {
+        u: list(range(1, n + 1)) for u, n in per_url.items()
+    }
+    graph = jobs.make_process_graph(graph_id, topic, 4)
+    restored = fg.run(
+        graph, broker=broker, store=f"rocksdb://{tmp_path / 'reader'}", until_idle=True
+    )
+    assert restored.events == 0
+    assert restored.table(jobs.STEP) == dict(per_url)
