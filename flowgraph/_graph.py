@@ -8,6 +8,7 @@ is a small frozen handle naming one step of its graph.
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -351,6 +352,15 @@ def _check_step_call(fn: Callable[..., Any], op: str, context: bool) -> None:
         _check_call(fn, op, ("value", "ctx"), hint, context=True)
     else:
         _check_call(fn, op, ("value",), _CONTEXT_HINT)
+
+
+def _process_types(fn: Callable[..., Any]) -> tuple[object, object]:
+    """``(S, X)`` from a process function annotated ``-> tuple[S, list[X]]``, else Nones."""
+    hint = _util.return_type(fn)
+    args = typing.get_args(hint) if typing.get_origin(hint) is tuple else ()
+    if len(args) != 2:
+        return None, None
+    return args[0], _util.element_type(args[1])
 
 
 @attrs.frozen
@@ -747,6 +757,71 @@ class Stream(Generic[K, V]):
         """
         vt = value_type or (type(initial) if not callable(initial) else _util.return_type(fn))
         return Table(self.graph, self._aggregate("aggregate", fn, name, initial, vt))
+
+    # -- process: a keyed stateful step of the user's own ----------------------------------
+
+    def process(
+        self,
+        fn: Callable[..., Any],
+        state: object = None,
+        *,
+        name: str | None = None,
+        value_type: object = None,
+        state_type: object = None,
+        context: bool = False,
+    ) -> Stream[K, Any]:
+        """Run ``fn(state, value) -> (new_state, outputs)`` per record, with one state per key.
+
+        `state` is a new key's state: a value or a zero-argument factory (``dict``); mutable
+        values are copied per key. A `new_state` of None or `fg.DELETE` deletes the key's
+        state. Each of `outputs` (a list, tuple or generator; None for none) is emitted with
+        the record's key, timestamp and headers. The state is a table named `name` (default:
+        the function's name), with a store and changelog like an aggregation's, so it is
+        exact across crashes; `state_type` is its changelog's value type, `value_type` the
+        outputs'. With ``context=True``: ``fn(state, value, ctx)``. See
+        docs/concepts/processors.md.
+        """
+        func = _callable(fn, "process")
+        with_context = _context_flag(context, "process")
+        if with_context:
+            hint = "with context=True the record context is its third argument"
+            _check_call(func, "process", ("state", "value", "ctx"), hint, context=True)
+        else:
+            hint = "it gets the key's state and the record's value, and returns both"
+            _check_call(func, "process", ("state", "value"), hint)
+        step_name = name or _util.short_name(func)
+        if step_name is None:
+            msg = (
+                f"process at {_util.call_site()} has a lambda and no name=; "
+                "its store and changelog topic are named after the step; pass name=..."
+            )
+            raise GraphDefinitionError(msg)
+        if not name and step_name in self.graph._ids:
+            msg = (
+                f"process at {_util.call_site()} would be named {step_name!r} after its "
+                "function, but a step of that name already exists; its store and changelog "
+                "topic are named after the step; pass name=..."
+            )
+            raise GraphDefinitionError(msg)
+        declared = _process_types(func)
+        up = self._up
+        node = lg.Aggregate(
+            id=self.graph._claim(step_name),
+            inputs=(self.step,),
+            agg="process",
+            fn=func,
+            fn_name=_util.fn_name(func),
+            is_async=_util.is_async(func),
+            context=with_context,
+            initial=state,
+            key_type=up.key_type,
+            value_type=value_type or declared[1],
+            state_type=state_type
+            or declared[0]
+            or (type(state) if state is not None and not callable(state) else None),
+            where=_util.call_site(),
+        )
+        return self.graph._add(node)
 
 
 @attrs.frozen

@@ -49,8 +49,10 @@ __all__ = [
 DEFAULT_CONCURRENCY = 64
 """Calls of an ``async def`` step in flight at once when the step sets no ``concurrency=``."""
 
-AggregateKind = Literal["count", "sum", "reduce", "aggregate", "latest"]
-"""``latest`` keeps the last value per key (a table read from a topic); a None value deletes."""
+AggregateKind = Literal["count", "sum", "reduce", "aggregate", "latest", "process"]
+"""``latest`` keeps the last value per key (a table read from a topic); a None value deletes.
+``process`` is a user's own keyed step (``stream.process``): its function returns the key's
+new state and the values to emit, and its consumers get those values, not the state."""
 
 
 def _ids(value: Iterable[str]) -> tuple[str, ...]:
@@ -166,6 +168,9 @@ class Aggregate(FnNode):
     is_global: bool = False
     """Every worker also holds the whole table (all partitions of its changelog), for
     lookups from any step: ``graph.global_table(...)`` or ``table.to_global()``."""
+    state_type: object = None
+    """For ``process``: the type of the state the table holds (its changelog's values);
+    `value_type` is then the type of the values it emits."""
 
 
 @attrs.frozen(kw_only=True)

@@ -25,6 +25,10 @@ tombstone without a position, and the key is gone from the store. A grave left b
 goes the same way one flush after a replay skips its deleting record (a table with one input;
 with several, a grave's position has one offset per input), or when its key is written again.
 Until then (a key never seen again) it stays in the store, hidden from reads.
+
+A `process` step (``stream.process``) is an aggregation of its own kind: the table holds the
+function's state under the same rules (positions, skips on replay, graves), but its push hands
+the next step the values the function returned instead of the new state.
 """
 
 from __future__ import annotations
@@ -34,7 +38,15 @@ from collections.abc import Callable
 from typing import Any
 
 from flowgraph._delete import DELETE
-from flowgraph.runtime.ops import Fail, Push, Rec, gather_bounded, unstorable
+from flowgraph._util import f_repr
+from flowgraph.runtime.ops import (
+    Fail,
+    MakeContext,
+    Push,
+    Rec,
+    gather_bounded,
+    unstorable,
+)
 from flowgraph.runtime.state.base import Entry, StorePartition
 from flowgraph.serde import Codec
 from planner.logical import Aggregate
@@ -48,7 +60,7 @@ CACHE_KEYS = 100_000
 """Keys an aggregation keeps in memory between batches (the store holds them all)."""
 
 
-DELETES = frozenset({"aggregate", "reduce", "latest"})
+DELETES = frozenset({"aggregate", "reduce", "latest", "process"})
 """Kinds whose tables can delete keys (`count` and `sum` cannot: nothing decides to)."""
 
 
@@ -63,6 +75,51 @@ def _initial_factory(node: Aggregate) -> Callable[[], Any]:
     if isinstance(initial, _IMMUTABLE):
         return lambda: initial
     return lambda: copy.deepcopy(initial)
+
+
+class ProcessResultError(TypeError):
+    """A `process` function returned something other than ``(new_state, outputs)``."""
+
+
+_NOT_OUTPUTS = (str, bytes, bytearray, memoryview, dict)
+_NO_OUTPUTS: list[Any] = []
+"""Never appended to: the outputs of a record until its function says otherwise."""
+
+
+def process_result(fn_label: str, result: Any) -> tuple[Any, list[Any]]:
+    """``(new_state, outputs as a list)`` from what a `process` function returned.
+
+    The outputs are materialised before anything changes, so a generator that raises halfway
+    dead-letters its record with nothing emitted and the state untouched; a str, bytes or
+    dict is refused rather than iterated (a string's characters are never what was meant).
+    """
+    if not isinstance(result, tuple | list) or len(result) != 2:
+        msg = (
+            f"process function {fn_label} returned {_short(result)}; "
+            "it must return a pair (new_state, outputs), such as (state, [value])"
+        )
+        raise ProcessResultError(msg)
+    state, outputs = result
+    if outputs is None:
+        return state, []
+    if type(outputs) is list:
+        return state, outputs
+    if isinstance(outputs, _NOT_OUTPUTS) or not hasattr(outputs, "__iter__"):
+        msg = (
+            f"process function {fn_label} returned outputs of type {type(outputs).__name__}; "
+            "return a list of values to emit (or None), such as (state, [value])"
+        )
+        raise ProcessResultError(msg)
+    return state, list(outputs)
+
+
+def _noop(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+    pass
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
 def _step(node: Aggregate) -> Callable[[Any, Any], Any]:
@@ -91,10 +148,12 @@ class AggregateOp:
         fail: Fail,
         key_codec: Codec | None = None,
         changelog: str = "",
+        context: MakeContext | None = None,
     ) -> None:
         """`key_codec` encodes the changelog's keys (None when it holds Python objects): a
         key is checked once, when it enters the cache, so one its changelog cannot hold
-        sends its records to the dead-letter topic instead of failing the commit."""
+        sends its records to the dead-letter topic instead of failing the commit. `context`
+        makes the record context of a ``process(fn, context=True)`` step."""
         self.node = node
         self.key_codec = key_codec
         self.changelog = changelog
@@ -117,6 +176,11 @@ class AggregateOp:
         self.is_async = node.is_async
         self.pending: list[Rec] = []
         self.next: Push | None = None
+        self.context = context
+        self.contexts: list[Any] = []
+        """The record contexts of `pending`, for an async ``process(context=True)``."""
+        self.emitted = [0]
+        """Values a `process` step emitted (its records out, for the step counts)."""
 
     def _load(self, key: Any) -> list[Any]:
         if self.key_codec is not None:
@@ -148,7 +212,11 @@ class AggregateOp:
         """The push function of this step; `nxt` receives ``(key, new value)`` updates."""
         self.next = nxt
         if self.is_async:
+            if self.context is not None:
+                return self._collect_with_context
             return self._collect
+        if self.node.agg == "process":
+            return self._push_process(nxt)
         if self.inputs != 1:
             return self._push_multi
         fail = self.fail
@@ -239,6 +307,68 @@ class AggregateOp:
 
         return push
 
+    def _push_process(self, nxt: Push | None) -> Push:
+        """The push of ``process``: the function's outputs go on, its new state stays.
+
+        One closure for one input or several (the position is then a tuple, one offset per
+        input); the other kinds never come here, so their paths are untouched.
+        """
+        cur = self.cur
+        load = self._load_or_fail
+        dirty = self.dirty.append
+        fail = self.fail
+        initial = self.initial
+        fn: Any = self.node.fn
+        label = f_repr(fn)
+        make_context = self.context
+        out = nxt or _noop
+        emitted = self.emitted
+        multi = self.inputs != 1
+
+        def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            e = cur.get(k)
+            if e is None:
+                e = load(k, v, ts, o, h)
+                if e is None:
+                    return
+            if multi:
+                i = self.index
+                position = e[0][i]
+            else:
+                position = e[0]
+            if o <= position:
+                self.skipped += 1
+                if o == position and not multi and e[2] is DELETE:
+                    self.replayed[k] = o  # the record that deleted the key, replayed
+                return
+            acc = e[2]
+            try:
+                if acc is DELETE:
+                    acc = initial()
+                if make_context is None:
+                    result = fn(acc, v)
+                else:
+                    result = fn(acc, v, make_context(k, ts, o, h))
+                if type(result) is tuple and len(result) == 2:
+                    state, outputs = result  # the common cases, without a call
+                    if outputs is not None and type(outputs) is not list:
+                        state, outputs = process_result(label, result)
+                else:
+                    state, outputs = process_result(label, result)
+            except Exception as exc:
+                fail(exc, (k, v, ts, o, h))
+                return
+            e[2] = DELETE if state is None else state
+            if e[1] == e[0]:
+                dirty(k)
+            e[1] = (*e[1][:i], o, *e[1][i + 1 :]) if multi else o
+            if outputs:
+                emitted[0] += len(outputs)
+                for x in outputs:
+                    out(k, x, ts, o, h)
+
+        return push
+
     def _push_multi(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
         i = self.index
         e = self.cur.get(k) or self._load_or_fail(k, v, ts, o, h)
@@ -263,6 +393,12 @@ class AggregateOp:
     def _collect(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
         self.pending.append((k, v, ts, o, h))
 
+    def _collect_with_context(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+        """`_collect`, with the record's context made now, while its input is the task's."""
+        assert self.context is not None
+        self.pending.append((k, v, ts, o, h))
+        self.contexts.append(self.context(k, ts, o, h))
+
     async def drain(self) -> bool:
         """Async folds of the collected records: in order within a key, concurrent across keys."""
         if not self.pending:
@@ -274,6 +410,11 @@ class AggregateOp:
         fn: Any = self.node.fn
         agg = self.node.agg
         i = self.index
+        contexts: dict[int, Any] = {}
+        if self.contexts:
+            contexts = {id(r): c for r, c in zip(batch, self.contexts, strict=True)}
+            self.contexts = []
+        label = f_repr(fn) if agg == "process" else ""
 
         async def fold(key: Any, records: list[Rec]) -> list[Rec]:
             try:
@@ -291,11 +432,17 @@ class AggregateOp:
                         self.replayed[key] = o  # the record that deleted the key, replayed
                     continue
                 acc = self.initial() if e[2] is DELETE else e[2]
+                outputs = _NO_OUTPUTS
                 try:
                     if agg == "reduce" and acc is MISSING:
                         value = r[1]
                     elif agg == "sum":
                         value = acc + await fn(r[1])
+                    elif agg == "process":
+                        args = (acc, r[1], contexts[id(r)]) if contexts else (acc, r[1])
+                        value, outputs = process_result(label, await fn(*args))
+                        if value is None:
+                            value = DELETE
                     else:
                         value = await fn(acc, r[1])
                 except Exception as exc:
@@ -305,7 +452,11 @@ class AggregateOp:
                 if e[1] == e[0]:
                     self.dirty.append(key)
                 e[1] = o if self.inputs == 1 else (*e[1][:i], o, *e[1][i + 1 :])
-                emitted.append((r[0], None if value is DELETE else value, r[2], o, r[4]))
+                if agg == "process":
+                    self.emitted[0] += len(outputs)
+                    emitted.extend((r[0], x, r[2], o, r[4]) for x in outputs)
+                else:
+                    emitted.append((r[0], None if value is DELETE else value, r[2], o, r[4]))
             return emitted
 
         results = await gather_bounded(fold, list(by_key.items()))

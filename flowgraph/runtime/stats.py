@@ -279,7 +279,9 @@ def derive_step_counts(plan: PhysicalPlan, tally: Mapping[tuple[str, str], int])
             else:
                 ins = s.inputs[:1] if isinstance(s, lg.Join) else s.inputs
                 came = sum(out.get(u, 0) for u in ins)
-                if isinstance(s, lg.FlatMap | lg.Join):
+                if isinstance(s, lg.FlatMap | lg.Join) or (
+                    isinstance(s, lg.Aggregate) and s.agg == "process"
+                ):
                     n = tally.get(("cell", sid), 0)
                 elif isinstance(s, lg.Filter):
                     n = came - dead - tally.get(("cell", sid), 0)

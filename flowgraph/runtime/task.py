@@ -301,8 +301,16 @@ class Task:
                 store = self.stores[self.plan.store_for(step.id).name]
                 changelog = self.plan.store_for(step.id).changelog
                 agg = self.aggregates[step.id] = AggregateOp(
-                    step, store, inputs, fail, self._codecs[changelog][0], changelog
+                    step,
+                    store,
+                    inputs,
+                    fail,
+                    self._codecs[changelog][0],
+                    changelog,
+                    self._context_maker() if step.context else None,
                 )
+                if step.agg == "process":  # it emits what its function returns
+                    self.cells[step.id] = agg.emitted
                 if agg.deletes:
                     self._deleting.append(agg)
                 push = agg.make_push(nxt)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import attrs
 
 from planner import naming
-from planner.logical import STATEFUL, AgentTable, Aggregate
+from planner.logical import STATEFUL, AgentTable, Aggregate, Node
 from planner.options import PlanOptions
 from planner.physical import PhysicalPlan, StoreSpec
 
@@ -43,9 +43,16 @@ def assign_stores(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
                         # a windowed store keys by (key, window) and keeps stream time:
                         # its changelog needs the self-describing codec
                         key_type=None if windowed else (typed or upstream).key_type,
-                        value_type=None if windowed else step.value_type,
+                        value_type=None if windowed else _state_type(step),
                         is_global=isinstance(step, Aggregate | AgentTable) and step.is_global,
                     )
                 )
     result = tuple(stores)
     return plan if result == plan.stores else attrs.evolve(plan, stores=result)
+
+
+def _state_type(step: Node) -> object:
+    """The type of a table's values: a `process` step emits values of another type."""
+    if isinstance(step, Aggregate) and step.agg == "process":
+        return step.state_type
+    return step.value_type
