@@ -253,3 +253,9 @@ def test_explain_shows_the_join_its_store_and_changelog(how: str) -> None:
     step = describe(g.plan()).step("paired")
     assert step.kind == "join"
     assert step.store == "sj-paired"
+
+
+def test_a_join_is_no_table() -> None:
+    driver = TestDriver(build(1.0, 0.0, "inner", 1, 1))
+    with driver, pytest.raises(KeyError, match="'paired' is a stream join"):
+        driver.table("paired")
