@@ -133,27 +133,20 @@ class StreamJoinOp:
 
         return push
 
-    def _seen(self, position: Any, o: int) -> bool:
-        return bool(o <= (position if self.inputs == 1 else position[self.index]))
-
-    def _moved(self, position: Any, o: int) -> Any:
-        if self.inputs == 1:
-            return o
-        i = self.index
-        return (*position[:i], o, *position[i + 1 :])
-
     def _apply(self, side: int, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
-        if self._seen(self.done, o):
+        index = self.index
+        single = self.inputs == 1
+        if o <= (self.done if single else self.done[index]):
             self.skipped += 1
             return
-        index = self.index
         if self._last == (index, o):
             self._n += 1  # another record of the same input record (a flat_map's)
         else:
             self._last, self._n = (index, o), 0
         ident = (index, o, self._n)
         t = float(ts)
-        self.pos = self._moved(self.pos, o)
+        pos = self.pos
+        self.pos = o if single else (*pos[:index], o, *pos[index + 1 :])
         self.last_o = o
         if t + self.horizon < self.st:
             self.late += 1
@@ -165,7 +158,7 @@ class StreamJoinOp:
         b = self.buffers.get(k)
         if b is None:
             b = self.buffers[k] = [self.start_pos, self.start_pos, []]
-        elif self._seen(b[0], o):
+        elif o <= (b[0] if single else b[0][index]):
             self.skipped += 1  # in this key's stored buffer already: applied before a crash
             return
         matched = False
@@ -184,7 +177,11 @@ class StreamJoinOp:
             if nxt is not None:
                 nxt(k, value, max(t, r[0]), o, h)
         b[2].append([t, side, ident, v, matched])
-        b[1] = self._moved(b[1], o)
+        if single:
+            b[1] = o
+        else:
+            bp = b[1]
+            b[1] = (*bp[:index], o, *bp[index + 1 :])
         self.dirty.append(k)
         heapq.heappush(self.closing, (t + self.horizon, side, ident, k))
 
