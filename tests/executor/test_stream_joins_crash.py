@@ -29,6 +29,8 @@ def graph() -> fg.Graph:
     left = g.source("l", key_type=str, value_type=str, partitions=2)
     right = g.source("r", key_type=str, value_type=str, partitions=2)
     rekeyed = right.key_by(lambda v: v.split(":")[0], name="by_key")
+    # two records from each re-keyed one: they share its offset, and both are buffered
+    rekeyed = rekeyed.flat_map(lambda v: [v, f"{v}*"], name="twice")
     left.join(rekeyed, pair, within=WITHIN, grace=GRACE, how="outer", name="paired").to(
         "out", value_type=str
     )
@@ -82,6 +84,7 @@ def test_stream_joins_are_exact_after_a_crash(point: str, nth: int) -> None:
                 batches[topic].append((zlib.crc32(kb) % 2, kb, vc.encode(value), t, None))
             else:
                 events.append((1, key, t, f"{key}:{value}"))
+                events.append((1, key, t, f"{key}:{value}*"))
                 kb = kc.encode(f"x{i}")
                 record = (zlib.crc32(kb) % 2, kb, vc.encode(f"{key}:{value}"), t, None)
                 batches[topic].append(record)
