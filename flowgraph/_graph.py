@@ -8,6 +8,7 @@ is a small frozen handle naming one step of its graph.
 from __future__ import annotations
 
 import inspect
+import math
 import typing
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -269,23 +270,29 @@ def _concurrency(value: int | None, fn: Callable[..., Any], op: str) -> dict[str
     return {"concurrency": value}
 
 
+def _seconds(value: object, what: str) -> float:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        msg = f"{what} must be seconds (a finite number, not negative), got {value!r}"
+        raise _error(msg)
+    return float(value)
+
+
 def _catch_up(value: object, *, is_global: bool) -> float:
     """A join's ``catch_up=``: seconds >= 0, and only for a table the join's task reads."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not 0 <= value < float("inf")
-    ):
-        msg = f"join catch_up= must be a number of seconds >= 0 (a bound), got {value!r}"
-        raise _error(msg)
-    if value and is_global:
+    seconds = _seconds(value, "join catch_up=")
+    if seconds and is_global:
         msg = (
             "join catch_up= is only for a table: a global table's copy is read to the end of "
             "its changelog before any record is processed, and what its input holds beyond "
             "that is written by the tasks of other workers, which a join cannot wait for"
         )
         raise _error(msg)
-    return float(value)
+    return seconds
 
 
 def _callable(fn: object, op: str) -> Callable[..., Any]:
@@ -505,13 +512,15 @@ class Stream(Generic[K, V]):
 
     def join(
         self,
-        table: Table[Any, Any] | GlobalTable[Any, Any],
+        table: Table[Any, Any] | GlobalTable[Any, Any] | Stream[Any, Any],
         fn: Callable[[V, Any], Any],
         *,
         how: str = "inner",
         key: Callable[[V], Any] | None = None,
         name: str | None = None,
         value_type: object = None,
+        within: float | None = None,
+        grace: float | None = None,
         catch_up: float = 0,
     ) -> Stream[K, Any]:
         """Each record looks up `table`'s current value for its key; ``fn(value, table_value)``
@@ -523,10 +532,29 @@ class Stream(Generic[K, V]):
         is read from every worker's copy and needs no repartition: `key` (a function of the
         value) then gives the key to look up. `catch_up` (seconds) holds the stream back when
         a task starts until the table has read its input up to where it ended then, for at
-        most that long. See docs/concepts/joins.md.
+        most that long.
+
+        With another `Stream` and ``within=`` seconds it is a windowed stream-stream join
+        (Kafka Streams' KStream-KStream join): records of the two streams with the same key
+        and timestamps at most `within` apart give ``fn(value, other_value)``; see
+        `_stream_join`. See docs/concepts/joins.md.
         """
         from flowgraph._global_table import GlobalTable
 
+        if isinstance(table, Stream):
+            if catch_up:
+                msg = (
+                    "join catch_up= is only for a table: a stream-stream join buffers both "
+                    "sides, so neither has to catch up with the other"
+                )
+                raise _error(msg)
+            return self._stream_join(table, fn, how, within, grace, key, name, value_type)
+        if within is not None or grace is not None:
+            msg = (
+                "join within= and grace= are for a join with another stream; a table join "
+                "looks up the table's current value, so drop them"
+            )
+            raise _error(msg)
         func = _callable(fn, "join")
         if how not in ("inner", "left"):
             msg = f'join how= must be "inner" or "left", got {how!r}'
@@ -561,6 +589,65 @@ class Stream(Generic[K, V]):
             key_name=_util.fn_name(key) if key is not None else "",
             catch_up=wait,
             key_type=self._up.key_type,
+            value_type=value_type or _util.return_type(func),
+            where=_util.call_site(),
+        )
+        return self.graph._add(node)
+
+    def _stream_join(
+        self,
+        other: Stream[Any, Any],
+        fn: Callable[[Any, Any], Any],
+        how: str,
+        within: float | None,
+        grace: float | None,
+        key: object,
+        name: str | None,
+        value_type: object,
+    ) -> Stream[K, Any]:
+        """A windowed stream-stream join: both sides are buffered in one store per join
+        (``<graph>-<name>``) for `within` + `grace` seconds of stream time, so the step needs
+        a name its store can carry. ``how="left"`` also emits ``fn(value, None)`` for each
+        record of this stream that found no partner when its window closes, ``"outer"`` the
+        same for both sides (``fn(None, other_value)``)."""
+        func = _callable(fn, "join")
+        if other.graph is not self.graph:
+            msg = f"join needs a stream of graph {self.graph.id!r}, got one of {other.graph.id!r}"
+            raise _error(msg)
+        if how not in ("inner", "left", "outer"):
+            msg = f'stream join how= must be "inner", "left" or "outer", got {how!r}'
+            raise _error(msg)
+        if within is None:
+            msg = "a join with another stream needs within= (seconds two records may be apart)"
+            raise _error(msg)
+        window = _seconds(within, "join within=")
+        late = 0.0 if grace is None else _seconds(grace, "join grace=")
+        if key is not None:
+            msg = "join key= is only for a global table; re-key a stream with key_by(...) first"
+            raise _error(msg)
+        if _util.is_async(func):
+            msg = "join needs a plain function, not async def; it runs while the buffers are read"
+            raise _error(msg)
+        _check_call(func, "join", ("value", "other_value"), "it gets both records' values")
+        step = name or _util.short_name(func)
+        if step is None or (not name and step in self.graph._ids):
+            msg = (
+                f"stream join at {_util.call_site()} has "
+                f"{'a lambda' if step is None else f'a function named like step {step!r}'} "
+                "and no name=; its store and changelog topic are named after the step; "
+                "pass name=..."
+            )
+            raise GraphDefinitionError(msg)
+        node = lg.StreamJoin(
+            id=self.graph._claim(step),
+            inputs=(self.step, other.step),
+            fn=func,
+            fn_name=_util.fn_name(func),
+            within=window,
+            grace=late,
+            how="left" if how == "left" else "outer" if how == "outer" else "inner",
+            other=other.step,
+            key_type=self._up.key_type or other._up.key_type,
             value_type=value_type or _util.return_type(func),
             where=_util.call_site(),
         )

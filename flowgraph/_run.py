@@ -26,6 +26,7 @@ from flowgraph.runtime.stats import (
 from flowgraph.runtime.transport import Transport
 from flowgraph.runtime.worker import RunStats, Worker
 from planner import plan as make_plan
+from planner.logical import StreamJoin
 from planner.physical import PhysicalPlan
 
 __all__ = ["RunResult", "dead_letter_file", "run", "run_async", "run_blocking"]
@@ -182,7 +183,8 @@ async def run_async(
             raise failure
         if worker.global_tables:  # the copies take in the last commit, for the result
             await worker.global_tables.catch_up()
-        tables = {s.step: worker.table(s.step) for s in plan.stores}
+        joins = {n.id for n in plan.logical.nodes if isinstance(n, StreamJoin)}
+        tables = {s.step: worker.table(s.step) for s in plan.stores if s.step not in joins}
         return tables, worker.step_counts(), stalled
 
     task = asyncio.ensure_future(work())

@@ -44,6 +44,7 @@ from planner.logical import (
     Service,
     Sink,
     Source,
+    StreamJoin,
 )
 from planner.physical import PhysicalPlan, StoreSpec, Subtopology, TopicSpec
 
@@ -352,6 +353,11 @@ def _step(node: Node, stores: dict[str, str]) -> StepDescription:
             function += f", {node.how} join on {_joined(node)}"
             if node.catch_up:  # held at task start until the table caught up
                 function += f", catch up <= {node.catch_up:g}s"
+        if isinstance(node, StreamJoin):
+            function += (
+                f", within {_seconds(node.within)}, grace {_seconds(node.grace)}, "
+                f"{node.how} join with {node.other or node.inputs[1]}"
+            )
         if node.is_async and not isinstance(node, Aggregate):
             concurrency = node.concurrency or DEFAULT_CONCURRENCY
     elif isinstance(node, Source) and node.timestamp_name:
@@ -375,6 +381,10 @@ def _step(node: Node, stores: dict[str, str]) -> StepDescription:
         window=_window(node),
         concurrency=concurrency,
     )
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
 
 
 def _joined(node: Join) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from planner.errors import PlannerInternalError
-from planner.logical import STATEFUL, Join, LogicalPlan
+from planner.logical import STATEFUL, Join, LogicalPlan, StreamJoin
 from planner.passes.insert_repartitions import partitioning_of
 from planner.physical import PhysicalPlan
 
@@ -26,6 +26,12 @@ def validate_invariants(plan: LogicalPlan | PhysicalPlan) -> None:
             for n in logical.nodes
             if isinstance(n, Join)
             and not n.global_table
+            and (parts.get(n.inputs[0]) is None or parts[n.inputs[0]] != parts[n.inputs[1]])
+        ]
+        problems += [
+            f"stream join {n.id!r} reads two streams not co-partitioned"
+            for n in logical.nodes
+            if isinstance(n, StreamJoin)
             and (parts.get(n.inputs[0]) is None or parts[n.inputs[0]] != parts[n.inputs[1]])
         ]
         placed = [s.id for sub in plan.subtopologies for s in sub.steps]

@@ -43,6 +43,7 @@ __all__ = [
     "Service",
     "Sink",
     "Source",
+    "StreamJoin",
     "TopicDecl",
 ]
 
@@ -197,6 +198,31 @@ class Join(FnNode):
 
 
 @attrs.frozen(kw_only=True)
+class StreamJoin(FnNode):
+    """Two streams joined in a window: ``fn(value, other_value)`` per pair of records of the
+    same key whose timestamps are at most `within` seconds apart (Kafka Streams'
+    KStream-KStream join).
+
+    Its inputs are the left stream, then the right one; both are buffered in its store
+    (stateful), so the planner co-partitions them. A record whose window has closed (stream
+    time past its timestamp + `within` + `grace`) is late. ``how="left"`` also emits the
+    left records that found no partner, with None, when their window closes; ``"outer"``
+    those of both sides.
+    """
+
+    within: float = 0.0
+    grace: float = 0.0
+    how: Literal["inner", "left", "outer"] = "inner"
+    other: str = attrs.field(default="", eq=False)
+    """The right stream's step as the user named it (its input may become a repartition)."""
+
+    @property
+    def kind(self) -> str:
+        """``join`` in explanations, like a stream-table join."""
+        return "join"
+
+
+@attrs.frozen(kw_only=True)
 class Changes(Node):
     """The stream of updates of the table made by its one input (an `Aggregate`).
 
@@ -334,7 +360,7 @@ def _decls(value: Iterable[TopicDecl]) -> tuple[TopicDecl, ...]:
     return tuple(value)
 
 
-STATEFUL: tuple[type[Node], ...] = (Aggregate, AgentTable)
+STATEFUL: tuple[type[Node], ...] = (Aggregate, AgentTable, StreamJoin)
 
 
 @attrs.frozen(kw_only=True)

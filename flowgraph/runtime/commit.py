@@ -38,6 +38,7 @@ from flowgraph.runtime.ops import unstorable
 from flowgraph.runtime.recovery import POSITION_HEADER, Recovery, encode_position
 from flowgraph.runtime.state.base import Entry
 from flowgraph.runtime.stats import RunStats
+from flowgraph.runtime.stream_join import StreamJoinOp
 from flowgraph.runtime.task import Failure, Task
 from flowgraph.runtime.transport import TP, Consumer, MembershipLost, OutRecord, Transport
 from flowgraph.runtime.windowed import WindowedAggregateOp
@@ -169,7 +170,9 @@ class Committer:
         fetch (`fetched_at`) or check asks again whether it is still a member, and if not,
         drops everything buffered and writes nothing.
         """
-        changes: list[tuple[Task, AggregateOp | WindowedAggregateOp, dict[Any, Entry | None]]] = []
+        changes: list[
+            tuple[Task, AggregateOp | WindowedAggregateOp | StreamJoinOp, dict[Any, Entry | None]]
+        ] = []
         for task in touched:
             for agg in task.aggregates.values():
                 dirty = agg.flush()
@@ -179,8 +182,10 @@ class Committer:
         self.stats.skipped = self.stats.retired_sum("skip") + sum(
             a.skipped for t in all_tasks for a in t.aggregates.values()
         )
-        self.stats.late = self.stats.retired_sum("late") + sum(
-            w.late for t in all_tasks for w in t.windowed
+        self.stats.late = (
+            self.stats.retired_sum("late")
+            + sum(w.late for t in all_tasks for w in t.windowed)
+            + sum(j.late for t in all_tasks for j in t.stream_joins)
         )
         now = time.time()
         changelog_writes = []
@@ -268,7 +273,7 @@ class Committer:
     def _storable(
         self,
         task: Task,
-        agg: AggregateOp | WindowedAggregateOp,
+        agg: AggregateOp | WindowedAggregateOp | StreamJoinOp,
         dirty: dict[Any, Entry | None],
         kc: Codec,
         vc: Codec,

@@ -280,6 +280,13 @@ class Schedule:
                         absent.append(buf.tp)
 
 
+def _windowed(step: lg.Node) -> bool:
+    """A step whose results depend on the order of event times (it has stream time)."""
+    return isinstance(step, lg.StreamJoin) or (
+        isinstance(step, lg.Aggregate) and step.window is not None
+    )
+
+
 def time_ordered(plan: PhysicalPlan) -> frozenset[int]:
     """Sub-topologies whose partitions must be merged by timestamp: those whose repartition
     topics lead, directly or through other sub-topologies, to a windowed aggregation.
@@ -289,11 +296,7 @@ def time_ordered(plan: PhysicalPlan) -> frozenset[int]:
     in order and a one-input task its whole batches, which is cheaper.
     """
     readers = {t: sub.id for sub in plan.subtopologies for t in sub.source_topics}
-    windowed = {
-        sub.id
-        for sub in plan.subtopologies
-        if any(isinstance(s, lg.Aggregate) and s.window is not None for s in sub.steps)
-    }
+    windowed = {sub.id for sub in plan.subtopologies if any(_windowed(s) for s in sub.steps)}
     feeds = {
         sub.id: {readers[t] for _, t in sub.outputs if t in readers} for sub in plan.subtopologies
     }
@@ -319,11 +322,7 @@ def merged_groups(plan: PhysicalPlan) -> dict[int, int]:
     A sub-topology fed by a single writer reads what that one ran in order already.
     """
     ordered = time_ordered(plan)
-    windowed = {
-        sub.id
-        for sub in plan.subtopologies
-        if any(isinstance(s, lg.Aggregate) and s.window is not None for s in sub.steps)
-    }
+    windowed = {sub.id for sub in plan.subtopologies if any(_windowed(s) for s in sub.steps)}
     writers: dict[str, set[int]] = {}
     for sub in plan.subtopologies:
         for _, topic in sub.outputs:

@@ -205,7 +205,8 @@ class RunStats:
     skipped: int = 0
     """Records already applied before a restart, skipped by their key's stored offset."""
     late: int = 0
-    """Records too late for one of their windows (a closed window), over windowed tables."""
+    """Records too late for one of their windows (a closed window), over windowed tables and
+    stream-stream joins."""
     steps: dict[str, int] = attrs.field(factory=dict)
     lag: dict[TP, int] = attrs.field(factory=dict)
     restored: int = 0

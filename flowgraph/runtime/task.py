@@ -35,6 +35,7 @@ from flowgraph.runtime.ops import (
     stateless_push,
 )
 from flowgraph.runtime.state.base import StorePartition
+from flowgraph.runtime.stream_join import StreamJoinOp
 from flowgraph.runtime.table_state import TableState
 from flowgraph.runtime.transport import OutRecord, Push, Write
 from flowgraph.runtime.window_push import event_time
@@ -170,8 +171,10 @@ class Task:
         entries = [s for s in sub.steps if isinstance(s, lg.Source | lg.Repartition)]
         self._entry_ids = {e.topic: e.id for e in entries}
         self._entry_index = {e.topic: i for i, e in enumerate(entries)}
-        self.aggregates: dict[str, AggregateOp | WindowedAggregateOp] = {}
+        self.aggregates: dict[str, AggregateOp | WindowedAggregateOp | StreamJoinOp] = {}
         self.windowed: list[WindowedAggregateOp] = []
+        self.stream_joins: list[StreamJoinOp] = []
+        """Stream-stream joins: stateful like the aggregations, with windows that close."""
         self._deleting: list[AggregateOp] = []
         self.agents: list[AgentOp] = []
         self._sends: dict[str, Push] = {}
@@ -270,7 +273,10 @@ class Task:
             if isinstance(s, lg.Repartition):
                 continue  # entered from its topic; the edge into it is a writer (below)
             # a join reads its table's state, not its updates
-            for u in s.inputs[:1] if isinstance(s, lg.Join) else s.inputs:
+            ups = s.inputs[:1] if isinstance(s, lg.Join) else s.inputs
+            if isinstance(s, lg.StreamJoin):
+                ups = tuple(dict.fromkeys(ups))  # a self-join: one consumer, both sides
+            for u in ups:
                 if u in consumers:
                     consumers[u].append(s.id)
         writers: dict[str, list[Push]] = {}
@@ -279,11 +285,15 @@ class Task:
         async_steps: list[AsyncStep | AggregateOp | WindowedAggregateOp | AgentOp] = []
         late_steps = {s.id for s in sub.steps if isinstance(s, lg.Late)}
         joins: list[tuple[list[Callable[[Any], Any]], lg.Join]] = []
+        sides: dict[str, dict[str, list[Push]]] = {}
+        """Per stream-stream join, per input step, the pushes of the sides it feeds."""
         for step in reversed(sub.steps):
             targets = [
                 p
                 for c in consumers[step.id]
-                if c not in late_steps and (p := self._pushes[c]) is not None
+                if c not in late_steps
+                for p in (sides[c].get(step.id, ()) if c in sides else (self._pushes[c],))
+                if p is not None
             ]
             nxt = fanout(targets + writers.get(step.id, []))
             fail = self._failer(step.id)
@@ -351,6 +361,17 @@ class Task:
                 aop.next = nxt
                 async_steps.append(aop)
                 push = aop.make_push()
+            elif isinstance(step, lg.StreamJoin):
+                sjop = StreamJoinOp(
+                    step, self.stores[self.plan.store_for(step.id).name], inputs, fail
+                )
+                sjop.next = nxt
+                self.aggregates[step.id] = sjop
+                self.stream_joins.append(sjop)
+                feeds = sides[step.id] = {}
+                for side, u in enumerate(step.inputs):
+                    feeds.setdefault(u, []).append(sjop.make_push(side))
+                push = None  # fed through its sides' pushes
             elif isinstance(step, lg.Join):
                 read: list[Callable[[Any], Any]] = []
                 joins.append((read, step))
@@ -826,7 +847,9 @@ class Task:
 
     def has_open_windows(self) -> bool:
         """True when a windowed step of this task holds a window not closed yet."""
-        return any(op.has_open_windows() for op in self.windowed)
+        return any(op.has_open_windows() for op in self.windowed) or any(
+            op.has_open_windows() for op in self.stream_joins
+        )
 
     async def end_of_input(self) -> int:
         """The input has ended: close the open windows of every windowed step, upstream first.
@@ -835,12 +858,14 @@ class Task:
         highest offset applied), so the same close replayed after a crash (the stream time
         it moved not yet stored) skips what was already written. The number of windows closed.
         """
-        if not self.windowed:
+        if not self.windowed and not self.stream_joins:
             return 0
-        o = 1 + max(op.last_offset() for op in self.windowed)
+        ops: list[WindowedAggregateOp | StreamJoinOp] = [*self.windowed, *self.stream_joins]
+        o = 1 + max(op.last_offset() for op in ops)
         self._seq[0], self._seq[1] = AT_END, -1
         closed = 0
-        for op in reversed(self.windowed):  # compiled last step first
+        order = {s.id: i for i, s in enumerate(self.sub.steps)}
+        for op in sorted(ops, key=lambda op: order[op.node.id]):  # upstream first
             closed += op.end_of_input(o)
             if self._async:
                 await self._advance(settle=True)
@@ -874,7 +899,7 @@ class Task:
         out.update((("cell", s), c[0]) for s, c in self.cells.items())
         for s, agg in self.aggregates.items():
             out["skip", s] = agg.skipped
-            if isinstance(agg, WindowedAggregateOp):
+            if isinstance(agg, WindowedAggregateOp | StreamJoinOp):
                 out["late", s] = agg.late
         return out
 

@@ -560,6 +560,9 @@ class TaskManager:
             if op.node.id == name
         ]
         node = next(n for sub in self.plan.subtopologies for n in sub.steps if n.id == name)
+        if isinstance(node, lg.StreamJoin):
+            msg = f"step {name!r} is a stream join; it buffers records, it holds no table"
+            raise KeyError(msg)
         if isinstance(node, lg.Aggregate) and node.window is not None:
             return WindowedTableView(name, windowed, self._clock)
         if isinstance(node, lg.AgentTable) and node.window is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import attrs
 
 from planner import naming
-from planner.logical import STATEFUL, AgentTable, Aggregate, Node
+from planner.logical import STATEFUL, AgentTable, Aggregate, Node, StreamJoin
 from planner.options import PlanOptions
 from planner.physical import PhysicalPlan, StoreSpec
 
@@ -29,7 +29,9 @@ def assign_stores(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
         by_id = {s.id: s for s in sub.steps}
         for step in sub.steps:
             if isinstance(step, STATEFUL):
-                windowed = isinstance(step, Aggregate | AgentTable) and step.window is not None
+                windowed = isinstance(step, StreamJoin) or (
+                    isinstance(step, Aggregate | AgentTable) and step.window is not None
+                )
                 # an agent's table declares its own types; an aggregation's come from its input
                 typed = step if isinstance(step, AgentTable) else None
                 name = naming.store_name(plan.graph_id, step.id)
@@ -40,8 +42,9 @@ def assign_stores(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
                         step=step.id,
                         changelog=naming.changelog_topic(name),
                         partitions=sub.partitions,
-                        # a windowed store keys by (key, window) and keeps stream time:
-                        # its changelog needs the self-describing codec
+                        # a windowed store keys by (key, window) and keeps stream time (a
+                        # stream join: buffers by key): its changelog needs the
+                        # self-describing codec
                         key_type=None if windowed else (typed or upstream).key_type,
                         value_type=None if windowed else _state_type(step),
                         is_global=isinstance(step, Aggregate | AgentTable) and step.is_global,

@@ -11,6 +11,10 @@ same number of partitions (co-partitioned).
 A stream-table `Join` reads its stream partitioned like its table (same key, same count): the
 stream is repartitioned to the table's partition count when it is not, never the table.
 
+A `StreamJoin` reads its two streams co-partitioned: a side not partitioned by key is
+repartitioned to the other side's count (both: to the widest input); two sides partitioned by
+key over different counts get the right side repartitioned to the left side's count.
+
 Where an aggregation is fed, through key-keeping steps, by a `key_by`, the repartition goes
 right after that `key_by` and is shared by all of its consumers, so two aggregations over one
 `key_by` share one topic (``<graph>-<key_by>-repartition``). Otherwise (a merge of streams that
@@ -43,6 +47,7 @@ from planner.logical import (
     Peek,
     Repartition,
     Source,
+    StreamJoin,
 )
 from planner.options import PlanOptions
 
@@ -134,6 +139,10 @@ def _insert_one(plan: LogicalPlan) -> LogicalPlan | None:
             if not n.global_table and (fixed := _co_partition(plan, n, parts)) is not None:
                 return fixed
             continue
+        if isinstance(n, StreamJoin):
+            if (fixed := _co_partition_streams(plan, n, parts)) is not None:
+                return fixed
+            continue
         if not isinstance(n, STATEFUL) or parts[n.inputs[0]] is not None:
             continue
         changer = _key_changer(plan, n.inputs[0])
@@ -195,6 +204,66 @@ def _co_partition(
         if n.id == join.id:
             nodes.append(rep)
             n = attrs.evolve(n, inputs=(rep.id, *n.inputs[1:]))
+        nodes.append(n)
+    return attrs.evolve(plan, nodes=nodes)
+
+
+def _co_partition_streams(
+    plan: LogicalPlan, join: StreamJoin, parts: dict[str, Partitioning | None]
+) -> LogicalPlan | None:
+    """Repartition one side of a stream-stream join so that both sides are co-partitioned."""
+    left, right = parts[join.inputs[0]], parts[join.inputs[1]]
+    if left is not None and left == right:
+        return None
+    if left is None and right is None:
+        asked = [c.partitions for u in join.inputs if (c := _key_changer(plan, u))]
+        width = next((n for n in asked if n is not None), _width(plan)[join.id])
+        side = 0
+    elif left is None:
+        assert right is not None
+        width, side = right.partitions, 0
+    else:
+        width, side = left.partitions, 1
+    label = "left" if side == 0 else "right"
+    reason = f"stream join {join.id!r} ({label} side) on {_partitions(width)}"
+    upstream = plan.by_id()[join.inputs[side]]
+    # keys one side does not type are read back as the other side's, so that they match
+    other_keys = plan.by_id()[join.inputs[1 - side]].key_type
+    changer = _key_changer(plan, upstream.id) if parts[upstream.id] is None else None
+    if changer is not None:
+        if changer.partitions is not None and changer.partitions != width:
+            msg = (
+                f"stream join {join.id!r} reads its other side on {_partitions(width)}, but "
+                f"key_by {changer.id!r} asks for {changer.partitions}; both sides of a join "
+                f"are read on one task, so give key_by partitions={width}"
+            )
+            raise GraphValidationError([msg])
+        return _add_after(
+            plan,
+            changer,
+            reason=f"key changed by {_describe(changer)}, for {reason}",
+            width=width,
+            key_type=changer.key_type or other_keys,
+        )
+    rep = attrs.evolve(
+        _repartition(plan, join, width, ""),
+        id=f"{join.id}-{label}-repartition",
+        topic=naming.repartition_topic(plan.graph_id, f"{join.id}-{label}"),
+        inputs=(upstream.id,),
+        key_type=upstream.key_type or other_keys,
+        value_type=upstream.value_type,
+        reason=reason,
+    )
+    if rep.id in plan.by_id():
+        msg = f"step {rep.id!r} has the name of a repartition the planner adds; rename it"
+        raise GraphValidationError([msg])
+    nodes: list[Node] = []
+    for n in plan.nodes:
+        if n.id == join.id:
+            nodes.append(rep)
+            ins = list(n.inputs)
+            ins[side] = rep.id
+            n = attrs.evolve(n, inputs=tuple(ins))
         nodes.append(n)
     return attrs.evolve(plan, nodes=nodes)
 

@@ -180,8 +180,10 @@ def test_join_arguments_are_checked_in_one_sentence() -> None:
         orders.join(table, lambda o, p: o, key=lambda o: o, name="j2")
     with pytest.raises(fg.GraphDefinitionError, match="calls fn"):
         orders.join(table, lambda o: o, name="j3")
+    with pytest.raises(fg.GraphDefinitionError, match="another stream needs within="):
+        orders.join(orders, lambda o, p: o, name="j4")
     with pytest.raises(fg.GraphDefinitionError, match="needs a table"):
-        orders.join(orders, lambda o, p: o, name="j4")  # type: ignore[arg-type]
+        orders.join("prices", lambda o, p: o, name="j5")  # type: ignore[arg-type]
 
 
 def test_a_key_by_with_other_partitions_than_the_table_is_refused() -> None:

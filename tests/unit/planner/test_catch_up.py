@@ -62,7 +62,7 @@ def test_a_table_aggregated_from_a_repartitioned_stream_waits_on_that_topic() ->
 
 @pytest.mark.parametrize("bad", [-1, -0.1, "5", True, float("nan"), float("inf")])
 def test_catch_up_must_be_seconds_at_least_zero(bad: Any) -> None:
-    with pytest.raises(GraphDefinitionError, match="catch_up= must be a number of seconds >= 0"):
+    with pytest.raises(GraphDefinitionError, match="catch_up= must be seconds"):
         shop(bad)
 
 
