@@ -75,6 +75,14 @@ def test_catch_up_on_a_global_table_is_refused() -> None:
     clicks.join(users, lambda c, u: u, name="y", catch_up=0)  # the default is fine
 
 
+def test_catch_up_on_a_stream_stream_join_is_refused() -> None:
+    g = fg.Graph("ads")
+    shown = g.source("shown", key_type=str, value_type=str)
+    clicked = g.source("clicked", key_type=str, value_type=str)
+    with pytest.raises(GraphDefinitionError, match="catch_up= is only for a table"):
+        shown.join(clicked, lambda s, c: c, name="x", within=5, catch_up=1)
+
+
 def test_a_stream_that_only_feeds_its_own_table_cannot_wait_for_it() -> None:
     g = fg.Graph("g")
     s = g.source("in", key_type=str, value_type=int, partitions=2)
