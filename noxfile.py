@@ -86,6 +86,8 @@ MUTATED = (
     "flowgraph.runtime.tasks",
     "flowgraph.runtime.rebalance",
     "flowgraph.runtime.standby",
+    "flowgraph.runtime.stream_join",
+    "flowgraph.runtime.catch_up",
     "flowgraph.runtime.tailer",
     "flowgraph.windows",
 )
