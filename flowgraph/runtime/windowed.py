@@ -308,6 +308,9 @@ class WindowedAggregateOp:
             d = self.windows.get((s, e))
             if d is None:
                 continue
+            if not d and self.session:  # emptied by a merge or a longer session: forget it
+                del self.windows[(s, e)]
+                continue
             if nxt is not None:
                 for k, ent in list(d.items()):
                     nxt(WindowKey(k, s, e), ent[2], ts, o, h)
@@ -413,9 +416,124 @@ class WindowedAggregateOp:
         self.late_next = late
         if self.is_async:
             return self._collect
+        if self.session and self.inputs == 1:
+            return self._session_push()
         if self.inputs != 1 or self.sliding or self.session:
             return self._push_generic
         return fast_push(self)
+
+    def _session_push(self) -> Push:
+        """The push of a session window over one input, sync: the common cases written out.
+
+        A record inside its key's latest session, or after it (a new session), touches no
+        other session, so it needs no `Session.place` and no merge: it updates the entry in
+        place, or moves it to the longer window, or starts one. A record before the key's
+        latest session (it came out of order: it may bridge two) takes `_apply_at`, the
+        general path. Either way the store, the emitted updates and retractions and what is
+        late are the same.
+        """
+        windows, sessions, closing = self.windows, self.sessions, self.closing
+        gap, grace = self.size, self.grace
+        tsfn, fail, step, initial = self.tsfn, self.fail, self.step, self.initial
+        count = self.counting
+        dirty, deleted = self.dirty.append, self.deleted.append
+        nxt = None if self.emit_close else self.next
+        done = self.done
+        start = self.start_pos
+        isfinite = math.isfinite
+
+        def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            if o <= done:
+                self.skipped += 1
+                return
+            try:
+                t = ts if tsfn is None else tsfn(v)
+                if type(t) is not float:
+                    t = event_time(t)
+                elif not isfinite(t):
+                    msg = f"the window timestamp {t!r} is not a finite time"
+                    raise ValueError(msg)
+            except Exception as exc:
+                fail(exc, (k, v, ts, o, h))
+                return
+            held = sessions.get(k)
+            if held:
+                s, e = held[-1]
+                if t < s:  # before the latest session: it may touch or bridge earlier ones
+                    _run_sync(self._apply_at(k, v, ts, o, h, t, ()))
+                    return
+            else:
+                s = e = -_INF
+            self.pos = self.last_o = o
+            if t > self.st:
+                self.st = t
+            end = t + gap
+            if t < e:  # inside the latest session: in place, or it grows to `end`
+                d = windows[(s, e)]
+                ent = d[k]
+                if o > ent[0]:  # else applied before a restart: nothing to do
+                    if (end if end < e else e) + grace <= self.st:
+                        self._late(k, v, ts, o, h)
+                    else:
+                        try:
+                            value = ent[2] + 1 if count else step(ent[2], v)
+                        except Exception as exc:
+                            fail(exc, (k, v, ts, o, h))
+                            return
+                        if end <= e:
+                            if ent[1] == ent[0]:
+                                dirty((k, s, e))
+                        else:
+                            del d[k]  # the emptied window goes when it closes
+                            held[-1] = (s, end)  # type: ignore[index]
+                            if ent[0] != start:
+                                deleted((k, s, e))
+                            if nxt is not None:
+                                nxt(WindowKey(k, s, e), None, ts, o, h)
+                            e = end
+                            d = windows.get((s, e))  # type: ignore[assignment]
+                            if d is None:
+                                d = windows[(s, e)] = {}
+                                heapq.heappush(closing, (e + grace, s, e))
+                                if e + grace < self.next_due:
+                                    self.next_due = e + grace
+                            d[k] = ent
+                            dirty((k, s, e))
+                        ent[1] = o
+                        ent[2] = value
+                        if nxt is not None:
+                            nxt(WindowKey(k, s, e), value, ts, o, h)
+            elif end + grace <= self.st:  # a new session, already closed
+                self._late(k, v, ts, o, h)
+            else:  # a new session, after the key's others
+                try:
+                    value = step(initial(), v)
+                except Exception as exc:
+                    fail(exc, (k, v, ts, o, h))
+                    return
+                d = windows.get((t, end))  # type: ignore[assignment]
+                if d is None:
+                    d = windows[(t, end)] = {}
+                    heapq.heappush(closing, (end + grace, t, end))
+                    if end + grace < self.next_due:
+                        self.next_due = end + grace
+                d[k] = [start, o, value]
+                dirty((k, t, end))
+                if held:
+                    held.append((t, end))
+                else:
+                    sessions[k] = [(t, end)]
+                if nxt is not None:
+                    nxt(WindowKey(k, t, end), value, ts, o, h)
+            if self.st >= self.next_due:
+                self._advance(ts, o, h)
+
+        return push
+
+    def _late(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+        self.late += 1
+        if self.late_next is not None:
+            self.late_next(k, v, ts, o, h)
 
     def _push_generic(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
         _run_sync(self._apply(k, v, ts, o, h))
@@ -481,6 +599,7 @@ class WindowedAggregateOp:
         if self._seen(self.done, o):
             self.skipped += 1
             return
+        found: tuple[tuple[float, float], ...] = ()
         try:
             t = float(ts) if self.tsfn is None else event_time(self.tsfn(v))
             if not self.sliding and not self.session:
@@ -493,6 +612,14 @@ class WindowedAggregateOp:
         except Exception as exc:
             self.fail(exc, rec)
             return
+        await self._apply_at(k, v, ts, o, h, t, found)
+
+    async def _apply_at(
+        self, k: Any, v: Any, ts: float, o: int, h: Any, t: float, found: Any
+    ) -> None:
+        """`_apply` once the record is new and its event time `t` (and for tumbling and
+        hopping its windows, `found`) are known."""
+        rec = (k, v, ts, o, h)
         self.pos = self._moved(self.pos, o)
         self.last_o = o
         self.st = max(self.st, t)
