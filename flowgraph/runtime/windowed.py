@@ -300,6 +300,9 @@ class WindowedAggregateOp:
     def _advance(self, ts: float, o: int, h: Any, *, expire: bool = True) -> None:
         """Close, emit and expire what stream time has now passed (`expire` False: only
         close; what is due to go waits for the next record)."""
+        if self.session:
+            self._advance_sessions(ts, o, h, expire)
+            return
         st = self.st
         closing, expiring = self.closing, self.expiring
         nxt = self.next if self.emit_close else None
@@ -307,9 +310,6 @@ class WindowedAggregateOp:
             _, s, e = heapq.heappop(closing)
             d = self.windows.get((s, e))
             if d is None:
-                continue
-            if not d and self.session:  # emptied by a merge or a longer session: forget it
-                del self.windows[(s, e)]
                 continue
             if nxt is not None:
                 for k, ent in list(d.items()):
@@ -350,6 +350,49 @@ class WindowedAggregateOp:
                 del self.buffers[k]
                 if b[0] != self.start_pos:
                     self.deleted.append((k,))
+        self._schedule()
+
+    def _advance_sessions(self, ts: float, o: int, h: Any, expire: bool) -> None:
+        """`_advance` for sessions, written out: most windows closing here were emptied when
+        their session grew or merged (they go at once), and a session is deleted `gap` or
+        `retention`, whichever is longer, after its close."""
+        st, grace, start = self.st, self.grace, self.start_pos
+        after = max(self.keep - grace, self.size)  # `expires`, as it adds it
+        closing, expiring, windows = self.closing, self.expiring, self.windows
+        heappop, heappush = heapq.heappop, heapq.heappush
+        nxt = self.next if self.emit_close else None
+        while closing and closing[0][0] <= st:
+            _, s, e = heappop(closing)
+            d = windows.get((s, e))
+            if not d:
+                if d is not None:  # emptied by a merge or a longer session: forget it
+                    del windows[(s, e)]
+                continue
+            if nxt is not None:
+                for k, ent in list(d.items()):
+                    nxt(WindowKey(k, s, e), ent[2], ts, o, h)
+            gone = e + grace + after
+            if gone <= st and expire:  # no retention left: delete now, not through the heap
+                self._expire(s, e)
+            else:
+                heappush(expiring, (gone, s, e))
+        if expire:
+            deleted, sessions = self.deleted.append, self.sessions
+            while expiring and expiring[0][0] <= st:
+                _, s, e = heappop(expiring)
+                d = windows.pop((s, e), None)
+                if not d:
+                    continue
+                for k, ent in d.items():
+                    if ent[0] != start:
+                        deleted((k, s, e))
+                    held = sessions[k]
+                    if held[0] == (s, e):  # mostly the key's oldest
+                        del held[0]
+                    else:
+                        held.remove((s, e))
+                    if not held:
+                        del sessions[k]
         self._schedule()
 
     def _expire(self, s: float, e: float) -> None:
