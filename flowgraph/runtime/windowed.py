@@ -483,7 +483,7 @@ class WindowedAggregateOp:
         nxt = None if self.emit_close else self.next
         done = self.done
         start = self.start_pos
-        isfinite = math.isfinite
+        heappush = heapq.heappush
 
         def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
             if o <= done:
@@ -493,7 +493,7 @@ class WindowedAggregateOp:
                 t = ts if tsfn is None else tsfn(v)
                 if type(t) is not float:
                     t = event_time(t)
-                elif not isfinite(t):
+                elif t - t != 0.0:  # inf or nan (cheaper than isfinite)
                     msg = f"the window timestamp {t!r} is not a finite time"
                     raise ValueError(msg)
             except Exception as exc:
@@ -501,7 +501,8 @@ class WindowedAggregateOp:
                 return
             held = sessions.get(k)
             if held:
-                s, e = held[-1]
+                w = held[-1]
+                s, e = w
                 if t < s:  # before the latest session: it may touch or bridge earlier ones
                     _run_sync(self._apply_at(k, v, ts, o, h, t, ()))
                     return
@@ -512,7 +513,7 @@ class WindowedAggregateOp:
                 self.st = t
             end = t + gap
             if t < e:  # inside the latest session: in place, or it grows to `end`
-                d = windows[(s, e)]
+                d = windows[w]
                 ent = d[k]
                 if o > ent[0]:  # else applied before a restart: nothing to do
                     if (end if end < e else e) + grace <= self.st:
@@ -528,16 +529,16 @@ class WindowedAggregateOp:
                                 dirty((k, s, e))
                         else:
                             del d[k]  # the emptied window goes when it closes
-                            held[-1] = (s, end)  # type: ignore[index]
                             if ent[0] != start:
                                 deleted((k, s, e))
                             if nxt is not None:
                                 nxt(WindowKey(k, s, e), None, ts, o, h)
                             e = end
-                            d = windows.get((s, e))  # type: ignore[assignment]
+                            w = held[-1] = (s, e)  # type: ignore[index]
+                            d = windows.get(w)  # type: ignore[assignment]
                             if d is None:
-                                d = windows[(s, e)] = {}
-                                heapq.heappush(closing, (e + grace, s, e))
+                                d = windows[w] = {}
+                                heappush(closing, (e + grace, s, e))
                                 if e + grace < self.next_due:
                                     self.next_due = e + grace
                             d[k] = ent
@@ -554,18 +555,19 @@ class WindowedAggregateOp:
                 except Exception as exc:
                     fail(exc, (k, v, ts, o, h))
                     return
-                d = windows.get((t, end))  # type: ignore[assignment]
+                w = (t, end)
+                d = windows.get(w)  # type: ignore[assignment]
                 if d is None:
-                    d = windows[(t, end)] = {}
-                    heapq.heappush(closing, (end + grace, t, end))
+                    d = windows[w] = {}
+                    heappush(closing, (end + grace, t, end))
                     if end + grace < self.next_due:
                         self.next_due = end + grace
                 d[k] = [start, o, value]
                 dirty((k, t, end))
                 if held:
-                    held.append((t, end))
+                    held.append(w)
                 else:
-                    sessions[k] = [(t, end)]
+                    sessions[k] = [w]
                 if nxt is not None:
                     nxt(WindowKey(k, t, end), value, ts, o, h)
             if self.st >= self.next_due:
