@@ -15,9 +15,11 @@ docs/concepts/windows.md; how they are kept here:
 - Session windows are windows ``(start, end)`` held by one key each, and ``sessions[key]``
   lists a key's in start order. A record that touches sessions (see `Session.place`) replaces
   them with one: their values merged, its own folded in, their entries deleted (a tombstone
-  downstream with ``emit="update"``) and the merged one written. A record is late when its own
-  session ``[t, t + gap)`` has closed or it touches a closed one; a closed session is kept at
-  least `gap` past its close so that the second test never depends on retention. The
+  downstream with ``emit="update"``) and the merged one written. A record inside or after
+  its key's latest session, the usual case, touches that one at most and skips the search
+  (`_session_push`). An emptied window is forgotten when it closes. A record is late when its
+  own session ``[t, t + gap)`` has closed or it touches a closed one; a closed session is kept
+  at least `gap` past its close so that the second test never depends on retention. The
   merged entry takes the highest position of those it replaces, so a key's records applied
   before a crash are recognised (skipped) however their sessions merged since.
 - The store holds ``(key, start, end)`` per window, ``(key,)`` per sliding buffer and ``()``
@@ -746,7 +748,7 @@ class WindowedAggregateOp:
             stored, pos = _highest(stored, ent[0]), _highest(pos, ent[1])
             if w == (s, e):
                 continue  # the record falls inside this session: it is updated in place
-            del windows[w][k]  # an emptied window stays until it expires: it is in the heaps
+            del windows[w][k]  # an emptied window stays until it closes: it is in the heap
             held.remove(w)
             if ent[0] != self.start_pos:
                 self.deleted.append((k, *w))
