@@ -15,8 +15,8 @@ with the RocksDB store:
 - tumbling: ``events.window(fg.Tumbling(60, grace=10), timestamp=lambda e: e.ts).count()``,
   for reference.
 
-Event times are realistic for sessions: each user comes back in bursts (visits) of a few events
-1 to 29 s apart, the visits of a user minutes apart, over an hour in all; the events then
+Event times are realistic for sessions: each user comes in bursts (visits) of a few events
+1 to 29 s apart, the visits starting at random times over an hour; the events then
 arrive in time order with up to 8 s of disorder (less than the grace), so a key's sessions are
 many, most events extend their key's latest session, and now and then a late event bridges two
 sessions of its key, which merges them. Windows use retention 0 and emit="update", as
@@ -29,7 +29,9 @@ the join with its own user's profile; the sessions and tumbling windows held at 
 exactly those that sorting each key's event times gives (`flowgraph.windows.sessions_of`), less
 those past their retention.
 
-    python bench/bench_joins.py [--records N] [--keys N] [--rounds N] [--case NAME]
+    python bench/bench_joins.py [--records N] [--keys N] [--rounds N]
+
+(``--case kind/store --data FILE`` runs one case in a child process.)
 """
 
 from __future__ import annotations
