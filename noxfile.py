@@ -50,6 +50,7 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("python", "bench/bench_clicks.py", *session.posargs)
     session.run("python", "bench/bench_windows.py", *session.posargs)
+    session.run("python", "bench/bench_joins.py", *session.posargs)
     session.run("python", "bench/bench_kafka.py")
     session.run("python", "bench/bench_faust.py")
     session.run("python", "bench/bench_async.py")

@@ -134,7 +134,27 @@ def _first_true(pred: Callable[[int], bool], guess: int) -> int:
 
 def _hopping_windows(t: float, size: float, step: float) -> tuple[Window, ...]:
     """Every ``(start, end)`` with ``start = k * step``, ``k >= 0``, and ``start <= t < end``."""
-    return _hopping_span(t, size, step)[2]
+    return _cached_span(t, size, step)[2]
+
+
+_SPANS: dict[tuple[float, float, float], tuple[float, float, tuple[Window, ...]]] = {}
+"""Recent spans by ``(size, step, t // step)``: out-of-order records go back and forth between
+a few spans, each of which costs exact arithmetic to find."""
+_SPANS_KEPT = 4096
+
+
+def _cached_span(t: float, size: float, step: float) -> tuple[float, float, tuple[Window, ...]]:
+    """`_hopping_span`, from `_SPANS` when the span kept for `t`'s step holds `t`."""
+    if t - t != 0.0:  # inf or nan: the exact path says why not
+        return _hopping_span(t, size, step)
+    key = (size, step, t // step)  # a float: it may overflow to inf, which is fine here
+    found = _SPANS.get(key)
+    if found is None or not found[0] <= t < found[1]:
+        found = _hopping_span(t, size, step)
+        if len(_SPANS) >= _SPANS_KEPT:
+            _SPANS.clear()
+        _SPANS[key] = found
+    return found
 
 
 def _hopping_span(t: float, size: float, step: float) -> tuple[float, float, tuple[Window, ...]]:
@@ -224,7 +244,7 @@ class Tumbling(_Windowed):
 
     def span(self, t: float) -> tuple[float, float, tuple[Window, ...]]:
         """``(lo, hi, windows_for(t))`` where every time in ``[lo, hi)`` has those windows."""
-        return _hopping_span(t, self.size, self.size)
+        return _cached_span(t, self.size, self.size)
 
     def latest(self, t: float) -> Window:
         """The window containing `t`; raises `ValueError` for ``t < 0``."""
@@ -257,7 +277,7 @@ class Hopping(_Windowed):
 
     def span(self, t: float) -> tuple[float, float, tuple[Window, ...]]:
         """``(lo, hi, windows_for(t))`` where every time in ``[lo, hi)`` has those windows."""
-        return _hopping_span(t, self.size, self.step)
+        return _cached_span(t, self.size, self.step)
 
     def latest(self, t: float) -> Window:
         """The window with the latest start that contains `t` (Faust's ``.current()``)."""

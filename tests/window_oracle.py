@@ -18,7 +18,13 @@ time shared by every key):
 * ``emit="update"``: one ``(window, value)`` per window a record changed, in increasing start
   order (sliding: the record's own window first); ``emit="close"``: each window once, with its
   final value, when it closes;
-* retention: a window is deleted once stream time >= end + grace + retention (sliding: >).
+* retention: a window is deleted once stream time >= end + grace + retention (sliding: >);
+* session: a record at ``t`` touches its key's held sessions ``[s, e)`` with ``t < e`` and
+  ``s < t + gap``. It is late iff ``[t, t + gap)`` or a touched session is closed; otherwise the
+  touched sessions are replaced by one spanning them and ``[t, t + gap)``, whose value is
+  theirs merged in start order (`merge`) with the record then folded in. ``emit="update"``
+  gives ``(session, None)`` for each replaced session other than the result (by start), then
+  the result. A session is deleted once stream time >= end + grace + max(retention, gap).
 
 Windows are plain ``(key, start, end)`` tuples here; `window_tuple` turns a `fg.WindowKey` into
 one. Nothing in this module runs flowgraph code: it is the oracle for the executor tests.
@@ -50,6 +56,8 @@ class Aggregation:
     name: str
     initial: Any
     fold: Callable[[Any, Any], Any]
+    merge: Callable[[Any, Any], Any] = lambda a, b: a + b
+    """How two sessions' values combine, the earlier first."""
 
 
 def _reduce_fold(acc: Any, v: Any) -> Any:
@@ -69,7 +77,7 @@ def append(acc: tuple[Any, ...], v: Any) -> tuple[Any, ...]:
 AGGREGATIONS = {
     "count": Aggregation("count", 0, lambda acc, _v: acc + 1),
     "sum": Aggregation("sum", 0, lambda acc, v: acc + v),
-    "reduce": Aggregation("reduce", None, _reduce_fold),
+    "reduce": Aggregation("reduce", None, _reduce_fold, reduce_fn),
     "append": Aggregation("append", (), append),
 }
 
@@ -92,6 +100,8 @@ class Oracle:
         self.step: float = getattr(spec, "step", spec.size)
         self.grace: float = spec.grace
         self.retention: float = spec.retention
+        if self.kind == "session":  # a closed session stays at least `gap` past its close
+            self.retention = max(self.retention, spec.gap)
         self.emit: str = spec.emit
         self.agg = agg
         self.stream_time = -math.inf
@@ -117,9 +127,11 @@ class Oracle:
         self.stream_time = max(self.stream_time, t)
         if self.kind == "sliding":
             changed = self._sliding(key, t, value)
+        elif self.kind == "session":
+            changed = self._session(key, t, value)
         else:
             changed = self._hopping(key, t, value)
-        out = [(w, self.held[w]) for w in changed] if self.emit == "update" else []
+        out = [(w, self.held.get(w)) for w in changed] if self.emit == "update" else []
         if self.emit == "close":
             for w in sorted(self.held, key=lambda w: (w[1], w[2], w[0])):
                 if not self.is_open(w[2]) and w not in self.emitted_at_close:
@@ -158,3 +170,23 @@ class Oracle:
         for w in changed:
             self.held[w] = self.agg.fold(self.held[w], value)
         return changed
+
+    def _session(self, key: Any, t: float, value: Any) -> list[Win]:
+        gap = self.size
+        touched = sorted(
+            (w for w in self.held if w[0] == key and t < w[2] and w[1] < t + gap),
+            key=lambda w: w[1],
+        )
+        if not self.is_open(t + gap) or any(not self.is_open(w[2]) for w in touched):
+            self.late.append((key, value))
+            return []
+        merged = (
+            key,
+            min([t] + [w[1] for w in touched]),
+            max([t + gap] + [w[2] for w in touched]),
+        )
+        acc = self.agg.initial
+        for i, w in enumerate(touched):
+            acc = self.held.pop(w) if i == 0 else self.agg.merge(acc, self.held.pop(w))
+        self.held[merged] = self.agg.fold(acc, value)
+        return [w for w in touched if w != merged] + [merged]

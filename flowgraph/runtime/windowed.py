@@ -15,9 +15,11 @@ docs/concepts/windows.md; how they are kept here:
 - Session windows are windows ``(start, end)`` held by one key each, and ``sessions[key]``
   lists a key's in start order. A record that touches sessions (see `Session.place`) replaces
   them with one: their values merged, its own folded in, their entries deleted (a tombstone
-  downstream with ``emit="update"``) and the merged one written. A record is late when its own
-  session ``[t, t + gap)`` has closed or it touches a closed one; a closed session is kept at
-  least `gap` past its close so that the second test never depends on retention. The
+  downstream with ``emit="update"``) and the merged one written. A record inside or after
+  its key's latest session, the usual case, touches that one at most and skips the search
+  (`_session_push`). An emptied window is forgotten when it closes. A record is late when its
+  own session ``[t, t + gap)`` has closed or it touches a closed one; a closed session is kept
+  at least `gap` past its close so that the second test never depends on retention. The
   merged entry takes the highest position of those it replaces, so a key's records applied
   before a crash are recognised (skipped) however their sessions merged since.
 - The store holds ``(key, start, end)`` per window, ``(key,)`` per sliding buffer and ``()``
@@ -300,6 +302,9 @@ class WindowedAggregateOp:
     def _advance(self, ts: float, o: int, h: Any, *, expire: bool = True) -> None:
         """Close, emit and expire what stream time has now passed (`expire` False: only
         close; what is due to go waits for the next record)."""
+        if self.session:
+            self._advance_sessions(ts, o, h, expire)
+            return
         st = self.st
         closing, expiring = self.closing, self.expiring
         nxt = self.next if self.emit_close else None
@@ -347,6 +352,49 @@ class WindowedAggregateOp:
                 del self.buffers[k]
                 if b[0] != self.start_pos:
                     self.deleted.append((k,))
+        self._schedule()
+
+    def _advance_sessions(self, ts: float, o: int, h: Any, expire: bool) -> None:
+        """`_advance` for sessions, written out: most windows closing here were emptied when
+        their session grew or merged (they go at once), and a session is deleted `gap` or
+        `retention`, whichever is longer, after its close."""
+        st, grace, start = self.st, self.grace, self.start_pos
+        after = max(self.keep - grace, self.size)  # `expires`, as it adds it
+        closing, expiring, windows = self.closing, self.expiring, self.windows
+        heappop, heappush = heapq.heappop, heapq.heappush
+        nxt = self.next if self.emit_close else None
+        while closing and closing[0][0] <= st:
+            _, s, e = heappop(closing)
+            d = windows.get((s, e))
+            if not d:
+                if d is not None:  # emptied by a merge or a longer session: forget it
+                    del windows[(s, e)]
+                continue
+            if nxt is not None:
+                for k, ent in list(d.items()):
+                    nxt(WindowKey(k, s, e), ent[2], ts, o, h)
+            gone = e + grace + after
+            if gone <= st and expire:  # no retention left: delete now, not through the heap
+                self._expire(s, e)
+            else:
+                heappush(expiring, (gone, s, e))
+        if expire:
+            deleted, sessions = self.deleted.append, self.sessions
+            while expiring and expiring[0][0] <= st:
+                _, s, e = heappop(expiring)
+                d = windows.pop((s, e), None)
+                if not d:
+                    continue
+                for k, ent in d.items():
+                    if ent[0] != start:
+                        deleted((k, s, e))
+                    held = sessions[k]
+                    if held[0] == (s, e):  # mostly the key's oldest
+                        del held[0]
+                    else:
+                        held.remove((s, e))
+                    if not held:
+                        del sessions[k]
         self._schedule()
 
     def _expire(self, s: float, e: float) -> None:
@@ -413,9 +461,126 @@ class WindowedAggregateOp:
         self.late_next = late
         if self.is_async:
             return self._collect
+        if self.session and self.inputs == 1:
+            return self._session_push()
         if self.inputs != 1 or self.sliding or self.session:
             return self._push_generic
         return fast_push(self)
+
+    def _session_push(self) -> Push:
+        """The push of a session window over one input, sync: the common cases written out.
+
+        A record inside its key's latest session, or after it (a new session), touches no
+        other session, so it needs no `Session.place` and no merge: it updates the entry in
+        place, or moves it to the longer window, or starts one. A record before the key's
+        latest session (it came out of order: it may bridge two) takes `_apply_at`, the
+        general path. Either way the store, the emitted updates and retractions and what is
+        late are the same.
+        """
+        windows, sessions, closing = self.windows, self.sessions, self.closing
+        gap, grace = self.size, self.grace
+        tsfn, fail, step, initial = self.tsfn, self.fail, self.step, self.initial
+        count = self.counting
+        dirty, deleted = self.dirty.append, self.deleted.append
+        nxt = None if self.emit_close else self.next
+        done = self.done
+        start = self.start_pos
+        heappush = heapq.heappush
+
+        def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            if o <= done:
+                self.skipped += 1
+                return
+            try:
+                t = ts if tsfn is None else tsfn(v)
+                if type(t) is not float:
+                    t = event_time(t)
+                elif t - t != 0.0:  # inf or nan (cheaper than isfinite)
+                    msg = f"the window timestamp {t!r} is not a finite time"
+                    raise ValueError(msg)
+            except Exception as exc:
+                fail(exc, (k, v, ts, o, h))
+                return
+            held = sessions.get(k)
+            if held:
+                w = held[-1]
+                s, e = w
+                if t < s:  # before the latest session: it may touch or bridge earlier ones
+                    _run_sync(self._apply_at(k, v, ts, o, h, t, ()))
+                    return
+            else:
+                s = e = -_INF
+            self.pos = self.last_o = o
+            if t > self.st:
+                self.st = t
+            end = t + gap
+            if t < e:  # inside the latest session: in place, or it grows to `end`
+                d = windows[w]
+                ent = d[k]
+                if o > ent[0]:  # else applied before a restart: nothing to do
+                    if (end if end < e else e) + grace <= self.st:
+                        self._late(k, v, ts, o, h)
+                    else:
+                        try:
+                            value = ent[2] + 1 if count else step(ent[2], v)
+                        except Exception as exc:
+                            fail(exc, (k, v, ts, o, h))
+                            return
+                        if end <= e:
+                            if ent[1] == ent[0]:
+                                dirty((k, s, e))
+                        else:
+                            del d[k]  # the emptied window goes when it closes
+                            if ent[0] != start:
+                                deleted((k, s, e))
+                            if nxt is not None:
+                                nxt(WindowKey(k, s, e), None, ts, o, h)
+                            e = end
+                            w = held[-1] = (s, e)  # type: ignore[index]
+                            d = windows.get(w)  # type: ignore[assignment]
+                            if d is None:
+                                d = windows[w] = {}
+                                heappush(closing, (e + grace, s, e))
+                                if e + grace < self.next_due:
+                                    self.next_due = e + grace
+                            d[k] = ent
+                            dirty((k, s, e))
+                        ent[1] = o
+                        ent[2] = value
+                        if nxt is not None:
+                            nxt(WindowKey(k, s, e), value, ts, o, h)
+            elif end + grace <= self.st:  # a new session, already closed
+                self._late(k, v, ts, o, h)
+            else:  # a new session, after the key's others
+                try:
+                    value = step(initial(), v)
+                except Exception as exc:
+                    fail(exc, (k, v, ts, o, h))
+                    return
+                w = (t, end)
+                d = windows.get(w)  # type: ignore[assignment]
+                if d is None:
+                    d = windows[w] = {}
+                    heappush(closing, (end + grace, t, end))
+                    if end + grace < self.next_due:
+                        self.next_due = end + grace
+                d[k] = [start, o, value]
+                dirty((k, t, end))
+                if held:
+                    held.append(w)
+                else:
+                    sessions[k] = [w]
+                if nxt is not None:
+                    nxt(WindowKey(k, t, end), value, ts, o, h)
+            if self.st >= self.next_due:
+                self._advance(ts, o, h)
+
+        return push
+
+    def _late(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+        self.late += 1
+        if self.late_next is not None:
+            self.late_next(k, v, ts, o, h)
 
     def _push_generic(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
         _run_sync(self._apply(k, v, ts, o, h))
@@ -481,6 +646,7 @@ class WindowedAggregateOp:
         if self._seen(self.done, o):
             self.skipped += 1
             return
+        found: tuple[tuple[float, float], ...] = ()
         try:
             t = float(ts) if self.tsfn is None else event_time(self.tsfn(v))
             if not self.sliding and not self.session:
@@ -493,6 +659,14 @@ class WindowedAggregateOp:
         except Exception as exc:
             self.fail(exc, rec)
             return
+        await self._apply_at(k, v, ts, o, h, t, found)
+
+    async def _apply_at(
+        self, k: Any, v: Any, ts: float, o: int, h: Any, t: float, found: Any
+    ) -> None:
+        """`_apply` once the record is new and its event time `t` (and for tumbling and
+        hopping its windows, `found`) are known."""
+        rec = (k, v, ts, o, h)
         self.pos = self._moved(self.pos, o)
         self.last_o = o
         self.st = max(self.st, t)
@@ -574,7 +748,7 @@ class WindowedAggregateOp:
             stored, pos = _highest(stored, ent[0]), _highest(pos, ent[1])
             if w == (s, e):
                 continue  # the record falls inside this session: it is updated in place
-            del windows[w][k]  # an emptied window stays until it expires: it is in the heaps
+            del windows[w][k]  # an emptied window stays until it closes: it is in the heap
             held.remove(w)
             if ent[0] != self.start_pos:
                 self.deleted.append((k, *w))

@@ -210,6 +210,8 @@ def test_a_restart_anywhere_ends_where_sorting_says(data: st.DataObject, tmp_pat
 
     assert held == expected
     assert replay(changes) == expected
+    # What the store holds: no session replaced by a longer or merged one comes back.
+    assert asyncio.run(_run_once(g, broker, store, [], max_batch)) == expected
 
 
 async def _add(a: int, b: int) -> int:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowgraph.errors import GraphDefinitionError
-from flowgraph.windows import Hopping, Sliding, Tumbling, WindowSpec
+from flowgraph.windows import Hopping, Sliding, Tumbling, WindowSpec, _hopping_span
 
 times = st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False)
 durations = st.floats(min_value=1e-3, max_value=1e5, allow_nan=False, allow_infinity=False)
@@ -220,6 +220,25 @@ def test_span_is_the_largest_run_of_times_with_the_same_windows(
         assert spec.windows_for(hi) != found  # the run ends at hi
         if lo > 0:
             assert spec.windows_for(math.nextafter(lo, -math.inf)) != found  # and starts at lo
+
+
+@given(
+    base=times,
+    size=durations,
+    ratio=st.floats(min_value=0.01, max_value=1.0),
+    offsets=st.lists(st.floats(-3, 3), min_size=2, max_size=30),
+)
+def test_spans_kept_for_out_of_order_times_are_those_of_each_time(
+    base: float, size: float, ratio: float, offsets: list[float]
+) -> None:
+    """Times back and forth across a few windows' bounds: the spans kept answer each exactly."""
+    step = size * ratio
+    for t in (max(0.0, base + d * step) for d in offsets):
+        for spec in (Tumbling(size), Hopping(size, step)):
+            got = spec.span(t)
+            assert got == _hopping_span(t, spec.size, getattr(spec, "step", spec.size))
+            assert got[0] <= t < got[1]
+            assert list(spec.windows_for(t)) == list(got[2])
 
 
 def test_describe_says_the_spec_in_a_few_words() -> None:
