@@ -196,6 +196,47 @@ def test_a_join_on_rocksdb_restarts_where_it_stopped(tmp_path: Path) -> None:
     assert written() == Counter({("k1", "a0|None", 10.0): 1, ("k1", "a1|k1:b0", 22.0): 1})
 
 
+def test_end_of_input_closes_the_windows_and_stores_the_stream_time(tmp_path: Path) -> None:
+    """`--close-windows`: an open window is closed at the end of input (its unmatched record
+    emitted) and stream time moves to that close, stored, so a restart neither reopens the
+    window nor takes a record older than it for on time."""
+    g = build(5.0, 0.0, "left", 1, 1)
+    plan = g.plan()
+    broker = MemoryBroker()
+    store = f"rocksdb://{tmp_path / 'state'}"
+    codecs = topic_codecs(plan, in_process=False)
+
+    def append(topic: str, key: str, value: str, t: float) -> None:
+        kc, vc = codecs[topic]
+        assert kc is not None and vc is not None
+        broker.ensure(topic, 1)
+        broker.append(topic, [(0, kc.encode(key), vc.encode(value), t, None)])
+
+    async def run(end_of_input: bool) -> int:
+        worker = Worker(plan, MemoryTransport(broker, encoded=True), open_backend(store))
+        await worker.start()
+        try:
+            await worker.run(until_idle=True, idle_wait=0.0, end_of_input=end_of_input)
+            return worker.stats.late
+        finally:
+            await worker.stop()
+
+    def written() -> Counter[Output]:
+        kc, vc = codecs["out"]
+        assert kc is not None and vc is not None
+        return Counter((kc.decode(m[0]), vc.decode(m[1]), m[2]) for m in broker.records("out"))
+
+    append("left", "k1", "a0", 10.0)
+    assert asyncio.run(run(end_of_input=False)) == 0
+    assert written() == Counter()  # its window (10 + 5) is still open
+    assert asyncio.run(run(end_of_input=True)) == 0
+    assert written() == Counter({("k1", "a0|None", 10.0): 1})
+    append("right", "x", "k1:b0", 12.0)  # on time (stream time 15), but a0 is gone
+    append("right", "y", "k1:b1", 7.0)  # late: before 15 - 5
+    assert asyncio.run(run(end_of_input=False)) == 1
+    assert written() == Counter({("k1", "a0|None", 10.0): 1})
+
+
 def test_two_topics_of_different_partitions_are_joined_on_the_lefts() -> None:
     g = fg.Graph("sj")
     left = g.source("left", key_type=str, value_type=str, partitions=3)
