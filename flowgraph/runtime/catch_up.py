@@ -46,13 +46,13 @@ class CatchUpWait:
         self.seconds = seconds
         self.held = held
         self.ends = ends
-        self.reached: dict[TP, int] = dict(starts)
+        self.reached: dict[TP, int] = {tp: starts.get(tp, 0) for tp in ends}
         """Per table partition, the next offset to hand out (from the run's last record)."""
         self.began = began
 
     def unread(self) -> int:
         """Records of the table's partitions not handed out yet, below their start ends."""
-        return sum(max(0, end - self.reached.get(tp, 0)) for tp, end in self.ends.items())
+        return sum(max(0, end - self.reached[tp]) for tp, end in self.ends.items())
 
     def finished(self, now: float, caught_up: Callable[[TP], bool]) -> bool:
         """True (and one log line) once the table caught up or the bound has passed.
@@ -62,7 +62,7 @@ class CatchUpWait:
         away, or records dropped before the schedule), so offsets alone could wait in vain.
         """
         waited = now - self.began
-        if all(self.reached.get(tp, 0) >= end or caught_up(tp) for tp, end in self.ends.items()):
+        if all(self.reached[tp] >= end or caught_up(tp) for tp, end in self.ends.items()):
             log.info(
                 "join %r on partition %d: table %r caught up after %.2f s; the stream goes on",
                 self.join,

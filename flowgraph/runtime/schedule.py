@@ -155,7 +155,7 @@ class Schedule:
             for tp in wait.ends:  # a run cut short by a budget never came back to say it
                 buf = buffers.get(tp)
                 if buf is not None and buf.at:
-                    wait.reached[tp] = max(wait.reached.get(tp, 0), buf.records[buf.at - 1][3] + 1)
+                    wait.reached[tp] = max(wait.reached[tp], buf.records[buf.at - 1][3] + 1)
             if not wait.finished(now, caught_up):
                 continue
             self._waits.remove(wait)

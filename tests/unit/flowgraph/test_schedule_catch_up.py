@@ -102,3 +102,22 @@ def test_dropping_the_held_partitions_ends_the_wait_silently(
     s.assign(STREAM, 0)  # assigned again: not held any more
     s.add(STREAM, recs(3))
     assert order(s) == [("orders", [3])]
+
+
+def test_unread_counts_the_table_records_below_their_start_ends() -> None:
+    wait = CatchUpWait(
+        join="priced",
+        table="price",
+        partition=0,
+        seconds=5.0,
+        held=[STREAM],
+        ends={("prices", 0): 5, ("prices", 1): 3},
+        starts={("prices", 0): 2},
+        began=0.0,
+    )
+    assert wait.unread() == 3 + 3  # partition 1 has no committed offset: from 0
+    wait.reached[("prices", 1)] = 3
+    assert wait.unread() == 3  # a partition at its end adds nothing
+    wait.reached[("prices", 0)] = 6  # past its start end (written to since)
+    assert wait.unread() == 0
+    assert wait.finished(1.0, lambda tp: False)
