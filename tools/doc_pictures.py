@@ -95,6 +95,28 @@ def profile(name: str | None, total: int | None) -> str:
 users.join(spent, profile, how="left", value_type=str)
 """,
     ),
+    "join-stream-stream": Example(
+        "docs/concepts/joins.md",
+        """\
+import flowgraph as fg
+
+g = fg.Graph("ads")
+impressions = g.source("impressions", key_type=str, value_type=str, partitions=2)
+clicks = g.source("clicks", key_type=str, value_type="json", partitions=3)
+
+
+def ad(click: dict) -> str:
+    return click["ad"]
+
+
+def attributed(impression: str, click: dict | None) -> str:
+    return f"{impression} clicked by {click['user']}" if click else f"{impression} not clicked"
+
+
+shown = impressions.join(clicks.key_by(ad), attributed, within=10, grace=2, how="left")
+shown.to("attributed", value_type=str)
+""",
+    ),
     "session-count": Example(
         "docs/concepts/windows.md",
         """\
