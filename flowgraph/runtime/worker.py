@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from flowgraph.errors import ConfigurationError, GroupStalledError
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.agent import WORKER
 from flowgraph.runtime.codecs import codec_or, topic_codecs
 from flowgraph.runtime.collector import quiet_gc
@@ -724,7 +724,8 @@ class Worker:
         if partition is None:
             from flowgraph.runtime.task import key_bytes
 
-            p = 0 if key is None else zlib.crc32(key_bytes(kb, kc)) % spec.partitions
+            hc = kc or self.hash_codecs.get(topic)
+            p = 0 if key is None else partition_for(key_bytes(kb, hc), spec.partitions)
         else:
             p = partition
         ts = self.clock() if timestamp is None else timestamp
