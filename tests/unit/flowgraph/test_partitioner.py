@@ -1,0 +1,40 @@
+"""The partitioner: Kafka's default partitioner (murmur2), bit for bit."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner, murmur2 as aiokafka_murmur2
+
+from flowgraph.partitioner import murmur2, partition_for
+
+# org.apache.kafka.common.utils.UtilsTest#testMurmur2: Java's signed 32-bit results
+KAFKA_VECTORS = [
+    (b"21", -973932308),
+    (b"foobar", -790332482),
+    (b"a-little-bit-long-string", -985981536),
+    (b"a-little-bit-longer-string", -1486304829),
+    (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+    (b"abc", 479470107),
+]
+
+
+@pytest.mark.parametrize(("data", "java"), KAFKA_VECTORS)
+def test_matches_kafkas_own_test_vectors(data: bytes, java: int) -> None:
+    assert murmur2(data) == java & 0xFFFFFFFF
+
+
+def test_matches_aiokafka_for_every_length_and_the_partition_too() -> None:
+    rng = random.Random(7)
+    parts = list(range(12))
+    for length in range(40):
+        for _ in range(25):
+            data = rng.randbytes(length)
+            assert murmur2(data) == aiokafka_murmur2(data)
+            assert partition_for(data, 12) == DefaultPartitioner()(data, parts, parts)
+
+
+def test_partitions_are_in_range_and_spread() -> None:
+    seen = {partition_for(b"user-%d" % i, 8) for i in range(200)}
+    assert seen == set(range(8))
