@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from aiokafka.partitioner import DefaultPartitioner, murmur2 as aiokafka_murmur2
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
 from flowgraph.partitioner import murmur2, partition_for
 
