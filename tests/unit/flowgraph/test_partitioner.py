@@ -8,7 +8,8 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from flowgraph.partitioner import murmur2, partition_for
+from flowgraph.partitioner import PARTITIONER, murmur2, partition_for
+from planner.passes.assign_topics import PARTITIONER as PLANNED
 
 # org.apache.kafka.common.utils.UtilsTest#testMurmur2: Java's signed 32-bit results
 KAFKA_VECTORS = [
@@ -39,3 +40,7 @@ def test_matches_aiokafka_for_every_length_and_the_partition_too() -> None:
 def test_partitions_are_in_range_and_spread() -> None:
     seen = {partition_for(b"user-%d" % i, 8) for i in range(200)}
     assert seen == set(range(8))
+
+
+def test_the_plan_names_this_partitioner() -> None:
+    assert PLANNED == PARTITIONER == "murmur2"
