@@ -724,8 +724,12 @@ class Worker:
         if partition is None:
             from flowgraph.runtime.task import key_bytes
 
-            hc = kc or self.hash_codecs.get(topic)
-            p = 0 if key is None else partition_for(key_bytes(kb, hc), spec.partitions)
+            if key is None:
+                p = 0
+            elif kc is not None:  # kb is already the key codec's bytes
+                p = partition_for(kb, spec.partitions)
+            else:
+                p = partition_for(key_bytes(key, self.hash_codecs.get(topic)), spec.partitions)
         else:
             p = partition
         ts = self.clock() if timestamp is None else timestamp
