@@ -617,7 +617,7 @@ def test_windows_behind_a_repartition_topic_are_exact(kafka: Broker, tmp_path: P
     assert max(times) - min(times) < jobs.KEYED_GRACE  # so nothing can be late
     zones = sorted({jobs.zone(r) for r in readings})
     assert len(zones) == jobs.ZONES
-    # every repartition partition holds zones (flowgraph partitions str keys by murmur2)
+    # every repartition partition holds zones (str keys: murmur2 of their UTF-8 bytes)
     assert len({partition_of(z) for z in zones}) == PARTITIONS
     far = max(times) + jobs.KEYED_HOP_SIZE + jobs.KEYED_GRACE  # closes every window of the input
     last = [  # one per zone, so every repartition partition with a window gets one
