@@ -517,6 +517,18 @@ class Task:
 
             return write_objects
 
+        bcache: dict[bytes | None, int] = {None: default}
+        """Key bytes -> partition (murmur2 costs ~0.7 us a key in pure Python); None, no key,
+        is the task's own partition."""
+        cached = bcache.get
+
+        def new_partition(kb: Any) -> int:  # never None: that is always cached
+            if len(bcache) >= _PARTITION_CACHE_MAX:  # bound the memory of many distinct keys
+                bcache.clear()
+                bcache[None] = default
+            p = bcache[kb] = partition_for(kb, partitions)
+            return p
+
         def write_bytes(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
             try:
                 kb = None if k is None or kc is None else kc.encode(k)
@@ -524,14 +536,9 @@ class Task:
             except Exception as exc:
                 fail(exc, (k, v, ts, o, h))
                 return
-            if kb is None:
-                p = default
-            else:
-                p = cache.get(kb, -1)
-                if p < 0:
-                    if len(cache) >= _PARTITION_CACHE_MAX:
-                        cache.clear()
-                    p = cache[kb] = partition_for(kb, partitions)
+            p = cached(kb, -1)  # keys repeat: a hit costs less than crc32 did
+            if p < 0:
+                p = new_partition(kb)
             write(p, kb, vb, ts, h)
 
         if not self.tag_origins:
@@ -549,14 +556,9 @@ class Task:
             except Exception as exc:
                 fail(exc, (k, v, ts, o, h))
                 return
-            if kb is None:
-                p = default
-            else:
-                p = cache.get(kb, -1)
-                if p < 0:
-                    if len(cache) >= _PARTITION_CACHE_MAX:
-                        cache.clear()
-                    p = cache[kb] = partition_for(kb, partitions)
+            p = cached(kb, -1)  # keys repeat: a hit costs less than crc32 did
+            if p < 0:
+                p = new_partition(kb)
             i = seq[0]
             if seq[1] == o:
                 n = seq[2] = seq[2] + 1
