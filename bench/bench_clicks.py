@@ -20,9 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.memory import MemoryTransport
 from flowgraph.runtime.state import open_backend
 from flowgraph.runtime.worker import Worker
@@ -84,7 +84,7 @@ def flowgraph_run(records: list[tuple[bytes, bytes]], store: str) -> tuple[float
     transport.broker.ensure("clicks", PARTITIONS)
     transport.broker.append(
         "clicks",
-        [(zlib.crc32(k) % PARTITIONS, k, v, 0.0, None) for k, v in records],
+        [(partition_for(k, PARTITIONS), k, v, 0.0, None) for k, v in records],
     )
 
     async def main() -> tuple[float, dict[str, int]]:

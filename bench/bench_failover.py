@@ -46,7 +46,6 @@ import tempfile
 import threading
 import time
 import uuid
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -56,6 +55,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.codecs import topic_codecs
 from tests.integration import kafka_failover_jobs as jobs
 from tests.kafka_broker import Broker, open_broker
@@ -72,7 +72,7 @@ STABLE = 2.0
 
 
 def partition_of(key: bytes) -> int:
-    return zlib.crc32(key) % PARTITIONS
+    return partition_for(key, PARTITIONS)
 
 
 # -- a worker and its log ---------------------------------------------------------------------

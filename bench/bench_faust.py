@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 import uuid
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import flowgraph as fg
 from bench.bench_kafka import bare_fetch, produce
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime import open_transport
 from flowgraph.runtime.memory import MemoryTransport
 from flowgraph.runtime.state import open_backend
@@ -124,7 +124,7 @@ async def in_process(
     transport.broker.append(
         topic,
         [
-            (zlib.crc32(u.encode()) % PARTITIONS, u.encode(), b"%d" % c, 0.0, None)
+            (partition_for(u.encode(), PARTITIONS), u.encode(), b"%d" % c, 0.0, None)
             for u, c in clicks
         ],
     )
@@ -175,7 +175,9 @@ async def compare(n: int, rounds: int, clicks: list[tuple[str, int]]) -> None:
         await transport.start()
         await transport.create_topics(builder(topic).topics[:1])
         await transport.stop()
-        records = [(zlib.crc32(u.encode()) % PARTITIONS, u.encode(), b"%d" % c) for u, c in clicks]
+        records = [
+            (partition_for(u.encode(), PARTITIONS), u.encode(), b"%d" % c) for u, c in clicks
+        ]
         await produce(broker.bootstrap, topic, records)
         bare_time = await bare_fetch(broker.bootstrap, topic, n)
         cases: dict[str, Callable[[str], PhysicalPlan]] = {"builder": builder, "agent": agent}

@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 import uuid
-import zlib
 from pathlib import Path
 
 import msgspec
@@ -34,6 +33,7 @@ from aiokafka.structs import TopicPartition
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime import open_transport
 from flowgraph.runtime.recovery import POSITION_HEADER
 from flowgraph.runtime.state import open_backend
@@ -212,7 +212,7 @@ async def main() -> None:
         await transport.stop()
         records = make_records(args.records)
         await produce(
-            broker.bootstrap, topic, [(zlib.crc32(k) % PARTITIONS, k, v) for k, v in records]
+            broker.bootstrap, topic, [(partition_for(k, PARTITIONS), k, v) for k, v in records]
         )
         bare_time = await bare_fetch(broker.bootstrap, topic, args.records)
         base_time, base_counts = await ceiling(broker.bootstrap, topic, args.records)

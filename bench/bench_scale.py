@@ -43,7 +43,6 @@ import sys
 import tempfile
 import time
 import uuid
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import flowgraph as fg
 from bench.bench_kafka import produce
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime import open_transport
 from flowgraph.runtime.kafka import MAX_BATCH_BYTES
 from flowgraph.runtime.state import open_backend
@@ -552,7 +552,7 @@ async def main(args: argparse.Namespace) -> None:
         await produce(broker.bootstrap, topic, records)
         if "one-hop" in kinds:  # the same clicks, keyed and partitioned by URL already
             keyed = [
-                (zlib.crc32(u := json.loads(v)["url"].encode()) % PARTITIONS, u, v)
+                (partition_for(u := json.loads(v)["url"].encode(), PARTITIONS), u, v)
                 for _, _, v in records
             ]
             await produce(broker.bootstrap, by_url_topic, keyed)

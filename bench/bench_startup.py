@@ -21,13 +21,13 @@ import sys
 import tempfile
 import time
 import uuid
-import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import flowgraph as fg
 from bench.bench_kafka import Click, make_records, produce
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime import open_transport
 from flowgraph.runtime.state import open_backend
 from flowgraph.runtime.worker import Worker
@@ -102,7 +102,7 @@ async def case(
     await transport.create_topics(plan.topics[:1])
     await transport.stop()
     n = per_partition * partitions
-    records = [(zlib.crc32(k) % partitions, k, v) for k, v in make_records(n)]
+    records = [(partition_for(k, partitions), k, v) for k, v in make_records(n)]
     await produce(bootstrap, topic, records[: n // 2])
     await first_run(url, plan)
     await produce(bootstrap, topic, records[n // 2 :])

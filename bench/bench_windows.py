@@ -42,12 +42,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.memory import MemoryTransport
 from flowgraph.runtime.state import open_backend
 from flowgraph.runtime.worker import Worker
@@ -91,7 +91,7 @@ def encode(users: list[str], ms: list[int]) -> list[tuple[int, bytes, bytes, flo
         key = user.encode()
         ts = t / 1000
         value = f'{{"user":"{user}","ts":{ts!r}}}'.encode()
-        out.append((zlib.crc32(key) % PARTITIONS, key, value, ts, None))
+        out.append((partition_for(key, PARTITIONS), key, value, ts, None))
     return out
 
 
@@ -159,7 +159,7 @@ def sliding_windows(
 def live_windows(users: list[str], ms: list[int], kind: str) -> dict[tuple[str, float, float], int]:
     """Windows still held at the end with retention 0: those ending after their partition's
     stream time (the largest timestamp it saw)."""
-    part = {u: zlib.crc32(u.encode()) % PARTITIONS for u in set(users)}
+    part = {u: partition_for(u.encode(), PARTITIONS) for u in set(users)}
     stream_time = [0] * PARTITIONS
     for user, t in zip(users, ms, strict=True):
         if t > stream_time[part[user]]:

@@ -13,11 +13,11 @@ import itertools
 import json
 import sys
 import time
-import zlib
 from collections.abc import Iterable
 from typing import Any
 
 from flowgraph.errors import ConfigurationError
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.transport import OutRecord
 from flowgraph.serde import Codec, RawCodec, StrCodec
 from planner.physical import PhysicalPlan
@@ -68,7 +68,7 @@ def read_inputs(
             key, value, ts = _parse(line, fmt, where)
             kb = _as_bytes(key, kc)
             vb = _as_bytes(value, vc)
-            p = next(turn) if kb is None else zlib.crc32(kb) % partitions
+            p = next(turn) if kb is None else partition_for(kb, partitions)
             records.append((p, kb, vb, ts, None))
     return out
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import zlib
 from typing import Any
 
 import attrs
@@ -26,6 +25,7 @@ import attrs
 from flowgraph._graph import Graph
 from flowgraph.app import App
 from flowgraph.errors import ConfigurationError
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.agent import WORKER
 from flowgraph.runtime.memory import MemoryTransport
 from flowgraph.runtime.state import open_backend
@@ -131,7 +131,7 @@ class TestDriver:
         kc, vc = self._worker.codecs[topic]
         kb = key if key is None or isinstance(key, bytes) or kc is None else kc.encode(key)
         vb = value if value is None or isinstance(value, bytes) or vc is None else vc.encode(value)
-        partition = 0 if kb is None else zlib.crc32(kb) % spec.partitions
+        partition = 0 if kb is None else partition_for(kb, spec.partitions)
         ts = self._time if timestamp is None else timestamp
         hdrs = tuple(headers.items()) if headers else None
         self._transport.broker.append(topic, [(partition, kb, vb, ts, hdrs)])

@@ -185,6 +185,11 @@ class TopicDescription:
     value: str = "?"
     """Value codec name."""
     configs: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
+    partitioner: str = ""
+    """How a keyed record finds its partition ("murmur2": Kafka's default partitioner of
+    the key codec's bytes); empty for the single-partition dlq and checkpoint topics."""
+    key_from: str = ""
+    """The step whose key the records carry; empty for a source (its producer's key)."""
     writers: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     """Step ids that write the topic (a changelog: its stateful step)."""
     readers: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
@@ -489,6 +494,8 @@ def _topic(t: TopicSpec, nodes: list[Node], stores: tuple[StoreSpec, ...]) -> To
         key=codec_name(t.key_type, t.role),
         value=codec_name(t.value_type, t.role),
         configs=t.configs,
+        partitioner=t.partitioner or "",
+        key_from=t.key_from or "",
         writers=writers,
         readers=readers,
     )

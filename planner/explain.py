@@ -4,7 +4,9 @@ It says more than ``describe()`` does: each sub-topology lists its fused tasks
 (``clicks -> parse -> drop_bots -> by_url``), why it starts at each repartition topic
 (``key changed by 'app.by_url' at clicks.py:14``) and which sub-topology writes that topic;
 each step shows its kind, its user function as ``module.qualname`` and where it was made;
-every topic shows its full name, role, partitions, key/value codecs and configs; every store
+every topic shows its full name, role, partitions, partitioner (``murmur2``: Kafka's default
+partitioner of the key codec's bytes, as Java and aiokafka producers), key/value codecs and
+configs; every store
 its step, changelog and backend. The text is rendered from `planner.describe`, so it says
 exactly what the JSON form says.
 
@@ -26,9 +28,9 @@ Example (abridged; tests/golden/explain/ has whole ones)::
       ...
 
     Topics
-      name                           role         partitions  key  value        configs
-      clicks                         source       4           str  json<Click>
-      clickstats-per_url-changelog   changelog    4           str  int          cleanup.po...
+      name                          role       partitions  partitioner  key  value        ...
+      clicks                        source     4           murmur2      str  json<Click>
+      clickstats-per_url-changelog  changelog  4           murmur2      str  int          ...
       ...
 
 The "where" of a step is the ``file.py:line`` that built it; the cut reason of a repartition
@@ -198,10 +200,12 @@ def _steps_table(
 
 
 def _topics(d: PlanDescription) -> list[str]:
-    rows = [["name", "role", "partitions", "key", "value", "configs"]]
+    rows = [["name", "role", "partitions", "partitioner", "key", "value", "configs"]]
     for t in d.topics:
         configs = ", ".join(f"{k}={v}" for k, v in t.configs)
-        rows.append([t.name, t.role, str(t.partitions), t.key, t.value, configs])
+        rows.append(
+            [t.name, t.role, str(t.partitions), t.partitioner or "-", t.key, t.value, configs]
+        )
     return _table(rows, indent="  ")
 
 

@@ -51,6 +51,12 @@ class TopicSpec:
     key_type: object = None
     value_type: object = None
     configs: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
+    partitioner: str | None = None
+    """How a keyed record finds its partition: "murmur2" (Kafka's default partitioner of
+    the key codec's bytes) for topics flowgraph writes or reads by key; None for the
+    single-partition dead-letter and checkpoint topics."""
+    key_from: str | None = None
+    """The step whose key the records carry (None for a source: its producer's key)."""
 
     @property
     def internal(self) -> bool:

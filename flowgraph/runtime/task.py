@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from flowgraph._context import RecordContext
 from flowgraph._util import f_repr
 from flowgraph.errors import SerializationError
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.agent import WORKER, AgentOp
 from flowgraph.runtime.aggregate import AggregateOp
 from flowgraph.runtime.ops import (
@@ -96,19 +96,25 @@ class Failure:
 
 
 def key_bytes(key: Any, codec: Codec | None) -> bytes:
-    """Bytes a key is partitioned by: str as UTF-8, bytes as is, else its codec's encoding."""
+    """Bytes a key is partitioned by: its topic key codec's encoding, as on Kafka, so a
+    key lands in the same partition whichever transport carries it. Without a codec (or one
+    that cannot encode it): str as UTF-8, bytes as is, else its repr."""
+    if codec is not None:
+        try:
+            return codec.encode(key)
+        except Exception:  # the record fails where it is encoded, not here
+            pass
     if isinstance(key, bytes):
         return key
     if isinstance(key, str):
         return key.encode()
-    if codec is not None:
-        return codec.encode(key)
     return repr(key).encode()
 
 
-def partition_for(key: Any, partitions: int, codec: Codec | None) -> int:
-    """The partition of `key` in a topic of `partitions`: crc32 of its bytes, stable across runs."""
-    return zlib.crc32(key_bytes(key, codec)) % partitions
+def key_partition(key: Any, partitions: int, codec: Codec | None) -> int:
+    """The partition of `key` in a topic of `partitions`: Kafka's default partitioner of
+    its bytes, stable across runs and the same as a Java or aiokafka producer's."""
+    return partition_for(key_bytes(key, codec), partitions)
 
 
 class Task:
@@ -532,13 +538,25 @@ class Task:
                     if len(cache) >= _PARTITION_CACHE_MAX:
                         cache.clear()
                     p = cache[k] = (
-                        default if k is None else partition_for(k, partitions, hash_codec)
+                        default if k is None else key_partition(k, partitions, hash_codec)
                     )
                 except TypeError:  # an unhashable key: no caching
-                    p = partition_for(k, partitions, hash_codec)
+                    p = key_partition(k, partitions, hash_codec)
                 write(p, k, v, ts, h)
 
             return write_objects
+
+        bcache: dict[bytes | None, int] = {None: default}
+        """Key bytes -> partition (murmur2 costs ~0.7 us a key in pure Python); None, no key,
+        is the task's own partition."""
+        cached = bcache.get
+
+        def new_partition(kb: Any) -> int:  # never None: that is always cached
+            if len(bcache) >= _PARTITION_CACHE_MAX:  # bound the memory of many distinct keys
+                bcache.clear()
+                bcache[None] = default
+            p = bcache[kb] = partition_for(kb, partitions)
+            return p
 
         def write_bytes(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
             try:
@@ -547,7 +565,10 @@ class Task:
             except Exception as exc:
                 fail(exc, (k, v, ts, o, h))
                 return
-            write(default if kb is None else zlib.crc32(kb) % partitions, kb, vb, ts, h)
+            p = cached(kb, -1)  # keys repeat: a hit costs less than crc32 did
+            if p < 0:
+                p = new_partition(kb)
+            write(p, kb, vb, ts, h)
 
         if not self.tag_origins:
             return write_bytes
@@ -564,7 +585,9 @@ class Task:
             except Exception as exc:
                 fail(exc, (k, v, ts, o, h))
                 return
-            p = default if kb is None else zlib.crc32(kb) % partitions
+            p = cached(kb, -1)  # keys repeat: a hit costs less than crc32 did
+            if p < 0:
+                p = new_partition(kb)
             i = seq[0]
             if seq[1] == o:
                 n = seq[2] = seq[2] + 1

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from flowgraph.errors import ConfigurationError, GroupStalledError
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.agent import WORKER
 from flowgraph.runtime.codecs import codec_or, topic_codecs
 from flowgraph.runtime.collector import quiet_gc
@@ -726,7 +726,12 @@ class Worker:
         if partition is None:
             from flowgraph.runtime.task import key_bytes
 
-            p = 0 if key is None else zlib.crc32(key_bytes(kb, kc)) % spec.partitions
+            if key is None:
+                p = 0
+            elif kc is not None:  # kb is already the key codec's bytes
+                p = partition_for(kb, spec.partitions)
+            else:
+                p = partition_for(key_bytes(key, self.hash_codecs.get(topic)), spec.partitions)
         else:
             p = partition
         ts = self.clock() if timestamp is None else timestamp

@@ -23,7 +23,10 @@ from planner import naming
 from planner.errors import GraphValidationError
 from planner.logical import Repartition, Send, Sink, Source
 from planner.options import PlanOptions
-from planner.physical import PhysicalPlan, TopicSpec
+from planner.physical import PhysicalPlan, Subtopology, TopicSpec
+
+PARTITIONER = "murmur2"
+"""Kafka's default partitioner (the Java client's and aiokafka's), for every keyed topic."""
 
 __all__ = ["assign_topics"]
 
@@ -61,6 +64,7 @@ def assign_topics(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
                         role="source" if step.feed is None else "feed",
                         key_type=step.key_type,
                         value_type=step.value_type,
+                        partitioner=PARTITIONER,
                     )
                 )
             elif isinstance(step, Repartition):
@@ -69,8 +73,10 @@ def assign_topics(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
                         name=step.topic,
                         partitions=step.partitions,
                         role="repartition",
-                        key_type=step.key_type,
+                        key_type=_shared_key_type(plan, step) or step.key_type,
                         value_type=step.value_type,
+                        partitioner=PARTITIONER,
+                        key_from=step.inputs[0] if step.inputs else None,
                     )
                 )
             elif isinstance(step, Sink) and step.topic is not None:
@@ -81,6 +87,8 @@ def assign_topics(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
                         role="sink",
                         key_type=step.key_type,
                         value_type=step.value_type,
+                        partitioner=PARTITIONER,
+                        key_from=step.inputs[0] if step.inputs else None,
                     )
                 )
     for decl in plan.logical.topics:
@@ -91,6 +99,7 @@ def assign_topics(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
                 role="sink",
                 key_type=decl.key_type,
                 value_type=decl.value_type,
+                partitioner=PARTITIONER,
             )
         )
     for store in plan.stores:
@@ -102,6 +111,8 @@ def assign_topics(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
                 key_type=store.key_type,
                 value_type=store.value_type,
                 configs=COMPACTED,
+                partitioner=PARTITIONER,
+                key_from=store.step,
             )
         )
     dlq = naming.dlq_topic(plan.graph_id)
@@ -122,3 +133,25 @@ def assign_topics(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
     if result == plan.topics and dlq == plan.dlq:
         return plan
     return attrs.evolve(plan, topics=result, dlq=dlq)
+
+
+def _shared_key_type(plan: PhysicalPlan, step: Repartition) -> object:
+    """The key type a repartition topic without one of its own must encode its keys with.
+
+    A keyed record's partition is murmur2 of its key codec's bytes, so a repartition topic
+    read in the same sub-topology as a source topic with a declared key type must encode its
+    keys with that type: otherwise one key (say int 7, b"7" on the source, MessagePack on the
+    repartition topic) would land in two partitions and two stores. None when no declared
+    source type applies (or the sources disagree).
+    """
+    if step.key_type is not None:
+        return None
+    reader: Subtopology | None = next(
+        (s for s in plan.subtopologies if any(n is step for n in s.steps)), None
+    )
+    if reader is None:
+        return None
+    declared = {
+        n.key_type for n in reader.steps if isinstance(n, Source) and n.key_type is not None
+    }
+    return declared.pop() if len(declared) == 1 else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.memory import MemoryBroker
 from flowgraph.testing import TestDriver
 from tests.executor.harness import EXECUTORS, Cluster
@@ -191,3 +192,36 @@ def test_key_by_merged_back_with_its_own_source():
         driver.send("a", 7, 1)
         assert driver.table("c") == {1: 1}
         assert sorted(driver.output("out")) == [(1, 1), (7, 1)]
+
+
+def merged_with_typed_source() -> fg.Graph:
+    """A key_by's repartition topic (no key type of its own) read beside a source keyed by
+    int: both must hash a key's same bytes, else one key lands in two stores."""
+    g = fg.Graph("g")
+    a = g.source("a", key_type=int, value_type=int, partitions=4)
+    b = g.source("b", key_type=int, value_type=int, partitions=4)
+    keyed = b.key_by(lambda v: v, name="kb")
+    keyed.count(name="kb_count")
+    keyed.merge(a, name="both").count(name="c")
+    return g
+
+
+@pytest.mark.parametrize("encode", [True, False])
+def test_key_by_merged_with_a_typed_source_counts_each_key_in_one_store(encode):
+    g = merged_with_typed_source()
+    kb_topic = next(t for t in g.plan().topics if t.role == "repartition")
+    assert kb_topic.key_type is int  # the source's key codec, so the same bytes are hashed
+    with TestDriver(g, encode=encode) as driver:
+        for k in range(40):
+            driver.send("a", k, k)
+            driver.send("b", 0, k)
+        assert driver.table("c") == {k: 2 for k in range(40)}
+
+
+def test_key_by_merged_with_a_typed_source_on_a_worker():
+    # records placed as a Kafka producer would: murmur2 of the int codec's bytes
+    a = [(partition_for(b"%d" % k, 4), b"%d" % k, b"%d" % k) for k in range(40)]
+    b = [(partition_for(b"0", 4), b"0", b"%d" % k) for k in range(40)]
+    cluster = Cluster(merged_with_typed_source())
+    cluster.run({"a": a, "b": b})
+    assert cluster.last_tables["c"] == {k: 2 for k in range(40)}

@@ -8,7 +8,6 @@ with `fg.run` on memory:// over records written to its topic before the run star
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections import Counter
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 
 import flowgraph as fg
 from flowgraph.errors import ConfigurationError, GraphDefinitionError, GraphValidationError
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.worker import Worker
 from flowgraph.testing import TestDriver
 
@@ -52,7 +52,7 @@ def run_app(app: fg.App, topic: str, records: list[tuple[Any, Any]], **kw: Any) 
         rows = []
         for k, v in records:
             kb = kc.encode(k) if kc is not None else k
-            rows.append((zlib.crc32(kb) % width, kb, vc.encode(v), 0.0, None))
+            rows.append((partition_for(kb, width), kb, vc.encode(v), 0.0, None))
         worker.transport.broker.append(topic, rows)  # type: ignore[attr-defined]
 
     result = fg.run(app, on_start=feed, **kw)
@@ -131,7 +131,7 @@ def test_events_carry_key_value_timestamp_headers_partition_offset() -> None:
     offsets: dict[int, int] = {}
     for k, (v, ts, h, partition, offset, topic) in got:
         assert (ts, h, topic) == (1000.0 + v, f"x{v}", "clicks")
-        assert partition == zlib.crc32(k.encode()) % P
+        assert partition == partition_for(k.encode(), P)
         assert offset == offsets.get(partition, 0)  # consecutive offsets per partition
         offsets[partition] = offset + 1
     assert sorted(v[0] for _, v in got) == [v for _, v in records]
@@ -177,7 +177,7 @@ def test_enumerate_counts_per_partition_from_start() -> None:
         got = d.output("out")
     per_partition: dict[int, list[int]] = {}
     for k, (n, _v) in got:
-        per_partition.setdefault(zlib.crc32(k.encode()) % P, []).append(n)
+        per_partition.setdefault(partition_for(k.encode(), P), []).append(n)
     for ns in per_partition.values():
         assert ns == list(range(10, 10 + len(ns)))
     assert sorted(v for _, (_, v) in got) == list(range(40))
@@ -341,7 +341,7 @@ def test_agent_send_cast_and_topic_send_with_key_and_headers() -> None:
         log = d._transport.broker.logs["out"]
         for partition, part in enumerate(log):
             for k, _v, _ts, _o, h in part:
-                assert zlib.crc32(k) % P == partition  # partitioned by key
+                assert partition_for(k, P) == partition  # partitioned by key
                 assert dict(h)["via"] == b"count"
         assert sorted(d.output("out")) == sorted(records)
 
@@ -440,7 +440,7 @@ def test_concurrency_writes_in_input_order() -> None:
     _, worker = run_app(app, "clicks", records)
     per_partition: dict[int, list[int]] = {}
     for k, v in records:
-        per_partition.setdefault(zlib.crc32(k.encode()) % P, []).append(v)
+        per_partition.setdefault(partition_for(k.encode(), P), []).append(v)
     assert sorted(finished) == list(range(60))
     assert any(  # the coroutines did finish out of order...
         [v for v in finished if v in vs] != vs for vs in per_partition.values()

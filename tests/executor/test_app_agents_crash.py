@@ -9,13 +9,13 @@ one (rebuilt from the changelogs). A last clean run then processes what is left.
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections import Counter
 from typing import Any
 
 import pytest
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.faults import POINTS, InjectedCrash, raise_at
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
 from flowgraph.runtime.state.memory import MemoryBackend
@@ -152,7 +152,7 @@ def check(name: str, crashes: list[tuple[str, int] | None], fresh: bool) -> None
             value += 1
             key = f"k{value % 5}"
             kb = kc.encode(key)
-            rows.append((zlib.crc32(kb) % P, kb, vc.encode(value), 0.0, None))
+            rows.append((partition_for(kb, P), kb, vc.encode(value), 0.0, None))
             sent.append((key, value))
         broker.ensure("clicks", P)
         broker.append("clicks", rows)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
-import zlib
 from collections import defaultdict
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 
 import flowgraph as faust
 from flowgraph.errors import ConfigurationError, GraphDefinitionError
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.agent import WORKER
 from flowgraph.runtime.faults import InjectedCrash, raise_at
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
@@ -76,11 +76,11 @@ def test_tumbling_windows_over_partitions_and_keys(drive: Any) -> None:
     assert view.windows() == dict(expected)
     assert app.reads == running  # current() inside the agent: this record's window so far
     assert view.late == 0
-    assert len({zlib.crc32(k.encode()) % 4 for k in KEYS}) > 1  # the keys span partitions
+    assert len({partition_for(k.encode(), 4) for k in KEYS}) > 1  # the keys span partitions
     # outside the agent, current() reads the window of the key's partition's stream time
     for key in KEYS:
-        p = zlib.crc32(key.encode()) % 4
-        st = max(t for k, _, t in sent if zlib.crc32(k.encode()) % 4 == p)
+        p = partition_for(key.encode(), 4)
+        st = max(t for k, _, t in sent if partition_for(k.encode(), 4) == p)
         start = st // 10 * 10
         assert view[key].current() == expected.get(WindowKey(key, start, start + 10), 0)
 
@@ -168,7 +168,7 @@ def test_sliding_sums_the_deltas_of_the_last_size_seconds(drive: Any) -> None:
         ts = round(t - rng.uniform(0, 8), 1)  # out of order: some beyond grace (late)
         n = rng.choice([1, 2, 3, -1])
         d.send("events", key, n, timestamp=ts)
-        p = zlib.crc32(key.encode()) % 4
+        p = partition_for(key.encode(), 4)
         st[p] = max(st.get(p, ts), ts)
         if ts + 5 < st[p]:
             late += 1  # not applied; it reads what is left of its window
@@ -180,13 +180,13 @@ def test_sliding_sums_the_deltas_of_the_last_size_seconds(drive: Any) -> None:
     view = d.table("sums")
     assert view.late == late > 0
     for key in KEYS[:4]:
-        p = zlib.crc32(key.encode()) % 4
+        p = partition_for(key.encode(), 4)
         now = st[p]
         want = sum(v for k, v, u in applied if k == key and now - 10 <= u <= now)
         assert view[key].current() == want
     # what is held: one window per write time still within size + grace of stream time
     held = {(wk.key, wk.end) for wk in view.windows()}
-    assert held == {(k, u) for k, _, u in applied if u + 15 >= st[zlib.crc32(k.encode()) % 4]}
+    assert held == {(k, u) for k, _, u in applied if u + 15 >= st[partition_for(k.encode(), 4)]}
     assert len(held) < len({(k, u) for k, _, u in applied})  # some expired
 
 

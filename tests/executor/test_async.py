@@ -7,7 +7,6 @@ finishes, and emits its results in input order; a commit waits for the calls in 
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.faults import InjectedCrash
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
 from flowgraph.runtime.state.memory import MemoryBackend
@@ -243,7 +243,7 @@ def test_order_per_key_is_kept_under_random_delays(records, concurrency, max_bat
     src = g.source("in", key_type=str, value_type=int, partitions=2)
     src.map(call, concurrency=concurrency).to("out", partitions=2)
     cluster = Cluster(g)
-    parts = [zlib.crc32(k.encode()) % 2 for k, _ in records]
+    parts = [partition_for(k.encode(), 2) for k, _ in records]
     cluster.run(
         {
             "in": [

@@ -5,12 +5,12 @@ repartition records are handed straight to their reader)."""
 from __future__ import annotations
 
 import asyncio
-import zlib
 from typing import Any
 
 import pytest
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.task import ORIGIN_HEADER
 from flowgraph.testing import TestDriver
 
@@ -57,8 +57,8 @@ def test_every_stateless_step_gets_the_record_context(encode: bool) -> None:
         driver.send("in", "a", 1, timestamp=10.0, headers={"trace": b"t1"})
         driver.send("in", "b", 2, timestamp=11.5)
         driver.send("in", "a", 3, timestamp=12.0, headers={"trace": b"t3"})
-    pa = zlib.crc32(b"a") % 2
-    pb = zlib.crc32(b"b") % 2
+    pa = partition_for(b"a", 2)
+    pb = partition_for(b"b", 2)
     a1 = ("a", 10.0, (("trace", b"t1"),), "in", pa, 0)
     b2 = ("b", 11.5, (), "in", pb, 0 if pb != pa else 1)
     a3 = ("a", 12.0, (("trace", b"t3"),), "in", pa, 1 if pb != pa else 2)
@@ -97,7 +97,7 @@ def test_context_after_a_repartition_is_the_repartition_topics(encode: bool) -> 
     assert [c.key for c in contexts] == users
     assert {c.topic for c in contexts} == {"g-by_user-repartition"}
     assert [c.partition for c in contexts] == [
-        zlib.crc32(u.encode()) % topic.partitions for u in users
+        partition_for(u.encode(), topic.partitions) for u in users
     ]
     assert [c.timestamp for c in contexts] == [100.0 + i for i in range(len(users))]
     # offsets count per partition of the repartition topic, in the order records were read

@@ -10,7 +10,6 @@ crash at any point of the commit that follows it neither loses nor repeats a win
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections import Counter
 from typing import Any
 
@@ -19,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.faults import POINTS, InjectedCrash
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
 from flowgraph.runtime.state.memory import MemoryBackend
@@ -199,7 +199,7 @@ def test_a_crash_while_closing_neither_loses_nor_repeats_a_window(point: str) ->
         broker.append(
             "events",
             [
-                (zlib.crc32(kc.encode(k)) % 2, kc.encode(k), vc.encode(v), t, None)
+                (partition_for(kc.encode(k), 2), kc.encode(k), vc.encode(v), t, None)
                 for k, v, t in records
             ],
         )

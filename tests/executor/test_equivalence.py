@@ -12,12 +12,12 @@ records in time order wherever the run keeps send order.
 from __future__ import annotations
 
 import asyncio
-import zlib
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.memory import MemoryTransport
 from flowgraph.runtime.state import MemoryBackend
 from flowgraph.runtime.worker import Worker
@@ -99,7 +99,7 @@ def run_worker(case: Case, max_batch: int) -> Result:
         broker = transport.broker
         for topic, key, value, ts in case.records():
             kb = b"%d" % key
-            partition = zlib.crc32(kb) % plan.topic(topic).partitions
+            partition = partition_for(kb, plan.topic(topic).partitions)
             broker.append(topic, [(partition, kb, b"%d" % value, ts, None)])
         try:
             await worker.run(until_idle=True, idle_wait=0.0)

@@ -4,13 +4,13 @@ a table-table join ends as the two tables say, on a restored store."""
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections import Counter
 from typing import Any
 
 import pytest
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.faults import POINTS, InjectedCrash, raise_at
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
 from flowgraph.runtime.state import MemoryBackend
@@ -77,7 +77,7 @@ def test_joins_are_exact_after_a_crash(point: str, nth: int) -> None:
                 else:
                     stock[key] = int(str(value))
                 kb = kc.encode(key)
-                records.append((zlib.crc32(kb) % 2, kb, vc.encode(value), 0.0, None))
+                records.append((partition_for(kb, 2), kb, vc.encode(value), 0.0, None))
             broker.ensure(topic, 2)
             broker.append(topic, records)
         crash = (point, nth) if round_ == 1 else None

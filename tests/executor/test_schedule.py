@@ -11,7 +11,6 @@ import asyncio
 import datetime as dt
 import math
 import time
-import zlib
 from collections import Counter
 from typing import Any
 
@@ -20,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.faults import InjectedCrash
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
 from flowgraph.runtime.state import open_backend
@@ -59,7 +59,7 @@ def run_sources(
             kc, vc = worker.codecs[topic]
             assert kc is not None and vc is not None
             kb = kc.encode(k)
-            part = zlib.crc32(kb) % plan.topic(topic).partitions
+            part = partition_for(kb, plan.topic(topic).partitions)
             transport.broker.append(topic, [(part, kb, vc.encode(v), ts, None)])
         await worker.start()
         try:
@@ -190,7 +190,7 @@ def test_async_steps_before_a_key_by_write_in_timestamp_order(max_batch: int) ->
     rekeyed = src.peek(plus_one, name="peek1").key_by(mod_five, name="key_by2")
     rekeyed.window(fg.Hopping(1, 1, retention=KEEP)).count(name="agg5")
     records = [(0, 0, 1.0), (4, 0, 2.0), (0, 0, 3.0)]
-    assert zlib.crc32(b"0") % 2 != zlib.crc32(b"4") % 2  # keys 0 and 4 on both partitions
+    assert partition_for(b"0", 2) != partition_for(b"4", 2)  # keys 0 and 4 on both partitions
     stats, windows, _ = run_prewritten(g, "src0", records, "agg5", max_batch=max_batch)
     assert stats.late == 0
     assert windows == {(0, 1.0, 2.0): 1, (0, 2.0, 3.0): 1, (0, 3.0, 4.0): 1}
@@ -253,7 +253,7 @@ def test_a_crash_with_calls_in_flight_across_partitions_replays_exactly() -> Non
     assert kc is not None and vc is not None
     for k, v, t in records:
         kb = kc.encode(k)
-        broker.append("src0", [(zlib.crc32(kb) % 3, kb, vc.encode(v), t, None)])
+        broker.append("src0", [(partition_for(kb, 3), kb, vc.encode(v), t, None)])
     runs = [0]
 
     def crash(point: str) -> None:
@@ -419,7 +419,7 @@ def test_max_events_leaves_buffered_records_to_the_next_run() -> None:
             transport.broker.append(
                 "events",
                 [
-                    (zlib.crc32(kc.encode(k)) % 4, kc.encode(k), vc.encode(v), t, None)
+                    (partition_for(kc.encode(k), 4), kc.encode(k), vc.encode(v), t, None)
                     for k, v, t in records
                 ],
             )
@@ -456,7 +456,7 @@ def test_revoked_partitions_drop_their_buffers() -> None:
         transport.broker.append(
             "events",
             [
-                (zlib.crc32(kc.encode(k)) % 4, kc.encode(k), vc.encode(v), t, None)
+                (partition_for(kc.encode(k), 4), kc.encode(k), vc.encode(v), t, None)
                 for k, v, t in IN_ORDER[:2_000]
             ],
         )

@@ -13,7 +13,6 @@ import importlib.util
 import json
 import random
 import re
-import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.worker import Worker
 from flowgraph.testing import TestDriver
 
@@ -44,13 +44,13 @@ def load(name: str) -> ModuleType:
 
 def feed(topic: str, records: Sequence[Raw]) -> Callable[[Worker], None]:
     """An ``on_start`` that appends `records` to `topic` of the run's embedded broker: a
-    keyed record to the partition of its key (crc32, as flowgraph writes), the others
+    keyed record to the partition of its key (Kafka's murmur2, as flowgraph writes), the others
     round-robin."""
 
     def append(worker: Worker) -> None:
         out = []
         for i, (key, value) in enumerate(records):
-            p = i % PARTITIONS if key is None else zlib.crc32(key) % PARTITIONS
+            p = i % PARTITIONS if key is None else partition_for(key, PARTITIONS)
             out.append((p, key, value, 1_700_000_000.0 + i, None))
         worker.transport.broker.append(topic, out)  # type: ignore[attr-defined]
 
@@ -224,7 +224,7 @@ def test_click_counter_is_exact_over_eight_partitions_with_run() -> None:
     example = load("faust_clicks")
     pairs = clicks(20_000, seed=2)
     records = click_records(pairs)
-    assert {zlib.crc32(k or b"") % PARTITIONS for k, _ in records} == set(range(PARTITIONS))
+    assert {partition_for(k or b"", PARTITIONS) for k, _ in records} == set(range(PARTITIONS))
     result = fg.run(example.app, broker="memory://", on_start=feed("clicks", records))
     assert result.events == len(pairs)
     assert result.dead_letters == 0

@@ -10,7 +10,6 @@ with the same store (as on disk) or a fresh one (rebuilt from the changelogs).
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +20,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.faults import POINTS, InjectedCrash, raise_at
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
 from flowgraph.runtime.state.memory import MemoryBackend
@@ -197,7 +197,7 @@ def check_exactly_once(
                 value += 1
                 key = f"k{value % 3}"
                 kb = kc.encode(key)
-                p = zlib.crc32(kb) % 2
+                p = partition_for(kb, 2)
                 records.append((p, kb, vc.encode(value), 0.0, None))
                 sent[run.source].append((key, value, p))
             broker.ensure(run.source, 2)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import zlib
 from pathlib import Path
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 
 TABLE = "per_url"
 """Name of the count step, so of the table the tests read."""
@@ -90,7 +90,7 @@ def make_dead_letter_graph(graph_id: str, topic: str, partitions: int = 4) -> fg
 async def reject_bots_later(click: Click) -> Click:
     """`reject_bots` as an async call that waits 0 to 2 ms, so calls are in flight at a kill
     and later clicks often finish first."""
-    await asyncio.sleep(0.001 * (zlib.crc32(click.user.encode()) % 3))
+    await asyncio.sleep(0.001 * (partition_for(click.user.encode(), 3)))
     return reject_bots(click)
 
 

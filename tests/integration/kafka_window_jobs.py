@@ -88,7 +88,7 @@ def mix_reading(acc: int, reading: Reading) -> int:
 
 def zone(reading: Reading) -> str:
     """The key of `make_keyed_graph`: not the sensor the input is partitioned by."""
-    return f"zone-{reading.amount % ZONES:02d}"
+    return f"zone-{reading.amount % ZONES:03d}"
 
 
 def closed_topic(graph_id: str) -> str:

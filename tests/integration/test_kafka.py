@@ -28,7 +28,6 @@ import subprocess
 import sys
 import time
 import uuid
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.state import RocksDBBackend
 from flowgraph.runtime.worker import topic_codecs
 from tests.integration import kafka_jobs
@@ -96,7 +96,7 @@ def counts(*inputs: Sequence[Click]) -> dict[str, int]:
 
 
 def partition_of(key: str, partitions: int) -> int:
-    return zlib.crc32(key.encode()) % partitions
+    return partition_for(key.encode(), partitions)
 
 
 def run_async(coro: Any, timeout: float = 120.0) -> Any:
@@ -123,7 +123,7 @@ async def create_topic(kafka: Broker, topic: str, partitions: int) -> None:
 async def produce(
     kafka: Broker, topic: str, clicks: Sequence[Click], partitions: int, key: str = "url"
 ) -> dict[int, list[Click]]:
-    """Write `clicks` keyed by `key` ("url" or "user"), partitioned like flowgraph (crc32).
+    """Write `clicks` keyed by `key` ("url" or "user"), partitioned like flowgraph (murmur2).
 
     Returns the clicks written to each partition, in offset order.
     """

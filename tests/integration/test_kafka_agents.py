@@ -11,13 +11,13 @@ import collections
 import subprocess
 import sys
 import uuid
-import zlib
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.worker import topic_codecs
 from tests.integration import kafka_agent_jobs
 from tests.integration.test_kafka import (
@@ -54,7 +54,7 @@ async def produce(kafka: Broker, topic: str) -> None:
     try:
         for i in range(1, N + 1):
             key = f"k{i % KEYS}".encode()
-            await producer.send(topic, key=key, value=b"%d" % i, partition=zlib.crc32(key) % 4)
+            await producer.send(topic, key=key, value=b"%d" % i, partition=partition_for(key, 4))
         await producer.flush()
     finally:
         await producer.stop()

@@ -134,7 +134,7 @@ async def produce(kafka: Broker, topic: str, records: list[tuple[int, bytes, byt
 
 def write_clicks(kafka: Broker, topic: str, clicks: list[Click], *, create: bool = True) -> None:
     """Write `clicks` as the app reads them (raw str keys, JSON int values), partitioned by
-    URL the way flowgraph partitions (crc32)."""
+    URL the way flowgraph partitions (murmur2)."""
     records = [
         (partition_of(url, PARTITIONS), url.encode(), json.dumps(count).encode())
         for url, count in clicks

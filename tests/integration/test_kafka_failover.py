@@ -111,7 +111,7 @@ def keys_of(n: int, seed: int) -> list[str]:
 
 
 class Producer:
-    """Writes records keyed by the given keys, partitioned like flowgraph (crc32), each a
+    """Writes records keyed by the given keys, partitioned like flowgraph (murmur2), each a
     `Tick` numbered per partition and timed (so stamped by the graph)."""
 
     def __init__(self, kafka: Broker, job: FailoverJob) -> None:

@@ -30,7 +30,6 @@ import math
 import random
 import time
 import uuid
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 import pytest
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.state import open_backend
 from flowgraph.runtime.worker import topic_codecs
 from tests.integration import kafka_window_jobs as jobs
@@ -264,7 +264,7 @@ def test_oracle_sees_every_case_it_should() -> None:
 
 
 def partition_of(key: str) -> int:
-    return zlib.crc32(key.encode()) % PARTITIONS
+    return partition_for(key.encode(), PARTITIONS)
 
 
 @dataclass(frozen=True)
@@ -617,7 +617,7 @@ def test_windows_behind_a_repartition_topic_are_exact(kafka: Broker, tmp_path: P
     assert max(times) - min(times) < jobs.KEYED_GRACE  # so nothing can be late
     zones = sorted({jobs.zone(r) for r in readings})
     assert len(zones) == jobs.ZONES
-    # every repartition partition holds zones (flowgraph partitions str keys by crc32)
+    # every repartition partition holds zones (str keys: murmur2 of their UTF-8 bytes)
     assert len({partition_of(z) for z in zones}) == PARTITIONS
     far = max(times) + jobs.KEYED_HOP_SIZE + jobs.KEYED_GRACE  # closes every window of the input
     last = [  # one per zone, so every repartition partition with a window gets one

@@ -55,9 +55,24 @@ def test_source_sink_and_dlq():
         Sink(id="wide", inputs=("in",), topic="wide", partitions=8),
     )
     assert topics_of(plan) == (
-        TopicSpec(name="clicks", partitions=4, role="source", key_type=str, value_type=dict),
-        TopicSpec(name="copy", partitions=4, role="sink", key_type=str, value_type=dict),
-        TopicSpec(name="wide", partitions=8, role="sink"),
+        TopicSpec(
+            name="clicks",
+            partitions=4,
+            role="source",
+            key_type=str,
+            value_type=dict,
+            partitioner="murmur2",
+        ),
+        TopicSpec(
+            name="copy",
+            partitions=4,
+            role="sink",
+            key_type=str,
+            value_type=dict,
+            partitioner="murmur2",
+            key_from="in",
+        ),
+        TopicSpec(name="wide", partitions=8, role="sink", partitioner="murmur2", key_from="in"),
         DLQ,
         CHECKPOINTS,
     )
@@ -81,15 +96,27 @@ def test_repartition_and_compacted_changelog():
     )
     topics = topics_of(plan)
     assert topics == (
-        TopicSpec(name="clicks", partitions=4, role="source", value_type=dict),
+        TopicSpec(
+            name="clicks", partitions=4, role="source", value_type=dict, partitioner="murmur2"
+        ),
         TopicSpec(
             name="g-by_url-repartition",
             partitions=4,
             role="repartition",
             key_type=str,
             value_type=dict,
+            partitioner="murmur2",
+            key_from="by_url",
         ),
-        TopicSpec(name="per-url", partitions=4, role="sink", key_type=str, value_type=int),
+        TopicSpec(
+            name="per-url",
+            partitions=4,
+            role="sink",
+            key_type=str,
+            value_type=int,
+            partitioner="murmur2",
+            key_from="updates",
+        ),
         TopicSpec(
             name="g-per_url-changelog",
             partitions=4,
@@ -97,6 +124,8 @@ def test_repartition_and_compacted_changelog():
             key_type=str,
             value_type=int,
             configs=COMPACT,
+            partitioner="murmur2",
+            key_from="per_url",
         ),
         DLQ,
         CHECKPOINTS,
@@ -109,7 +138,9 @@ def test_feed_source_gets_the_feed_role():
         Source(id="nums", topic="g-nums-feed", partitions=2, feed=range(3)),
         Sink(id="out", inputs=("nums",), topic="out"),
     )
-    assert topics_of(plan)[0] == TopicSpec(name="g-nums-feed", partitions=2, role="feed")
+    assert topics_of(plan)[0] == TopicSpec(
+        name="g-nums-feed", partitions=2, role="feed", partitioner="murmur2"
+    )
 
 
 def test_two_sinks_to_one_topic_list_it_once():

@@ -108,8 +108,12 @@ def test_steps_show_kind_function_and_where(clicks):
 
 def test_topics_and_stores_in_full(clicks):
     text = clicks.explain()
-    assert "clicks                         source       4           str  json<Click>" in text
-    assert "clickstats-per_url-changelog   changelog    4           str  int" in text
+    assert (
+        "clicks                         source       4           murmur2      str  json<Click>"
+        in text
+    )
+    assert "clickstats-per_url-changelog   changelog    4           murmur2      str  int" in text
+    assert "clickstats-dlq                 dlq          1           -" in text
     assert "cleanup.policy=compact" in text
     assert "clickstats-dlq" in text
     assert f"Stores ({DEFAULT_BACKEND})" in text
