@@ -46,12 +46,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.memory import MemoryTransport
 from flowgraph.runtime.state import open_backend
 from flowgraph.runtime.worker import Worker
@@ -110,7 +110,7 @@ def make_events(n: int, keys: int) -> tuple[list[str], list[int]]:
 
 
 def partition(key: bytes) -> int:
-    return zlib.crc32(key) % PARTITIONS
+    return partition_for(key, PARTITIONS)
 
 
 def encode_events(users: list[str], ms: list[int]) -> list[Raw]:

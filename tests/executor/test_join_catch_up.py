@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
 from flowgraph.runtime.state import MemoryBackend
-from flowgraph.runtime.task import partition_for
 from flowgraph.runtime.worker import Worker, topic_codecs
 
 ITEMS = 12
@@ -70,7 +70,13 @@ def fill(
         broker.append(
             topic,
             [
-                (partition_for(k, spec.partitions, kc), kc.encode(k), vc.encode(v), base + i, None)
+                (
+                    partition_for(kc.encode(k), spec.partitions),
+                    kc.encode(k),
+                    vc.encode(v),
+                    base + i,
+                    None,
+                )
                 for i, (k, v) in enumerate(records)
             ],
         )

@@ -6,13 +6,13 @@ with an `async def` function)."""
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections import Counter
 from typing import Any
 
 import pytest
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.faults import POINTS, InjectedCrash, raise_at
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
 from flowgraph.runtime.state import MemoryBackend
@@ -92,7 +92,7 @@ def run_rounds(
             # merged: the sources are keyed as the step needs, half of them on each topic
             topic = "in2" if variant == "merged" and i % 2 else "in"
             kb = kc.encode(by_mod(value) if variant == "merged" else f"s{i}")
-            records[topic].append((zlib.crc32(kb) % 2, kb, vc.encode(value), 0.0, None))
+            records[topic].append((partition_for(kb, 2), kb, vc.encode(value), 0.0, None))
         for topic, batch in records.items():
             broker.ensure(topic, 2)
             broker.append(topic, batch)

@@ -10,7 +10,6 @@ join through a repartition topic.
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
 from flowgraph.runtime.state import open_backend
 from flowgraph.runtime.worker import Worker, topic_codecs
@@ -96,7 +96,7 @@ def test_a_join_matches_the_oracle(
     events: list[Event], within: float, grace: float, how: str, partitions: int, right_parts: int
 ) -> None:
     def partition_of(key: str) -> int:
-        return zlib.crc32(key.encode()) % partitions
+        return partition_for(key.encode(), partitions)
 
     g = build(within, grace, how, partitions, right_parts)
     seen = oracle_events(events)
@@ -170,7 +170,7 @@ def test_a_join_on_rocksdb_restarts_where_it_stopped(tmp_path: Path) -> None:
         kb = kc.encode(key)
         parts = 2 if topic == "left" else 1
         broker.ensure(topic, parts)
-        broker.append(topic, [(zlib.crc32(kb) % parts, kb, vc.encode(value), t, None)])
+        broker.append(topic, [(partition_for(kb, parts), kb, vc.encode(value), t, None)])
 
     async def run() -> int:
         worker = Worker(plan, MemoryTransport(broker, encoded=True), open_backend(store))

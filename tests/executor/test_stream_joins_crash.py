@@ -5,13 +5,13 @@ its store or restores it from the changelog."""
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections import Counter
 from typing import Any
 
 import pytest
 
 import flowgraph as fg
+from flowgraph.partitioner import partition_for
 from flowgraph.runtime.faults import POINTS, InjectedCrash, raise_at
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
 from flowgraph.runtime.state import MemoryBackend
@@ -81,12 +81,12 @@ def test_stream_joins_are_exact_after_a_crash(point: str, nth: int) -> None:
             if side == 0:
                 events.append((0, key, t, value))
                 kb = kc.encode(key)
-                batches[topic].append((zlib.crc32(kb) % 2, kb, vc.encode(value), t, None))
+                batches[topic].append((partition_for(kb, 2), kb, vc.encode(value), t, None))
             else:
                 events.append((1, key, t, f"{key}:{value}"))
                 events.append((1, key, t, f"{key}:{value}*"))
                 kb = kc.encode(f"x{i}")
-                record = (zlib.crc32(kb) % 2, kb, vc.encode(f"{key}:{value}"), t, None)
+                record = (partition_for(kb, 2), kb, vc.encode(f"{key}:{value}"), t, None)
                 batches[topic].append(record)
         for topic, records in batches.items():
             broker.ensure(topic, 2)
@@ -108,7 +108,7 @@ def test_stream_joins_are_exact_after_a_crash(point: str, nth: int) -> None:
         within=WITHIN,
         grace=GRACE,
         how="outer",
-        partition_of=lambda k: zlib.crc32(k.encode()) % 2,
+        partition_of=lambda k: partition_for(k.encode(), 2),
         end_of_input=True,
     )
     assert late == 0
