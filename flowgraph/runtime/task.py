@@ -547,8 +547,8 @@ class Task:
             return write_objects
 
         bcache: dict[bytes | None, int] = {None: default}
-        """Key bytes -> partition (murmur2 costs ~0.7 us a key in pure Python); None, no key,
-        is the task's own partition."""
+        """Key bytes -> partition (a hit costs a fifth of hashing the key again); None, no
+        key, is the task's own partition."""
         cached = bcache.get
 
         def new_partition(kb: Any) -> int:  # never None: that is always cached
@@ -565,7 +565,7 @@ class Task:
             except Exception as exc:
                 fail(exc, (k, v, ts, o, h))
                 return
-            p = cached(kb, -1)  # keys repeat: a hit costs less than crc32 did
+            p = cached(kb, -1)  # keys repeat: a hit costs less than the hash
             if p < 0:
                 p = new_partition(kb)
             write(p, kb, vb, ts, h)
@@ -585,7 +585,7 @@ class Task:
             except Exception as exc:
                 fail(exc, (k, v, ts, o, h))
                 return
-            p = cached(kb, -1)  # keys repeat: a hit costs less than crc32 did
+            p = cached(kb, -1)  # keys repeat: a hit costs less than the hash
             if p < 0:
                 p = new_partition(kb)
             i = seq[0]

@@ -10,7 +10,13 @@ from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowgraph.partitioner import PARTITIONER, murmur2, partition_for
+from flowgraph.partitioner import (
+    COMPILED,
+    PARTITIONER,
+    murmur2,
+    partition_for,
+    partition_for_python,
+)
 from planner.passes.assign_topics import PARTITIONER as PLANNED
 
 # org.apache.kafka.common.utils.UtilsTest#testMurmur2: Java's signed 32-bit results
@@ -36,7 +42,8 @@ def test_matches_aiokafka_for_every_length_and_the_partition_too() -> None:
         for _ in range(25):
             data = rng.randbytes(length)
             assert murmur2(data) == aiokafka_murmur2(data)
-            assert partition_for(data, 12) == DefaultPartitioner()(data, parts, parts)
+            kafka = DefaultPartitioner()(data, parts, parts)
+            assert partition_for(data, 12) == partition_for_python(data, 12) == kafka
 
 
 def test_partitions_are_in_range_and_spread() -> None:
@@ -82,7 +89,14 @@ def reference_murmur2(data: bytes) -> int:
 def test_fast_murmur2_equals_the_reference_on_any_bytes(data: bytes, partitions: int) -> None:
     expected = reference_murmur2(data)
     assert murmur2(data) == expected
-    assert partition_for(data, partitions) == (expected & 0x7FFFFFFF) % partitions
+    partition = (expected & 0x7FFFFFFF) % partitions
+    assert partition_for(data, partitions) == partition_for_python(data, partitions) == partition
+
+
+def test_the_compiled_hash_is_the_one_used() -> None:
+    """The ``murmurhash2`` wheel is a dependency: the pure version is only a fallback."""
+    assert COMPILED
+    assert partition_for is not partition_for_python
 
 
 @pytest.mark.parametrize(("data", "java"), KAFKA_VECTORS)
