@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 import flowgraph as fg
+from flowgraph.runtime.faults import InjectedCrash, raise_at
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
 from flowgraph.runtime.state import StateBackend, open_backend
 from flowgraph.runtime.worker import Worker, topic_codecs
@@ -194,3 +195,32 @@ class Cluster:
         for tp in committed:
             if topics is None or tp[0] in topics:
                 committed[tp] = 0
+
+
+async def crash_run(
+    plan: Any,
+    broker: MemoryBroker,
+    backend: Any,
+    crash: tuple[str, int] | None,
+    *,
+    end_of_input: bool = False,
+) -> bool:
+    """Run `plan` until idle with small batches and frequent commits, raising at `crash`
+    (a fault point and its nth time) if given: True when it crashed. A crashed worker is
+    abandoned unstopped, as after kill -9; its stores stay as the crash left them."""
+    worker = Worker(
+        plan,
+        MemoryTransport(broker, encoded=True),
+        backend,
+        max_batch=3,
+        commit_every=4,
+        commit_interval=3600.0,
+        crash_point=raise_at(*crash) if crash else None,
+    )
+    try:
+        await worker.start()
+        await worker.run(until_idle=True, idle_wait=0.0, end_of_input=end_of_input)
+    except InjectedCrash:
+        return True
+    await worker.stop()
+    return False

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Any
 
 import pytest
 
 import flowgraph as fg
 from flowgraph.partitioner import partition_for
-from flowgraph.runtime.faults import POINTS, InjectedCrash, raise_at
+from flowgraph.runtime.faults import POINTS
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
 from flowgraph.runtime.state import MemoryBackend
 from flowgraph.runtime.worker import Worker, topic_codecs
+from tests.executor.harness import crash_run
 
 
 def graph() -> fg.Graph:
@@ -27,27 +27,6 @@ def graph() -> fg.Graph:
     )
     prices.join(stock, lambda p, s: p * s, how="inner", name="worth", value_type=int)
     return g
-
-
-async def one_run(
-    plan: Any, broker: MemoryBroker, backend: Any, crash: tuple[str, int] | None
-) -> bool:
-    worker = Worker(
-        plan,
-        MemoryTransport(broker, encoded=True),
-        backend,
-        max_batch=3,
-        commit_every=4,
-        commit_interval=3600.0,
-        crash_point=raise_at(*crash) if crash else None,
-    )
-    try:
-        await worker.start()
-        await worker.run(until_idle=True, idle_wait=0.0)
-    except InjectedCrash:
-        return True  # abandoned, as after kill -9
-    await worker.stop()
-    return False
 
 
 @pytest.mark.parametrize("point", POINTS)
@@ -83,11 +62,11 @@ def test_joins_are_exact_after_a_crash(point: str, nth: int) -> None:
         crash = (point, nth) if round_ == 1 else None
         if crash and point == "in-restore":
             backend = MemoryBackend()  # so that the run restores, and crashes in it
-        if asyncio.run(one_run(plan, broker, backend, crash)):
+        if asyncio.run(crash_run(plan, broker, backend, crash)):
             crashed = True
             if round_ == 1:
                 backend = MemoryBackend()  # and the store is lost too: restored from changelogs
-    asyncio.run(one_run(plan, broker, backend, None))
+    asyncio.run(crash_run(plan, broker, backend, None))
     if nth == 1:
         assert crashed  # the second run did crash (a third commit may not come)
     kc, vc = codecs["out"]

@@ -13,10 +13,11 @@ import pytest
 
 import flowgraph as fg
 from flowgraph.partitioner import partition_for
-from flowgraph.runtime.faults import POINTS, InjectedCrash, raise_at
+from flowgraph.runtime.faults import POINTS
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
 from flowgraph.runtime.state import MemoryBackend
 from flowgraph.runtime.worker import Worker, topic_codecs
+from tests.executor.harness import crash_run
 
 RESET = 5
 
@@ -54,27 +55,6 @@ def graph(variant: str) -> fg.Graph:
     return g
 
 
-async def one_run(
-    plan: Any, broker: MemoryBroker, backend: Any, crash: tuple[str, int] | None
-) -> bool:
-    worker = Worker(
-        plan,
-        MemoryTransport(broker, encoded=True),
-        backend,
-        max_batch=3,
-        commit_every=4,
-        commit_interval=3600.0,
-        crash_point=raise_at(*crash) if crash else None,
-    )
-    try:
-        await worker.start()
-        await worker.run(until_idle=True, idle_wait=0.0)
-    except InjectedCrash:
-        return True  # abandoned, as after kill -9
-    await worker.stop()
-    return False
-
-
 def run_rounds(
     variant: str, crash: tuple[str, int] | None
 ) -> tuple[Counter[tuple[str, int]], dict, bool]:
@@ -99,10 +79,10 @@ def run_rounds(
         now = crash if round_ == 1 else None
         if now and now[0] == "in-restore":
             backend = MemoryBackend()  # so that the run restores, and crashes in it
-        if asyncio.run(one_run(plan, broker, backend, now)):
+        if asyncio.run(crash_run(plan, broker, backend, now)):
             crashed = True
             backend = MemoryBackend()  # the store is lost too: restored from changelogs
-    asyncio.run(one_run(plan, broker, backend, None))
+    asyncio.run(crash_run(plan, broker, backend, None))
     kc, vc = codecs["out"]
     written = Counter((kc.decode(k), vc.decode(v)) for k, v, *_ in broker.records("out"))
     restored = Worker(plan, MemoryTransport(broker, encoded=True), MemoryBackend())

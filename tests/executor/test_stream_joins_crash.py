@@ -12,10 +12,11 @@ import pytest
 
 import flowgraph as fg
 from flowgraph.partitioner import partition_for
-from flowgraph.runtime.faults import POINTS, InjectedCrash, raise_at
-from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
+from flowgraph.runtime.faults import POINTS
+from flowgraph.runtime.memory import MemoryBroker
 from flowgraph.runtime.state import MemoryBackend
-from flowgraph.runtime.worker import Worker, topic_codecs
+from flowgraph.runtime.worker import topic_codecs
+from tests.executor.harness import crash_run
 from tests.join_oracle import Event, join_oracle, pair
 
 WITHIN, GRACE = 3.0, 6.0
@@ -35,27 +36,6 @@ def graph() -> fg.Graph:
         "out", value_type=str
     )
     return g
-
-
-async def one_run(
-    plan: Any, broker: MemoryBroker, backend: Any, crash: tuple[str, int] | None, end: bool
-) -> bool:
-    worker = Worker(
-        plan,
-        MemoryTransport(broker, encoded=True),
-        backend,
-        max_batch=3,
-        commit_every=4,
-        commit_interval=3600.0,
-        crash_point=raise_at(*crash) if crash else None,
-    )
-    try:
-        await worker.start()
-        await worker.run(until_idle=True, idle_wait=0.0, end_of_input=end)
-    except InjectedCrash:
-        return True  # abandoned, as after kill -9
-    await worker.stop()
-    return False
 
 
 @pytest.mark.parametrize("point", POINTS)
@@ -94,10 +74,10 @@ def test_stream_joins_are_exact_after_a_crash(point: str, nth: int) -> None:
         crash = (point, nth) if round_ == 1 else None
         if crash and point == "in-restore":
             backend = MemoryBackend()  # so that the run restores, and crashes in it
-        if asyncio.run(one_run(plan, broker, backend, crash, end=False)):
+        if asyncio.run(crash_run(plan, broker, backend, crash, end_of_input=False)):
             crashed = True
             backend = MemoryBackend()  # and the store is lost too: restored from changelogs
-    asyncio.run(one_run(plan, broker, backend, None, end=True))
+    asyncio.run(crash_run(plan, broker, backend, None, end_of_input=True))
     if nth == 1:
         assert crashed  # the second run did crash (a third commit may not come)
     kc, vc = codecs["out"]
