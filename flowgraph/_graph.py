@@ -950,6 +950,7 @@ class Stream(Generic[K, V]):
             or (type(state) if state is not None and not callable(state) else None),
             wake=timers[0],
             on_wake=timers[1],
+            wake_name=_util.fn_name(timers[0]) if timers[0] is not None else "",
             where=_util.call_site(),
         )
         return self.graph._add(node)

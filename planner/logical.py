@@ -177,6 +177,8 @@ class Aggregate(FnNode):
     wants `on_wake` called (None: never). A step with timers keeps stream time in its store."""
     on_wake: object = attrs.field(default=None, eq=False)
     """For ``process``: ``on_wake(state, stream_time) -> (new_state, outputs)``."""
+    wake_name: str = ""
+    """``module.qualname`` of `wake`, for explanations ("" without timers)."""
 
 
 @attrs.frozen(kw_only=True)

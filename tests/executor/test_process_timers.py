@@ -298,6 +298,7 @@ def test_graphs_without_timers_keep_the_plain_store() -> None:
     stores = {s.step: s for s in g.plan().stores}
     assert stores["plain"].key_type is str  # no stream time entry: the key's own codec
     assert stores["timed"].key_type is None  # keys and stream time: self-describing
+    assert "timers wake=tests.executor.test_process_timers.always_due" in g.explain()
 
 
 # -- builder errors ----------------------------------------------------------------------------
