@@ -407,7 +407,7 @@ class AggregateOp:
         self.due: dict[Any, tuple[float, Any]] = {}
         """Per key with a timer: its deadline and the position it was set at (heap entries
         that do not match are stale)."""
-        self.timers: list[tuple[float, Any, str, Any]] = []
+        self.timers: list[tuple[float, Any, tuple[Any, ...], Any]] = []
         self.ended = False
         """True after `end_of_input` fired the timers, until the next record is applied."""
         for key, entry in self.store.entries():
@@ -515,7 +515,7 @@ class AggregateOp:
         due = self.due
         cur = self.cur
         label = f_repr(self.on_wake)
-        again: list[tuple[float, Any, str, Any]] = []
+        again: list[tuple[float, Any, tuple[Any, ...], Any]] = []
         while timers and timers[0][0] <= stream_time:
             entry = heapq.heappop(timers)
             deadline, position, _, k = entry
@@ -745,7 +745,7 @@ def _deadline(value: Any) -> float:
     raise TypeError(msg)
 
 
-def _order(key: Any) -> str:
-    """A key's place among keys due at the same deadline and position: deterministic
-    whatever the keys' types (a step may mix them)."""
-    return key if type(key) is str else repr(key)
+def _order(key: Any) -> tuple[Any, ...]:
+    """A key's place among keys due at the same deadline and position: deterministic, and
+    comparable whatever the keys' types (a step may mix them)."""
+    return (0, key) if type(key) is str else (1, type(key).__qualname__, repr(key))
