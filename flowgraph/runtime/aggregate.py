@@ -694,9 +694,24 @@ class AggregateOp:
     def revert(self, key: Any) -> None:
         """Forget the cached entry of `key`, so its next record starts from the stored one
         (after a commit found its value cannot be stored)."""
-        if self.timed and key == META:
-            return
         self.cur.pop(key, None)
+        if self.timed:
+            self._rearm(key)
+
+    def _rearm(self, key: Any) -> None:
+        """Set `key`'s timer from its stored state again (its unstorable one is gone)."""
+        if key == META:
+            return
+        stored = self.store.get(key)
+        self.due.pop(key, None)
+        if stored is None or stored[1] is DELETE:
+            return
+        try:
+            deadline = self.wake(stored[1])
+            if deadline is not None:
+                self._arm(key, _deadline(deadline), _position(stored[0]))
+        except Exception:  # as at task start: no timer until its state changes
+            return
 
     def flush(self) -> dict[Any, Entry | None]:
         """The entries changed since the last flush, one per key; they now count as stored.

@@ -290,6 +290,26 @@ def test_a_failing_wake_dead_letters_the_record_and_keeps_the_state() -> None:
         assert driver.table("remember") == {}
 
 
+def remember_or_break(state: dict, value: str, ctx: fg.RecordContext) -> tuple[dict, list]:
+    """As `remember`, but "bad" makes a state its changelog cannot hold."""
+    new = {"last": value, "at": ctx.timestamp}
+    return ({**new, "bad": object()} if value == "bad" else new), []
+
+
+def test_a_state_that_cannot_be_stored_puts_back_the_stored_states_timer() -> None:
+    g = fg.Graph("unstorable")
+    g.source("in", key_type=str, value_type=str).process(
+        remember_or_break, dict, context=True, wake=quiet_for_ten, on_wake=idle, value_type=str
+    ).to("out", value_type=str)
+    with TestDriver(g) as driver:
+        driver.send("in", "k", "k1", timestamp=100.0)  # deadline 110, committed
+        driver.send("in", "k", "bad", timestamp=105.0)  # deadline 115, but not storable
+        assert len(driver.dead_letters()) == 1
+        assert driver.table("remember_or_break") == {"k": {"last": "k1", "at": 100.0}}
+        driver.send("in", "other", "o1", timestamp=111.0)  # past the stored state's deadline
+        assert outputs(driver) == [("k", "k1 idle at 111.0", 110.0, None)]
+
+
 def test_graphs_without_timers_keep_the_plain_store() -> None:
     g = fg.Graph("plain")
     src = g.source("in", key_type=str, value_type=int)
