@@ -428,7 +428,13 @@ class AggregateOp:
             self.due.pop(k, None)
             return
         self.due[k] = (deadline, position)
-        heapq.heappush(self.timers, (deadline, position, _order(k), k))
+        timers = self.timers
+        heapq.heappush(timers, (deadline, position, _order(k), k))
+        if len(timers) > 1024 + 4 * len(self.due):
+            # stale entries (keys whose timer moved since) pile up while their deadlines are
+            # ahead: rebuild from the live ones, amortised over the pushes that made them
+            timers[:] = [(d, p, _order(key), key) for key, (d, p) in self.due.items()]
+            heapq.heapify(timers)
 
     def _push_timed(self, nxt: Push | None) -> Push:
         """The push of a `process` step with timers: `_push_process`'s work, then stream time

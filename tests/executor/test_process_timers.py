@@ -228,6 +228,22 @@ def test_keys_fire_when_stream_time_reaches_their_deadline_in_deadline_order() -
         assert driver.table("remember") == {"d": {"last": "d1", "at": 200.0}}
 
 
+def test_timers_that_keep_moving_do_not_pile_up() -> None:
+    with TestDriver(idle_graph()) as driver:
+        for i in range(1500):  # each record moves its key's deadline: a stale heap entry
+            driver.send("in", f"k{i % 3}", f"v{i}", timestamp=100.0 + i)
+        (task,) = driver._worker._all_tasks
+        op = task.aggregates["remember"]
+        assert len(op.timers) <= 1024 + 4 * 3  # rebuilt from the live timers
+        assert outputs(driver) == []  # every key pinged within ten seconds
+        driver.send("in", "k9", "late", timestamp=1700.0)
+        assert sorted(v for _, v, _, _ in outputs(driver)) == [
+            "v1497 idle at 1700.0",
+            "v1498 idle at 1700.0",
+            "v1499 idle at 1700.0",
+        ]
+
+
 def test_end_of_input_fires_every_pending_timer_with_stream_time_infinity() -> None:
     with TestDriver(idle_graph()) as driver:
         driver.send("in", "a", "a1", timestamp=100.0)
