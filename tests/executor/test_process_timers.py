@@ -326,6 +326,32 @@ def test_a_state_that_cannot_be_stored_puts_back_the_stored_states_timer() -> No
         assert outputs(driver) == [("k", "k1 idle at 111.0", 110.0, None)]
 
 
+def idle_unless_k(state: dict, stream_time: float) -> tuple[None, list[str]]:
+    if state["last"].startswith("k"):
+        raise ValueError("k keys cannot go idle")
+    return idle(state, stream_time)
+
+
+def test_a_failing_on_wake_dead_letters_the_state_and_leaves_the_key_unwoken() -> None:
+    g = fg.Graph("bad-wake")
+    g.source("in", key_type=str, value_type=str).process(
+        remember, dict, context=True, wake=quiet_for_ten, on_wake=idle_unless_k, value_type=str
+    ).to("out", value_type=str)
+    with TestDriver(g) as driver:
+        driver.send("in", "k", "k1", timestamp=100.0)
+        driver.send("in", "a", "a1", timestamp=101.0)
+        driver.send("in", "b", "b1", timestamp=120.0)  # both due: k fails, a fires
+        driver.send("in", "b", "b2", timestamp=121.0)  # k is not woken again
+        (dead,) = driver.dead_letters()
+        assert "k keys cannot go idle" in dead.headers["error.message"]
+        assert dead.key == b"k" and b"k1" in dead.value  # the key's state
+        assert [v for _, v, _, _ in outputs(driver)] == ["a1 idle at 120.0"]
+        assert driver.table("remember") == {
+            "k": {"last": "k1", "at": 100.0},
+            "b": {"last": "b2", "at": 121.0},
+        }
+
+
 def test_graphs_without_timers_keep_the_plain_store() -> None:
     g = fg.Graph("plain")
     src = g.source("in", key_type=str, value_type=int)
