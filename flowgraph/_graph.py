@@ -346,6 +346,42 @@ def _check_call(
     raise _error(msg)
 
 
+def _check_timers(
+    wake: object, on_wake: object, fn: Callable[..., Any]
+) -> tuple[Callable[..., Any] | None, Callable[..., Any] | None]:
+    """Refuse half a timer, a timer function of the wrong shape, and async timers.
+
+    The timers of a step run inside its record loop, between records, so an ``async def``
+    (or an async `fn` beside timers) would need the loop to wait on them: refused.
+    """
+    if wake is None and on_wake is None:
+        return None, None
+    if wake is None or on_wake is None:
+        given, missing = ("wake=", "on_wake=") if on_wake is None else ("on_wake=", "wake=")
+        msg = (
+            f"process has {given} but no {missing}; a timer needs both: "
+            "wake(state) says when, on_wake(state, stream_time) what to do then"
+        )
+        raise _error(msg)
+    wake_fn = _callable(wake, "process wake=")
+    fire_fn = _callable(on_wake, "process on_wake=")
+    _check_call(wake_fn, "process wake=", ("state",), "it gets the key's state")
+    _check_call(
+        fire_fn,
+        "process on_wake=",
+        ("state", "stream_time"),
+        "it gets the key's state and the stream time, and returns (new_state, outputs)",
+    )
+    for f, what in ((fn, "fn"), (wake_fn, "wake="), (fire_fn, "on_wake=")):
+        if _util.is_async(f):
+            msg = (
+                f"process has timers and an async {what}; timers run "
+                "between records, so fn, wake= and on_wake= must be plain functions"
+            )
+            raise _error(msg)
+    return wake_fn, fire_fn
+
+
 _CONTEXT_HINT = (
     "to read the record's key, timestamp, headers, topic, partition or offset, pass "
     "context=True and take (value, ctx)"
@@ -856,6 +892,8 @@ class Stream(Generic[K, V]):
         value_type: object = None,
         state_type: object = None,
         context: bool = False,
+        wake: Callable[[Any], Any] | None = None,
+        on_wake: Callable[[Any, float], Any] | None = None,
     ) -> Stream[K, Any]:
         """Run ``fn(state, value) -> (new_state, outputs)`` per record, with one state per key.
 
@@ -865,8 +903,11 @@ class Stream(Generic[K, V]):
         the record's key, timestamp and headers. The state is a table named `name` (default:
         the function's name), with a store and changelog like an aggregation's, so it is
         exact across crashes; `state_type` is its changelog's value type, `value_type` the
-        outputs'. With ``context=True``: ``fn(state, value, ctx)``. See
-        docs/concepts/processors.md.
+        outputs'. With ``context=True``: ``fn(state, value, ctx)``.
+
+        Event-time timers: ``wake(state) -> float | None`` is the event time at which a key
+        wants ``on_wake(state, stream_time) -> (new_state, outputs)`` called; the step fires
+        it once the stream time of its partition reaches it. See docs/concepts/processors.md.
         """
         func = _callable(fn, "process")
         with_context = _context_flag(context, "process")
@@ -890,6 +931,7 @@ class Stream(Generic[K, V]):
                 "topic are named after the step; pass name=..."
             )
             raise GraphDefinitionError(msg)
+        timers = _check_timers(wake, on_wake, func)
         declared = _process_types(func)
         up = self._up
         node = lg.Aggregate(
@@ -906,6 +948,9 @@ class Stream(Generic[K, V]):
             state_type=state_type
             or declared[0]
             or (type(state) if state is not None and not callable(state) else None),
+            wake=timers[0],
+            on_wake=timers[1],
+            wake_name=_util.fn_name(timers[0]) if timers[0] is not None else "",
             where=_util.call_site(),
         )
         return self.graph._add(node)

@@ -354,6 +354,8 @@ def _step(node: Node, stores: dict[str, str]) -> StepDescription:
         function = node.fn_name
         if node.context:  # the step also reads the record's context (key, headers, offset...)
             function += " +context"
+        if isinstance(node, Aggregate) and node.wake_name:  # a process with timers
+            function += f", timers wake={node.wake_name}"
         if isinstance(node, Join):
             function += f", {node.how} join on {_joined(node)}"
             if node.catch_up:  # held at task start until the table caught up

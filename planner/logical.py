@@ -172,6 +172,13 @@ class Aggregate(FnNode):
     state_type: object = None
     """For ``process``: the type of the state the table holds (its changelog's values);
     `value_type` is then the type of the values it emits."""
+    wake: object = attrs.field(default=None, eq=False)
+    """For ``process``: ``wake(state) -> float | None``, the event time at which the key
+    wants `on_wake` called (None: never). A step with timers keeps stream time in its store."""
+    on_wake: object = attrs.field(default=None, eq=False)
+    """For ``process``: ``on_wake(state, stream_time) -> (new_state, outputs)``."""
+    wake_name: str = ""
+    """``module.qualname`` of `wake`, for explanations ("" without timers)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -29,11 +29,22 @@ Until then (a key never seen again) it stays in the store, hidden from reads.
 A `process` step (``stream.process``) is an aggregation of its own kind: the table holds the
 function's state under the same rules (positions, skips on replay, graves), but its push hands
 the next step the values the function returned instead of the new state.
+
+A `process` step with timers (``wake=``, ``on_wake=``) also keeps the stream time of its
+partition (the highest record timestamp it has seen) and a heap of the keys' deadlines. The
+deadlines are a pure function of the stored states, so the heap is rebuilt by scanning the
+store when the task starts; the stream time and the position of the last record processed are
+stored under the key ``()`` (`META`), flushed last as in `StreamJoinOp`: records up to that
+position are skipped whole after a crash, so a replay fires the same timers at the same points.
+Keys fire in (deadline, position of the key's last record, key) order, a pure function of the
+stored entries, each at most once per record; steps without timers never reach this code.
 """
 
 from __future__ import annotations
 
 import copy
+import heapq
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +64,8 @@ from planner.logical import Aggregate
 
 __all__ = ["AggregateOp"]
 
+META: tuple[()] = ()
+"""Store key of a timed `process` step's stream time and processed position."""
 MISSING: Any = object()
 """The value of a `reduce` that has seen nothing yet."""
 _IMMUTABLE = (int, float, str, bytes, bool, tuple, frozenset, type(None))
@@ -140,6 +153,9 @@ def _step(node: Aggregate) -> Callable[[Any, Any], Any]:
 class AggregateOp:
     """One aggregation step over one store partition."""
 
+    timed = False
+    """A `process` step with timers: it keeps stream time and fires keys' deadlines."""
+
     def __init__(
         self,
         node: Aggregate,
@@ -181,6 +197,9 @@ class AggregateOp:
         """The record contexts of `pending`, for an async ``process(context=True)``."""
         self.emitted = [0]
         """Values a `process` step emitted (its records out, for the step counts)."""
+        if node.wake is not None:
+            self.timed = True
+            self._init_timers()
 
     def _load(self, key: Any) -> list[Any]:
         if self.key_codec is not None:
@@ -215,6 +234,8 @@ class AggregateOp:
             if self.context is not None:
                 return self._collect_with_context
             return self._collect
+        if self.timed:
+            return self._push_timed(nxt)
         if self.node.agg == "process":
             return self._push_process(nxt)
         if self.inputs != 1:
@@ -369,6 +390,193 @@ class AggregateOp:
 
         return push
 
+    # -- timers (``process(..., wake=, on_wake=)``) ----------------------------------------
+
+    def _init_timers(self) -> None:
+        """Stream time and position from `META`, and the heap from every stored key's state.
+
+        This reads the whole store partition once per task start: the price of timers that
+        need no store of their own (their deadlines are a function of the states).
+        """
+        self.wake: Callable[[Any], Any] = self.node.wake  # type: ignore[assignment]
+        self.on_wake: Callable[[Any, float], Any] = self.node.on_wake  # type: ignore[assignment]
+        start: Any = -1 if self.inputs == 1 else (-1,) * self.inputs
+        self.st = self.flushed_st = -math.inf
+        self.done: Any = start
+        self.pos: Any = start
+        self.due: dict[Any, tuple[float, Any]] = {}
+        """Per key with a timer: its deadline and the position it was set at (heap entries
+        that do not match are stale)."""
+        self.timers: list[tuple[float, Any, tuple[Any, ...], Any]] = []
+        self.ended = False
+        """True after `end_of_input` fired the timers, until the next record is applied."""
+        for key, entry in self.store.entries():
+            position, value = entry
+            if key == META:
+                self.done = self.pos = _position(position)
+                self.st = self.flushed_st = float(value)  # type: ignore[arg-type]
+            elif value is not DELETE:
+                try:
+                    deadline = self.wake(value)
+                    if deadline is not None:
+                        self._arm(key, _deadline(deadline), _position(position))
+                except Exception:  # as its next record would find wake failing: the key
+                    continue  # sets no timer until its state changes
+
+    def _arm(self, k: Any, deadline: float | None, position: Any) -> None:
+        if deadline is None:
+            self.due.pop(k, None)
+            return
+        self.due[k] = (deadline, position)
+        timers = self.timers
+        heapq.heappush(timers, (deadline, position, _order(k), k))
+        if len(timers) > 1024 + 4 * len(self.due):
+            # stale entries (keys whose timer moved since) pile up while their deadlines are
+            # ahead: rebuild from the live ones, amortised over the pushes that made them
+            timers[:] = [(d, p, _order(key), key) for key, (d, p) in self.due.items()]
+            heapq.heapify(timers)
+
+    def _push_timed(self, nxt: Push | None) -> Push:
+        """The push of a `process` step with timers: `_push_process`'s work, then stream time
+        moves and the keys whose deadline it reached fire."""
+        cur = self.cur
+        load = self._load_or_fail
+        dirty = self.dirty.append
+        fail = self.fail
+        initial = self.initial
+        fn: Any = self.node.fn
+        wake = self.wake
+        label = f_repr(fn)
+        make_context = self.context
+        out = nxt or _noop
+        self.out = out
+        emitted = self.emitted
+        multi = self.inputs != 1
+
+        def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            i = self.index
+            if o <= (self.done[i] if multi else self.done):
+                self.skipped += 1  # processed before a crash, its firings too
+                if not multi:
+                    e = cur.get(k)
+                    if e is not None and o == e[0] and e[2] is DELETE:
+                        self.replayed[k] = o
+                return
+            pos = self.pos
+            self.pos = (*pos[:i], o, *pos[i + 1 :]) if multi else o
+            self.ended = False
+            if ts > self.st:
+                self.st = ts
+            self._apply(k, v, ts, o, h)
+            if self.timers and self.timers[0][0] <= self.st:
+                self._fire(o, self.st)
+
+        def apply(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
+            e = cur.get(k)
+            if e is None:
+                e = load(k, v, ts, o, h)
+                if e is None:
+                    return
+            if multi:
+                i = self.index
+                position = e[0][i]
+            else:
+                position = e[0]
+            if o <= position:
+                self.skipped += 1  # in this key's stored entry already
+                return
+            acc = e[2]
+            try:
+                if acc is DELETE:
+                    acc = initial()
+                if make_context is None:
+                    result = fn(acc, v)
+                else:
+                    result = fn(acc, v, make_context(k, ts, o, h))
+                state, outputs = process_result(label, result)
+                deadline = None if state is None or state is DELETE else wake(state)
+                if deadline is not None:
+                    deadline = _deadline(deadline)
+            except Exception as exc:
+                fail(exc, (k, v, ts, o, h))
+                return
+            e[2] = DELETE if state is None else state
+            if e[1] == e[0]:
+                dirty(k)
+            e[1] = (*e[1][:i], o, *e[1][i + 1 :]) if multi else o
+            self._arm(k, deadline, e[1])
+            if outputs:
+                emitted[0] += len(outputs)
+                for x in outputs:
+                    out(k, x, ts, o, h)
+
+        self._apply = apply
+        return push
+
+    def _fire(self, o: int, stream_time: float) -> None:
+        """Fire every key whose deadline is at or before `stream_time`, once each, in
+        (deadline, position, key) order. Outputs carry the key, the deadline as timestamp,
+        no headers, and the origin `o` of the record that moved stream time."""
+        timers = self.timers
+        due = self.due
+        cur = self.cur
+        label = f_repr(self.on_wake)
+        again: list[tuple[float, Any, tuple[Any, ...], Any]] = []
+        while timers and timers[0][0] <= stream_time:
+            entry = heapq.heappop(timers)
+            deadline, position, _, k = entry
+            if due.get(k) != (deadline, position):
+                continue  # stale: the key's state changed since this timer was set
+            del due[k]
+            e = cur.get(k)
+            if e is None:
+                e = self._load(k)
+            try:
+                state, outputs = process_result(label, self.on_wake(e[2], stream_time))
+                nd = None if state is None or state is DELETE else self.wake(state)
+                if nd is not None:
+                    nd = _deadline(nd)
+            except Exception as exc:
+                # no record to blame: the key's state as the value; it is not woken again
+                # until its state changes (a record of it, or a restart)
+                self.fail(exc, (k, e[2], deadline, o, None))
+                continue
+            e[2] = DELETE if state is None else state
+            if e[1] == e[0]:
+                self.dirty.append(k)
+            if nd is not None:
+                due[k] = (nd, e[1])
+                again.append((nd, e[1], entry[2], k))
+            if outputs:
+                self.emitted[0] += len(outputs)
+                for x in outputs:
+                    self.out(k, x, deadline, o, None)
+        for t in again:
+            heapq.heappush(timers, t)  # due again: at the next record, not this one
+
+    def has_open_windows(self) -> bool:
+        """True while some key of a timed step waits for its deadline (until the end of the
+        input has fired them all)."""
+        return bool(self.due) and not self.ended
+
+    def end_of_input(self, o: int) -> int:
+        """The input has ended: fire every key with a timer once, in deadline order, with
+        stream time infinity (all it waits for has happened). Stream time moves to the last
+        of those deadlines, stored at the next commit. The number of keys fired."""
+        if not self.due:
+            return 0
+        last = max(d for d, _ in self.due.values())
+        fired = len(self.due)
+        self._fire(o, math.inf)
+        if last > self.st:
+            self.st = last
+        self.ended = True
+        return fired
+
+    def last_offset(self) -> int:
+        """The highest input offset processed here (of any input), -1 before any."""
+        return self.pos if type(self.pos) is int else max(self.pos)
+
     def _push_multi(self, k: Any, v: Any, ts: float, o: int, h: Any) -> None:
         i = self.index
         e = self.cur.get(k) or self._load_or_fail(k, v, ts, o, h)
@@ -493,6 +701,23 @@ class AggregateOp:
         """Forget the cached entry of `key`, so its next record starts from the stored one
         (after a commit found its value cannot be stored)."""
         self.cur.pop(key, None)
+        if self.timed:
+            self._rearm(key)
+
+    def _rearm(self, key: Any) -> None:
+        """Set `key`'s timer from its stored state again (its unstorable one is gone)."""
+        if key == META:
+            return
+        stored = self.store.get(key)
+        self.due.pop(key, None)
+        if stored is None or stored[1] is DELETE:
+            return
+        try:
+            deadline = self.wake(stored[1])
+            if deadline is not None:
+                self._arm(key, _deadline(deadline), _position(stored[0]))
+        except Exception:  # as at task start: no timer until its state changes
+            return
 
     def flush(self) -> dict[Any, Entry | None]:
         """The entries changed since the last flush, one per key; they now count as stored.
@@ -522,4 +747,26 @@ class AggregateOp:
         self.dirty.clear()
         if len(cur) > CACHE_KEYS:
             cur.clear()
+        if self.timed and (changed or self.pos != self.done or self.st != self.flushed_st):
+            self.done, self.flushed_st = self.pos, self.st
+            changed[META] = (self.pos, self.st)  # last: when it is stored, all of it is
         return changed
+
+
+def _position(position: Any) -> Any:
+    """A stored position as the op keeps it (a codec may hand a tuple back as a list)."""
+    return tuple(position) if isinstance(position, list) else position
+
+
+def _deadline(value: Any) -> float:
+    """A `wake` result as a float, or a TypeError saying what it must be."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+        return float(value)
+    msg = f"wake returned {_short(value)}; it must return an event time in seconds or None"
+    raise TypeError(msg)
+
+
+def _order(key: Any) -> tuple[Any, ...]:
+    """A key's place among keys due at the same deadline and position: deterministic, and
+    comparable whatever the keys' types (a step may mix them)."""
+    return (0, key) if type(key) is str else (1, type(key).__qualname__, repr(key))

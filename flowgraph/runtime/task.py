@@ -182,6 +182,8 @@ class Task:
         self.stream_joins: list[StreamJoinOp] = []
         """Stream-stream joins: stateful like the aggregations, with windows that close."""
         self._deleting: list[AggregateOp] = []
+        self.timed: list[AggregateOp] = []
+        """`process` steps with timers: they fire what is pending when the input ends."""
         self.agents: list[AgentOp] = []
         self._sends: dict[str, Push] = {}
         """Per `Send` step, the writer its agent sends through."""
@@ -329,6 +331,8 @@ class Task:
                     self.cells[step.id] = agg.emitted
                 if agg.deletes:
                     self._deleting.append(agg)
+                if agg.timed:
+                    self.timed.append(agg)
                 push = agg.make_push(nxt)
                 if agg.is_async:
                     async_steps.append(agg)
@@ -869,21 +873,29 @@ class Task:
         return changed
 
     def has_open_windows(self) -> bool:
-        """True when a windowed step of this task holds a window not closed yet."""
-        return any(op.has_open_windows() for op in self.windowed) or any(
-            op.has_open_windows() for op in self.stream_joins
+        """True when a windowed step of this task holds a window not closed yet (or a
+        `process` step a timer not fired yet)."""
+        return (
+            any(op.has_open_windows() for op in self.windowed)
+            or any(op.has_open_windows() for op in self.stream_joins)
+            or any(op.has_open_windows() for op in self.timed)
         )
 
     async def end_of_input(self) -> int:
-        """The input has ended: close the open windows of every windowed step, upstream first.
+        """The input has ended: close the open windows of every windowed step, upstream first
+        (and fire the pending timers of every `process` step with timers).
 
         What the closes emit is written with the origin (entry `AT_END`, one past the
         highest offset applied), so the same close replayed after a crash (the stream time
         it moved not yet stored) skips what was already written. The number of windows closed.
         """
-        if not self.windowed and not self.stream_joins:
+        if not self.windowed and not self.stream_joins and not self.timed:
             return 0
-        ops: list[WindowedAggregateOp | StreamJoinOp] = [*self.windowed, *self.stream_joins]
+        ops: list[WindowedAggregateOp | StreamJoinOp | AggregateOp] = [
+            *self.windowed,
+            *self.stream_joins,
+            *self.timed,
+        ]
         o = 1 + max(op.last_offset() for op in ops)
         self._seq[0], self._seq[1] = AT_END, -1
         closed = 0

@@ -576,6 +576,8 @@ class TaskManager:
         for (store_name, _), store in sorted(self.stores.items(), key=lambda i: i[0][1]):
             if store_name == spec.name:
                 result.update(store.items())
+        if isinstance(node, lg.Aggregate) and node.wake is not None:
+            result.pop((), None)  # the stream time of a process step with timers
         return result
 
     def step_counts(self) -> dict[str, int]:

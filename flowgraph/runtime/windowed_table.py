@@ -94,7 +94,7 @@ class WindowedTableState(TableState):
             key: Any = skey
             position, value = entry
             if key == META:
-                self.done = self.pos = position  # type: ignore[assignment]
+                self.done = self.pos = position
                 self.st = self.flushed_st = float(value)  # type: ignore[arg-type]
             else:
                 self._track(key)

@@ -29,8 +29,10 @@ def assign_stores(plan: PhysicalPlan, options: PlanOptions) -> PhysicalPlan:
         by_id = {s.id: s for s in sub.steps}
         for step in sub.steps:
             if isinstance(step, STATEFUL):
-                windowed = isinstance(step, StreamJoin) or (
-                    isinstance(step, Aggregate | AgentTable) and step.window is not None
+                windowed = (
+                    isinstance(step, StreamJoin)
+                    or (isinstance(step, Aggregate | AgentTable) and step.window is not None)
+                    or (isinstance(step, Aggregate) and step.wake is not None)
                 )
                 # an agent's table declares its own types; an aggregation's come from its input
                 typed = step if isinstance(step, AgentTable) else None
