@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flowgraph.runtime.catch_up import CatchUpWait
@@ -212,6 +212,7 @@ class TaskManager:
             self.publish(task, set(assignment))
         for task in self.suspended.values():
             self._close(task)  # its stores stay open: a standby of it here follows them on
+            self._forget([(t, task.partition) for t in task.sub.source_topics])
         self.suspended.clear()
         new = {tp for tp in assignment if tp not in self.tasks}
         promoted = 0
@@ -261,6 +262,14 @@ class TaskManager:
         task.close()
         self.stats.retire(task.tally())  # its step counts outlive it
 
+    def _forget(self, tps: Iterable[TP]) -> None:
+        """`tps` are no longer this worker's to resume: what it committed for them and where
+        it stopped belong to an ownership that ended (another member may have run them
+        since), so a later resume must not seek back there."""
+        for tp in tps:
+            self.committed.pop(tp, None)
+            self.resume_at.pop(tp, None)
+
     def revoking(self) -> None:
         """A rebalance begins taking partitions away: stop any build under way."""
         self.joined = False  # until the rebalance settles: an idle worker then leaves cleanly
@@ -281,6 +290,7 @@ class TaskManager:
         for tp in tps:
             self.tails.pop(tp, None)
             self.positions.pop(tp, None)
+        self._forget(tps)
         self.all_tasks = [t for t in self.all_tasks if id(t) not in gone]
 
     def lose(self, exc: MembershipLost) -> None:
@@ -303,6 +313,7 @@ class TaskManager:
         self.generation += 1
         for task in self.suspended.values():
             self._close(task)
+            self._forget([(t, task.partition) for t in task.sub.source_topics])
         self.suspended.clear()
         if self.consumer is not None:  # fetch nothing more for what is no longer ours
             self.consumer.pause(sorted(lost))
@@ -393,10 +404,13 @@ class TaskManager:
                 return False
             if recovering and self.consumer is not None:
                 # where the group stands for them now: a rebalance that gives them back
-                # resumes them only if nobody moved these offsets meanwhile (`assigned`)
+                # resumes them only if nobody moved these offsets meanwhile (`assigned`),
+                # and there, not where this worker stopped when it last ran them
                 tps = [(t, task.partition) for task in recovering for t in task.sub.source_topics]
                 found = await self.consumer.group_offsets(tps)
+                self._forget(tps)
                 self.committed.update((tp, o) for tp, o in found.items() if o is not None)
+                self.resume_at.update((tp, o) for tp, o in found.items() if o is not None)
             if self.interrupted(generation):
                 return False
             for task in recovering:

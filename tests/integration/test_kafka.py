@@ -379,11 +379,23 @@ def restored_table(job: Job, kafka: Broker, state: Path) -> dict[Any, Any]:
     return result.table(TABLE)
 
 
-def assert_exact(job: Job, kafka: Broker, tmp_path: Path, expected: dict[str, int]) -> None:
-    """The changelog and a restore from it both hold exactly `expected`."""
-    from_changelog = changelog_table(kafka, job.graph())
-    assert_same(from_changelog, expected, "changelog")
-    assert_same(restored_table(job, kafka, tmp_path / "reader"), expected, "restored table")
+def assert_exact(
+    job: Job,
+    kafka: Broker,
+    tmp_path: Path,
+    expected: dict[str, int],
+    logs: Sequence[Path] = (),
+) -> None:
+    """The changelog and a restore from it both hold exactly `expected`; a failure names
+    the workers' `logs`, kept for a look at what they did."""
+    try:
+        from_changelog = changelog_table(kafka, job.graph())
+        assert_same(from_changelog, expected, "changelog")
+        assert_same(restored_table(job, kafka, tmp_path / "reader"), expected, "restored table")
+    except AssertionError as exc:
+        if not logs:
+            raise
+        raise AssertionError(f"{exc}\nworker logs: {', '.join(map(str, logs))}") from None
 
 
 def assert_same(got: dict[str, int], expected: dict[str, int], what: str) -> None:
