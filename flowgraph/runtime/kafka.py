@@ -115,7 +115,6 @@ class KafkaTransport:
         self._buffers: dict[str, list[_PartitionBuffer]] = {}
         self._tracked: set[str] = set()
         """Topics whose writers keep their oldest unfetched timestamp (`track_oldest`)."""
-        self._unacked_oldest: dict[TP, float] = {}
         self._sent_oldest: dict[TP, tuple[float, int]] = {}
         """Per tracked partition, the oldest timestamp sent and the end offset it was sent up
         to, until a fetch passes that end."""
@@ -374,6 +373,7 @@ class KafkaTransport:
     ) -> dict[str, dict[int, int]]:
         assert self._producer is not None
         pending: list[tuple[str, int, int, Any]] = []
+        oldest_sent: dict[TP, float] = {}
         for topic, parts in buffers.items():
             for partition, buf in enumerate(parts):
                 batches = buf.full
@@ -386,7 +386,7 @@ class KafkaTransport:
                         fut = await self._producer.send_batch(batch, topic, partition=partition)
                         pending.append((topic, partition, count, fut))
                 if oldest != math.inf:
-                    self._unacked_oldest[(topic, partition)] = oldest
+                    oldest_sent[(topic, partition)] = oldest
         last: dict[str, dict[int, int]] = {}
         for topic, partition, count, fut in pending:
             meta = await fut
@@ -395,12 +395,10 @@ class KafkaTransport:
             parts_last[partition] = max(parts_last.get(partition, -1), end)
             tp = (topic, partition)
             self._written[tp] = max(self._written.get(tp, 0), end + 1)
-            oldest = self._unacked_oldest.pop(tp, math.inf)
-            if oldest != math.inf:
-                before = self._sent_oldest.get(tp)
-                self._sent_oldest[tp] = (
-                    (oldest, end + 1) if before is None else (min(oldest, before[0]), end + 1)
-                )
+        for tp, oldest in oldest_sent.items():  # kept until a fetch passes their end
+            before = self._sent_oldest.get(tp)
+            end = self._written.get(tp, 0)
+            self._sent_oldest[tp] = (oldest if before is None else min(oldest, before[0]), end)
         return last
 
     async def produce(self, topic: str, records: Sequence[OutRecord]) -> dict[int, int]:

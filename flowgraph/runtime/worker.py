@@ -135,7 +135,7 @@ class Worker:
         buffered record: its offset to commit once that record is processed."""
         self._stalled = False
         """The last step processed nothing while records were buffered: wait in the fetch."""
-        fed = fed_back(plan)
+        fed = self._fed = fed_back(plan)
         track = getattr(transport, "track_oldest", None)
         self._flush_to_self = bool(fed) and track is not None
         """Some schedule group reads what it writes to a repartition topic, and writes wait
@@ -266,8 +266,11 @@ class Worker:
         position = getattr(self._consumer, "fetch_position", None)
         own_oldest = getattr(self.transport, "own_oldest", None)
         if self._flush_to_self and position is not None and own_oldest is not None:
+            fed = self._fed
 
             def own(tp: TP) -> float | None:
+                if tp[0] not in fed:
+                    return None
                 return own_oldest(tp, position(tp))  # type: ignore[no-any-return]
 
             self.schedule.own = own
