@@ -59,6 +59,12 @@ def _ms(ts: float | None) -> int | None:
     return None if ts is None else int(ts * 1000)
 
 
+FED_BACK_FETCH_WAIT_MS = 20
+"""A group consumer's longest wait in a fetch when the worker reads back what it writes
+(`track_oldest`): the schedule waits for those records, so a fetch must return them soon
+after they are sent, not at the end of aiokafka's default 500 ms wait."""
+
+
 class _PartitionBuffer:
     """Records for one topic partition, in aiokafka batches, sent at `flush`."""
 
@@ -272,6 +278,8 @@ class KafkaTransport:
         extra: dict[str, Any] = {}
         if assignor is not None:
             extra["partition_assignment_strategy"] = (assignor,)
+        if self._tracked:
+            extra["fetch_max_wait_ms"] = FED_BACK_FETCH_WAIT_MS
         consumer = AIOKafkaConsumer(
             **self.settings.group_kwargs(group),
             **extra,
