@@ -172,7 +172,8 @@ SPAN = 2_000
 """Seconds of event time the input covers: hundreds of windows of `CLOSING_WITHIN` and
 `CLOSING_GRACE`, so most close while the run goes on."""
 PACE = 0.002
-"""Seconds each record waits in the workers: the input takes both of them a while."""
+"""Seconds each record waits in the workers when there are two: the input takes both of
+them a while, so both take part."""
 SMALL = ("--max-batch", "100", "--commit-every", "500")
 """Short steps, so a paced worker still heartbeats in time."""
 
@@ -246,7 +247,7 @@ def test_workers_catching_up_close_windows_mid_run_and_join_exactly(
     write(kafka, left, right, events, CLOSING)
     target = (
         f"tests.integration.kafka_join_jobs:make_closing_graph"
-        f"({graph_id!r}, {left!r}, {right!r}, {PACE})"
+        f"({graph_id!r}, {left!r}, {right!r}, {PACE if workers > 1 else 0.0})"
     )
     broker = f"{kafka.url}?{FAST_GROUP}"
     logs = [tmp_path / f"w{i}.log" for i in range(1, workers + 1)]
