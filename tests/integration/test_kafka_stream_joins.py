@@ -1,7 +1,8 @@
 """Stream-stream joins on Kafka: a keyed topic of two partitions joined with a topic of three
 re-keyed through a repartition topic, by real workers, results read back and compared with
-the oracle (tests/join_oracle.py); and a `flowgraph run` killed with SIGKILL mid-stream,
-whose restart writes each result once."""
+the oracle (tests/join_oracle.py); a `flowgraph run` killed with SIGKILL mid-stream,
+whose restart writes each result once; and workers catching up input written first, with a
+grace far shorter than its span, so windows close all through the run."""
 
 from __future__ import annotations
 
