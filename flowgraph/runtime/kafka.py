@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -58,14 +59,22 @@ def _ms(ts: float | None) -> int | None:
     return None if ts is None else int(ts * 1000)
 
 
+FED_BACK_FETCH_WAIT_MS = 20
+"""A group consumer's longest wait in a fetch when the worker reads back what it writes
+(`track_oldest`): the schedule waits for those records, so a fetch must return them soon
+after they are sent, not at the end of aiokafka's default 500 ms wait."""
+
+
 class _PartitionBuffer:
     """Records for one topic partition, in aiokafka batches, sent at `flush`."""
 
-    __slots__ = ("batch", "full")
+    __slots__ = ("batch", "full", "oldest")
 
     def __init__(self) -> None:
         self.batch: Any = None
         self.full: list[tuple[Any, int]] = []
+        self.oldest = math.inf
+        """The oldest timestamp buffered, kept by tracked writers only (`track_oldest`)."""
 
     def add(
         self, producer: AIOKafkaProducer, key: Any, value: Any, ts: float, headers: Any
@@ -110,6 +119,11 @@ class KafkaTransport:
         self._ends_reader: AIOKafkaConsumer | None = None
         """Reads end offsets for `end_offsets`, apart from `_reader`, which a restore may hold."""
         self._buffers: dict[str, list[_PartitionBuffer]] = {}
+        self._tracked: set[str] = set()
+        """Topics whose writers keep their oldest unfetched timestamp (`track_oldest`)."""
+        self._sent_oldest: dict[TP, tuple[float, int]] = {}
+        """Per tracked partition, the oldest timestamp sent and the end offset it was sent up
+        to, until a fetch passes that end."""
         self._written: dict[TP, int] = {}
         self._topics = KafkaTopics(settings, self.url, self.end_offsets)
         """The plan's topics: creating and checking them, the cluster watch."""
@@ -264,6 +278,8 @@ class KafkaTransport:
         extra: dict[str, Any] = {}
         if assignor is not None:
             extra["partition_assignment_strategy"] = (assignor,)
+        if self._tracked:
+            extra["fetch_max_wait_ms"] = FED_BACK_FETCH_WAIT_MS
         consumer = AIOKafkaConsumer(
             **self.settings.group_kwargs(group),
             **extra,
@@ -320,6 +336,16 @@ class KafkaTransport:
             topic, [_PartitionBuffer() for _ in range(self._topics.partitions[topic])]
         )
 
+        if topic in self._tracked:
+
+            def tracked(partition: int, key: Any, value: Any, ts: float, headers: Any) -> None:
+                buf = buffers[partition]
+                buf.add(producer, key, value, ts, headers)
+                if ts < buf.oldest:
+                    buf.oldest = ts
+
+            return tracked
+
         def write(partition: int, key: Any, value: Any, ts: float, headers: Any) -> None:
             buffers[partition].add(producer, key, value, ts, headers)
 
@@ -355,16 +381,20 @@ class KafkaTransport:
     ) -> dict[str, dict[int, int]]:
         assert self._producer is not None
         pending: list[tuple[str, int, int, Any]] = []
+        oldest_sent: dict[TP, float] = {}
         for topic, parts in buffers.items():
             for partition, buf in enumerate(parts):
                 batches = buf.full
                 if buf.batch is not None:
                     batches.append((buf.batch, buf.batch.record_count()))
                 buf.full, buf.batch = [], None
+                oldest, buf.oldest = buf.oldest, math.inf
                 for batch, count in batches:
                     if count:
                         fut = await self._producer.send_batch(batch, topic, partition=partition)
                         pending.append((topic, partition, count, fut))
+                if oldest != math.inf:
+                    oldest_sent[(topic, partition)] = oldest
         last: dict[str, dict[int, int]] = {}
         for topic, partition, count, fut in pending:
             meta = await fut
@@ -373,6 +403,10 @@ class KafkaTransport:
             parts_last[partition] = max(parts_last.get(partition, -1), end)
             tp = (topic, partition)
             self._written[tp] = max(self._written.get(tp, 0), end + 1)
+        for tp, oldest in oldest_sent.items():  # kept until a fetch passes their end
+            before = self._sent_oldest.get(tp)
+            end = self._written.get(tp, 0)
+            self._sent_oldest[tp] = (oldest if before is None else min(oldest, before[0]), end)
         return last
 
     async def produce(self, topic: str, records: Sequence[OutRecord]) -> dict[int, int]:
@@ -385,11 +419,34 @@ class KafkaTransport:
             parts[partition].add(producer, key, value, ts, headers)
         return (await self._send_buffers({topic: parts})).get(topic, {})
 
+    def track_oldest(self, topics: Iterable[str]) -> None:
+        """Keep, for writes to `topics` (a repartition topic this worker also reads, see
+        `own_oldest`), the oldest timestamp not yet fetched back. Only writers made after
+        this call track; other topics' writes pay nothing."""
+        self._tracked.update(topics)
+
+    def own_oldest(self, tp: TP, position: int | None) -> float | None:
+        """The oldest timestamp among this process's writes to `tp` (a tracked topic) that a
+        fetch at `position` has not returned yet: buffered for a flush, or sent to offsets
+        at or past `position` (None: unknown, taken as all fetched). None if there are none.
+        """
+        oldest = math.inf
+        parts = self._buffers.get(tp[0])
+        if parts is not None:
+            oldest = parts[tp[1]].oldest
+        sent = self._sent_oldest.get(tp)
+        if sent is not None:
+            if position is not None and position < sent[1]:
+                oldest = min(oldest, sent[0])
+            else:
+                del self._sent_oldest[tp]
+        return None if oldest == math.inf else oldest
+
     def discard(self) -> None:
         """Drop every record written but not flushed (their tasks were dropped)."""
         for parts in self._buffers.values():
             for buf in parts:
-                buf.batch, buf.full = None, []
+                buf.batch, buf.full, buf.oldest = None, [], math.inf
 
     def written_end(self, tp: TP) -> int:
         """One past the last offset this process's acked writes reached in `tp` (0: none)."""

@@ -134,6 +134,16 @@ class KafkaConsumer:
         """Read `tp` from `offset` on."""
         self._consumer.seek(TopicPartition(*tp), offset)
 
+    def fetch_position(self, tp: TP) -> int | None:
+        """The offset the next fetch of `tp` starts at (None while unknown)."""
+        try:
+            state = self._consumer._subscription.subscription.assignment.state_value(
+                TopicPartition(*tp)
+            )
+        except AttributeError:
+            return None
+        return state.position if state is not None and state.has_valid_position else None
+
     def behind(self, tp: TP) -> bool:
         """True unless `tp` is known to be fetched to its high watermark (and our own writes).
 

@@ -50,7 +50,15 @@ from flowgraph.runtime.transport import TP, Message
 from planner import logical as lg
 from planner.physical import PhysicalPlan
 
-__all__ = ["DEFAULT_MAX_IDLE", "DEFAULT_MAX_SKEW", "Schedule", "merged_groups", "time_ordered"]
+__all__ = [
+    "DEFAULT_MAX_IDLE",
+    "DEFAULT_MAX_SKEW",
+    "Schedule",
+    "fed_back",
+    "lateness_slack",
+    "merged_groups",
+    "time_ordered",
+]
 
 DEFAULT_MAX_SKEW = 0.0
 """Seconds of timestamp a run may go past the next partition's head: 0 is strict order (ties
@@ -100,6 +108,16 @@ class Schedule:
         """Catch-up waits under way (`hold`); empty for graphs without ``catch_up``."""
         self._parked: dict[TP, int] = {}
         """Held partitions, out of their group's list, with how many waits hold each."""
+        self.waiting = False
+        """The last `runs` stopped a group to wait for records not fetched yet: the worker
+        flushes its own buffered writes then (`own`)."""
+        self.own: Callable[[TP], float | None] | None = None
+        """For a worker whose writes wait for a flush (Kafka) and whose groups read some
+        of them back (`fed_back`): the oldest timestamp of its writes to a partition not
+        fetched yet. A group runs no record newer than that plus `slack`, so those writes,
+        once fetched, are not late; None (memory://, other graphs): no bound, no cost."""
+        self.slack = 0.0
+        """See `own` and `lateness_slack`."""
 
     def assign(self, tp: TP, group: Hashable, handle: Any = None) -> None:
         """Buffer `tp`, merged with the other partitions of `group` (its sub-topology).
@@ -204,6 +222,18 @@ class Schedule:
         if n > 0:
             self._buffers[tp].at -= n
 
+    def _bound(self, tps: list[TP]) -> float:
+        """The newest timestamp group `tps` may run: `slack` past the oldest of the
+        worker's own writes to them not fetched yet (infinite if none)."""
+        own = self.own
+        assert own is not None
+        oldest = math.inf
+        for tp in tps:
+            t = own(tp)
+            if t is not None and t < oldest:
+                oldest = t
+        return oldest + self.slack
+
     def runs(self, behind: Callable[[TP], bool]) -> Iterator[tuple[Any, list[Message]]]:
         """``(handle, run)`` in timestamp order, sub-topology by sub-topology.
 
@@ -214,6 +244,7 @@ class Schedule:
         """
         if self._waits:
             self._check_waits(behind)
+        self.waiting = False
         skew = self.max_skew
         heapreplace, heappop = heapq.heapreplace, heapq.heappop
         for group, tps in list(self._groups.items()):
@@ -239,11 +270,13 @@ class Schedule:
             if not dry:
                 self._blocked_since.pop(group, None)
             heapq.heapify(heap)
+            bound = self._bound(tps) if self.own is not None else math.inf
             while heap:
                 if absent and any(behind(tp) for tp in absent):
                     # A run wrote to a partition of this group that was read to its end (a
                     # task that reads its own repartition topic): its new records may be
                     # older than the heads here, so the group waits until they are fetched.
+                    self.waiting = True
                     break
                 _, i, buf = heap[0]
                 records, at = buf.records, buf.at
@@ -254,18 +287,30 @@ class Schedule:
                         continue
                     if since is None:
                         self._blocked_since[group] = self.clock()
+                    self.waiting = True
+                    break
+                if bound != math.inf and records[at][2] > bound:
+                    # own writes not fetched yet would be late behind this: send them first
+                    self.waiting = True
                     break
                 k = len(heap)
                 if k > 1:  # the next-smallest head is a child of the root
                     limit = (heap[1] if k == 2 or heap[1] < heap[2] else heap[2])[0] + skew
+                    limit = min(limit, bound)
                     j = at + 1
                     while j < end and records[j][2] <= limit:
+                        j += 1
+                elif bound != math.inf:  # alone, but not past the bound
+                    j = at + 1
+                    while j < end and records[j][2] <= bound:
                         j += 1
                 else:  # alone (or the last one left): all of it
                     j = end
                 buf.at = j
                 buf.last = records[j - 1][2]
                 yield buf.handle, records[at:j] if (at or j < end) else records
+                if self.own is not None:
+                    bound = self._bound(tps)
                 if buf.waits is not None and buf.at > at:  # a table a join waits for
                     for wait in buf.waits:
                         wait.reached[buf.tp] = records[buf.at - 1][3] + 1
@@ -348,3 +393,34 @@ def merged_groups(plan: PhysicalPlan) -> dict[int, int]:
         for s in origins:
             parent[root(s)] = root(sub.id)
     return {s: root(s) for s in parent}
+
+
+def fed_back(plan: PhysicalPlan) -> frozenset[str]:
+    """Repartition topics a schedule group reads that a member of the same group writes (a
+    re-keyed stream meeting a source in a join or a window). A worker whose writes wait in
+    the transport for a flush (Kafka) bounds its runs by the oldest of them (`Schedule.own`).
+    """
+    groups = merged_groups(plan)
+    topics: set[str] = set()
+    for sub in plan.subtopologies:
+        if sub.id not in groups:
+            continue
+        for _, topic in sub.outputs:
+            for reader in plan.subtopologies:
+                if topic in reader.source_topics and groups.get(reader.id) == groups[sub.id]:
+                    topics.add(topic)
+    return frozenset(topics)
+
+
+def lateness_slack(plan: PhysicalPlan) -> float:
+    """Seconds of stream time a record may trail the newest one run and still count as if
+    in order anywhere in the plan: the least grace of its windows and stream joins (a join's
+    record trailing by more than its grace is not late, but may come after a partner
+    ``within`` older than it left the buffer)."""
+    slack = math.inf
+    for node in plan.logical.nodes:
+        if isinstance(node, lg.StreamJoin):
+            slack = min(slack, float(node.grace))
+        elif isinstance(node, lg.Aggregate) and node.window is not None:
+            slack = min(slack, float(getattr(node.window, "grace", 0.0) or 0.0))
+    return 0.0 if slack == math.inf else slack

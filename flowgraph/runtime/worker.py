@@ -32,6 +32,8 @@ from flowgraph.runtime.schedule import (
     DEFAULT_MAX_IDLE,
     DEFAULT_MAX_SKEW,
     Schedule,
+    fed_back,
+    lateness_slack,
 )
 from flowgraph.runtime.services import Services
 from flowgraph.runtime.standby import Standbys
@@ -133,6 +135,16 @@ class Worker:
         buffered record: its offset to commit once that record is processed."""
         self._stalled = False
         """The last step processed nothing while records were buffered: wait in the fetch."""
+        fed = self._fed = fed_back(plan)
+        track = getattr(transport, "track_oldest", None)
+        self._flush_to_self = bool(fed) and track is not None
+        """Some schedule group reads what it writes to a repartition topic, and writes wait
+        in the transport for a flush (Kafka): the schedule bounds its runs by the oldest of
+        them (`Schedule.own`), and when a group waits for them they are flushed at once."""
+        if self._flush_to_self:
+            assert track is not None
+            track(fed)
+            self.schedule.slack = lateness_slack(plan)
         self._touched: dict[int, Task] = {}
         """The tasks to take part in the next commit (by id), shared with the task manager
         and the direct writers: changed in place, never replaced."""
@@ -251,6 +263,17 @@ class Worker:
             self.plan.graph_id, entry_topics, self._on_assigned, self._on_revoked, assignor
         )
         self._manager.consumer = self._consumer
+        position = getattr(self._consumer, "fetch_position", None)
+        own_oldest = getattr(self.transport, "own_oldest", None)
+        if self._flush_to_self and position is not None and own_oldest is not None:
+            fed = self._fed
+
+            def own(tp: TP) -> float | None:
+                if tp[0] not in fed:
+                    return None
+                return own_oldest(tp, position(tp))  # type: ignore[no-any-return]
+
+            self.schedule.own = own
         # one member owns everything, at once; with nothing to read (an app of timers
         # only) there is no group to join: the worker is at once in place, owning nothing
         if self.transport.in_process or not entry_topics:
@@ -555,6 +578,8 @@ class Worker:
                     messages = self._stamp(task, tp, messages)
                 schedule.add(tp, messages)
             processed = await self._process(budget)
+            if self._flush_to_self and schedule.waiting and not await self._flush_own():
+                return False
             self._stalled = not processed and schedule.pending()
             if not batches and not processed:
                 self._tick_tasks()
@@ -608,6 +633,20 @@ class Worker:
         self.stats.events += events
         self._since_commit += processed
         return processed
+
+    async def _flush_own(self) -> bool:
+        """Send the records written so far, not waiting for the commit: the schedule waits
+        for some of them (a repartition topic its group reads, `Schedule.waiting`), which
+        a fetch sees only once sent. Nothing is committed: a crash from here on is one
+        after the produce step of a commit, which recovery handles. False if the group
+        expelled this worker meanwhile (then nothing is sent, as in `commit`)."""
+        assert self._consumer is not None
+        if await self._committer.expelled(self._consumer, self._fetched_at):
+            self.transport.discard()
+            self._lost(MembershipLost("expelled from the group"))
+            return False
+        await self.transport.flush()
+        return True
 
     def _stamp(self, task: Task, tp: TP, messages: list[Any]) -> list[Any]:
         """Give fetched records of a source with ``timestamp=`` their event times.

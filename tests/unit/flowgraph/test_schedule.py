@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import flowgraph as fg
-from flowgraph.runtime.schedule import Schedule, merged_groups, time_ordered
+from flowgraph.runtime.schedule import (
+    Schedule,
+    fed_back,
+    lateness_slack,
+    merged_groups,
+    time_ordered,
+)
 
 
 def recs(*times: float, start: int = 0) -> list[Any]:
@@ -156,3 +162,42 @@ def test_a_reader_of_records_from_several_places_joins_their_writers_group() -> 
     a.key_by(lambda v: v % 5, name="rekey").window(fg.Tumbling(1)).count(name="alone")
     plan = g.plan()
     assert merged_groups(plan) == {s: s for s in time_ordered(plan)}
+
+
+def test_own_writes_not_fetched_yet_bound_the_group_by_the_slack() -> None:
+    """A worker's own writes to a partition of the group (buffered for a flush) are fetched
+    later: no record newer than the oldest of them plus `slack` runs before they are."""
+    s = two()
+    s.assign(("rep", 0), 0)  # read to its end, but this worker has just written to it
+    s.add(("a", 0), recs(1, 2, 6, 7, 8))
+    s.add(("b", 0), recs(3, 9))
+    own: dict[Any, float] = {}
+    s.own, s.slack = own.get, 2.0
+    assert order(s) == [("a", [1, 2]), ("b", [3]), ("a", [6, 7, 8]), ("b", [9])]
+    assert not s.waiting
+    s.add(("a", 0), recs(10, 11, 13, start=5))
+    s.add(("b", 0), recs(12, start=2))
+    own[("rep", 0)] = 9.0  # written at 9, not sent: up to 11 may run
+    assert order(s) == [("a", [10, 11])]
+    assert s.waiting  # the worker flushes now
+    del own[("rep", 0)]  # fetched
+    assert order(s) == [("b", [12]), ("a", [13])]
+    assert not s.waiting
+
+
+def test_fed_back_topics_and_the_slack_of_a_join_of_a_rekeyed_stream() -> None:
+    g = fg.Graph("fed")
+    left = g.source("left", key_type=str, value_type=str, partitions=3)
+    right = g.source("right", key_type=str, value_type=str, partitions=4)
+    rekeyed = right.key_by(lambda v: v, name="by_key")
+    joined = left.join(rekeyed, lambda a, b: a, within=5, grace=7, how="left", name="paired")
+    joined.to("out", value_type=str)
+    plan = g.plan()
+    assert fed_back(plan) == {"fed-by_key-repartition"}
+    assert lateness_slack(plan) == 7.0  # the grace, not within + grace
+
+    g = fg.Graph("plain")  # one writer: its reader is merged apart, nothing fed back
+    g.source("a", value_type=int).key_by(str, name="k").window(fg.Tumbling(5, grace=1)).count(
+        name="c"
+    )
+    assert fed_back(g.plan()) == frozenset()
