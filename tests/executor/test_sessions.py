@@ -20,6 +20,7 @@ import flowgraph as fg
 from flowgraph.errors import GraphDefinitionError
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
 from flowgraph.runtime.state import open_backend
+from flowgraph.runtime.task import ORIGIN, ORIGIN_HEADER
 from flowgraph.runtime.worker import Worker
 from flowgraph.testing import TestDriver
 from flowgraph.windows import sessions_of
@@ -271,3 +272,67 @@ def test_a_session_value_that_cannot_be_stored_is_dead_lettered_and_reverts() ->
         assert as_held(d.table("w")) == {("a", 1.0, 16.0): 6, ("b", 4.0, 14.0): 3}
         (letter,) = d.dead_letters()
         assert letter.headers["error.step"] == "w"
+
+
+def _changelog(d: TestDriver, topic: str) -> dict[bytes, bytes | None]:
+    """The changelog as compaction keeps it: the latest value of each store key."""
+    return {m[0]: m[1] for part in d._transport.broker.logs[topic] for m in part}
+
+
+def test_an_expired_stored_session_leaves_a_tombstone_and_only_that() -> None:
+    g = fg.Graph("s")
+    src = g.source("in", key_type=str, value_type=int)
+    src.window(fg.Session(10)).count(name="n")
+    with TestDriver(g) as d:
+        d.send("in", "a", 1, timestamp=0.0)  # stored at the commit after it
+        (a_session,) = [k for k, v in _changelog(d, "s-n-changelog").items() if v == b"\x01"]
+        d.send("in", "b", 1, timestamp=15.0)  # closes [0, 10); it goes at stream time 20
+        assert _changelog(d, "s-n-changelog")[a_session] == b"\x01"
+        d.send("in", "b", 1, timestamp=25.0)
+        log = _changelog(d, "s-n-changelog")
+        assert log[a_session] is None
+        assert [k for k, v in log.items() if v is None] == [a_session]
+        assert {(w.key, w.start, w.end) for w in d.table("n").windows()} == {
+            ("b", 15.0, 25.0),
+            ("b", 25.0, 35.0),
+        }
+
+
+def test_a_session_that_expires_before_any_commit_writes_no_tombstone() -> None:
+    g = fg.Graph("s")
+    src = g.source("in", key_type=str, value_type=int)
+    src.window(fg.Session(10)).count(name="n")
+    with TestDriver(g) as d:
+        kc, vc = d._worker.codecs["in"]
+        # one batch, one commit: [0, 10) of "a" opens, closes and expires inside it
+        d._transport.broker.append(
+            "in",
+            [
+                (0, kc.encode(k), vc.encode(1), t, None)
+                for k, t in (("a", 0.0), ("b", 15.0), ("b", 25.0))
+            ],
+        )
+        d.run()
+        log = _changelog(d, "s-n-changelog")
+        assert None not in log.values()
+        assert len(log) == 3  # two "b" sessions and the stream time
+        assert {(w.key, w.start, w.end) for w in d.table("n").windows()} == {
+            ("b", 15.0, 25.0),
+            ("b", 25.0, 35.0),
+        }
+
+
+def test_emit_close_records_carry_the_closing_record_time_offset_and_headers() -> None:
+    g = fg.Graph("s")
+    src = g.source("in", key_type=str, value_type=int)
+    src.window(fg.Session(10, emit="close")).count(name="n").changes().to("out")
+    with TestDriver(g) as d:
+        d.send("in", "a", 1, timestamp=0.0)
+        d.send("in", "b", 1, timestamp=15.0, headers={"x": b"1"})  # closes a's [0, 10)
+        d.send("in", "b", 1, timestamp=35.0)  # closes b's [15, 25)
+        out = [m for part in d._transport.broker.logs["out"] for m in part]
+    assert [ts for _k, _v, ts, _o, _h in out] == [15.0, 35.0]
+    origins = [dict(h)[ORIGIN_HEADER] for *_, h in out]
+    assert [ORIGIN.unpack(x)[3] for x in origins] == [1, 2]  # the closing records' offsets
+    assert dict(out[0][4])["x"] == b"1"
+    assert "x" not in dict(out[1][4])
