@@ -336,3 +336,44 @@ def test_emit_close_records_carry_the_closing_record_time_offset_and_headers() -
     assert [ORIGIN.unpack(x)[3] for x in origins] == [1, 2]  # the closing records' offsets
     assert dict(out[0][4])["x"] == b"1"
     assert "x" not in dict(out[1][4])
+
+
+def test_a_window_emptied_by_a_growing_session_is_forgotten_when_it_closes() -> None:
+    # white-box: nothing reads an emptied window, so only the op's own dict shows it leaking
+    g = fg.Graph("s")
+    src = g.source("in", key_type=str, value_type=int)
+    src.window(fg.Session(10, retention=100)).count(name="n")
+    with TestDriver(g) as d:
+        d.send("in", "a", 1, timestamp=0.0)
+        d.send("in", "a", 1, timestamp=5.0)  # [0, 10) grows to [0, 15): [0, 10) is emptied
+        (op,) = d.table("n")._ops
+        assert op.windows[(0.0, 10.0)] == {}
+        d.send("in", "b", 1, timestamp=50.0)  # both close; [0, 15) is kept for retention
+        assert set(op.windows) == {(0.0, 15.0), (50.0, 60.0)}
+
+
+def test_a_closed_session_reverted_at_commit_does_not_hold_back_later_expiries() -> None:
+    def add(acc: Any, v: int) -> Any:
+        return _Opaque() if v < 0 else acc + v
+
+    g = fg.Graph("t")
+    src = g.source("in", key_type=str, value_type=int)
+    spec = fg.Session(10, retention=100)
+    src.window(spec).aggregate(0, add, merge=lambda a, b: a + b, name="w")
+    with TestDriver(g) as d:
+        kc, vc = d._worker.codecs["in"]
+        # one batch: "b"'s session cannot be stored, and has closed by the commit that reverts
+        # it, so an emptied window waits in the expiry queue after "a"'s (and before "c"'s)
+        d._transport.broker.append(
+            "in",
+            [
+                (0, kc.encode(k), vc.encode(v), t, None)
+                for k, v, t in (("a", 1, 0.0), ("b", -1, 1.0), ("c", 1, 30.0))
+            ],
+        )
+        d.run()
+        assert len(d.dead_letters()) == 1
+        assert set(as_held(d.table("w"))) == {("a", 0.0, 10.0), ("c", 30.0, 40.0)}
+        d.send("in", "d", 1, timestamp=50.0)  # closes "c"'s session: it expires at 140
+        d.send("in", "e", 1, timestamp=145.0)  # past all three expiries (110, 111, 140)
+        assert as_held(d.table("w")) == {("d", 50.0, 60.0): 1, ("e", 145.0, 155.0): 1}
