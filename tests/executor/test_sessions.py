@@ -8,6 +8,7 @@ neighbours are `gap` or more apart gives (`flowgraph.windows.sessions_of`).
 from __future__ import annotations
 
 import asyncio
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -377,3 +378,39 @@ def test_a_closed_session_reverted_at_commit_does_not_hold_back_later_expiries()
         d.send("in", "d", 1, timestamp=50.0)  # closes "c"'s session: it expires at 140
         d.send("in", "e", 1, timestamp=145.0)  # past all three expiries (110, 111, 140)
         assert as_held(d.table("w")) == {("d", 50.0, 60.0): 1, ("e", 145.0, 155.0): 1}
+
+
+def at(v: int) -> float | int:
+    """The value is its own event time: an int (converted), or inf for 99 (refused)."""
+    return math.inf if v == 99 else v
+
+
+def test_sessions_place_records_by_their_timestamp_function() -> None:
+    g = fg.Graph("s")
+    src = g.source("in", key_type=str, value_type=int)
+    src.window(fg.Session(10, grace=100), timestamp=at).count(name="n")
+    with TestDriver(g) as d:
+        for v in (3, 99, 8, 30):
+            d.send("in", "a", v, timestamp=1000.0)  # the record time is not the event time
+        assert as_held(d.table("n")) == {("a", 3.0, 18.0): 2, ("a", 30.0, 40.0): 1}
+        (letter,) = d.dead_letters()
+    assert letter.headers["error.type"] == "ValueError"
+    assert letter.headers["error.message"] == "the window timestamp inf is not a finite time"
+    assert letter.value == b"99"
+
+
+def test_a_crash_after_the_store_write_replays_no_session_record_twice(monkeypatch) -> None:
+    from tests.executor.harness import Cluster
+    from tests.executor.test_deletes import Crash, crashing_at
+
+    g = fg.Graph("s")
+    g.source("in", key_type=str, value_type=int).window(fg.Session(10, grace=100)).count(name="n")
+    cluster = Cluster(g)
+    cluster.run({"in": [(0, b"a", b"1")]})
+    crashing_at(monkeypatch, "after-store")
+    with pytest.raises(Crash):
+        cluster.run({"in": [(0, b"a", b"1"), (0, b"b", b"1")]})
+    monkeypatch.undo()
+    worker = cluster.run()
+    assert worker.stats.skipped == 2  # both applied before the crash: neither again
+    assert as_held(cluster.last_tables["n"]) == {("a", 0.0, 10.0): 2, ("b", 0.0, 10.0): 1}

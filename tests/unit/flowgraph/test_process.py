@@ -199,3 +199,18 @@ def test_a_generator_that_raises_halfway_emits_nothing_and_keeps_the_state():
         assert d.output("out") == [("k", 1), ("k", -1), ("k", 3), ("k", -3)]
         assert d.table("halfway") == {"k": 2}
         assert [x.headers["error.message"] for x in d.dead_letters()] == ["broke after one output"]
+
+
+def test_process_result_sentences_in_full():
+    with pytest.raises(ProcessResultError) as info:
+        process_result("m.f", (1, 7))
+    assert str(info.value) == (
+        "process function m.f returned outputs of type int; "
+        "return a list of values to emit (or None), such as (state, [value])"
+    )
+    with pytest.raises(ProcessResultError) as info:
+        process_result("m.f", 7)
+    assert str(info.value) == (
+        "process function m.f returned int 7; "
+        "it must return a pair (new_state, outputs), such as (state, [value])"
+    )
