@@ -8,6 +8,7 @@ neighbours are `gap` or more apart gives (`flowgraph.windows.sessions_of`).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import math
 import shutil
 from pathlib import Path
@@ -380,8 +381,11 @@ def test_a_closed_session_reverted_at_commit_does_not_hold_back_later_expiries()
         assert as_held(d.table("w")) == {("d", 50.0, 60.0): 1, ("e", 145.0, 155.0): 1}
 
 
-def at(v: int) -> float | int:
-    """The value is its own event time: an int (converted), or inf for 99 (refused)."""
+def at(v: int) -> float | int | dt.datetime:
+    """The value is its own event time: an int, a datetime for 50 (both converted), or inf
+    for 99 (refused)."""
+    if v == 50:
+        return dt.datetime.fromtimestamp(50, tz=dt.UTC)
     return math.inf if v == 99 else v
 
 
@@ -390,9 +394,11 @@ def test_sessions_place_records_by_their_timestamp_function() -> None:
     src = g.source("in", key_type=str, value_type=int)
     src.window(fg.Session(10, grace=100), timestamp=at).count(name="n")
     with TestDriver(g) as d:
-        for v in (3, 99, 8, 30):
+        for v in (3, 99, 8, 30, 50):
             d.send("in", "a", v, timestamp=1000.0)  # the record time is not the event time
-        assert as_held(d.table("n")) == {("a", 3.0, 18.0): 2, ("a", 30.0, 40.0): 1}
+        held = as_held(d.table("n"))
+        assert held == {("a", 3.0, 18.0): 2, ("a", 30.0, 40.0): 1, ("a", 50.0, 60.0): 1}
+        assert {(type(s), type(e)) for _, s, e in held} == {(float, float)}
         (letter,) = d.dead_letters()
     assert letter.headers["error.type"] == "ValueError"
     assert letter.headers["error.message"] == "the window timestamp inf is not a finite time"
