@@ -420,3 +420,20 @@ def test_a_crash_after_the_store_write_replays_no_session_record_twice(monkeypat
     worker = cluster.run()
     assert worker.stats.skipped == 2  # both applied before the crash: neither again
     assert as_held(cluster.last_tables["n"]) == {("a", 0.0, 10.0): 2, ("b", 0.0, 10.0): 1}
+
+
+def test_a_bridging_record_s_updates_carry_its_time_and_headers() -> None:
+    g = fg.Graph("s")
+    src = g.source("in", key_type=str, value_type=int)
+    src.window(fg.Session(10, grace=100)).count(name="n").changes().to("out")
+    with TestDriver(g) as d:
+        d.send("in", "a", 1, timestamp=0.0)
+        d.send("in", "a", 1, timestamp=15.0)
+        d.send("in", "a", 1, timestamp=8.0, headers={"h": b"x"})  # out of order: it bridges
+        out = [m for part in d._transport.broker.logs["out"] for m in part][2:]
+    # two retractions and the merged session, each with the bridging record's time and headers
+    assert [(v, ts, dict(h)["h"]) for _k, v, ts, _o, h in out] == [
+        (None, 8.0, b"x"),
+        (None, 8.0, b"x"),
+        (b"3", 8.0, b"x"),
+    ]
