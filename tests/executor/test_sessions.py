@@ -437,3 +437,21 @@ def test_a_bridging_record_s_updates_carry_its_time_and_headers() -> None:
         (None, 8.0, b"x"),
         (b"3", 8.0, b"x"),
     ]
+
+
+def test_a_record_inside_a_closed_session_is_late_even_if_it_would_extend_it() -> None:
+    g = fg.Graph("s")
+    src = g.source("in", key_type=str, value_type=int)
+    table = src.window(fg.Session(10)).count(name="n")
+    table.late().to("late-out")
+    with TestDriver(g) as d:
+        d.send("in", "a", 1, timestamp=0.0)
+        d.send("in", "b", 2, timestamp=10.0)  # stream time 10: a's [0, 10) has just closed
+        d.send("in", "a", 3, timestamp=5.0, headers={"h": b"x"})  # [0, 15) would reopen it
+        assert as_held(d.table("n")) == {("a", 0.0, 10.0): 1, ("b", 10.0, 20.0): 1}
+        assert d.table("n").late == 1
+        assert d.output("late-out") == [("a", 3)]
+        ((*_, ts, _o, h),) = [m for part in d._transport.broker.logs["late-out"] for m in part]
+    assert ts == 5.0
+    assert dict(h)["h"] == b"x"
+    assert ORIGIN.unpack(dict(h)[ORIGIN_HEADER])[3] == 2  # the late record's own offset
