@@ -455,3 +455,35 @@ def test_a_record_inside_a_closed_session_is_late_even_if_it_would_extend_it() -
     assert ts == 5.0
     assert dict(h)["h"] == b"x"
     assert ORIGIN.unpack(dict(h)[ORIGIN_HEADER])[3] == 2  # the late record's own offset
+
+
+def test_session_updates_in_place_grown_and_late_by_the_record_s_own_end() -> None:
+    def add(acc: int, v: int) -> int:
+        if v < 0:
+            raise ValueError("no negative values")
+        return acc + v
+
+    g = fg.Graph("s")
+    src = g.source("in", key_type=str, value_type=int)
+    table = src.window(fg.Session(10)).aggregate(0, add, merge=lambda a, b: a + b, name="n")
+    table.changes().to("out")
+    with TestDriver(g) as d:
+        d.send("in", "a", 1, timestamp=0.0)
+        d.send("in", "a", 2, timestamp=0.0)  # the same end: in place, nothing retracted
+        d.send("in", "a", -1, timestamp=1.0)  # the fold fails: dead-lettered, no change
+        d.send("in", "a", 4, timestamp=9.0, headers={"h": b"x"})  # grows [0, 10) to [0, 19)
+        d.send("in", "b", 8, timestamp=12.0)
+        d.send("in", "a", 16, timestamp=1.0)  # inside [0, 19), but its own [1, 11) has closed
+        assert as_held(d.table("n")) == {("a", 0.0, 19.0): 7, ("b", 12.0, 22.0): 8}
+        assert d.table("n").late == 1
+        (letter,) = d.dead_letters()
+        out = [m for part in d._transport.broker.logs["out"] for m in part]
+    assert (letter.value, letter.headers["error.message"]) == (b"-1", "no negative values")
+    assert [(v, ts) for _k, v, ts, _o, _h in out] == [
+        (b"1", 0.0),
+        (b"3", 0.0),
+        (None, 9.0),  # the retraction of [0, 10), with the growing record's time
+        (b"7", 9.0),
+        (b"8", 12.0),
+    ]
+    assert dict(out[2][4])["h"] == dict(out[3][4])["h"] == b"x"
