@@ -288,3 +288,49 @@ def test_a_fresh_store_is_restored_from_a_changelog_with_tombstones(store, tmp_p
     worker = cluster.run()
     assert worker.stats.restored > 0
     assert cluster.last_tables == before
+
+
+def process_balance(acc: int, v: int) -> tuple[int | None, list[int]]:
+    """`balance` as a `process` step: None deletes the key; it emits the new balance."""
+    total = acc + v
+    return (None if total == 0 else total), [total]
+
+
+def one_partition_process_balances() -> fg.Graph:
+    g = fg.Graph("t")
+    moves = g.source("moves", key_type=str, value_type=int)
+    moves.process(process_balance, 0, name="balance").to("balances")
+    return g
+
+
+def test_a_crash_after_the_store_write_replays_a_process_delete_exactly(monkeypatch):
+    cluster = Cluster(one_partition_process_balances())
+    cluster.run({"moves": moves(5)})
+    crashing_at(monkeypatch, "after-store")
+    with pytest.raises(Crash):
+        cluster.run({"moves": moves(-3, -2)})
+    monkeypatch.undo()
+    worker = cluster.run()
+    assert worker.stats.skipped == 2  # both were applied before the crash, the delete too
+    assert cluster.last_tables == {"balance": {}}
+    cluster.run({"moves": moves(4)})
+    assert cluster.last_tables == {"balance": {"a": 4}}
+
+
+def test_a_process_grave_left_by_a_crash_is_deleted_once_its_record_is_replayed(
+    monkeypatch, tmp_path
+):
+    cluster = Cluster(one_partition_process_balances(), store="rocksdb://" + str(tmp_path))
+    crashing_at(monkeypatch, "after-store")
+    with pytest.raises(Crash):
+        cluster.run({"moves": moves(1, -1)})
+    monkeypatch.undo()
+    backend = RocksDBBackend(tmp_path)
+    assert backend.open("t-balance", 0).get("a") == (1, fg.DELETE)
+    backend.close()
+    cluster.run()
+    backend = RocksDBBackend(tmp_path)
+    try:
+        assert backend.open("t-balance", 0).get("a") is None
+    finally:
+        backend.close()

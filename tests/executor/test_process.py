@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import flowgraph as fg
 from flowgraph.testing import TestDriver
-from tests.executor.harness import EXECUTORS
+from tests.executor.harness import EXECUTORS, Cluster
 
 
 @pytest.fixture(params=sorted(EXECUTORS))
@@ -298,3 +298,141 @@ def test_step_counts_count_what_a_process_step_emits():
     emitted = sum(len(vs) // 4 for vs in GROUPS.values())
     assert result.step_counts["batches_of_four"] == emitted
     assert result.step_counts["to-out"] == emitted
+
+
+@pytest.mark.parametrize("merged", [False, True])
+def test_the_records_a_flat_map_makes_from_one_input_all_count(merged: bool) -> None:
+    # they share their input's offset: only the stored position, not the latest, skips them
+    g = fg.Graph("g")
+    src = g.source("in", key_type=str, value_type=int)
+    if merged:
+        src = src.merge(g.source("in2", key_type=str, value_type=int))
+    twice = src.flat_map(lambda v: [v, v], name="twice")
+    twice.process(count_by_hand, 0, name="n").to("out")
+    with TestDriver(g) as d:
+        d.send("in", "k", 1)
+        d.send("in", "k", 2)
+        if merged:
+            d.send("in2", "k", 3)
+        assert d.table("n") == {"k": 6 if merged else 4}
+        assert d.output("out") == [("k", i) for i in range(1, 7 if merged else 5)]
+
+
+def test_a_record_whose_key_cannot_be_stored_is_dead_lettered_whole() -> None:
+    g = fg.Graph("g")
+    g.source("in", key_type=str, value_type=int).process(dedupe, list, name="d").to("out")
+    with TestDriver(g) as d:
+        d.send("in", "a", 1)
+        d.send("in", None, 2, timestamp=7.0)  # no key to store
+        d.send("in", "a", 3)
+        assert d.output("out") == [("a", 1), ("a", 3)]
+        (letter,) = d.dead_letters()
+        ((*_, ts, _o, _h),) = [m for part in d._transport.broker.logs["g-dlq"] for m in part]
+    assert (letter.key, letter.value, ts) == (None, b"2", 7.0)
+    assert letter.headers["source.offset"] == "1"
+    assert "key None of table 'd'" in letter.headers["error.message"]
+
+
+def test_a_bad_result_names_the_function_that_returned_it() -> None:
+    g = fg.Graph("g")
+    g.source("in", key_type=str, value_type=int).process(bad_outputs, 0).to("out")
+    with TestDriver(g) as d:
+        d.send("in", "a", 1)
+        (letter,) = d.dead_letters()
+    line = bad_outputs.__code__.co_firstlineno
+    assert letter.headers["error.message"].startswith(
+        f"process function tests.executor.test_process.bad_outputs line {line} returned "
+        "outputs of type str; "
+    )
+
+
+def bad_outputs(n: int, v: int) -> tuple[int, Any]:
+    return n, "no"
+
+
+def test_a_replayed_key_that_was_not_deleted_is_kept_when_the_cache_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a cache dropped at every flush: a replayed record must not mark a live key as a grave
+    from flowgraph.runtime import aggregate
+    from tests.executor.test_deletes import Crash, crashing_at
+
+    monkeypatch.setattr(aggregate, "CACHE_KEYS", 0)
+    g = fg.Graph("t")
+    g.source("moves", key_type=str, value_type=int).process(count_by_hand, 0, name="n")
+    cluster = Cluster(g)
+    cluster.run({"moves": [(0, b"a", b"1")]})
+    crashing_at(monkeypatch, "after-store")
+    with pytest.raises(Crash):
+        cluster.run({"moves": [(0, b"a", b"2"), (0, b"b", b"3")]})
+    monkeypatch.undo()
+    monkeypatch.setattr(aggregate, "CACHE_KEYS", 0)
+    worker = cluster.run()
+    assert worker.stats.skipped == 2
+    cluster.run({"moves": [(0, b"b", b"4")]})
+    assert cluster.last_tables == {"n": {"a": 2, "b": 2}}
+
+
+def test_context_gives_the_value_timestamp_and_offset_and_outputs_keep_time_and_headers():
+    def stamped(n: int, v: int, ctx: fg.RecordContext) -> tuple[int, list[str]]:
+        return n + v, [f"{v}@{ctx.timestamp}#{ctx.offset}"]
+
+    g = fg.Graph("t")
+    g.source("in", key_type=str, value_type=int).process(stamped, 0, context=True).to("out")
+    with TestDriver(g) as d:
+        d.send("in", "a", 5, timestamp=3.5, headers={"h": b"x"})
+        d.send("in", "a", 7, timestamp=4.0)
+        assert d.output("out") == [("a", "5@3.5#0"), ("a", "7@4.0#1")]
+        assert d.table("stamped") == {"a": 12}
+        out = [m for part in d._transport.broker.logs["out"] for m in part]
+    assert [ts for _k, _v, ts, _o, _h in out] == [3.5, 4.0]
+    assert [dict(h or ()).get("h") for *_, h in out] == [b"x", None]
+
+
+def three(n: int, v: int) -> Any:
+    return (n, [v], "extra") if v == 2 else [n + 1, [v]]  # a list pair is a pair too
+
+
+def test_a_result_that_is_not_a_pair_is_dead_lettered_as_such_whatever_its_length():
+    g = fg.Graph("g")
+    g.source("in", key_type=str, value_type=int).process(three, 0).to("out")
+    with TestDriver(g) as d:
+        for v in (1, 2, 3):
+            d.send("in", "a", v)
+        assert d.output("out") == [("a", 1), ("a", 3)]
+        assert d.table("three") == {"a": 2}
+        (letter,) = d.dead_letters()
+    line = three.__code__.co_firstlineno
+    assert letter.headers["error.type"] == "ProcessResultError"
+    assert letter.headers["error.message"].startswith(
+        f"process function tests.executor.test_process.three line {line} returned "
+        "tuple (1, [2], 'extra'); it must return a pair"
+    )
+
+
+def test_returning_none_is_dead_lettered_as_not_a_pair():
+    g = fg.Graph("g")
+    g.source("in", key_type=str, value_type=int).process(lambda n, v: None, 0, name="p")
+    with TestDriver(g) as d:
+        d.send("in", "a", 1)
+        (letter,) = d.dead_letters()
+    assert letter.headers["error.type"] == "ProcessResultError"
+    assert " returned NoneType None; it must return a pair" in letter.headers["error.message"]
+
+
+def test_a_process_over_two_inputs_stores_one_position_per_input(tmp_path: Path) -> None:
+    from flowgraph.runtime.state import RocksDBBackend
+
+    g = fg.Graph("g")
+    src = g.source("in", key_type=str, value_type=int)
+    src.merge(g.source("in2", key_type=str, value_type=int)).process(count_by_hand, 0, name="n")
+    with TestDriver(g, store="rocksdb://" + str(tmp_path)) as d:
+        d.send("in", "k", 1)
+        d.send("in2", "k", 2)
+        d.send("in2", "k", 3)
+        d.send("in", "k", 4)
+    backend = RocksDBBackend(tmp_path)
+    try:
+        assert backend.open("g-n", 0).get("k") == ((1, 1), 4)
+    finally:
+        backend.close()

@@ -8,6 +8,8 @@ neighbours are `gap` or more apart gives (`flowgraph.windows.sessions_of`).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import flowgraph as fg
 from flowgraph.errors import GraphDefinitionError
 from flowgraph.runtime.memory import MemoryBroker, MemoryTransport
 from flowgraph.runtime.state import open_backend
+from flowgraph.runtime.task import ORIGIN, ORIGIN_HEADER
 from flowgraph.runtime.worker import Worker
 from flowgraph.testing import TestDriver
 from flowgraph.windows import sessions_of
@@ -271,3 +274,216 @@ def test_a_session_value_that_cannot_be_stored_is_dead_lettered_and_reverts() ->
         assert as_held(d.table("w")) == {("a", 1.0, 16.0): 6, ("b", 4.0, 14.0): 3}
         (letter,) = d.dead_letters()
         assert letter.headers["error.step"] == "w"
+
+
+def _changelog(d: TestDriver, topic: str) -> dict[bytes, bytes | None]:
+    """The changelog as compaction keeps it: the latest value of each store key."""
+    return {m[0]: m[1] for part in d._transport.broker.logs[topic] for m in part}
+
+
+def test_an_expired_stored_session_leaves_a_tombstone_and_only_that() -> None:
+    g = fg.Graph("s")
+    src = g.source("in", key_type=str, value_type=int)
+    src.window(fg.Session(10)).count(name="n")
+    with TestDriver(g) as d:
+        d.send("in", "a", 1, timestamp=0.0)  # stored at the commit after it
+        (a_session,) = [k for k, v in _changelog(d, "s-n-changelog").items() if v == b"\x01"]
+        d.send("in", "b", 1, timestamp=15.0)  # closes [0, 10); it goes at stream time 20
+        assert _changelog(d, "s-n-changelog")[a_session] == b"\x01"
+        d.send("in", "b", 1, timestamp=25.0)
+        log = _changelog(d, "s-n-changelog")
+        assert log[a_session] is None
+        assert [k for k, v in log.items() if v is None] == [a_session]
+        assert {(w.key, w.start, w.end) for w in d.table("n").windows()} == {
+            ("b", 15.0, 25.0),
+            ("b", 25.0, 35.0),
+        }
+
+
+def test_a_session_that_expires_before_any_commit_writes_no_tombstone() -> None:
+    g = fg.Graph("s")
+    src = g.source("in", key_type=str, value_type=int)
+    src.window(fg.Session(10)).count(name="n")
+    with TestDriver(g) as d:
+        kc, vc = d._worker.codecs["in"]
+        # one batch, one commit: [0, 10) of "a" opens, closes and expires inside it
+        d._transport.broker.append(
+            "in",
+            [
+                (0, kc.encode(k), vc.encode(1), t, None)
+                for k, t in (("a", 0.0), ("b", 15.0), ("b", 25.0))
+            ],
+        )
+        d.run()
+        log = _changelog(d, "s-n-changelog")
+        assert None not in log.values()
+        assert len(log) == 3  # two "b" sessions and the stream time
+        assert {(w.key, w.start, w.end) for w in d.table("n").windows()} == {
+            ("b", 15.0, 25.0),
+            ("b", 25.0, 35.0),
+        }
+
+
+def test_emit_close_records_carry_the_closing_record_time_offset_and_headers() -> None:
+    g = fg.Graph("s")
+    src = g.source("in", key_type=str, value_type=int)
+    src.window(fg.Session(10, emit="close")).count(name="n").changes().to("out")
+    with TestDriver(g) as d:
+        d.send("in", "a", 1, timestamp=0.0)
+        d.send("in", "b", 1, timestamp=15.0, headers={"x": b"1"})  # closes a's [0, 10)
+        d.send("in", "b", 1, timestamp=35.0)  # closes b's [15, 25)
+        out = [m for part in d._transport.broker.logs["out"] for m in part]
+    assert [ts for _k, _v, ts, _o, _h in out] == [15.0, 35.0]
+    origins = [dict(h)[ORIGIN_HEADER] for *_, h in out]
+    assert [ORIGIN.unpack(x)[3] for x in origins] == [1, 2]  # the closing records' offsets
+    assert dict(out[0][4])["x"] == b"1"
+    assert "x" not in dict(out[1][4])
+
+
+def test_a_window_emptied_by_a_growing_session_is_forgotten_when_it_closes() -> None:
+    # white-box: nothing reads an emptied window, so only the op's own dict shows it leaking
+    g = fg.Graph("s")
+    src = g.source("in", key_type=str, value_type=int)
+    src.window(fg.Session(10, retention=100)).count(name="n")
+    with TestDriver(g) as d:
+        d.send("in", "a", 1, timestamp=0.0)
+        d.send("in", "a", 1, timestamp=5.0)  # [0, 10) grows to [0, 15): [0, 10) is emptied
+        (op,) = d.table("n")._ops
+        assert op.windows[(0.0, 10.0)] == {}
+        d.send("in", "b", 1, timestamp=50.0)  # both close; [0, 15) is kept for retention
+        assert set(op.windows) == {(0.0, 15.0), (50.0, 60.0)}
+
+
+def test_a_closed_session_reverted_at_commit_does_not_hold_back_later_expiries() -> None:
+    def add(acc: Any, v: int) -> Any:
+        return _Opaque() if v < 0 else acc + v
+
+    g = fg.Graph("t")
+    src = g.source("in", key_type=str, value_type=int)
+    spec = fg.Session(10, retention=100)
+    src.window(spec).aggregate(0, add, merge=lambda a, b: a + b, name="w")
+    with TestDriver(g) as d:
+        kc, vc = d._worker.codecs["in"]
+        # one batch: "b"'s session cannot be stored, and has closed by the commit that reverts
+        # it, so an emptied window waits in the expiry queue after "a"'s (and before "c"'s)
+        d._transport.broker.append(
+            "in",
+            [
+                (0, kc.encode(k), vc.encode(v), t, None)
+                for k, v, t in (("a", 1, 0.0), ("b", -1, 1.0), ("c", 1, 30.0))
+            ],
+        )
+        d.run()
+        assert len(d.dead_letters()) == 1
+        assert set(as_held(d.table("w"))) == {("a", 0.0, 10.0), ("c", 30.0, 40.0)}
+        d.send("in", "d", 1, timestamp=50.0)  # closes "c"'s session: it expires at 140
+        d.send("in", "e", 1, timestamp=145.0)  # past all three expiries (110, 111, 140)
+        assert as_held(d.table("w")) == {("d", 50.0, 60.0): 1, ("e", 145.0, 155.0): 1}
+
+
+def at(v: int) -> float | int | dt.datetime:
+    """The value is its own event time: an int, a datetime for 50 (both converted), or inf
+    for 99 (refused)."""
+    if v == 50:
+        return dt.datetime.fromtimestamp(50, tz=dt.UTC)
+    return math.inf if v == 99 else v
+
+
+def test_sessions_place_records_by_their_timestamp_function() -> None:
+    g = fg.Graph("s")
+    src = g.source("in", key_type=str, value_type=int)
+    src.window(fg.Session(10, grace=100), timestamp=at).count(name="n")
+    with TestDriver(g) as d:
+        for v in (3, 99, 8, 30, 50):
+            d.send("in", "a", v, timestamp=1000.0)  # the record time is not the event time
+        held = as_held(d.table("n"))
+        assert held == {("a", 3.0, 18.0): 2, ("a", 30.0, 40.0): 1, ("a", 50.0, 60.0): 1}
+        assert {(type(s), type(e)) for _, s, e in held} == {(float, float)}
+        (letter,) = d.dead_letters()
+    assert letter.headers["error.type"] == "ValueError"
+    assert letter.headers["error.message"] == "the window timestamp inf is not a finite time"
+    assert letter.value == b"99"
+
+
+def test_a_crash_after_the_store_write_replays_no_session_record_twice(monkeypatch) -> None:
+    from tests.executor.harness import Cluster
+    from tests.executor.test_deletes import Crash, crashing_at
+
+    g = fg.Graph("s")
+    g.source("in", key_type=str, value_type=int).window(fg.Session(10, grace=100)).count(name="n")
+    cluster = Cluster(g)
+    cluster.run({"in": [(0, b"a", b"1")]})
+    crashing_at(monkeypatch, "after-store")
+    with pytest.raises(Crash):
+        cluster.run({"in": [(0, b"a", b"1"), (0, b"b", b"1")]})
+    monkeypatch.undo()
+    worker = cluster.run()
+    assert worker.stats.skipped == 2  # both applied before the crash: neither again
+    assert as_held(cluster.last_tables["n"]) == {("a", 0.0, 10.0): 2, ("b", 0.0, 10.0): 1}
+
+
+def test_a_bridging_record_s_updates_carry_its_time_and_headers() -> None:
+    g = fg.Graph("s")
+    src = g.source("in", key_type=str, value_type=int)
+    src.window(fg.Session(10, grace=100)).count(name="n").changes().to("out")
+    with TestDriver(g) as d:
+        d.send("in", "a", 1, timestamp=0.0)
+        d.send("in", "a", 1, timestamp=15.0)
+        d.send("in", "a", 1, timestamp=8.0, headers={"h": b"x"})  # out of order: it bridges
+        out = [m for part in d._transport.broker.logs["out"] for m in part][2:]
+    # two retractions and the merged session, each with the bridging record's time and headers
+    assert [(v, ts, dict(h)["h"]) for _k, v, ts, _o, h in out] == [
+        (None, 8.0, b"x"),
+        (None, 8.0, b"x"),
+        (b"3", 8.0, b"x"),
+    ]
+
+
+def test_a_record_inside_a_closed_session_is_late_even_if_it_would_extend_it() -> None:
+    g = fg.Graph("s")
+    src = g.source("in", key_type=str, value_type=int)
+    table = src.window(fg.Session(10)).count(name="n")
+    table.late().to("late-out")
+    with TestDriver(g) as d:
+        d.send("in", "a", 1, timestamp=0.0)
+        d.send("in", "b", 2, timestamp=10.0)  # stream time 10: a's [0, 10) has just closed
+        d.send("in", "a", 3, timestamp=5.0, headers={"h": b"x"})  # [0, 15) would reopen it
+        assert as_held(d.table("n")) == {("a", 0.0, 10.0): 1, ("b", 10.0, 20.0): 1}
+        assert d.table("n").late == 1
+        assert d.output("late-out") == [("a", 3)]
+        ((*_, ts, _o, h),) = [m for part in d._transport.broker.logs["late-out"] for m in part]
+    assert ts == 5.0
+    assert dict(h)["h"] == b"x"
+    assert ORIGIN.unpack(dict(h)[ORIGIN_HEADER])[3] == 2  # the late record's own offset
+
+
+def test_session_updates_in_place_grown_and_late_by_the_record_s_own_end() -> None:
+    def add(acc: int, v: int) -> int:
+        if v < 0:
+            raise ValueError("no negative values")
+        return acc + v
+
+    g = fg.Graph("s")
+    src = g.source("in", key_type=str, value_type=int)
+    table = src.window(fg.Session(10)).aggregate(0, add, merge=lambda a, b: a + b, name="n")
+    table.changes().to("out")
+    with TestDriver(g) as d:
+        d.send("in", "a", 1, timestamp=0.0)
+        d.send("in", "a", 2, timestamp=0.0)  # the same end: in place, nothing retracted
+        d.send("in", "a", -1, timestamp=1.0)  # the fold fails: dead-lettered, no change
+        d.send("in", "a", 4, timestamp=9.0, headers={"h": b"x"})  # grows [0, 10) to [0, 19)
+        d.send("in", "b", 8, timestamp=12.0)
+        d.send("in", "a", 16, timestamp=1.0)  # inside [0, 19), but its own [1, 11) has closed
+        assert as_held(d.table("n")) == {("a", 0.0, 19.0): 7, ("b", 12.0, 22.0): 8}
+        assert d.table("n").late == 1
+        (letter,) = d.dead_letters()
+        out = [m for part in d._transport.broker.logs["out"] for m in part]
+    assert (letter.value, letter.headers["error.message"]) == (b"-1", "no negative values")
+    assert [(v, ts) for _k, v, ts, _o, _h in out] == [
+        (b"1", 0.0),
+        (b"3", 0.0),
+        (None, 9.0),  # the retraction of [0, 10), with the growing record's time
+        (b"7", 9.0),
+        (b"8", 12.0),
+    ]
+    assert dict(out[2][4])["h"] == dict(out[3][4])["h"] == b"x"

@@ -119,12 +119,17 @@ def test_async_function_is_accepted():
         ((1, (2, 3)), (1, [2, 3])),
         ((1, None), (1, [])),
         ([1, [2]], (1, [2])),
-        ((1, (x for x in (4, 5))), (1, [4, 5])),
         ((None, []), (None, [])),
     ],
 )
 def test_process_result_accepts_pairs_of_state_and_iterable(result, expected):
     assert process_result("f", result) == expected
+
+
+def test_process_result_materialises_a_generator():
+    # made here, not in a parametrize list: a generator there is spent after one run of the
+    # module's tests (mutmut runs them more than once in one process)
+    assert process_result("f", (1, (x for x in (4, 5)))) == (1, [4, 5])
 
 
 @pytest.mark.parametrize(
@@ -194,3 +199,18 @@ def test_a_generator_that_raises_halfway_emits_nothing_and_keeps_the_state():
         assert d.output("out") == [("k", 1), ("k", -1), ("k", 3), ("k", -3)]
         assert d.table("halfway") == {"k": 2}
         assert [x.headers["error.message"] for x in d.dead_letters()] == ["broke after one output"]
+
+
+def test_process_result_sentences_in_full():
+    with pytest.raises(ProcessResultError) as info:
+        process_result("m.f", (1, 7))
+    assert str(info.value) == (
+        "process function m.f returned outputs of type int; "
+        "return a list of values to emit (or None), such as (state, [value])"
+    )
+    with pytest.raises(ProcessResultError) as info:
+        process_result("m.f", 7)
+    assert str(info.value) == (
+        "process function m.f returned int 7; "
+        "it must return a pair (new_state, outputs), such as (state, [value])"
+    )

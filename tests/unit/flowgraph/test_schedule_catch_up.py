@@ -121,3 +121,42 @@ def test_unread_counts_the_table_records_below_their_start_ends() -> None:
     wait.reached[("prices", 0)] = 6  # past its start end (written to since)
     assert wait.unread() == 0
     assert wait.finished(1.0, lambda tp: False)
+
+
+def _wait(seconds: float = 5.0) -> CatchUpWait:
+    return CatchUpWait(
+        join="priced",
+        table="price",
+        partition=3,
+        seconds=seconds,
+        held=[STREAM],
+        ends={TABLE: 4},
+        starts={TABLE: 1},
+        began=10.0,
+    )
+
+
+def test_the_bound_ends_the_wait_at_exactly_its_seconds(caplog: pytest.LogCaptureFixture) -> None:
+    wait = _wait(seconds=5.0)
+    assert not wait.finished(14.75, lambda tp: False)
+    with caplog.at_level(logging.INFO, logger="flowgraph"):
+        assert wait.finished(15.0, lambda tp: False)
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "join 'priced' on partition 3: gave up waiting for table 'price' after 5.00 s "
+        "(catch_up=5) with 3 records of it still unread; the stream goes on"
+    )
+
+
+def test_caught_up_says_which_join_partition_and_table_in_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    wait = _wait()
+    wait.reached[TABLE] = 4
+    with caplog.at_level(logging.INFO, logger="flowgraph"):
+        assert wait.finished(11.5, lambda tp: False)
+    (record,) = caplog.records
+    assert record.levelno == logging.INFO
+    assert record.getMessage() == (
+        "join 'priced' on partition 3: table 'price' caught up after 1.50 s; the stream goes on"
+    )

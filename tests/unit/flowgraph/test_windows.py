@@ -251,3 +251,31 @@ def test_describe_says_the_spec_in_a_few_words() -> None:
         == "tumbling 0.5s retention 30s idle 10s"
     )
     assert Sliding(300).describe() == "sliding 300s"
+
+
+def test_a_span_is_found_once_and_reused_for_every_time_in_it() -> None:
+    """The executor relies on `span` being cheap for times near each other: the second time in
+    the same span gets the very tuple the first one made, from either of its ends."""
+    spec = Hopping(size=3.25, step=2.5)  # bounds that no other test uses: a cold cache
+    lo, hi, _ = first = spec.span(2.75)
+    assert (lo, hi) == (2.5, 3.25)
+    assert spec.span(3.0) is first
+    assert spec.span(lo) is first
+    assert spec.span(hi) != first  # the next span: [2.5, 3.25) no longer holds hi
+    assert spec.span(hi)[:2] == (3.25, 5.0)
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_a_span_of_a_time_that_is_not_finite_is_refused(bad: float) -> None:
+    for spec in (Tumbling(size=10), Hopping(size=10, step=5)):
+        with pytest.raises(ValueError, match="is not finite; windows are placed on the time"):
+            spec.span(bad)
+
+
+def test_the_span_cache_stays_bounded() -> None:
+    from flowgraph import windows
+
+    spec = Tumbling(size=0.125)
+    for k in range(windows._SPANS_KEPT + 10):
+        spec.span(k * 0.125)
+    assert 0 < len(windows._SPANS) <= windows._SPANS_KEPT
