@@ -149,6 +149,11 @@ class KafkaTransport:
             except (TimeoutError, KafkaError, OSError) as exc:
                 last = exc
                 await producer.stop()
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # a stop request that arrived as the connection failed: wait_for raises
+                    # the failure then, not the cancellation, which must not be retried away
+                    raise asyncio.CancelledError from exc
                 await asyncio.sleep(0.5)
                 continue
             except BaseException:  # cancelled (a stop request): leave nothing open
