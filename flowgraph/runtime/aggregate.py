@@ -328,11 +328,13 @@ class AggregateOp:
 
         return push
 
-    def _push_process(self, nxt: Push | None) -> Push:
+    def _push_process(self, nxt: Push | None, *, timed: bool = False) -> Push:
         """The push of ``process``: the function's outputs go on, its new state stays.
 
         One closure for one input or several (the position is then a tuple, one offset per
-        input); the other kinds never come here, so their paths are untouched.
+        input); the other kinds never come here, so their paths are untouched. With `timed`
+        (``wake=``), each new state's deadline is asked for and armed (`_arm`);
+        `_push_timed` wraps this push with stream time and the firings.
         """
         cur = self.cur
         load = self._load_or_fail
@@ -340,6 +342,8 @@ class AggregateOp:
         fail = self.fail
         initial = self.initial
         fn: Any = self.node.fn
+        wake = self.wake if timed else None
+        arm = self._arm
         label = f_repr(fn)
         make_context = self.context
         out = nxt or _noop
@@ -358,11 +362,12 @@ class AggregateOp:
             else:
                 position = e[0]
             if o <= position:
-                self.skipped += 1
+                self.skipped += 1  # in this key's stored entry already
                 if o == position and not multi and e[2] is DELETE:
                     self.replayed[k] = o  # the record that deleted the key, replayed
                 return
             acc = e[2]
+            deadline = None
             try:
                 if acc is DELETE:
                     acc = initial()
@@ -376,6 +381,10 @@ class AggregateOp:
                         state, outputs = process_result(label, result)
                 else:
                     state, outputs = process_result(label, result)
+                if wake is not None and state is not None and state is not DELETE:
+                    deadline = wake(state)
+                    if deadline is not None:
+                        deadline = _deadline(deadline)
             except Exception as exc:
                 fail(exc, (k, v, ts, o, h))
                 return
@@ -383,6 +392,8 @@ class AggregateOp:
             if e[1] == e[0]:
                 dirty(k)
             e[1] = (*e[1][:i], o, *e[1][i + 1 :]) if multi else o
+            if wake is not None:
+                arm(k, deadline, e[1])
             if outputs:
                 emitted[0] += len(outputs)
                 for x in outputs:
@@ -440,18 +451,9 @@ class AggregateOp:
         """The push of a `process` step with timers: `_push_process`'s work, then stream time
         moves and the keys whose deadline it reached fire."""
         cur = self.cur
-        load = self._load_or_fail
-        dirty = self.dirty.append
-        fail = self.fail
-        initial = self.initial
-        fn: Any = self.node.fn
-        wake = self.wake
-        label = f_repr(fn)
-        make_context = self.context
-        out = nxt or _noop
-        self.out = out
-        emitted = self.emitted
+        self.out = nxt or _noop
         multi = self.inputs != 1
+        apply = self._push_process(nxt, timed=True)
 
         def push(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
             i = self.index
@@ -467,50 +469,10 @@ class AggregateOp:
             self.ended = False
             if ts > self.st:
                 self.st = ts
-            self._apply(k, v, ts, o, h)
+            apply(k, v, ts, o, h)
             if self.timers and self.timers[0][0] <= self.st:
                 self._fire(o, self.st)
 
-        def apply(k: Any, v: Any, ts: float, o: int, h: Any) -> None:
-            e = cur.get(k)
-            if e is None:
-                e = load(k, v, ts, o, h)
-                if e is None:
-                    return
-            if multi:
-                i = self.index
-                position = e[0][i]
-            else:
-                position = e[0]
-            if o <= position:
-                self.skipped += 1  # in this key's stored entry already
-                return
-            acc = e[2]
-            try:
-                if acc is DELETE:
-                    acc = initial()
-                if make_context is None:
-                    result = fn(acc, v)
-                else:
-                    result = fn(acc, v, make_context(k, ts, o, h))
-                state, outputs = process_result(label, result)
-                deadline = None if state is None or state is DELETE else wake(state)
-                if deadline is not None:
-                    deadline = _deadline(deadline)
-            except Exception as exc:
-                fail(exc, (k, v, ts, o, h))
-                return
-            e[2] = DELETE if state is None else state
-            if e[1] == e[0]:
-                dirty(k)
-            e[1] = (*e[1][:i], o, *e[1][i + 1 :]) if multi else o
-            self._arm(k, deadline, e[1])
-            if outputs:
-                emitted[0] += len(outputs)
-                for x in outputs:
-                    out(k, x, ts, o, h)
-
-        self._apply = apply
         return push
 
     def _fire(self, o: int, stream_time: float) -> None:
