@@ -42,13 +42,13 @@ import json
 import pickle
 import random
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
+
+from _cases import best_of, dir_size, fail_on
 
 import flowgraph as fg
 from flowgraph.partitioner import partition_for
@@ -195,10 +195,6 @@ def merges(users: list[str], ms: list[int]) -> tuple[int, int]:
     return made, merged
 
 
-def dir_size(path: str) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
 def timed_run(kind: str, data: dict[str, Any], store: str) -> tuple[float, Any, Any, Any]:
     plan = build_graph(kind).plan()
     transport = MemoryTransport()
@@ -288,17 +284,6 @@ def run_case(kind: str, store: str, path: str) -> dict[str, Any]:
     }
 
 
-def child(args: list[str]) -> dict[str, Any]:
-    """Run one case in a fresh process; a crash becomes a problem line, not a traceback."""
-    out = subprocess.run(
-        [sys.executable, __file__, *args], check=False, capture_output=True, text=True
-    )
-    if out.returncode != 0:
-        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"problems": [f"{' '.join(args)} crashed: {last}"], "stderr": out.stderr}
-    return json.loads(out.stdout)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -317,20 +302,15 @@ def main() -> None:
     made, merged = merges(users, ms)
     problems: list[str] = []
     cases = [f"{kind}/{store}" for store in STORES for kind in KINDS]
-    results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "events.pickle")
         with open(path, "wb") as f:
             records = encode_events(users, ms)
             pickle.dump({"users": users, "ms": ms, "records": records, "keys": args.keys}, f)
-        for _ in range(args.rounds):  # interleaved, so a noisy moment hits every case alike
-            for case in cases:
-                r = child(["--case", case, "--data", path])
-                problems += r["problems"]
-                if "stderr" in r:
-                    sys.stderr.write(r["stderr"])
-                if "rate" in r and (case not in results or r["rate"] > results[case]["rate"]):
-                    results[case] = r
+        results, found = best_of(
+            __file__, cases, lambda c: ["--case", c, "--data", path], args.rounds
+        )
+        problems += found
 
     print(
         f"joins and sessions, {args.records:,} JSON events, {args.keys:,} keys, "
@@ -361,9 +341,7 @@ def main() -> None:
         "windows in the store after the run; peak RSS includes the pre-written events; "
         f"{time.perf_counter() - started:.0f} s in all"
     )
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        sys.exit(f"FAILED: {problems[0]}{more}")
+    fail_on(problems)
 
 
 if __name__ == "__main__":

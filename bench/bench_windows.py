@@ -38,13 +38,12 @@ import bisect
 import json
 import random
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
+
+from _cases import best_of, child, dir_size, fail_on
 
 import flowgraph as fg
 from flowgraph.partitioner import partition_for
@@ -201,10 +200,6 @@ def diff(got: dict[Any, int], want: dict[Any, int], label: str) -> list[str]:
     ]
 
 
-def dir_size(path: str) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
 def timed_run(
     kind: str, records: list[tuple[int, bytes, bytes, float, None]], store: str
 ) -> tuple[float, Any, Any]:
@@ -284,17 +279,6 @@ def verify(n: int) -> dict[str, Any]:
     return {"problems": problems}
 
 
-def child(args: list[str]) -> dict[str, Any]:
-    """Run one case in a fresh process; a crash becomes a problem line, not a traceback."""
-    out = subprocess.run(
-        [sys.executable, __file__, *args], check=False, capture_output=True, text=True
-    )
-    if out.returncode != 0:
-        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"problems": [f"{' '.join(args)} crashed: {last}"], "stderr": out.stderr}
-    return json.loads(out.stdout)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -311,17 +295,14 @@ def main() -> None:
         return
 
     started = time.perf_counter()
-    problems = child(["--case", "verify", "--verify-records", str(args.verify_records)])["problems"]
+    problems = child(__file__, ["--case", "verify", "--verify-records", str(args.verify_records)])[
+        "problems"
+    ]
     cases = [f"{kind}/{store}" for store in STORES for kind in KINDS]
-    results: dict[str, dict[str, Any]] = {}
-    for _ in range(args.rounds):  # interleaved, so a noisy moment hits every case alike
-        for case in cases:
-            r = child(["--case", case, "--records", str(args.records)])
-            problems += r["problems"]
-            if "stderr" in r:
-                sys.stderr.write(r["stderr"])
-            if "rate" in r and (case not in results or r["rate"] > results[case]["rate"]):
-                results[case] = r
+    results, found = best_of(
+        __file__, cases, lambda c: ["--case", c, "--records", str(args.records)], args.rounds
+    )
+    problems += found
 
     print(
         f"windowed counts per key, {args.records:,} JSON events, {KEYS:,} keys, "
@@ -364,9 +345,7 @@ def main() -> None:
         f"directory after close; checked: timed runs' held windows, and a run keeping all "
         f"windows ({args.verify_records:,} events); {time.perf_counter() - started:.0f} s in all"
     )
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        sys.exit(f"FAILED: {problems[0]}{more}")
+    fail_on(problems)
 
 
 if __name__ == "__main__":
