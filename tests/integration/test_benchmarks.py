@@ -26,6 +26,11 @@ ROOT = Path(__file__).resolve().parents[2]
             ["--records", "20000", "--rounds", "1", "--verify-records", "5000"],
             "hopping/rocksdb",
         ),
+        (
+            "bench_joins.py",
+            ["--records", "20000", "--keys", "2000", "--rounds", "1"],
+            "session/rocksdb",
+        ),
         ("bench_kafka.py", ["--records", "5000", "--restore-records", "5000"], "restore from"),
         ("bench_faust.py", ["--records", "5000", "--rounds", "1"], "agent / builder"),
         ("bench_async.py", ["--records", "1000", "--rounds", "1"], "slow"),
