@@ -156,86 +156,75 @@ def test_buffers_stay_bounded_by_the_window() -> None:
         assert len(list(store.entries())) <= 5  # those keys and the stream time
 
 
+class Restarts:
+    """A left join (`within` 5 s, grace 0) of `left_parts` left partitions over one RocksDB
+    store, run until idle again and again by fresh workers, as restarts would."""
+
+    def __init__(self, tmp_path: Path, left_parts: int) -> None:
+        self.plan = build(5.0, 0.0, "left", left_parts, 1).plan()
+        self.parts = {"left": left_parts, "right": 1}
+        self.broker = MemoryBroker()
+        self.store = f"rocksdb://{tmp_path / 'state'}"
+        self.codecs = topic_codecs(self.plan, in_process=False)
+
+    def append(self, topic: str, key: str, value: str, t: float) -> None:
+        kc, vc = self.codecs[topic]
+        assert kc is not None and vc is not None
+        kb = kc.encode(key)
+        parts = self.parts[topic]
+        self.broker.ensure(topic, parts)
+        self.broker.append(topic, [(partition_for(kb, parts), kb, vc.encode(value), t, None)])
+
+    def run(self, *, end_of_input: bool = False) -> int:
+        """One worker's run; the records it counted late."""
+
+        async def body() -> int:
+            transport = MemoryTransport(self.broker, encoded=True)
+            worker = Worker(self.plan, transport, open_backend(self.store))
+            await worker.start()
+            try:
+                await worker.run(until_idle=True, idle_wait=0.0, end_of_input=end_of_input)
+                return worker.stats.late
+            finally:
+                await worker.stop()
+
+        return asyncio.run(body())
+
+    def written(self) -> Counter[Output]:
+        kc, vc = self.codecs["out"]
+        assert kc is not None and vc is not None
+        records = self.broker.records("out")
+        return Counter((kc.decode(m[0]), vc.decode(m[1]), m[2]) for m in records)
+
+
 def test_a_join_on_rocksdb_restarts_where_it_stopped(tmp_path: Path) -> None:
     """Buffers and stream time are stored: a record sent after a restart still joins one
     sent before, and a record late before the restart is late after it."""
-    g = build(5.0, 0.0, "left", 2, 1)
-    plan = g.plan()
-    broker = MemoryBroker()
-    store = f"rocksdb://{tmp_path / 'state'}"
-    codecs = topic_codecs(plan, in_process=False)
-
-    def append(topic: str, key: str, value: str, t: float) -> None:
-        kc, vc = codecs[topic]
-        assert kc is not None and vc is not None
-        kb = kc.encode(key)
-        parts = 2 if topic == "left" else 1
-        broker.ensure(topic, parts)
-        broker.append(topic, [(partition_for(kb, parts), kb, vc.encode(value), t, None)])
-
-    async def run() -> int:
-        worker = Worker(plan, MemoryTransport(broker, encoded=True), open_backend(store))
-        await worker.start()
-        try:
-            await worker.run(until_idle=True, idle_wait=0.0)
-            return worker.stats.late
-        finally:
-            await worker.stop()
-
-    def written() -> Counter[Output]:
-        kc, vc = codecs["out"]
-        assert kc is not None and vc is not None
-        return Counter((kc.decode(m[0]), vc.decode(m[1]), m[2]) for m in broker.records("out"))
-
-    append("left", "k1", "a0", 10.0)
-    append("left", "k1", "a1", 20.0)  # a0 (10 + 5 < 20) closes unmatched
-    assert asyncio.run(run()) == 0
-    assert written() == Counter({("k1", "a0|None", 10.0): 1})
-    append("right", "x", "k1:b0", 22.0)
-    append("right", "y", "k1:b1", 9.0)  # late on k1's partition, whose stream time is 22
-    assert asyncio.run(run()) == 1
-    assert written() == Counter({("k1", "a0|None", 10.0): 1, ("k1", "a1|k1:b0", 22.0): 1})
+    rig = Restarts(tmp_path, 2)
+    rig.append("left", "k1", "a0", 10.0)
+    rig.append("left", "k1", "a1", 20.0)  # a0 (10 + 5 < 20) closes unmatched
+    assert rig.run() == 0
+    assert rig.written() == Counter({("k1", "a0|None", 10.0): 1})
+    rig.append("right", "x", "k1:b0", 22.0)
+    rig.append("right", "y", "k1:b1", 9.0)  # late on k1's partition, whose stream time is 22
+    assert rig.run() == 1
+    assert rig.written() == Counter({("k1", "a0|None", 10.0): 1, ("k1", "a1|k1:b0", 22.0): 1})
 
 
 def test_end_of_input_closes_the_windows_and_stores_the_stream_time(tmp_path: Path) -> None:
     """`--close-windows`: an open window is closed at the end of input (its unmatched record
     emitted) and stream time moves to that close, stored, so a restart neither reopens the
     window nor takes a record older than it for on time."""
-    g = build(5.0, 0.0, "left", 1, 1)
-    plan = g.plan()
-    broker = MemoryBroker()
-    store = f"rocksdb://{tmp_path / 'state'}"
-    codecs = topic_codecs(plan, in_process=False)
-
-    def append(topic: str, key: str, value: str, t: float) -> None:
-        kc, vc = codecs[topic]
-        assert kc is not None and vc is not None
-        broker.ensure(topic, 1)
-        broker.append(topic, [(0, kc.encode(key), vc.encode(value), t, None)])
-
-    async def run(end_of_input: bool) -> int:
-        worker = Worker(plan, MemoryTransport(broker, encoded=True), open_backend(store))
-        await worker.start()
-        try:
-            await worker.run(until_idle=True, idle_wait=0.0, end_of_input=end_of_input)
-            return worker.stats.late
-        finally:
-            await worker.stop()
-
-    def written() -> Counter[Output]:
-        kc, vc = codecs["out"]
-        assert kc is not None and vc is not None
-        return Counter((kc.decode(m[0]), vc.decode(m[1]), m[2]) for m in broker.records("out"))
-
-    append("left", "k1", "a0", 10.0)
-    assert asyncio.run(run(end_of_input=False)) == 0
-    assert written() == Counter()  # its window (10 + 5) is still open
-    assert asyncio.run(run(end_of_input=True)) == 0
-    assert written() == Counter({("k1", "a0|None", 10.0): 1})
-    append("right", "x", "k1:b0", 12.0)  # on time (stream time 15), but a0 is gone
-    append("right", "y", "k1:b1", 7.0)  # late: before 15 - 5
-    assert asyncio.run(run(end_of_input=False)) == 1
-    assert written() == Counter({("k1", "a0|None", 10.0): 1})
+    rig = Restarts(tmp_path, 1)
+    rig.append("left", "k1", "a0", 10.0)
+    assert rig.run() == 0
+    assert rig.written() == Counter()  # its window (10 + 5) is still open
+    assert rig.run(end_of_input=True) == 0
+    assert rig.written() == Counter({("k1", "a0|None", 10.0): 1})
+    rig.append("right", "x", "k1:b0", 12.0)  # on time (stream time 15), but a0 is gone
+    rig.append("right", "y", "k1:b1", 7.0)  # late: before 15 - 5
+    assert rig.run() == 1
+    assert rig.written() == Counter({("k1", "a0|None", 10.0): 1})
 
 
 def test_two_topics_of_different_partitions_are_joined_on_the_lefts() -> None:
